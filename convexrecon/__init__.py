@@ -1,0 +1,1 @@
+"""convexrecon: convex, layer-wise training of neural MRI reconstruction."""

@@ -1,0 +1,1 @@
+"""Generic convex solvers for group-lasso and cone-constrained programs."""
