@@ -1,0 +1,209 @@
+r"""``fit_layer``: train one two-layer block by solving its convex program.
+
+.. math::
+    \min_{v,w}\ \tfrac12\sum_c\Big\|\sum_i D_i X (v_{ic} - w_{ic}) - y_c\Big\|^2
+    + \beta\sum_{i,c}(\|v_{ic}\| + \|w_{ic}\|)
+    \quad\text{s.t.}\quad (2D_i - I)Xv_{ic} \ge 0,\ (2D_i - I)Xw_{ic} \ge 0
+
+(exact ReLU; the gated program drops ``w`` and the constraints). Pilanci &
+Ergen, ICML 2020; Sahiner et al., ICLR 2021; conventions in DESIGN.md §1-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.grad import conv2d_weight
+
+from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
+from solvers.report import IterationRecord
+
+from . import checks
+from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .block import ConvexBlock, block_from_solution
+
+ACTIVATIONS = ("relu", "gated")
+DEFAULT_BETA_RATIO = 1e-3
+
+
+def fit_layer(
+    inputs: Any,
+    targets: Any,
+    *,
+    kernel_size: int = 7,
+    num_arrangements: int = 64,
+    beta: float | None = None,
+    activation: str = "relu",
+    gates: Any = None,
+    seed: int = 0,
+    device: Any = None,
+    dtype: torch.dtype = torch.float32,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+) -> ConvexBlock:
+    """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
+
+    Parameters
+    ----------
+    inputs, targets
+        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays.
+    kernel_size
+        Odd ``k`` of the first layer (zero padding ``k // 2``).
+    num_arrangements
+        ``P``, number of sampled gates (ignored when ``gates`` is given).
+        The hidden width is at most ``2 P C_out`` (relu) or ``P C_out`` (gated).
+    beta
+        Weight on the group norms (= weight decay of the non-convex block).
+        Default: ``1e-3 * beta_max`` where ``beta_max = max_{i,c}
+        ||X^T D_i y_c||`` is the smallest weight for which the gated solution
+        is zero; the value used is stored in ``block.beta``.
+    activation
+        ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
+    gates
+        ``(P, C_in, k, k)`` gate filters; default drawn N(0, I) from ``seed``.
+    device, dtype
+        Where and in which precision to solve (float32 or float64). The final
+        certificate is always evaluated in float64.
+    tol
+        Relative duality-gap tolerance (and relative violation tolerance for
+        relu).
+    max_iter
+        Iteration budget (default 10,000 gated, 50,000 relu).
+    progress
+        Show a progress bar with the relative gap.
+    chunk_size
+        Images per chunk inside the operator (bounds temporary memory).
+
+    Returns
+    -------
+    ConvexBlock
+        With ``.report`` holding status, primal, dual, gap and history. A
+        solve that does not reach ``tol`` warns with ``ConvergenceWarning``.
+    """
+    device = checks.device_of(device)
+    dtype = checks.float_dtype(dtype)
+    kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)
+    activation = checks.choice("activation", activation, ACTIVATIONS)
+    tol = checks.positive_float("tol", tol)
+    if max_iter is not None:
+        max_iter = checks.positive_int("max_iter", max_iter)
+    if chunk_size is not None:
+        chunk_size = checks.positive_int("chunk_size", chunk_size)
+    x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
+    y = checks.as_batch("targets", targets, dtype=dtype, device=device)
+    checks.check_pair(x, y)
+    if gates is None:
+        num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
+        gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, dtype=dtype, device=device)
+    else:
+        gates = _check_gates(gates, x.shape[1], kernel_size, dtype, device)
+    masks = arrangement_masks(x, gates)
+    relu = activation == "relu"
+    operator = ArrangementConv(x, masks, kernel_size, y.shape[1], relu=relu, chunk_size=chunk_size)
+    if beta is None:
+        beta = DEFAULT_BETA_RATIO * beta_max(operator, y)
+        if beta == 0.0:
+            raise ValueError("targets are zero on every arrangement: beta cannot be chosen automatically; pass beta")
+    beta = checks.positive_float("beta", beta)
+    certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
+    callback, bar = _progress(progress, tol)
+    try:
+        if relu:
+            v, _, report = solve_cone_group_lasso(
+                operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 50_000,
+                certify_operator=certify_operator, callback=callback,
+            )
+        else:
+            v, report = solve_group_lasso(
+                operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 10_000,
+                certify_operator=certify_operator, callback=callback,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    return block_from_solution(v, gates, y.shape[1], activation, beta, report)
+
+
+def beta_max(operator: ArrangementConv, y: Tensor) -> float:
+    """``max_{i,c} ||X^T D_i y_c||``: the gated solution is zero for ``beta >= beta_max``."""
+    direction = operator.adjoint(y) if not operator.relu else operator.adjoint(y, None)
+    return float(torch.linalg.vector_norm(direction.reshape(direction.shape[0], -1).double(), dim=1).max())
+
+
+@dataclass(frozen=True)
+class GlobalCheck:
+    """Fresh-arrangement dual check of a solved block (DESIGN.md §3).
+
+    ``score = max_{h,c} ||X^T D_h theta_c|| / beta - 1`` over fresh gates
+    ``h``, with ``theta`` the block's residual on the data. ``score <= 0``
+    certifies that no neuron with a fresh activation pattern would lower the
+    objective (for the gated program exactly; for relu it is sufficient, since
+    the cone multipliers can only shrink the dual norm). ``sampled_score`` is
+    the same quantity over the block's own gates (about 0 at optimum).
+    """
+
+    score: float
+    sampled_score: float
+    scores: Tensor
+    num_fresh: int
+
+
+@torch.no_grad()
+def global_check(block: ConvexBlock, inputs: Any, targets: Any, num_fresh: int = 256, seed: int = 1_000_003,
+                 chunk: int = 64) -> GlobalCheck:
+    """Draw ``num_fresh`` fresh gates and report how far the block is from dual feasibility."""
+    num_fresh = checks.positive_int("num_fresh", num_fresh)
+    dtype = torch.float64
+    device = block.gates.device
+    x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
+    y = checks.as_batch("targets", targets, dtype=dtype, device=device)
+    checks.check_pair(x, y)
+    if x.shape[1] != block.gates.shape[1]:
+        raise ValueError(f"inputs must have {block.gates.shape[1]} channels for this block; got {x.shape[1]}")
+    if y.shape[1] != block.second.out_channels:
+        raise ValueError(f"targets must have {block.second.out_channels} channels for this block; got {y.shape[1]}")
+    theta = y - block.to(dtype)(x)
+    fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, dtype=dtype, device=device)
+    scores = torch.cat([_dual_norms(x, g, theta) for g in fresh.split(chunk)]) / block.beta - 1.0
+    sampled = _dual_norms(x, block.gates.to(dtype), theta) / block.beta - 1.0
+    return GlobalCheck(float(scores.max()), float(sampled.max()), scores, num_fresh)
+
+
+def _dual_norms(x: Tensor, gates: Tensor, theta: Tensor) -> Tensor:
+    """``||X^T D_h theta_c||`` for every gate ``h`` and output ``c``: ``(H, C_out)``."""
+    k = gates.shape[-1]
+    masks = arrangement_masks(x, gates).to(theta.dtype)
+    n, c, hh, ww = theta.shape
+    back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, hh, ww)
+    grads = conv2d_weight(x, (gates.shape[0] * c, x.shape[1], k, k), back, padding=k // 2)
+    return torch.linalg.vector_norm(grads.reshape(gates.shape[0], c, -1), dim=-1)
+
+
+def _check_gates(gates: Any, channels: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if not isinstance(gates, (Tensor,)) and not hasattr(gates, "__array__"):
+        raise TypeError(f"gates must be a tensor of shape (P, {channels}, {k}, {k}); got {type(gates).__name__}")
+    gates = torch.as_tensor(gates)
+    if gates.ndim != 4 or tuple(gates.shape[1:]) != (channels, k, k) or gates.shape[0] < 1:
+        raise ValueError(f"gates must have shape (P, {channels}, {k}, {k}) with P >= 1; got {tuple(gates.shape)}")
+    if not bool(torch.isfinite(gates).all()):
+        raise ValueError("gates must be finite; found NaN/Inf values")
+    return gates.to(device=device, dtype=dtype)
+
+
+def _progress(enabled: bool, tol: float):
+    if not enabled:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="fit_layer", unit="check")
+
+    def callback(rec: IterationRecord) -> None:
+        bar.set_postfix(rel_gap=f"{rec.relative_gap:.2e}", violation=f"{rec.max_violation:.1e}", tol=f"{tol:.0e}")
+        bar.update(1)
+
+    return callback, bar
