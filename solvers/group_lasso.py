@@ -167,6 +167,10 @@ def solve_cone_group_lasso(
     done, reason, lip = 0, "max_iter", 1.05 * (lip_data + rho * lip_cone)
     prev_violation = math.inf
     inner_tol = 0.1 * beta
+    # subproblem accuracy never asked beyond what the precision can give, and each
+    # subproblem gets a bounded budget (an inexact step still updates the multipliers)
+    inner_floor = beta * max(1e-3 * tol, 1e2 * torch.finfo(v0.dtype).eps)
+    inner_max_iter = 5_000
     while done < max_iter:
         state["done"] = done
         lam_now, rho_now = lam, rho
@@ -176,7 +180,7 @@ def solve_cone_group_lasso(
             lambda p: 0.5 * sq_norm(p[0] - y) + (sq_norm(torch.clamp(lam_now - rho_now * p[1], min=0.0)) - sq_norm(lam_now)) / (2 * rho_now),
             lambda p: (p[0] - y, -torch.clamp(lam_now - rho_now * p[1], min=0.0)),
             beta, v, parts, lip,
-            max_iter=max_iter - done, check_every=check_every, on_check=on_check, inner_tol=inner_tol,
+            max_iter=min(max_iter - done, inner_max_iter), check_every=check_every, on_check=on_check, inner_tol=inner_tol,
         )
         v, parts, done, lip = run.v, run.image, done + run.iterations, run.lipschitz
         if run.reason in ("checked", "diverged"):
@@ -191,7 +195,7 @@ def solve_cone_group_lasso(
         # let backtracking find the (often much smaller) local curvature again
         lip = max(0.1 * lip, lip_data)
         prev_violation = violation
-        inner_tol = max(0.3 * inner_tol, 1e-3 * tol * beta)
+        inner_tol = max(0.3 * inner_tol, inner_floor)
     cert, lam_out = certificate(v, parts, lam)
     if certify_operator is not None:
         v_hi = v.double()

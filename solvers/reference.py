@@ -53,6 +53,7 @@ class ReferenceSolution:
 def solve_group_lasso_cvxpy(
     A, y: np.ndarray, beta: float, var_shape: tuple[int, int], C=None, *,
     solver: str = "CLARABEL", fallback: str | None = "SCS", verbose: bool = False,
+    solver_options: dict | None = None,
 ) -> ReferenceSolution:
     """Solve the (cone-constrained) group lasso with cvxpy.
 
@@ -67,6 +68,9 @@ def solve_group_lasso_cvxpy(
     solver, fallback
         cvxpy solver names; the fallback is tried if the first raises or does
         not reach an optimal status.
+    solver_options
+        Keyword options for the first solver (e.g. ``tol_gap_rel`` for
+        Clarabel, ``eps_rel`` for SCS).
     """
     import cvxpy as cp
 
@@ -90,7 +94,8 @@ def solve_group_lasso_cvxpy(
     used, errors = None, []
     for name in [solver] + ([fallback] if fallback else []):
         try:
-            problem.solve(solver=name, verbose=verbose)
+            options = (solver_options or {}) if name == solver else {}
+            problem.solve(solver=name, verbose=verbose, **options)
         except (cp.error.SolverError, ValueError) as exc:  # solver missing or failed
             errors.append(f"{name}: {exc}")
             continue

@@ -1,0 +1,162 @@
+"""Time the torch block solver against cvxpy (Clarabel, SCS) on the same problems.
+
+Each problem is a two-layer block fit on random 2-channel images with a planted
+ReLU conv net plus noise (n = N * H * W patches, P gates, k x k kernels). The
+torch solver runs ``fit_layer`` to a certified relative gap of ``--tol``; the
+references get the same problem (same gates) through
+``solvers.reference.solve_arrangement_program`` with their own tolerances set
+to ``--tol``, and each reference solution is certified with the same duality
+gap. cvxpy is skipped above ``--max-cvxpy-n`` patches (it needs the explicit
+patch matrix).
+
+    python benchmarks/bench_solver.py                # default grid (~10 min on 2 cores)
+    python benchmarks/bench_solver.py --full         # n up to 1e6, P up to 256, k up to 7
+
+Writes ``benchmarks/results/solver/results.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import convexrecon as cr  # noqa: E402
+from convexrecon.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
+from solvers.reference import solve_arrangement_program  # noqa: E402
+from solvers.report import SolverError  # noqa: E402
+
+DEFAULT_GRID = [  # (n patches, P, k, activation)
+    (1_000, 8, 3, "gated"), (10_000, 8, 3, "gated"), (100_000, 8, 3, "gated"),
+    (10_000, 32, 5, "gated"), (10_000, 8, 7, "gated"),
+    (1_000, 8, 3, "relu"), (10_000, 8, 3, "relu"),
+]
+FULL_GRID = DEFAULT_GRID + [
+    (1_000_000, 8, 3, "gated"), (100_000, 64, 5, "gated"), (100_000, 256, 7, "gated"),
+    (100_000, 8, 3, "relu"), (10_000, 32, 5, "relu"),
+]
+
+
+def make_problem(n: int, P: int, k: int, seed: int = 0):
+    """Images of 40 x 25 pixels (odd-free but not square), as many as give ``n`` patches."""
+    h, w = 40, 25
+    num = max(1, round(n / (h * w)))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num, 2, h, w, generator=gen)
+    teacher = torch.randn(8, 2, k, k, generator=gen) / k
+    hidden = torch.relu(torch.nn.functional.conv2d(x, teacher, padding=k // 2))
+    y = torch.nn.functional.conv2d(hidden, torch.randn(2, 8, 1, 1, generator=gen) / 3)
+    y = y + 0.1 * y.std() * torch.randn(y.shape, generator=gen)
+    gates = draw_gates(P, 2, k, seed=seed + 1, dtype=torch.float32)
+    return x, y, gates
+
+
+def run_case(n, P, k, activation, args):
+    x, y, gates = make_problem(n, P, k)
+    op = cr.ArrangementConv(x.double(), arrangement_masks(x, gates), k, 2, relu=False)
+    beta = args.beta_ratio * cr.beta_max(op, y.double())
+    row = {"n": x.shape[0] * x.shape[2] * x.shape[3], "P": P, "k": k, "activation": activation, "beta": beta}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        start = time.perf_counter()
+        block = cr.fit_layer(x, y, kernel_size=k, gates=gates, beta=beta, activation=activation, tol=args.tol,
+                             dtype=torch.float32, max_iter=args.max_iter)
+        row["torch_seconds"] = time.perf_counter() - start
+    rep = block.report
+    row.update(torch_status=rep.status.value, torch_primal=rep.primal, torch_relative_gap=rep.relative_gap,
+               torch_violation=rep.max_violation, torch_iterations=rep.iterations)
+    for name, options in (("clarabel", {"tol_gap_rel": args.tol, "tol_gap_abs": 1e-12}),
+                          ("scs", {"eps_abs": 1e-9, "eps_rel": args.tol})):
+        if row["n"] > args.max_cvxpy_n or name not in args.references:
+            row[f"{name}_seconds"] = None
+            continue
+        X, D, Y = patch_problem(x.double(), arrangement_masks(x, gates), y.double(), k)
+        try:
+            start = time.perf_counter()
+            ref = solve_arrangement_program(X, D, Y, beta, activation, solver=name.upper(), fallback=None,
+                                            solver_options=options)
+            row[f"{name}_seconds"] = time.perf_counter() - start
+            row[f"{name}_primal"] = ref.report.primal
+            row[f"{name}_relative_gap"] = ref.report.relative_gap
+            row[f"{name}_status"] = ref.report.status.value
+            row[f"{name}_speedup"] = row[f"{name}_seconds"] / row["torch_seconds"]
+        except SolverError as exc:
+            row[f"{name}_seconds"] = None
+            row[f"{name}_error"] = str(exc)[:200]
+    return row
+
+
+def markdown(rows, meta) -> str:
+    lines = [
+        f"Solver benchmark — {meta['date']}, {meta['machine']}, torch {meta['torch']} ({meta['threads']} threads), "
+        f"target relative gap {meta['tol']:g}, float32 iterates with float64 certificate.",
+        "",
+        "| n | P | k | activation | torch s | torch status | torch rel. gap | Clarabel s | Clarabel rel. gap | × vs Clarabel | SCS s | SCS rel. gap | × vs SCS |",
+        "|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['P']} | {r['k']} | {r['activation']} | {r['torch_seconds']:.2f} | {r['torch_status']} | "
+            f"{r['torch_relative_gap']:.1e} | {f(r.get('clarabel_seconds'), '.2f')} | {f(r.get('clarabel_relative_gap'), '.1e')} | "
+            f"{f(r.get('clarabel_speedup'), '.1f')} | {f(r.get('scs_seconds'), '.2f')} | {f(r.get('scs_relative_gap'), '.1e')} | "
+            f"{f(r.get('scs_speedup'), '.1f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="run the full grid (n up to 1e6; hours on 2 cores)")
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--beta-ratio", type=float, default=1e-2, help="beta = ratio * beta_max")
+    parser.add_argument("--max-iter", type=int, default=20_000)
+    parser.add_argument("--max-cvxpy-n", type=int, default=10_000)
+    parser.add_argument("--references", nargs="*", default=["clarabel", "scs"])
+    parser.add_argument("--only", type=int, nargs="*", help="indices of grid rows to run")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "solver")
+    args = parser.parse_args(argv)
+    if args.tol <= 0:
+        parser.error(f"--tol must be > 0; got {args.tol}")
+    grid = FULL_GRID if args.full else DEFAULT_GRID
+    if args.only:
+        grid = [grid[i] for i in args.only]
+    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{'cuda' if torch.cuda.is_available() else 'cpu'}", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "tol": args.tol, "beta_ratio": args.beta_ratio}
+    rows = []
+    for case in grid:
+        row = run_case(*case, args)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    table = markdown(rows, meta)
+    print(table)
+    write_atomic(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_atomic(args.out / "results.md", table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

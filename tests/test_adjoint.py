@@ -1,0 +1,91 @@
+"""Every linear operator of the project passes the dot-product test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convexrecon.arrangements import ArrangementConv, arrangement_masks, draw_gates
+from solvers.operators import MatrixOperator, StackedOperator
+
+from .operator_checks import assert_adjoint
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def _randn(*shape, dtype, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None):
+    x = _randn(3, 2, 9, 7, dtype=dtype, seed=1)
+    gates = draw_gates(4, 2, k, seed=2, dtype=dtype)
+    op = ArrangementConv(x, arrangement_masks(x, gates), k, c_out, relu=relu, chunk_size=chunk)
+    v = _randn(*op.var_shape, dtype=dtype, seed=3)
+    r = _randn(3, c_out, 9, 7, dtype=dtype, seed=4)
+    if relu:
+        mu = _randn(3, 2, 4, c_out, 9, 7, dtype=dtype, seed=5)
+        return op.forward, op.adjoint, v, (r, mu)
+    return op.forward, op.adjoint, v, r
+
+
+def _matrix(dtype):
+    a = _randn(11, 12, dtype=dtype, seed=6)
+    op = MatrixOperator(a, (4, 3))
+    return op.forward, op.adjoint, _randn(4, 3, dtype=dtype, seed=7), _randn(11, dtype=dtype, seed=8)
+
+
+def _stacked(dtype):
+    a = MatrixOperator(_randn(11, 12, dtype=dtype, seed=6), (4, 3))
+    c = MatrixOperator(_randn(5, 12, dtype=dtype, seed=9), (4, 3))
+    op = StackedOperator(a, c)
+    return op.forward, op.adjoint, _randn(4, 3, dtype=dtype, seed=7), (_randn(11, dtype=dtype, seed=8), _randn(5, dtype=dtype, seed=10))
+
+
+REGISTRY = {
+    "conv-gated-k3": lambda dt: _conv(False, dt),
+    "conv-relu-k3": lambda dt: _conv(True, dt),
+    "conv-gated-k5-chunked": lambda dt: _conv(False, dt, k=5, c_out=1, chunk=2),
+    "conv-relu-k1-chunked": lambda dt: _conv(True, dt, k=1, c_out=3, chunk=1),
+    "matrix": _matrix,
+    "stacked": _stacked,
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_dot_product(name, dtype):
+    forward, adjoint, v, r = REGISTRY[name](dtype)
+    assert_adjoint(forward, adjoint, v, r, rtol=TOL[dtype])
+
+
+def test_chunking_does_not_change_results():
+    f1, a1, v, (r, mu) = _conv(True, torch.float64, chunk=None)
+    f2, a2, _, _ = _conv(True, torch.float64, chunk=1)
+    p1, c1 = f1(v)
+    p2, c2 = f2(v)
+    torch.testing.assert_close(p1, p2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c1, c2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a1(r, mu), a2(r, mu), rtol=1e-12, atol=1e-12)
+
+
+def test_operator_matches_explicit_patch_matrix():
+    """The conv operator is sum_i D_i X v_ic with X from unfold (DESIGN.md §2)."""
+    import numpy as np
+
+    from convexrecon.arrangements import patch_problem
+    from solvers.reference import arrangement_matrices
+
+    x = _randn(2, 2, 6, 5, dtype=torch.float64, seed=11)
+    gates = draw_gates(3, 2, 3, seed=12)
+    masks = arrangement_masks(x, gates)
+    op = ArrangementConv(x, masks, 3, 2, relu=True)
+    v = _randn(*op.var_shape, dtype=torch.float64, seed=13)
+    pred, cone = op.forward(v)
+    X, D, _ = patch_problem(x, masks, torch.zeros(2, 2, 6, 5, dtype=torch.float64), 3)
+    A, C, var_shape = arrangement_matrices(X, D, 2, "relu")
+    flat = v.reshape(var_shape).numpy().reshape(-1)
+    np.testing.assert_allclose(A @ flat, pred.permute(1, 0, 2, 3).reshape(-1).numpy(), rtol=1e-10, atol=1e-10)
+    # constraint rows: group (s, i, c) then pixel (N, H, W)
+    expected = cone.permute(1, 2, 3, 0, 4, 5).reshape(-1).numpy()
+    np.testing.assert_allclose(C @ flat, expected, rtol=1e-10, atol=1e-10)

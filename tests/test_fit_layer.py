@@ -1,0 +1,171 @@
+"""fit_layer against the cvxpy reference, conversion to layers, determinism."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import convexrecon as cr
+from convexrecon.arrangements import ArrangementConv, arrangement_masks
+from solvers.report import Status
+
+from .problems import CASES, make_problem, reference
+
+
+def _fit(p, **kw):
+    kw.setdefault("tol", 1e-6)
+    return cr.fit_layer(p.inputs, p.targets, kernel_size=p.kernel_size, gates=p.gates, beta=p.beta,
+                        activation=p.activation, dtype=torch.float64, **kw)
+
+
+@pytest.mark.parametrize("seed,c_out,k,activation", CASES, ids=[f"s{s}-c{c}-k{k}-{a}" for s, c, k, a in CASES])
+def test_matches_cvxpy_reference(seed, c_out, k, activation):
+    p, ref = reference(seed, c_out, k, activation)
+    assert ref.report.status is Status.OPTIMAL
+    assert ref.report.relative_gap < 1e-6  # the reference certifies itself
+    block = _fit(p)
+    rep = block.report
+    p_star = ref.report.primal
+    assert abs(rep.primal - p_star) <= 1e-4 * abs(p_star)
+    # the certificate bounds the true suboptimality (up to the reference's own accuracy)
+    assert rep.gap >= (rep.primal - p_star) - 1e-8 * abs(p_star)
+    assert rep.status is Status.OPTIMAL
+    assert 0 <= rep.gap <= 1e-6 * abs(rep.primal)
+    if activation == "relu":
+        assert rep.max_violation <= 1e-6
+    # the converted network's weight-decay objective is the convex objective
+    assert block.objective(p.inputs, p.targets) == pytest.approx(rep.primal, rel=1e-6)
+    assert block.width <= (2 if activation == "relu" else 1) * p.gates.shape[0] * c_out
+
+
+def test_relu_block_reproduces_convex_predictions():
+    p, ref = reference(1, 2, 3, "relu")
+    block = _fit(p)
+    masks = arrangement_masks(p.inputs, p.gates)
+    op = ArrangementConv(p.inputs, masks, 3, 2, relu=True)
+    v = torch.from_numpy(ref.x).reshape(op.var_shape)
+    convex_pred, _ = op.forward(v)
+    torch.testing.assert_close(block(p.inputs), convex_pred, rtol=0, atol=1e-4 * float(p.targets.abs().max()))
+    hidden = block.hidden(p.inputs)
+    assert hidden.shape == (2, block.width, 7, 5) and float(hidden.min()) >= 0
+
+
+def test_gated_block_uses_its_gates():
+    p = make_problem(3, c_out=1, k=3, activation="gated")
+    block = _fit(p)
+    pre = block.first(p.inputs)
+    hidden = block.hidden(p.inputs)
+    gate_masks = arrangement_masks(p.inputs, p.gates)[:, block.neuron_arrangement]
+    torch.testing.assert_close(hidden, pre * gate_masks)
+    assert (hidden < 0).any()  # gated features are not rectified
+
+
+def test_dense_layer_is_kernel_size_one():
+    """An MLP layer: inputs (n, d, 1, 1), compared with cvxpy on the same gates."""
+    from solvers.reference import solve_arrangement_program
+
+    gen = torch.Generator().manual_seed(5)
+    n, d = 40, 5
+    x = torch.randn(n, d, 1, 1, generator=gen, dtype=torch.float64)
+    y = torch.relu(x[:, :3].sum(1, keepdim=True)) - 0.5 * torch.relu(-x[:, 3:4])
+    gates = torch.randn(6, d, 1, 1, generator=gen, dtype=torch.float64)
+    for activation in ("gated", "relu"):
+        block = cr.fit_layer(x, y, kernel_size=1, gates=gates, beta=0.2, activation=activation, dtype=torch.float64)
+        D = (x.reshape(n, d) @ gates.reshape(6, d).T >= 0).numpy()
+        ref = solve_arrangement_program(x.reshape(n, d).numpy(), D, y.reshape(n, 1).numpy(), 0.2, activation)
+        assert block.report.status is Status.OPTIMAL
+        assert block.report.primal == pytest.approx(ref.report.primal, rel=1e-4)
+
+
+def test_same_seed_same_block_bitwise():
+    p = make_problem(4, c_out=2, k=3, activation="gated")
+    kw = dict(kernel_size=3, num_arrangements=5, beta=0.3, activation="gated", seed=7, dtype=torch.float64)
+    a = cr.fit_layer(p.inputs, p.targets, **kw)
+    b = cr.fit_layer(p.inputs, p.targets, **kw)
+    c = cr.fit_layer(p.inputs, p.targets, **{**kw, "seed": 8})
+    assert torch.equal(a.gates, b.gates) and torch.equal(a.first.weight, b.first.weight)
+    assert torch.equal(a.second.weight, b.second.weight)
+    assert a.report.primal == b.report.primal
+    assert not torch.equal(a.gates, c.gates)
+    # supplying the seed's gates explicitly is the same problem
+    d = cr.fit_layer(p.inputs, p.targets, **{**kw, "gates": a.gates})
+    assert torch.equal(d.first.weight, a.first.weight)
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_float32_solves_the_same_problem(activation):
+    p = make_problem(6, c_out=1, k=3, activation=activation)
+    kw = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation=activation, tol=1e-4)
+    b64 = cr.fit_layer(p.inputs, p.targets, dtype=torch.float64, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        b32 = cr.fit_layer(p.inputs.float(), p.targets.float(), dtype=torch.float32, **kw)
+    assert b32.first.weight.dtype == torch.float32
+    assert b32.report.status in (Status.OPTIMAL, Status.INACCURATE)
+    # float64 certificate of float32 iterates: still a valid bound
+    assert b32.report.gap >= 0
+    assert b32.report.primal == pytest.approx(b64.report.primal, rel=1e-3)
+
+
+def test_default_beta_and_zero_solution():
+    p = make_problem(7, c_out=1, k=3, activation="gated")
+    block = cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, activation="gated", dtype=torch.float64)
+    op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 3, 1, relu=False)
+    bmax = cr.beta_max(op, p.targets)
+    assert block.beta == pytest.approx(1e-3 * bmax)
+    # at beta >= beta_max the solution is exactly zero: no neurons, zero output
+    zero = cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=1.01 * bmax,
+                        activation="gated", dtype=torch.float64)
+    assert zero.width == 0
+    assert zero.report.status is Status.OPTIMAL
+    assert torch.count_nonzero(zero(p.inputs)) == 0
+    assert zero.report.primal == pytest.approx(0.5 * float(p.targets.pow(2).sum()))
+
+
+def test_max_iter_warns_and_reports_status():
+    p = make_problem(8, c_out=1, k=3, activation="relu")
+    with pytest.warns(cr.ConvergenceWarning, match="max_iter"):
+        block = _fit(p, max_iter=5, tol=1e-12)
+    assert block.report.status is Status.MAX_ITER
+    assert block.report.iterations == 5
+    assert block.report.gap >= 0 and math.isfinite(block.report.dual)
+
+
+def test_report_history_and_dict():
+    import json
+
+    p = make_problem(9, c_out=1, k=3, activation="gated")
+    rep = _fit(p).report
+    assert len(rep.history) >= 1
+    assert [h.iteration for h in rep.history] == sorted(h.iteration for h in rep.history)
+    data = json.loads(json.dumps(rep.to_dict(with_history=True)))
+    assert data["status"] == "optimal" and data["primal"] == rep.primal
+
+
+def test_global_check():
+    p = make_problem(10, c_out=2, k=3, activation="gated")
+    block = _fit(p, tol=1e-9)
+    check = cr.global_check(block, p.inputs, p.targets, num_fresh=64)
+    # at the optimum of the sampled program every sampled gate is dual feasible
+    assert check.sampled_score <= 1e-3
+    assert check.scores.shape == (64, 2)
+    # the fresh-gate score with the block's own gates equals the sampled score
+    own = cr.global_check(block, p.inputs, p.targets, num_fresh=4, seed=p.gates_seed) if hasattr(p, "gates_seed") else None
+    assert own is None or own.score == pytest.approx(check.sampled_score)
+    # a zero block at beta > beta_max on all (fresh) arrangements certifies itself
+    op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 3, 2, relu=False)
+    zero = cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=50 * cr.beta_max(op, p.targets),
+                        activation="gated", dtype=torch.float64)
+    assert cr.global_check(zero, p.inputs, p.targets, num_fresh=64).score < 0
+
+
+def test_numpy_inputs_accepted():
+    p = make_problem(11, c_out=1, k=3, activation="gated")
+    a = cr.fit_layer(p.inputs.numpy(), p.targets.numpy(), kernel_size=3, gates=p.gates, beta=p.beta,
+                     activation="gated", dtype=torch.float64)
+    b = _fit(p)
+    assert a.report.primal == pytest.approx(b.report.primal, rel=1e-12)
