@@ -10,9 +10,9 @@ returning a boolean array of the k-space ``shape`` (readout × phase encode):
   drawn uniformly at random *without replacement* so that exactly
   ``round(W / acceleration)`` lines are sampled (fastMRI's random mask draws
   each line independently and hits the rate only in expectation);
-* :func:`equispaced_lines` — the same centre band plus lines equally spaced
-  with a random offset, spacing chosen so the overall rate is the
-  acceleration (fastMRI's equispaced semantics).
+* :func:`equispaced_lines` — the same centre band plus equally spaced lines
+  (random offset) among the other columns, again exactly
+  ``round(W / acceleration)`` lines in all.
 
 No function touches the global NumPy or torch RNG: line masks draw from a
 private ``numpy.random.Generator``, and the NumPy global state is saved and
@@ -193,9 +193,11 @@ def equispaced_lines(
 ) -> np.ndarray:
     """Equispaced 1D phase-encode lines with a fully sampled centre band.
 
-    Outside the centre band, lines are placed every ``s`` columns from a random
-    offset in ``[0, s)``, where ``s = (R (n_low - W)) / (n_low R - W)`` makes
-    the expected total ``W / R`` (fastMRI's equispaced rule).
+    Exactly ``round(W / acceleration)`` columns are sampled, like
+    :func:`random_lines`: the centre band, plus ``n`` lines placed every
+    ``s = m / n`` columns of the ``m`` columns outside the band, from a random
+    offset in ``[0, s)``. (fastMRI's equispaced mask reaches the rate only
+    approximately; on small grids it can miss it by 15%.)
 
     Parameters
     ----------
@@ -211,15 +213,15 @@ def equispaced_lines(
     acceleration = _check_acceleration(acceleration)
     center_fraction = _check_center_fraction(center_fraction)
     seed = _check_seed(seed)
-    band = center_band(width, center_fraction)
-    n_low = band.stop - band.start
     lines = np.zeros(width, dtype=bool)
-    lines[band] = True
-    if n_low * acceleration < width:
-        spacing = acceleration * (n_low - width) / (n_low * acceleration - width)
+    lines[center_band(width, center_fraction)] = True
+    rest = np.flatnonzero(~lines)
+    n_more = max(int(round(width / acceleration)) - int(lines.sum()), 0)
+    if n_more > 0:
+        spacing = rest.size / n_more
         offset = np.random.default_rng(seed).uniform(0.0, spacing)
-        positions = np.round(np.arange(offset, width - 1, spacing)).astype(int)
-        lines[positions[positions < width]] = True
+        picks = np.floor(offset + spacing * np.arange(n_more)).astype(int)
+        lines[rest[np.minimum(picks, rest.size - 1)]] = True
     return np.broadcast_to(lines, (height, width)).copy()
 
 
@@ -263,6 +265,14 @@ class MaskFunc:
         if self.kind == "lines":
             return random_lines(shape, self.acceleration, self.center_fraction, seed)
         return equispaced_lines(shape, self.acceleration, self.center_fraction, seed)
+
+    def calibration_limit(self, shape: tuple[int, int]) -> int:
+        """Largest calibration square ESPIRiT may use for masks of ``shape``.
+
+        ``calib`` for Poisson disc; for line masks the whole sampled centre band
+        (the fully sampled width is measured on the mask itself).
+        """
+        return int(self.calib) if self.kind == "poisson" else int(min(shape))
 
     def for_slice(self, shape: tuple[int, int], fname: str, slice_index: int) -> np.ndarray:
         """Return the mask of slice ``slice_index`` of file ``fname``."""

@@ -1,0 +1,28 @@
+"""Shared fixtures: a small synthetic data set in the real fastMRI layout.
+
+Sizes are odd where possible (k-space 64 × 45) so that shape bugs surface,
+and small (6 coils) so that ESPIRiT runs in well under a second per slice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convexrecon.data.synthetic import make_synthetic
+
+SHAPE = (64, 45)
+RECON = (32, 32)
+COILS = 6
+SLICES = 3
+VOLUMES = 2
+CROP = 31
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two volumes of three slices, 6 coils, 64 × 45 k-space, SNR 40."""
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(root, volumes=VOLUMES, slices=SLICES, coils=COILS, seed=0, shape=SHAPE, recon=RECON, snr=40.0)
+    return root
