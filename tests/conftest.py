@@ -26,3 +26,11 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(root, volumes=VOLUMES, slices=SLICES, coils=COILS, seed=0, shape=SHAPE, recon=RECON, snr=40.0)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One volume of two slices, for tests that rebuild caches several times."""
+    root = tmp_path_factory.mktemp("tiny")
+    make_synthetic(root, volumes=1, slices=2, coils=COILS, seed=1, shape=SHAPE, recon=RECON, snr=40.0)
+    return root

@@ -97,6 +97,13 @@ def test_bad_center_fraction(fraction: float) -> None:
         MaskFunc("lines", 4.0, fraction)
 
 
+def test_band_wider_than_budget() -> None:
+    with pytest.raises(ValueError, match="center_fraction"):
+        random_lines((64, 45), 4.0, 0.35)  # 16 centre lines > 11 allowed
+    with pytest.raises(ValueError, match="center_fraction"):
+        equispaced_lines((64, 45), 4.0, 0.35)
+
+
 def test_bad_kind_shape_calib_seed() -> None:
     with pytest.raises(ValueError, match="mask"):
         MaskFunc("radial")

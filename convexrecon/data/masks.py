@@ -108,6 +108,18 @@ def center_band(width: int, center_fraction: float) -> slice:
     return slice(start, start + n_low)
 
 
+def _line_budget(width: int, acceleration: float, band: slice, center_fraction: float) -> int:
+    """Total lines ``round(W / R)``; an error if the centre band alone exceeds it."""
+    total = int(round(width / acceleration))
+    if band.stop - band.start > total:
+        raise ValueError(
+            f"The 'center_fraction' parameter {center_fraction} gives a centre band of "
+            f"{band.stop - band.start} lines, more than the {total} lines that acceleration "
+            f"{acceleration} allows on {width} columns; lower 'center_fraction' or 'acceleration'."
+        )
+    return total
+
+
 def poisson_disc(
     shape: tuple[int, int], acceleration: float = 4.0, calib: int = 16, seed: int = 0
 ) -> np.ndarray:
@@ -179,9 +191,9 @@ def random_lines(
     center_fraction = _check_center_fraction(center_fraction)
     seed = _check_seed(seed)
     band = center_band(width, center_fraction)
+    n_total = _line_budget(width, acceleration, band, center_fraction)
     lines = np.zeros(width, dtype=bool)
     lines[band] = True
-    n_total = max(int(round(width / acceleration)), int(lines.sum()))
     rest = np.flatnonzero(~lines)
     rng = np.random.default_rng(seed)
     lines[rng.choice(rest, size=n_total - int(lines.sum()), replace=False)] = True
@@ -213,10 +225,12 @@ def equispaced_lines(
     acceleration = _check_acceleration(acceleration)
     center_fraction = _check_center_fraction(center_fraction)
     seed = _check_seed(seed)
+    band = center_band(width, center_fraction)
+    n_total = _line_budget(width, acceleration, band, center_fraction)
     lines = np.zeros(width, dtype=bool)
-    lines[center_band(width, center_fraction)] = True
+    lines[band] = True
     rest = np.flatnonzero(~lines)
-    n_more = max(int(round(width / acceleration)) - int(lines.sum()), 0)
+    n_more = n_total - int(lines.sum())
     if n_more > 0:
         spacing = rest.size / n_more
         offset = np.random.default_rng(seed).uniform(0.0, spacing)
