@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from convexrecon.data.atomic import atomic_path
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import complex_to_channels, sense_images
@@ -212,28 +212,21 @@ class SliceDataset(torch.utils.data.Dataset):
         volume = self.volumes[path]
         slices, coils, height, width = volume.shape
         crop = self.crop
-        fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=self.cache_dir)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as handle:
-                handle.attrs["settings"] = json.dumps(self.settings(), sort_keys=True)
-                handle.attrs["source"] = self._source_id(path)
-                d_in = handle.create_dataset("input", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
-                d_tg = handle.create_dataset("target", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
-                d_mp = handle.create_dataset(
-                    "maps", (slices, coils, crop, crop), np.complex64, chunks=(1, coils, crop, crop)
-                )
-                d_mk = handle.create_dataset("mask", (slices, height, width), bool, chunks=(1, height, width))
-                d_sc = handle.create_dataset("scale", (slices,), np.float64)
-                for s in range(slices):
-                    sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop)
-                    d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
-                    d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale
-                    bar.update(1)
-            os.replace(tmp, self._cache_path(path))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self._cache_path(path)) as tmp, h5py.File(tmp, "w") as handle:
+            handle.attrs["settings"] = json.dumps(self.settings(), sort_keys=True)
+            handle.attrs["source"] = self._source_id(path)
+            d_in = handle.create_dataset("input", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
+            d_tg = handle.create_dataset("target", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
+            d_mp = handle.create_dataset(
+                "maps", (slices, coils, crop, crop), np.complex64, chunks=(1, coils, crop, crop)
+            )
+            d_mk = handle.create_dataset("mask", (slices, height, width), bool, chunks=(1, height, width))
+            d_sc = handle.create_dataset("scale", (slices,), np.float64)
+            for s in range(slices):
+                sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop)
+                d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
+                d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale
+                bar.update(1)
 
     def _handle(self, path: Path) -> h5py.File:
         if os.getpid() != self._pid:  # a DataLoader worker: never share HDF5 handles across fork

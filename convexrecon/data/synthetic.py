@@ -35,8 +35,6 @@ trained on it should not be expected to transfer to real scans.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +42,7 @@ import h5py
 import numpy as np
 import torch
 
+from convexrecon.data.atomic import atomic_path
 from convexrecon.data.masks import slice_seed
 from convexrecon.data.sense import center_crop, fft2c, ifft2c
 
@@ -287,21 +286,14 @@ def write_fastmri(path: str | Path, kspace: np.ndarray, recon: tuple[int, int], 
     coil_images = ifft2c(torch.from_numpy(kspace)).numpy()
     rss = center_crop(np.sqrt((np.abs(coil_images) ** 2).sum(axis=1)), recon).astype(np.float32)
     header = ismrmrd_header(kspace.shape[-2:], recon).replace(b"{coils}", str(kspace.shape[1]).encode())
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("kspace", data=kspace)
-            handle.create_dataset("reconstruction_rss", data=rss)
-            handle.create_dataset("ismrmrd_header", data=np.bytes_(header))
-            handle.attrs["acquisition"] = "CORPD_FBK"
-            handle.attrs["max"] = float(rss.max())
-            handle.attrs["norm"] = float(np.linalg.norm(rss))
-            handle.attrs["patient_id"] = patient_id
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset("kspace", data=kspace)
+        handle.create_dataset("reconstruction_rss", data=rss)
+        handle.create_dataset("ismrmrd_header", data=np.bytes_(header))
+        handle.attrs["acquisition"] = "CORPD_FBK"
+        handle.attrs["max"] = float(rss.max())
+        handle.attrs["norm"] = float(np.linalg.norm(rss))
+        handle.attrs["patient_id"] = patient_id
     return path
 
 
