@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -120,6 +120,29 @@ def _line_budget(width: int, acceleration: float, band: slice, center_fraction: 
     return total
 
 
+def _line_mask(
+    shape: tuple[int, int],
+    acceleration: float,
+    center_fraction: float,
+    seed: int,
+    pick: Callable[[np.ndarray, int, np.random.Generator], np.ndarray],
+) -> np.ndarray:
+    """Centre band plus ``pick(rest, n, rng)`` of the other columns, ``round(W / R)`` in all."""
+    height, width = _check_shape(shape)
+    acceleration = _check_acceleration(acceleration)
+    center_fraction = _check_center_fraction(center_fraction)
+    seed = _check_seed(seed)
+    band = center_band(width, center_fraction)
+    n_total = _line_budget(width, acceleration, band, center_fraction)
+    lines = np.zeros(width, dtype=bool)
+    lines[band] = True
+    rest = np.flatnonzero(~lines)
+    n_more = n_total - int(lines.sum())
+    if n_more > 0:
+        lines[pick(rest, n_more, np.random.default_rng(seed))] = True
+    return np.broadcast_to(lines, (height, width)).copy()
+
+
 def poisson_disc(
     shape: tuple[int, int], acceleration: float = 4.0, calib: int = 16, seed: int = 0
 ) -> np.ndarray:
@@ -186,18 +209,10 @@ def random_lines(
     numpy.ndarray
         Boolean mask of shape ``shape`` (every row identical).
     """
-    height, width = _check_shape(shape)
-    acceleration = _check_acceleration(acceleration)
-    center_fraction = _check_center_fraction(center_fraction)
-    seed = _check_seed(seed)
-    band = center_band(width, center_fraction)
-    n_total = _line_budget(width, acceleration, band, center_fraction)
-    lines = np.zeros(width, dtype=bool)
-    lines[band] = True
-    rest = np.flatnonzero(~lines)
-    rng = np.random.default_rng(seed)
-    lines[rng.choice(rest, size=n_total - int(lines.sum()), replace=False)] = True
-    return np.broadcast_to(lines, (height, width)).copy()
+    def pick(rest: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(rest, size=n, replace=False)
+
+    return _line_mask(shape, acceleration, center_fraction, seed, pick)
 
 
 def equispaced_lines(
@@ -221,22 +236,12 @@ def equispaced_lines(
     numpy.ndarray
         Boolean mask of shape ``shape`` (every row identical).
     """
-    height, width = _check_shape(shape)
-    acceleration = _check_acceleration(acceleration)
-    center_fraction = _check_center_fraction(center_fraction)
-    seed = _check_seed(seed)
-    band = center_band(width, center_fraction)
-    n_total = _line_budget(width, acceleration, band, center_fraction)
-    lines = np.zeros(width, dtype=bool)
-    lines[band] = True
-    rest = np.flatnonzero(~lines)
-    n_more = n_total - int(lines.sum())
-    if n_more > 0:
-        spacing = rest.size / n_more
-        offset = np.random.default_rng(seed).uniform(0.0, spacing)
-        picks = np.floor(offset + spacing * np.arange(n_more)).astype(int)
-        lines[rest[np.minimum(picks, rest.size - 1)]] = True
-    return np.broadcast_to(lines, (height, width)).copy()
+    def pick(rest: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        spacing = rest.size / n
+        picks = np.floor(rng.uniform(0.0, spacing) + spacing * np.arange(n)).astype(int)
+        return rest[np.minimum(picks, rest.size - 1)]
+
+    return _line_mask(shape, acceleration, center_fraction, seed, pick)
 
 
 @dataclass(frozen=True)
