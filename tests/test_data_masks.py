@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from convexrecon.data.masks import (
     MaskFunc,
@@ -115,3 +117,19 @@ def test_bad_kind_shape_calib_seed() -> None:
         random_lines((64, 45), 4.0, 0.08, seed=-1)
     with pytest.raises(TypeError, match="acceleration"):
         random_lines((64, 45), "4")  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(16, 400),
+    acceleration=st.floats(2.0, 8.0),
+    center_fraction=st.floats(0.01, 0.1),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_line_masks_property(width: int, acceleration: float, center_fraction: float, seed: int) -> None:
+    band = center_band(width, center_fraction)
+    assume(band.stop - band.start <= round(width / acceleration))
+    for function in (random_lines, equispaced_lines):
+        mask = function((3, width), acceleration, center_fraction, seed)
+        assert mask[0].sum() == round(width / acceleration)
+        assert mask[0, band].all()
