@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import convexrecon.data.dataset as dataset_module
-from convexrecon.data import Sample, SliceDataset
+from convexrecon.data import Batch, Sample, SliceDataset, collate
 from tests.conftest import COILS, CROP, SHAPE, SLICES, VOLUMES
 
 LINES = dict(mask="lines", center_fraction=0.2)  # 9 centre lines + 2 random of 45 columns
@@ -94,6 +94,9 @@ def test_dataloader_batches(cached: SliceDataset) -> None:
     batch = next(iter(torch.utils.data.DataLoader(cached, batch_size=2)))
     assert batch.input.shape == (2, 2, CROP, CROP)
     assert list(batch.slice_index) == [0, 1]
+    mixed = collate([cached[0], cached[1]])  # for volumes whose k-space widths differ
+    assert isinstance(mixed, Batch) and mixed.input.shape == (2, 2, CROP, CROP)
+    assert len(mixed.mask) == 2 and mixed.scale.dtype == torch.float64
 
 
 def test_bad_settings(synthetic_dir: Path, tmp_path: Path) -> None:

@@ -62,6 +62,39 @@ class Sample(NamedTuple):
     slice_index: int
 
 
+class Batch(NamedTuple):
+    """Samples stacked for training (see :func:`collate`).
+
+    ``input``, ``target`` ``(B, 2, crop, crop)``, ``maps`` ``(B, coils, crop, crop)``,
+    ``scale`` ``(B,)`` float64, ``slice_index`` ``(B,)``; ``mask`` and ``fname`` stay
+    lists because real fastMRI volumes differ in k-space width (368, 372, ...).
+    """
+
+    input: torch.Tensor
+    target: torch.Tensor
+    mask: list[torch.Tensor]
+    maps: torch.Tensor
+    scale: torch.Tensor
+    fname: list[str]
+    slice_index: torch.Tensor
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """``collate_fn`` for ``DataLoader``: stacks samples whose masks may differ in shape.
+
+    All samples must share the number of coils (true within a fastMRI split).
+    """
+    return Batch(
+        input=torch.stack([s.input for s in samples]),
+        target=torch.stack([s.target for s in samples]),
+        mask=[s.mask for s in samples],
+        maps=torch.stack([s.maps for s in samples]),
+        scale=torch.tensor([s.scale for s in samples], dtype=torch.float64),
+        fname=[s.fname for s in samples],
+        slice_index=torch.tensor([s.slice_index for s in samples]),
+    )
+
+
 def preprocess_slice(
     kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int
 ) -> Sample:
