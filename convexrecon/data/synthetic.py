@@ -133,9 +133,9 @@ def phantom_slice(
     tex = np.random.default_rng([subject, texture_seed, 29])
 
     # Limb outline: lobed ellipse that slowly changes with z.
-    theta, radius = np.arctan2(y, x * 1.0), np.hypot(y / 0.88, x / 0.8)
+    theta, radius = np.arctan2(y, x), np.hypot(y / 0.88, x / 0.8)
     lobes = sum(rng.normal(0, 0.04) * np.cos(k * theta + rng.uniform(0, 6.3) + 0.5 * z * k) for k in range(2, 6))
-    outline = (radius - (0.9 + 0.05 * z) * (1 + lobes))
+    outline = radius - (0.9 + 0.05 * z) * (1 + lobes)
     body = _soft(outline, 1.2 * px)
     muscle_region = _soft(outline + 0.07 + 0.02 * np.cos(3 * theta + rng.uniform(0, 6.3)), 1.5 * px)
     fat = body - muscle_region
@@ -174,7 +174,7 @@ def phantom_slice(
 
     # Smooth contrast variation and background phase.
     bias = np.exp(0.2 * _smooth_field(rng, y, x, z, 8, 0.5))
-    phase = np.pi * 0.7 * _smooth_field(rng, y, x, z, 6, 0.4) / 1.0
+    phase = 0.7 * np.pi * _smooth_field(rng, y, x, z, 6, 0.4)
     return (np.clip(image, 0, None) * bias * np.exp(1j * phase)).astype(np.complex64)
 
 
