@@ -6,11 +6,19 @@ and small (6 coils) so that ESPIRiT runs in well under a second per slice.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# On small problems, OpenBLAS's worker threads and torch's OpenMP pool fight over the
+# 2 cores: sigpy's ESPIRiT SVD of a 64 x 45 slice then takes ~1 s instead of ~10 ms and
+# the data tests 4x longer. One BLAS thread (set before NumPy loads; an explicit setting
+# wins) removes the contention; torch keeps its own threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from convexrecon.data.synthetic import make_synthetic
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from convexrecon.data.synthetic import make_synthetic  # noqa: E402
 
 SHAPE = (64, 45)
 RECON = (32, 32)
