@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import convexrecon.data.dataset as dataset_module
-from convexrecon.data import Batch, Sample, SliceDataset, collate
+from convexrecon.data import Batch, Sample, SliceDataset, collate, make_synthetic
 from tests.conftest import COILS, CROP, SHAPE, SLICES, VOLUMES
 
 LINES = dict(mask="lines", center_fraction=0.2)  # 9 centre lines + 2 random of 45 columns
@@ -123,3 +123,14 @@ def test_bad_kspace_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="NaN or Inf"):
         SliceDataset(tmp_path, crop=CROP, cache_dir=tmp_path / "cache", progress=False)
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_preprocessing_and_synthesis_leave_global_rngs_alone(tiny_dir: Path, tmp_path: Path) -> None:
+    np.random.seed(7)
+    torch.manual_seed(7)
+    numpy_state, torch_state = np.random.get_state(), torch.get_rng_state().clone()
+    make_synthetic(tmp_path / "s", volumes=1, slices=1, coils=2, shape=(32, 27))
+    SliceDataset(tiny_dir, crop=CROP, progress=False)[1]
+    after = np.random.get_state()
+    assert np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+    assert torch.equal(torch.get_rng_state(), torch_state)
