@@ -30,7 +30,7 @@ from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import complex_to_channels, sense_images
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 
 
 class Sample(NamedTuple):
