@@ -1,0 +1,136 @@
+"""Data-pipeline throughput: preprocessing (ESPIRiT-dominated) and cached reads.
+
+Writes a small synthetic volume at fastMRI knee size, preprocesses it into the
+cache with ``SliceDataset`` (timing each stage on one slice too), then reads
+the cached slices repeatedly. Prints a Markdown table and writes JSON and
+Markdown to ``benchmarks/results/data/``.
+
+    PYTHONPATH=. python benchmarks/bench_data.py --slices 4
+
+Cached reads come from the page cache (the files were just written); a cold
+read is bounded by the disk's bandwidth, reported as MB per slice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
+from convexrecon.data.atomic import write_text
+from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
+from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _stage_times(path: Path, func: MaskFunc, crop: int, classical: bool) -> dict[str, float]:
+    volume = FastMRIVolume(path)
+    t = time.perf_counter()
+    kspace = volume.kspace(0)
+    times = {"read raw k-space": time.perf_counter() - t}
+    t = time.perf_counter()
+    mask = func.for_slice(kspace.shape[-2:], path.name, 0)
+    times["mask"] = time.perf_counter() - t
+    t = time.perf_counter()
+    maps = espirit_maps(kspace * mask, calibration_width(mask, func.calibration_limit(mask.shape)))
+    times["ESPIRiT"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sense_images(kspace, mask, func.calibration_limit(mask.shape), crop, maps=maps)
+    times["SENSE images"] = time.perf_counter() - t
+    if classical:
+        problem = slice_problem(volume, 0, func, crop)
+        t = time.perf_counter()
+        sense_cg(problem)
+        times["SENSE-CG (10 it.)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        l1_wavelet(problem, 1e-3, max_iter=100)
+        times["L1-wavelet (100 it.)"] = time.perf_counter() - t
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument("--coils", type=int, default=15)
+    parser.add_argument("--shape", type=int, nargs=2, default=(640, 368))
+    parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--mask", default="poisson")
+    parser.add_argument("--reads", type=int, default=200, help="cached slice reads to time")
+    parser.add_argument("--classical", action="store_true", help="also time SENSE-CG and L1-wavelet on one slice")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/data"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        t = time.perf_counter()
+        (path,) = make_synthetic(root, volumes=1, slices=args.slices, coils=args.coils, shape=tuple(args.shape))
+        synth = time.perf_counter() - t
+        func = MaskFunc(args.mask)
+        func((64, 45), 0)  # load sigpy's numba-compiled sampler outside the timings
+        stages = _stage_times(path, func, args.crop, args.classical)
+
+        t = time.perf_counter()
+        dataset = SliceDataset(root, mask=args.mask, crop=args.crop, cache_dir=Path(tmp) / "cache", progress=False)
+        prep = time.perf_counter() - t
+        cache_bytes = sum(f.stat().st_size for f in dataset.cache_dir.glob("*.h5"))
+
+        reads = max(args.reads, len(dataset))
+        t = time.perf_counter()
+        for i in range(reads):
+            sample = dataset[i % len(dataset)]
+        read = time.perf_counter() - t
+        assert sample.input.shape == (2, args.crop, args.crop)
+
+    per_slice_mb = cache_bytes / len(dataset) / 1e6
+    rate = reads / read
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "settings": {"slices": args.slices, "coils": args.coils, "shape": list(args.shape), "crop": args.crop,
+                     "mask": args.mask},
+        "synthesis_s_per_slice": synth / args.slices,
+        "stage_s_one_slice": stages,
+        "preprocess_slices_per_s": args.slices / prep,
+        "preprocess_s_per_slice": prep / args.slices,
+        "cache_mb_per_slice": per_slice_mb,
+        "cached_reads": reads,
+        "cached_read_slices_per_s": rate,
+        "cached_epoch_1000_slices_s": 1000 / rate,
+    }
+    rows = [
+        ("synthetic data generation", f"{synth / args.slices:.2f} s/slice"),
+        *((f"one slice: {k}", f"{v:.2f} s") for k, v in stages.items()),
+        ("preprocessing (mask + ESPIRiT + SENSE + cache write)",
+         f"{args.slices / prep:.3f} slices/s ({prep / args.slices:.1f} s/slice)"),
+        ("cache size", f"{per_slice_mb:.1f} MB/slice"),
+        (f"cached read ({reads} reads, warm page cache)", f"{rate:.0f} slices/s"),
+        ("cached epoch of 1,000 slices (extrapolated)", f"{1000 / rate:.1f} s (target < 30 s)"),
+    ]
+    table = "\n".join(["| measurement | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)])
+    header = (f"{args.slices} synthetic slices, {args.coils} coils, k-space {args.shape[0]}×{args.shape[1]}, "
+              f"crop {args.crop}, mask {args.mask}; {results['machine']}; {results['date']}")
+    print(header + "\n\n" + table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "bench_data.json", json.dumps(results, indent=2))
+    write_text(args.out / "bench_data.md", header + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

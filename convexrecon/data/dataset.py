@@ -1,0 +1,280 @@
+"""``SliceDataset``: undersampled SENSE inputs and fully sampled targets.
+
+Each item is one slice of a fastMRI multi-coil file, preprocessed as
+DESIGN.md §5 states: a seeded mask per ``(file name, slice)``, ESPIRiT maps
+from the calibration region of the undersampled k-space, zero-filled SENSE
+input, fully sampled SENSE target, centre crop, 2 channels, per-slice scale.
+
+ESPIRiT dominates the cost (seconds per slice), so with ``cache_dir`` every
+volume is preprocessed once, with a progress bar, into one HDF5 file per
+volume under ``cache_dir/<settings key>/``. Cache files are written to a
+temporary name and renamed, record their settings and the source file's size
+and modification time, and are recomputed when any of these differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from convexrecon.data.atomic import atomic_path
+from convexrecon.data.fastmri import FastMRIVolume, build_index
+from convexrecon.data.masks import MaskFunc
+from convexrecon.data.sense import complex_to_channels, sense_images
+
+CACHE_VERSION = 1  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+
+
+class Sample(NamedTuple):
+    """One preprocessed slice.
+
+    Attributes
+    ----------
+    input, target : torch.Tensor
+        ``(2, crop, crop)`` float32 (real, imaginary), divided by ``scale``.
+    mask : torch.Tensor
+        ``(H, W)`` bool sampling mask over the slice's k-space.
+    maps : torch.Tensor
+        ``(coils, crop, crop)`` complex64 ESPIRiT maps (cropped).
+    scale : float
+        Physical image = stored image × ``scale`` (max magnitude of the
+        cropped zero-filled image).
+    fname : str
+        File name of the volume.
+    slice_index : int
+        Slice within the volume.
+    """
+
+    input: torch.Tensor
+    target: torch.Tensor
+    mask: torch.Tensor
+    maps: torch.Tensor
+    scale: float
+    fname: str
+    slice_index: int
+
+
+class Batch(NamedTuple):
+    """Samples stacked for training (see :func:`collate`).
+
+    ``input``, ``target`` ``(B, 2, crop, crop)``, ``maps`` ``(B, coils, crop, crop)``,
+    ``scale`` ``(B,)`` float64, ``slice_index`` ``(B,)``; ``mask`` and ``fname`` stay
+    lists because real fastMRI volumes differ in k-space width (368, 372, ...).
+    """
+
+    input: torch.Tensor
+    target: torch.Tensor
+    mask: list[torch.Tensor]
+    maps: torch.Tensor
+    scale: torch.Tensor
+    fname: list[str]
+    slice_index: torch.Tensor
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """``collate_fn`` for ``DataLoader``: stacks samples whose masks may differ in shape.
+
+    All samples must share the number of coils (true within a fastMRI split).
+    """
+    return Batch(
+        input=torch.stack([s.input for s in samples]),
+        target=torch.stack([s.target for s in samples]),
+        mask=[s.mask for s in samples],
+        maps=torch.stack([s.maps for s in samples]),
+        scale=torch.tensor([s.scale for s in samples], dtype=torch.float64),
+        fname=[s.fname for s in samples],
+        slice_index=torch.tensor([s.slice_index for s in samples]),
+    )
+
+
+def preprocess_slice(
+    kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int
+) -> Sample:
+    """Preprocess one fully sampled slice ``(coils, H, W)`` into a :class:`Sample`."""
+    mask = mask_func.for_slice(kspace.shape[-2:], fname, slice_index)
+    images = sense_images(kspace, mask, mask_func.calibration_limit(mask.shape), crop)
+    return Sample(
+        input=complex_to_channels(images.input).float(),
+        target=complex_to_channels(images.target).float(),
+        mask=torch.from_numpy(mask),
+        maps=images.maps,
+        scale=images.scale,
+        fname=fname,
+        slice_index=slice_index,
+    )
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices of the fastMRI multi-coil files of a directory.
+
+    Parameters
+    ----------
+    root : str or Path
+        Directory of ``.h5`` files (real fastMRI or :func:`make_synthetic`).
+    mask : {"poisson", "lines", "equispaced"}
+        Sampling pattern (:mod:`convexrecon.data.masks`).
+    acceleration : float
+        Target acceleration (> 1).
+    center_fraction : float
+        Centre band fraction of line masks, in (0, 1).
+    calib : int
+        Calibration square of Poisson-disc masks.
+    crop : int
+        Side of the output images (<= both k-space dimensions).
+    seed : int
+        Base mask seed.
+    cache_dir : str or Path, optional
+        Where to cache preprocessed volumes; None preprocesses on every access.
+    progress : bool
+        Show a progress bar while preprocessing.
+
+    Raises
+    ------
+    ValueError
+        For a missing or empty directory, an invalid file, or invalid settings.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        mask: str = "poisson",
+        acceleration: float = 4.0,
+        center_fraction: float = 0.04,
+        calib: int = 16,
+        crop: int = 320,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.mask_func = MaskFunc(mask, acceleration, center_fraction, calib, seed)
+        if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
+            raise ValueError(f"The 'crop' parameter must be a positive int. Got {crop!r} instead.")
+        self.crop = int(crop)
+        self.root = Path(root)
+        self.index = build_index(self.root)
+        self.volumes = {path: FastMRIVolume(path) for path in dict.fromkeys(p for p, _ in self.index)}
+        for path, volume in self.volumes.items():
+            height, width = volume.shape[-2:]
+            if self.crop > min(height, width):
+                raise ValueError(
+                    f"The 'crop' parameter must be at most the image size {(height, width)} of "
+                    f"'{path.name}'. Got {self.crop} instead."
+                )
+        self.cache_dir = None if cache_dir is None else Path(cache_dir) / self.settings_key()
+        self._handles: dict[Path, h5py.File] = {}
+        self._pid = os.getpid()
+        if self.cache_dir is not None:
+            self._fill_cache(progress)
+
+    def settings(self) -> dict[str, object]:
+        """The settings that determine the preprocessed data."""
+        m = self.mask_func
+        return {
+            "version": CACHE_VERSION, "mask": m.kind, "acceleration": float(m.acceleration),
+            "center_fraction": float(m.center_fraction), "calib": int(m.calib),
+            "crop": self.crop, "seed": int(m.seed),
+        }
+
+    def settings_key(self) -> str:
+        """Short hash of :meth:`settings`, the cache sub-directory name."""
+        text = json.dumps(self.settings(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Sample:
+        path, slice_index = self.index[i]
+        if self.cache_dir is None:
+            kspace = self.volumes[path].kspace(slice_index)
+            return preprocess_slice(kspace, self.mask_func, path.name, slice_index, self.crop)
+        handle = self._handle(path)
+        return Sample(
+            input=torch.from_numpy(handle["input"][slice_index]),
+            target=torch.from_numpy(handle["target"][slice_index]),
+            mask=torch.from_numpy(handle["mask"][slice_index]),
+            maps=torch.from_numpy(handle["maps"][slice_index]),
+            scale=float(handle["scale"][slice_index]),
+            fname=path.name,
+            slice_index=slice_index,
+        )
+
+    # --- cache -------------------------------------------------------------
+
+    def _cache_path(self, path: Path) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / path.name
+
+    def _source_id(self, path: Path) -> str:
+        stat = path.stat()
+        return json.dumps({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+
+    def _cache_valid(self, path: Path) -> bool:
+        cached = self._cache_path(path)
+        if not cached.is_file():
+            return False
+        try:
+            with h5py.File(cached, "r") as handle:
+                return (
+                    handle.attrs.get("settings") == json.dumps(self.settings(), sort_keys=True)
+                    and handle.attrs.get("source") == self._source_id(path)
+                )
+        except OSError:
+            return False
+
+    def _fill_cache(self, progress: bool) -> None:
+        assert self.cache_dir is not None
+        todo = [p for p in self.volumes if not self._cache_valid(p)]
+        if not todo:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        total = sum(self.volumes[p].num_slices for p in todo)
+        with tqdm(total=total, desc="preprocessing slices (ESPIRiT)", unit="slice", disable=not progress) as bar:
+            for path in todo:
+                self._write_volume(path, bar)
+
+    def _write_volume(self, path: Path, bar: tqdm) -> None:
+        volume = self.volumes[path]
+        slices, coils, height, width = volume.shape
+        crop = self.crop
+        with atomic_path(self._cache_path(path)) as tmp, h5py.File(tmp, "w") as handle:
+            handle.attrs["settings"] = json.dumps(self.settings(), sort_keys=True)
+            handle.attrs["source"] = self._source_id(path)
+            d_in = handle.create_dataset("input", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
+            d_tg = handle.create_dataset("target", (slices, 2, crop, crop), np.float32, chunks=(1, 2, crop, crop))
+            d_mp = handle.create_dataset(
+                "maps", (slices, coils, crop, crop), np.complex64, chunks=(1, coils, crop, crop)
+            )
+            d_mk = handle.create_dataset("mask", (slices, height, width), bool, chunks=(1, height, width))
+            d_sc = handle.create_dataset("scale", (slices,), np.float64)
+            for s in range(slices):
+                sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop)
+                d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
+                d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale
+                bar.update(1)
+
+    def _handle(self, path: Path) -> h5py.File:
+        if os.getpid() != self._pid:  # a DataLoader worker: never share HDF5 handles across fork
+            self._handles, self._pid = {}, os.getpid()
+        if path not in self._handles:
+            self._handles[path] = h5py.File(self._cache_path(path), "r")
+        return self._handles[path]
+
+    def close(self) -> None:
+        """Close the open cache files."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state

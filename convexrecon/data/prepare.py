@@ -1,0 +1,143 @@
+"""The ``prepare`` subcommand: cache a data set and print the classical references.
+
+``python -m convexrecon prepare --data DIR --mask poisson [--make-synthetic]``
+
+1. optionally writes the synthetic default data set into an empty ``DIR``;
+2. preprocesses every slice into the cache (``SliceDataset`` with ``cache_dir``);
+3. chooses the L1-wavelet λ on the first ``--val-volumes`` volumes and prints
+   zero-filled, SENSE-CG and L1-wavelet metrics on the others, slice-wise (the
+   seed's convention) and volume-wise (fastMRI's), as Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+from typing import Sequence
+
+from convexrecon.data.atomic import write_text
+from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, choose_lambda, reference_table, slice_problem
+from convexrecon.data.dataset import SliceDataset
+from convexrecon.data.fastmri import FastMRIVolume
+from convexrecon.data.masks import MASK_KINDS
+from convexrecon.data.synthetic import make_synthetic
+from convexrecon.metrics import Summary
+
+CONVENTIONS = {
+    "slice": "slice-wise (the seed's convention): data range = max of each target slice; "
+    "mean ± std (ddof=0) over {n} slices",
+    "volume": "volume-wise (fastMRI's convention): data range = max of each target volume, SSIM averaged "
+    "over its slices; mean ± std (ddof=0) over {n} volumes",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``prepare`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "prepare", help="prepare and cache a data set, print the classical references' table",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
+    p.add_argument("--mask", choices=MASK_KINDS, default="poisson", help="sampling pattern (default poisson)")
+    p.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1 (default 4)")
+    p.add_argument("--center-fraction", type=float, default=0.04, help="line masks' centre band (default 0.04)")
+    p.add_argument("--calib", type=int, default=16, help="Poisson-disc calibration square (default 16)")
+    p.add_argument("--crop", type=int, default=320, help="image side after cropping (default 320)")
+    p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default DATA/.cache)")
+    g = p.add_argument_group("synthetic data")
+    g.add_argument("--make-synthetic", action="store_true", help="write the synthetic data set if DATA has none")
+    g.add_argument("--volumes", type=int, default=4, help="synthetic volumes (default 4)")
+    g.add_argument("--slices", type=int, default=8, help="synthetic slices per volume (default 8)")
+    g.add_argument("--coils", type=int, default=15, help="synthetic coils (default 15)")
+    g.add_argument("--shape", type=int, nargs=2, default=(640, 368), metavar=("H", "W"),
+                   help="synthetic k-space shape (default 640 368)")
+    g.add_argument("--snr", type=float, default=25.0, help="synthetic per-coil SNR (default 25)")
+    c = p.add_argument_group("classical references")
+    c.add_argument("--no-classical", action="store_true", help="only prepare the cache")
+    c.add_argument("--val-volumes", type=int, default=1, help="volumes used to choose λ (default 1)")
+    c.add_argument("--max-slices", type=int, default=None, help="at most this many slices per split")
+    c.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDA_GRID), help="L1-wavelet λ grid")
+    c.add_argument("--max-iter", type=int, default=100, help="L1-wavelet iterations (default 100)")
+    c.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    p.set_defaults(handler=functools.partial(run, parser=p))
+    return p
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if not args.acceleration > 1:
+        parser.error(f"argument --acceleration: must be > 1, got {args.acceleration}")
+    if not 0 < args.center_fraction < 1:
+        parser.error(f"argument --center-fraction: must lie in (0, 1), got {args.center_fraction}")
+    if args.crop < 1 or args.calib < 1:
+        parser.error("arguments --crop and --calib must be positive integers")
+    has_data = args.data.is_dir() and any(args.data.glob("*.h5"))
+    if not has_data and not args.make_synthetic:
+        state = "does not exist" if not args.data.exists() else "holds no .h5 file"
+        parser.error(
+            f"argument --data: '{args.data}' {state}; pass --make-synthetic to write the synthetic data set there"
+        )
+    if args.data.exists() and not args.data.is_dir():
+        parser.error(f"argument --data: '{args.data}' is not a directory")
+
+
+def format_table(table: dict[str, dict[str, dict[str, Summary]]], convention: str) -> str:
+    """One convention of :func:`reference_table` as a Markdown table with its caption."""
+    n = next(iter(table.values()))[convention]["psnr"].n
+    lines = [f"Convention: {CONVENTIONS[convention].format(n=n)}; magnitude images.", "",
+             "| method | PSNR (dB) | SSIM | NMSE |", "| --- | --- | --- | --- |"]
+    for method, results in table.items():
+        r = results[convention]
+        lines.append(
+            f"| {method} | {r['psnr'].mean:.2f} ± {r['psnr'].std:.2f} | {r['ssim'].mean:.4f} ± {r['ssim'].std:.4f} "
+            f"| {r['nmse'].mean:.4f} ± {r['nmse'].std:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def _problems(dataset: SliceDataset, files: Sequence[Path], limit: int | None) -> list[SliceProblem]:
+    pairs = [(p, s) for p, s in dataset.index if p in set(files)][:limit]
+    return [slice_problem(FastMRIVolume(p), s, dataset.mask_func, dataset.crop) for p, s in pairs]
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Execute ``prepare``; returns the exit code."""
+    _validate(args, parser)
+    try:
+        if args.make_synthetic and not (args.data.is_dir() and any(args.data.glob("*.h5"))):
+            print(f"writing the synthetic data set to {args.data} ({args.volumes} volumes × {args.slices} slices, "
+                  f"{args.coils} coils, k-space {args.shape[0]}×{args.shape[1]}, SNR {args.snr})", flush=True)
+            make_synthetic(args.data, volumes=args.volumes, slices=args.slices, coils=args.coils,
+                           shape=tuple(args.shape), snr=args.snr)
+        dataset = SliceDataset(
+            args.data, mask=args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction,
+            calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=args.cache_dir or args.data / ".cache",
+        )
+        print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}")
+        if args.no_classical:
+            return 0
+        files = list(dataset.volumes)
+        n_val = min(max(args.val_volumes, 1), len(files))
+        val_files, test_files = files[:n_val], files[n_val:] or files[:n_val]
+        if not files[n_val:]:
+            print("note: only one split available; λ is chosen and evaluated on the same volumes")
+        lamda, scores = choose_lambda(_problems(dataset, val_files, args.max_slices), args.lambdas, args.max_iter)
+        test = _problems(dataset, test_files, args.max_slices)
+        table = reference_table(test, lamda, args.max_iter)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"\nClassical references: mask {args.mask}, acceleration {args.acceleration:g}, crop {args.crop}; "
+          f"{len(test)} test slices of {len(test_files)} volume(s); L1-wavelet λ = {lamda:g} chosen on "
+          f"{len(val_files)} validation volume(s) by mean slice-wise PSNR "
+          f"({', '.join(f'{k:g}: {v:.2f} dB' for k, v in scores.items())}); SENSE-CG: 10 CG iterations.\n")
+    for convention in ("slice", "volume"):
+        print(format_table(table, convention) + "\n")
+    if args.json is not None:
+        payload = {
+            "settings": dataset.settings(), "lambda": lamda, "lambda_scores": scores,
+            "table": {m: {c: {k: vars(v) for k, v in r.items()} for c, r in res.items()} for m, res in table.items()},
+        }
+        write_text(args.json, json.dumps(payload, indent=2))
+    return 0

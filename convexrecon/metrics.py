@@ -1,0 +1,190 @@
+r"""Image-quality metrics on magnitude images, and their summaries.
+
+Conventions (DESIGN.md §5):
+
+* Every metric takes ``(target, prediction)``; complex inputs are replaced by
+  their magnitude, ``(2, H, W)`` real/imaginary inputs must be converted by the
+  caller (:func:`magnitude` does it).
+* ``data_range`` defaults to the maximum of the *target passed*: a slice gives
+  the seed's slice-wise numbers, a volume gives fastMRI's volume-wise numbers.
+* PSNR :math:`= 10 \log_{10}(\text{range}^2 / \text{MSE})`.
+* SSIM: 7×7 uniform window, :math:`k_1 = 0.01`, :math:`k_2 = 0.03`, sample
+  covariance, mean over the window-valid interior — scikit-image's
+  ``structural_similarity`` defaults. A 3-D input is a volume: SSIM is the mean
+  of the per-slice SSIMs, all with the one data range.
+* NMSE :math:`= \|x - y\|^2 / \|y\|^2` with :math:`y` the target.
+
+All functions are pure: they neither modify their inputs nor use global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from scipy.ndimage import uniform_filter
+
+ArrayLike = np.ndarray | torch.Tensor
+Convention = Literal["slice", "volume"]
+WINDOW = 7
+K1 = 0.01
+K2 = 0.03
+
+
+def magnitude(x: ArrayLike) -> np.ndarray:
+    """Magnitude image as float64 NumPy; complex → ``abs``, real unchanged."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    return np.abs(x).astype(np.float64) if np.iscomplexobj(x) else x.astype(np.float64)
+
+
+def _pair(target: ArrayLike, prediction: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t, p = magnitude(target), magnitude(prediction)
+    if t.shape != p.shape:
+        raise ValueError(
+            f"The 'prediction' must have the target's shape {t.shape}. Got {p.shape} instead."
+        )
+    if t.size == 0:
+        raise ValueError("The 'target' is empty.")
+    return t, p
+
+
+def _data_range(t: np.ndarray, data_range: float | None) -> float:
+    value = float(t.max()) if data_range is None else float(data_range)
+    if not value > 0:
+        raise ValueError(f"The 'data_range' must be > 0. Got {value} instead.")
+    return value
+
+
+def psnr(target: ArrayLike, prediction: ArrayLike, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB of magnitude images.
+
+    Parameters
+    ----------
+    target, prediction : array or tensor
+        Images of one shape (a slice or a volume).
+    data_range : float, optional
+        Peak value; default the maximum of ``target``.
+    """
+    t, p = _pair(target, prediction)
+    mse = float(np.mean((t - p) ** 2))
+    if mse == 0:
+        return float("inf")
+    return 10.0 * np.log10(_data_range(t, data_range) ** 2 / mse)
+
+
+def nmse(target: ArrayLike, prediction: ArrayLike) -> float:
+    """Normalised mean squared error ``||x - y||² / ||y||²`` (``y`` the target)."""
+    t, p = _pair(target, prediction)
+    denominator = float(np.sum(t**2))
+    if denominator == 0:
+        raise ValueError("The 'target' is zero everywhere; NMSE is undefined.")
+    return float(np.sum((t - p) ** 2)) / denominator
+
+
+def _ssim_2d(t: np.ndarray, p: np.ndarray, data_range: float) -> float:
+    if min(t.shape) < WINDOW:
+        raise ValueError(f"SSIM needs images of at least {WINDOW}×{WINDOW}. Got {t.shape} instead.")
+    cov_norm = WINDOW**2 / (WINDOW**2 - 1)
+    mu_t, mu_p = uniform_filter(t, WINDOW), uniform_filter(p, WINDOW)
+    var_t = cov_norm * (uniform_filter(t * t, WINDOW) - mu_t**2)
+    var_p = cov_norm * (uniform_filter(p * p, WINDOW) - mu_p**2)
+    cov = cov_norm * (uniform_filter(t * p, WINDOW) - mu_t * mu_p)
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    s = ((2 * mu_t * mu_p + c1) * (2 * cov + c2)) / ((mu_t**2 + mu_p**2 + c1) * (var_t + var_p + c2))
+    pad = (WINDOW - 1) // 2
+    return float(s[pad:-pad, pad:-pad].mean())
+
+
+def ssim(target: ArrayLike, prediction: ArrayLike, data_range: float | None = None) -> float:
+    """Structural similarity of magnitude images (7×7 uniform window).
+
+    Parameters
+    ----------
+    target, prediction : array or tensor
+        ``(H, W)`` slices or ``(slices, H, W)`` volumes.
+    data_range : float, optional
+        Default the maximum of ``target`` (the whole volume for 3-D input).
+    """
+    t, p = _pair(target, prediction)
+    if t.ndim not in (2, 3):
+        raise ValueError(f"SSIM expects (H, W) or (slices, H, W) images. Got shape {t.shape} instead.")
+    value = _data_range(t, data_range)
+    if t.ndim == 2:
+        return _ssim_2d(t, p, value)
+    return float(np.mean([_ssim_2d(a, b, value) for a, b in zip(t, p)]))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and population standard deviation (ddof=0) of ``n`` values."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} ± {self.std:.4f}"
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Mean ± std (ddof=0) of a sequence of metric values."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("Cannot summarise an empty sequence of metric values.")
+    return Summary(float(array.mean()), float(array.std()), int(array.size))
+
+
+def evaluate(
+    targets: Sequence[ArrayLike],
+    predictions: Sequence[ArrayLike],
+    volumes: Sequence[str],
+    convention: Convention = "slice",
+) -> dict[str, Summary]:
+    """PSNR, SSIM and NMSE summaries over a set of slices.
+
+    Parameters
+    ----------
+    targets, predictions : sequences of (H, W) images
+        Physical-scale slices (scale factors undone).
+    volumes : sequence of str
+        Volume name of each slice (used by the volume-wise convention).
+    convention : {"slice", "volume"}
+        ``"slice"``: one value per slice, data range = that slice's target
+        maximum (the seed's numbers), mean ± std over slices. ``"volume"``:
+        one value per volume, data range = the volume's target maximum, PSNR
+        and NMSE over the stacked volume, SSIM the mean over its slices
+        (fastMRI's numbers), mean ± std over volumes.
+
+    Returns
+    -------
+    dict
+        ``{"psnr": Summary, "ssim": Summary, "nmse": Summary}``.
+    """
+    if not len(targets) == len(predictions) == len(volumes):
+        raise ValueError(
+            f"targets, predictions and volumes must have one length. "
+            f"Got {len(targets)}, {len(predictions)}, {len(volumes)}."
+        )
+    if convention == "slice":
+        groups = [([t], [p]) for t, p in zip(targets, predictions)]
+    elif convention == "volume":
+        order: dict[str, tuple[list[ArrayLike], list[ArrayLike]]] = {}
+        for t, p, v in zip(targets, predictions, volumes):
+            order.setdefault(v, ([], []))
+            order[v][0].append(t)
+            order[v][1].append(p)
+        groups = list(order.values())
+    else:
+        raise ValueError(f"The 'convention' must be 'slice' or 'volume'. Got {convention!r} instead.")
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
+    for ts, ps in groups:
+        t = np.stack([magnitude(x) for x in ts])
+        p = np.stack([magnitude(x) for x in ps])
+        scores["psnr"].append(psnr(t, p))
+        scores["ssim"].append(ssim(t, p))
+        scores["nmse"].append(nmse(t, p))
+    return {name: summarize(values) for name, values in scores.items()}

@@ -1,0 +1,47 @@
+"""Classical references on the synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convexrecon.data import FastMRIVolume, MaskFunc
+from convexrecon.data.classical import choose_lambda, l1_wavelet, reference_table, sense_cg, slice_problem
+from convexrecon.data.dataset import preprocess_slice
+from tests.conftest import CROP, SLICES
+
+
+@pytest.fixture(scope="module")
+def problems(synthetic_dir: Path) -> list:
+    func = MaskFunc("poisson", 4.0, calib=16)
+    paths = sorted(synthetic_dir.glob("*.h5"))
+    return [slice_problem(FastMRIVolume(p), s, func, CROP) for p in paths for s in range(SLICES)]
+
+
+def test_problem_matches_dataset_preprocessing(problems: list, synthetic_dir: Path) -> None:
+    p = problems[1]
+    volume = FastMRIVolume(synthetic_dir / p.fname)
+    sample = preprocess_slice(volume.kspace(1), MaskFunc("poisson", 4.0, calib=16), p.fname, 1, CROP)
+    assert sample.scale == p.scale
+    assert np.array_equal(sample.input[0].numpy(), p.zero_filled.real)
+
+
+def test_l1_wavelet_beats_zero_filled(problems: list) -> None:
+    validation, test = problems[:SLICES], problems[SLICES:]
+    lamda, scores = choose_lambda(validation, max_iter=50)
+    assert lamda in scores and scores[lamda] == max(scores.values())
+    table = reference_table(test, lamda, max_iter=50)
+    for convention in ("slice", "volume"):
+        zero_filled = table["zero-filled"][convention]["psnr"].mean
+        assert zero_filled < table["L1-wavelet"][convention]["psnr"].mean
+        assert zero_filled < table["SENSE-CG"][convention]["psnr"].mean
+    assert table["zero-filled"]["slice"]["psnr"].n == len(test)
+    assert table["zero-filled"]["volume"]["psnr"].n == 1
+
+
+def test_reconstructions_are_cropped(problems: list) -> None:
+    assert sense_cg(problems[0], max_iter=2).shape == (CROP, CROP)
+    with pytest.raises(ValueError, match="lamda"):
+        l1_wavelet(problems[0], 0.0)
