@@ -166,10 +166,11 @@ def solve_cone_group_lasso(
     v, parts = v0, (z0, c0)
     done, reason, lip = 0, "max_iter", 1.05 * (lip_data + rho * lip_cone)
     prev_violation = math.inf
+    outer_best, outer_stalls = math.inf, 0
     inner_tol = 0.1 * beta
     # subproblem accuracy never asked beyond what the precision can give, and each
     # subproblem gets a bounded budget (an inexact step still updates the multipliers)
-    inner_floor = beta * max(1e-3 * tol, 1e2 * torch.finfo(v0.dtype).eps)
+    inner_floor = beta * max(1e-3 * tol, 1e3 * torch.finfo(v0.dtype).eps)
     inner_max_iter = 5_000
     while done < max_iter:
         state["done"] = done
@@ -189,12 +190,17 @@ def solve_cone_group_lasso(
         c = parts[1]
         violation = float(torch.clamp(-c, min=0.0).max()) / y_scale if c.numel() else 0.0
         lam = torch.clamp(lam - rho * c, min=0.0)
-        if violation > 0.25 * prev_violation:  # multipliers not converging fast enough
+        if violation > max(0.25 * prev_violation, feas_tol):  # multipliers not converging fast enough
             lip = lip + rho * lip_cone
             rho *= 2.0
         # let backtracking find the (often much smaller) local curvature again
         lip = max(0.1 * lip, lip_data)
         prev_violation = violation
+        # stalled: several subproblems in a row without improving the certificate
+        outer_best, outer_stalls = (monitor.best, 0) if monitor.best < 0.99 * outer_best else (outer_best, outer_stalls + 1)
+        if outer_stalls >= 4:
+            reason = "stalled"
+            break
         inner_tol = max(0.3 * inner_tol, inner_floor)
     cert, lam_out = certificate(v, parts, lam)
     if certify_operator is not None:
@@ -209,7 +215,7 @@ def _status(reason: str, monitor: Monitor, cert: Certificate) -> Status:
         return Status.DIVERGED
     if monitor.converged(cert):
         return Status.OPTIMAL
-    if reason == "checked":  # stopped by the stall test
+    if reason in ("checked", "stalled"):  # stopped by a stall test
         return Status.INACCURATE
     return Status.MAX_ITER
 
