@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from datetime import date
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
 from convexrecon.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
+from convexrecon.data.atomic import write_text  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 from solvers.report import SolverError  # noqa: E402
 
@@ -119,14 +119,6 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="run the full grid (n up to 1e6; hours on 2 cores)")
@@ -153,8 +145,9 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
     table = markdown(rows, meta)
     print(table)
-    write_atomic(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    write_atomic(args.out / "results.md", table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_text(args.out / "results.md", table)
     return 0
 
 

@@ -72,6 +72,8 @@ class ConvexBlock(nn.Module):
 
     def hidden(self, x: Tensor) -> Tensor:
         """Hidden features ``(N, m, H, W)``: ``relu(first(x))`` (or gated, see class doc)."""
+        if self.width == 0:  # every group was zero: no hidden neuron (torch cannot run a 0-channel conv)
+            return x.new_zeros((x.shape[0], 0) + tuple(x.shape[2:]))
         pre = self.first(x)
         if self.activation == "gated":
             masks = arrangement_masks(x, self.gates)
@@ -79,6 +81,8 @@ class ConvexBlock(nn.Module):
         return F.relu(pre)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.width == 0:
+            return x.new_zeros((x.shape[0], self.second.out_channels) + tuple(x.shape[2:]))
         return self.second(self.hidden(x))
 
     @torch.no_grad()

@@ -42,7 +42,20 @@ def _stacked(dtype):
     return op.forward, op.adjoint, _randn(4, 3, dtype=dtype, seed=7), (_randn(11, dtype=dtype, seed=8), _randn(5, dtype=dtype, seed=10))
 
 
+def _sense(dtype):
+    from convexrecon.data.sense import SenseOperator
+
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    maps = torch.complex(_randn(4, 9, 7, dtype=dtype, seed=14), _randn(4, 9, 7, dtype=dtype, seed=15)).to(cdtype)
+    mask = _randn(9, 7, dtype=dtype, seed=16) > 0
+    op = SenseOperator(maps, mask)
+    x = torch.complex(_randn(9, 7, dtype=dtype, seed=17), _randn(9, 7, dtype=dtype, seed=18)).to(cdtype)
+    k = torch.complex(_randn(4, 9, 7, dtype=dtype, seed=19), _randn(4, 9, 7, dtype=dtype, seed=20)).to(cdtype)
+    return op.forward, op.adjoint, x, k
+
+
 REGISTRY = {
+    "sense-masked": _sense,
     "conv-gated-k3": lambda dt: _conv(False, dt),
     "conv-relu-k3": lambda dt: _conv(True, dt),
     "conv-gated-k5-chunked": lambda dt: _conv(False, dt, k=5, c_out=1, chunk=2),

@@ -50,7 +50,8 @@ def test_relu_block_reproduces_convex_predictions():
     v = torch.from_numpy(ref.x).reshape(op.var_shape)
     convex_pred, _ = op.forward(v)
     torch.testing.assert_close(block(p.inputs), convex_pred, rtol=0, atol=1e-4 * float(p.targets.abs().max()))
-    hidden = block.hidden(p.inputs)
+    with torch.no_grad():
+        hidden = block.hidden(p.inputs)
     assert hidden.shape == (2, block.width, 7, 5) and float(hidden.min()) >= 0
 
 
@@ -99,7 +100,8 @@ def test_same_seed_same_block_bitwise():
 @pytest.mark.parametrize("activation", ["gated", "relu"])
 def test_float32_solves_the_same_problem(activation):
     p = make_problem(6, c_out=1, k=3, activation=activation)
-    kw = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation=activation, tol=1e-4)
+    # float32 certifies about 1e-4 (gated) to 1e-3 (relu: the cone multipliers carry float32 noise)
+    kw = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation=activation, tol=1e-4 if activation == "gated" else 1e-3)
     b64 = cr.fit_layer(p.inputs, p.targets, dtype=torch.float64, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cr.ConvergenceWarning)
@@ -153,9 +155,11 @@ def test_global_check():
     # at the optimum of the sampled program every sampled gate is dual feasible
     assert check.sampled_score <= 1e-3
     assert check.scores.shape == (64, 2)
-    # the fresh-gate score with the block's own gates equals the sampled score
-    own = cr.global_check(block, p.inputs, p.targets, num_fresh=4, seed=p.gates_seed) if hasattr(p, "gates_seed") else None
-    assert own is None or own.score == pytest.approx(check.sampled_score)
+    # fresh gates drawn with the seed of the block's own gates reproduce the sampled score
+    own_seed = cr.fit_layer(p.inputs, p.targets, kernel_size=3, num_arrangements=4, seed=21, beta=p.beta,
+                            activation="gated", dtype=torch.float64, tol=1e-9)
+    own = cr.global_check(own_seed, p.inputs, p.targets, num_fresh=4, seed=21)
+    assert own.score == pytest.approx(own.sampled_score, abs=1e-12)
     # a zero block at beta > beta_max on all (fresh) arrangements certifies itself
     op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 3, 2, relu=False)
     zero = cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=50 * cr.beta_max(op, p.targets),
