@@ -69,6 +69,8 @@ class ArrangementConv:
                  chunk_size: int | None = None) -> None:
         self.x = x
         self.masks = masks
+        # the masks as numbers in the working precision, made once (they fit whenever x does)
+        self._mask_values = masks.to(x.dtype)
         self.k = kernel_size
         self.num_outputs = num_outputs
         self.relu = relu
@@ -90,10 +92,10 @@ class ArrangementConv:
             yield slice(start, start + self.chunk_size)
 
     def _expand(self, v: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
-        x, m = self.x[sl], self.masks[sl]
+        x, m = self.x[sl], self._mask_values[sl]
         n, _, h, w = x.shape
         z = F.conv2d(x, v, padding=self.k // 2).view(n, self.signs, self.num_arrangements, self.num_outputs, h, w)
-        return z, m[:, None, :, None].to(z.dtype)
+        return z, m[:, None, :, None]
 
     def forward(self, v: Tensor):
         preds, cones = [], []
@@ -109,7 +111,7 @@ class ArrangementConv:
     def adjoint(self, r: Tensor, mu: Tensor | None = None) -> Tensor:
         out = None
         for sl in self._chunks():
-            x, m = self.x[sl], self.masks[sl][:, None, :, None].to(r.dtype)
+            x, m = self.x[sl], self._mask_values[sl][:, None, :, None]
             n, _, h, w = x.shape
             back = m * r[sl][:, None, None]  # (n, 1, P, C, H, W)
             if self.relu:

@@ -39,9 +39,8 @@ def certify(v: Tensor, residual: Tensor, y: Tensor, dual_direction: Tensor, beta
     ``dual_direction`` is ``A^T theta (+ C^T lambda)``, shaped like ``v``.
     Sums are accumulated in float64 whatever the working precision.
     """
-    r = residual.double()
-    theta_sq = float(torch.sum(r * r))
-    theta_dot_y = float(torch.sum(r * y.double()))
+    theta_sq = float(torch.sum(residual * residual, dtype=torch.float64))
+    theta_dot_y = float(torch.sum(residual * y, dtype=torch.float64))
     max_norm = float(group_norms(dual_direction.double()).max()) if dual_direction.numel() else 0.0
     primal = 0.5 * theta_sq + beta * float(group_penalty(v))
     dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)

@@ -16,7 +16,7 @@ O'Donoghue & Candès, Found. Comput. Math. 2015 (gradient adaptive restart).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -119,13 +119,11 @@ def fista(
 
 
 def _dot(a: Tensor, b: Tensor) -> float:
-    return float(torch.sum(a.double() * b.double())) if a.dtype != torch.float64 else float(torch.sum(a * b))
+    """``<a, b>`` accumulated in float64 (the products stay in the working precision)."""
+    return float(torch.sum(a * b, dtype=torch.float64))
 
 
 def sq_norm(a: Tensor) -> float:
     """``||a||^2`` accumulated in float64."""
     return _dot(a, a)
 
-
-def add_parts(parts: Sequence[Tensor], others: Sequence[Tensor], scale: float = 1.0) -> Parts:
-    return tuple(p + scale * o for p, o in zip(parts, others))
