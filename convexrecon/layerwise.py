@@ -85,7 +85,7 @@ class LayerwiseResult:
     records: list[dict[str, Any]]
 
 
-def _check_images(name: str, x: Any) -> Tensor:
+def check_images(name: str, x: Any) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W). Got {shape} instead.")
@@ -208,7 +208,7 @@ def train_layerwise(
     -------
     LayerwiseResult
     """
-    inputs, targets = _check_images("inputs", inputs), _check_images("targets", targets)
+    inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
     if inputs.shape != targets.shape:
         raise ValueError(f"The 'targets' must have the shape of 'inputs' {tuple(inputs.shape)}. "
                          f"Got {tuple(targets.shape)} instead.")
@@ -220,7 +220,7 @@ def train_layerwise(
         raise ValueError(f"The 'patches_per_slice' parameter must be an int > 0. Got {patches_per_slice!r} instead.")
     validate = val_inputs is not None
     if validate:
-        _check_images("val_inputs", val_inputs)
+        check_images("val_inputs", val_inputs)
         if val_targets is None or val_scales is None:
             raise ValueError("With 'val_inputs', 'val_targets' and 'val_scales' must be given too.")
         val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
