@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data.atomic import atomic_path
-from .fit import ACTIVATIONS, fit_layer
+from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .fit import ACTIVATIONS, beta_max, fit_layer
 from .metrics import evaluate
 from .network import HiddenLayer, ReconNet
 
@@ -54,7 +55,11 @@ class BlockSettings:
     activation
         ``"gated"`` (fast relaxation) or ``"relu"`` (exact, cone-constrained; slow).
     beta
-        Group-norm weight; None: ``fit_layer``'s default ``1e-3 * beta_max``.
+        Group-norm weight; None: ``beta_ratio * beta_max`` of the block's data.
+    beta_ratio
+        Used when ``beta`` is None; ``beta_max = max_{i,c} ||X^T D_i y_c||`` is the
+        smallest weight with a zero gated solution (1e-3 is ``fit_layer``'s default;
+        larger values converge faster and regularise more).
     tol, max_iter
         Passed to :func:`fit_layer`.
     """
@@ -63,6 +68,7 @@ class BlockSettings:
     num_arrangements: int = 8
     activation: str = "gated"
     beta: float | None = None
+    beta_ratio: float = 1e-3
     tol: float = 1e-4
     max_iter: int | None = None
 
@@ -73,6 +79,8 @@ class BlockSettings:
             raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
         if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
             raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
+        if not self.beta_ratio > 0:
+            raise ValueError(f"The 'beta_ratio' setting must be > 0. Got {self.beta_ratio!r} instead.")
         if self.beta is not None and not self.beta > 0:
             raise ValueError(f"The 'beta' setting must be > 0 or None. Got {self.beta!r} instead.")
 
@@ -142,6 +150,19 @@ def validation_metrics(net: ReconNet, inputs: Tensor, targets: Tensor, scales: T
             "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
 
 
+def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_size: int | None = None) -> float:
+    """``settings.beta``, or ``settings.beta_ratio * beta_max`` on ``(x, y)`` with the block's gates."""
+    if settings.beta is not None:
+        return float(settings.beta)
+    gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, dtype=x.dtype)
+    operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
+                               relu=settings.activation == "relu", chunk_size=chunk_size)
+    value = settings.beta_ratio * beta_max(operator, y)
+    if not value > 0:
+        raise ValueError("The block's targets are zero on every arrangement: pass an explicit 'beta'.")
+    return value
+
+
 def fingerprint(*parts: Any) -> str:
     """Hash of run settings and data, stored in checkpoints to refuse resuming a different run."""
     h = hashlib.sha256()
@@ -174,6 +195,7 @@ def train_layerwise(
     patches_per_slice: int = 1,
     seed: int = 0,
     chunk_size: int = 8,
+    solve_chunk_size: int | None = None,
     checkpoint_dir: str | Path | None = None,
     stop_after: int | None = None,
     progress: bool = False,
@@ -194,7 +216,10 @@ def train_layerwise(
     seed
         Seeds the windows (``seed + i``) and the gates of block ``i`` (``seed + i``).
     chunk_size
-        Slices per chunk when recomputing features; also passed to ``fit_layer``.
+        Slices per chunk when recomputing features and evaluating.
+    solve_chunk_size
+        Images (patches) per chunk inside ``fit_layer``'s operator (None: all at once;
+        chunking bounds memory but costs time).
     checkpoint_dir
         Where ``block_XX.pt`` are written; existing ones of the same run are reused.
     stop_after
@@ -255,9 +280,10 @@ def train_layerwise(
                                                                   patches_per_slice, seed + i)
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
-        block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=b.beta,
+        beta = block_beta(b, x, y, seed + i, solve_chunk_size)
+        block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
                           activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
-                          max_iter=b.max_iter, progress=progress, chunk_size=chunk_size)
+                          max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
         seconds = time.perf_counter() - start
         layer, second = HiddenLayer.from_block(block), block.second
         layers.append(layer)
