@@ -50,6 +50,7 @@ from convexrecon.layerwise import BlockSettings, train_layerwise, validation_met
 from convexrecon.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.metrics import evaluate  # noqa: E402
 from convexrecon.network import ReconNet  # noqa: E402
+from convexrecon.train import stack_split  # noqa: E402
 
 METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
 MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
@@ -82,23 +83,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
-    """Preprocess (cached) and stack the training and validation slices; validation = first volumes by name."""
+    """Preprocess (cached) and stack the slices; validation = the first volumes by name."""
     dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=cache, **MASKS[mask])
-    files = sorted(dataset.volumes)
-    n_val = min(cfg["val_volumes"], len(files) - 1)
-    if n_val < 1:
-        raise SystemExit(f"run_knee: error: --data needs at least 2 volumes (train and validation). Got {len(files)}.")
-    val_files = set(files[:n_val])
-    split: dict[str, Any] = {"dataset": dataset}
-    for name, keep in (("train", lambda p: p not in val_files), ("val", lambda p: p in val_files)):
-        items = [(i, p, s) for i, (p, s) in enumerate(dataset.index) if keep(p)]
-        samples = [dataset[i] for i, _, _ in items]
-        split[name] = {
-            "inputs": torch.stack([s.input for s in samples]), "targets": torch.stack([s.target for s in samples]),
-            "scales": torch.tensor([s.scale for s in samples], dtype=torch.float64),
-            "volumes": [s.fname for s in samples], "pairs": [(p, s) for _, p, s in items],
-        }
-    return split
+    try:
+        train, val = stack_split(dataset, cfg["val_volumes"])
+    except ValueError as error:
+        raise SystemExit(f"run_knee: error: {error}") from None
+    return {"dataset": dataset, "train": train._asdict(), "val": val._asdict()}
 
 
 def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[float, float]]:
