@@ -60,22 +60,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {
         "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
         "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
-        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None, "patch_size": 16, "patches_per_slice": 4,
+        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
+        "patch_size": 16, "patches_per_slice": 4,
         "epochs_end_to_end": 6, "epochs_layerwise": 3, "batch_size": 2, "cs_lambda_slices": 1, "cs_max_iter": 30,
         "cs_lambdas": [1e-3, 1e-2],
     },
     "default": {
-        "synthetic": {"volumes": 4, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
+        "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
         "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
-        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 400, "solve_chunk_size": None,
-        "patch_size": 24, "patches_per_slice": 3,
+        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
+        "patch_size": 24, "patches_per_slice": 5,
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "batch_size": 2, "cs_lambda_slices": 2,
         "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
     "full": {
         "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
         "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
-        "activation": "gated", "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8, "patch_size": None, "patches_per_slice": 1,
+        "activation": "gated", "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
+        "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "batch_size": 4, "cs_lambda_slices": 4,
         "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
@@ -258,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.data is None:
-        root = out / f"data_{name}"
         syn = cfg["synthetic"]
+        root = out / f"data_{syn['volumes']}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x{syn['shape'][1]}"
         if not any(root.glob("*.h5")):
             print(f"writing synthetic data to {root}: {syn}", flush=True)
             make_synthetic(root, volumes=syn["volumes"], slices=syn["slices"], coils=syn["coils"],
