@@ -36,6 +36,7 @@ def plot_psnr_vs_layers(masks: dict[str, Any], path: Path) -> None:
             ax.set_title(f"{mask} 4×")
             ax.set_xticks(range(1, len(entry["layerwise_convex"]["blocks"]) + 1))
     axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
     _save(fig, path)
 
 
