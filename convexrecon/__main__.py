@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from convexrecon import evaluate, reconstruct, train
 from convexrecon.data import prepare
 
-COMMANDS = (prepare,)
+COMMANDS = (prepare, train, reconstruct, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,313 @@
+r"""Layer-wise convex training of the reconstruction network (DESIGN.md §4; the seed's Fig. 1).
+
+With ``h_0 = x_0`` (zero-filled image) and residual target ``r = y - x_0``,
+block ``i = 1..K`` solves the convex program of a two-layer block on
+``(h_{i-1}, r)`` with :func:`~convexrecon.fit.fit_layer`,
+
+.. math:: \min\ \tfrac12\|\mathrm{second}_i(\sigma(\mathrm{first}_i(h_{i-1}))) - r\|^2
+          + \tfrac\beta2(\|W_{\mathrm{first}_i}\|^2 + \|W_{\mathrm{second}_i}\|^2),
+
+keeps ``first_i``, drops ``second_i`` (except the last) and sets
+``h_i = sigma(first_i(h_{i-1}))``. The network after block ``i`` is
+:class:`~convexrecon.network.ReconNet` ``(first_1..first_i, second_i)``.
+
+Features ``h_{i-1}`` are recomputed through the frozen layers ``chunk_size``
+slices at a time; when ``patch_size`` is set, only a seeded set of
+``patches_per_slice`` windows per slice is kept (the convex fit then sees
+zero padding at the window borders). After every block the trainer evaluates
+PSNR/SSIM on the validation slices and writes ``block_XX.pt`` atomically into
+``checkpoint_dir``; the same call on the same directory resumes after the last
+finished block and ends with the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data.atomic import atomic_path
+from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .fit import ACTIVATIONS, beta_max, fit_layer
+from .metrics import evaluate
+from .network import HiddenLayer, ReconNet
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """Settings of one convex block.
+
+    Attributes
+    ----------
+    kernel_size
+        Odd ``k`` of ``first_i``.
+    num_arrangements
+        ``P`` gates; hidden width at most ``P * 2`` (gated) or ``4 P`` (relu) for 2 output channels.
+    activation
+        ``"gated"`` (fast relaxation) or ``"relu"`` (exact, cone-constrained; slow).
+    beta
+        Group-norm weight; None: ``beta_ratio * beta_max`` of the block's data.
+    beta_ratio
+        Used when ``beta`` is None; ``beta_max = max_{i,c} ||X^T D_i y_c||`` is the
+        smallest weight with a zero gated solution (1e-3 is ``fit_layer``'s default;
+        larger values converge faster and regularise more).
+    tol, max_iter
+        Passed to :func:`fit_layer`.
+    """
+
+    kernel_size: int = 5
+    num_arrangements: int = 8
+    activation: str = "gated"
+    beta: float | None = None
+    beta_ratio: float = 1e-3
+    tol: float = 1e-4
+    max_iter: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"The 'activation' setting must be one of {ACTIVATIONS}. Got {self.activation!r} instead.")
+        if not (isinstance(self.kernel_size, int) and self.kernel_size > 0 and self.kernel_size % 2 == 1):
+            raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
+        if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
+            raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
+        if not self.beta_ratio > 0:
+            raise ValueError(f"The 'beta_ratio' setting must be > 0. Got {self.beta_ratio!r} instead.")
+        if self.beta is not None and not self.beta > 0:
+            raise ValueError(f"The 'beta' setting must be > 0 or None. Got {self.beta!r} instead.")
+
+
+@dataclass
+class LayerwiseResult:
+    """The trained network and one record per block (metrics, β, gap, status, timing)."""
+
+    network: ReconNet
+    records: list[dict[str, Any]]
+
+
+def check_images(name: str, x: Any) -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 2 or not x.is_floating_point():
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W). Got {shape} instead.")
+    return x
+
+
+def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
+                   seed: int) -> np.ndarray:
+    """Seeded top-left corners ``(num_slices, per_slice, 2)`` of ``patch_size`` windows."""
+    if patch_size > min(height, width):
+        raise ValueError(f"The 'patch_size' must be at most the image size {(height, width)}. Got {patch_size}.")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, height - patch_size + 1, size=(num_slices, per_slice))
+    cols = rng.integers(0, width - patch_size + 1, size=(num_slices, per_slice))
+    return np.stack([rows, cols], axis=-1)
+
+
+@torch.no_grad()
+def block_problem(layers: Sequence[nn.Module], inputs: Tensor, targets: Tensor, windows: np.ndarray | None,
+                  patch_size: int | None, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """Features ``h_{i-1}`` and residual targets of a block, computed chunk by chunk.
+
+    Only the windows (or whole slices when ``windows`` is None) are kept in memory.
+    """
+    xs, ys = [], []
+    for start in range(0, len(inputs), chunk_size):
+        x0 = inputs[start:start + chunk_size]
+        h = x0
+        for layer in layers:
+            h = layer(h)
+        r = targets[start:start + chunk_size] - x0
+        if windows is None:
+            xs.append(h)
+            ys.append(r)
+            continue
+        assert patch_size is not None
+        for j in range(len(x0)):
+            for top, left in windows[start + j]:
+                xs.append(h[j:j + 1, :, top:top + patch_size, left:left + patch_size])
+                ys.append(r[j:j + 1, :, top:top + patch_size, left:left + patch_size])
+    return torch.cat(xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def validation_metrics(net: ReconNet, inputs: Tensor, targets: Tensor, scales: Tensor, volumes: Sequence[str],
+                       chunk_size: int = 8) -> dict[str, float]:
+    """Slice-wise PSNR/SSIM (mean ± std) of ``net`` on validation slices at physical scale."""
+    pred = net.predict(inputs.to(net.second.weight.dtype), chunk_size).double()
+    s = scales.double().reshape(-1, 1, 1)
+    to_complex = lambda x: torch.complex(x[:, 0], x[:, 1])  # noqa: E731
+    t, p = (to_complex(targets.double()) * s).numpy(), (to_complex(pred) * s).numpy()
+    summary = evaluate(list(t), list(p), list(volumes), "slice")
+    return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
+            "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
+
+
+def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_size: int | None = None) -> float:
+    """``settings.beta``, or ``settings.beta_ratio * beta_max`` on ``(x, y)`` with the block's gates."""
+    if settings.beta is not None:
+        return float(settings.beta)
+    gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, dtype=x.dtype)
+    operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
+                               relu=settings.activation == "relu", chunk_size=chunk_size)
+    value = settings.beta_ratio * beta_max(operator, y)
+    if not value > 0:
+        raise ValueError("The block's targets are zero on every arrangement: pass an explicit 'beta'.")
+    return value
+
+
+def fingerprint(*parts: Any) -> str:
+    """Hash of run settings and data, stored in checkpoints to refuse resuming a different run."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Tensor):
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then rename."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def train_layerwise(
+    inputs: Tensor,
+    targets: Tensor,
+    blocks: Sequence[BlockSettings],
+    *,
+    val_inputs: Tensor | None = None,
+    val_targets: Tensor | None = None,
+    val_scales: Tensor | None = None,
+    val_volumes: Sequence[str] | None = None,
+    patch_size: int | None = None,
+    patches_per_slice: int = 1,
+    seed: int = 0,
+    chunk_size: int = 8,
+    solve_chunk_size: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    stop_after: int | None = None,
+    progress: bool = False,
+    config: dict[str, Any] | None = None,
+) -> LayerwiseResult:
+    """Train ``len(blocks)`` convex blocks one after the other.
+
+    Parameters
+    ----------
+    inputs, targets
+        Training zero-filled images and targets ``(N, 2, H, W)`` (stored scale).
+    blocks
+        One :class:`BlockSettings` per block (``K = len(blocks)``).
+    val_inputs, val_targets, val_scales, val_volumes
+        Validation slices, their scale factors and volume names; metrics after every block.
+    patch_size, patches_per_slice
+        Fit on ``patches_per_slice`` seeded ``patch_size`` windows per slice (None: whole slices).
+    seed
+        Seeds the windows (``seed + i``) and the gates of block ``i`` (``seed + i``).
+    chunk_size
+        Slices per chunk when recomputing features and evaluating.
+    solve_chunk_size
+        Images (patches) per chunk inside ``fit_layer``'s operator (None: all at once;
+        chunking bounds memory but costs time).
+    checkpoint_dir
+        Where ``block_XX.pt`` are written; existing ones of the same run are reused.
+    stop_after
+        Stop after this many blocks (simulates an interruption; the result holds them).
+    progress
+        Progress bars for the blocks and the solves.
+    config
+        Extra metadata stored in the network's config (e.g. data settings).
+
+    Returns
+    -------
+    LayerwiseResult
+    """
+    inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
+    if inputs.shape != targets.shape:
+        raise ValueError(f"The 'targets' must have the shape of 'inputs' {tuple(inputs.shape)}. "
+                         f"Got {tuple(targets.shape)} instead.")
+    if len(blocks) == 0 or not all(isinstance(b, BlockSettings) for b in blocks):
+        raise ValueError("The 'blocks' parameter must be a non-empty sequence of BlockSettings.")
+    if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
+        raise ValueError(f"The 'patch_size' parameter must be an int > 0 or None. Got {patch_size!r} instead.")
+    if not isinstance(patches_per_slice, int) or patches_per_slice < 1:
+        raise ValueError(f"The 'patches_per_slice' parameter must be an int > 0. Got {patches_per_slice!r} instead.")
+    validate = val_inputs is not None
+    if validate:
+        check_images("val_inputs", val_inputs)
+        if val_targets is None or val_scales is None:
+            raise ValueError("With 'val_inputs', 'val_targets' and 'val_scales' must be given too.")
+        val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
+    settings = {"blocks": [asdict(b) for b in blocks], "patch_size": patch_size,
+                "patches_per_slice": patches_per_slice, "seed": seed}
+    key = fingerprint(settings, inputs, targets)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+    n, _, height, width = inputs.shape
+    layers: list[HiddenLayer] = []
+    records: list[dict[str, Any]] = []
+    second: nn.Conv2d | None = None
+    last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
+    bar = tqdm(range(last), desc="layer-wise convex blocks", unit="block", disable=not progress)
+    for i in bar:
+        path = ckpt / f"block_{i + 1:02d}.pt" if ckpt is not None else None
+        if path is not None and path.is_file():
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if payload["fingerprint"] != key:
+                raise ValueError(f"The checkpoint {path} belongs to a different run (settings or data differ); "
+                                 f"use a fresh 'checkpoint_dir'.")
+            layer = HiddenLayer.from_spec(payload["layer_spec"])
+            layer.load_state_dict(payload["layer_state"])
+            second = nn.Conv2d(layer.first.out_channels, 2, 1, bias=False)
+            second.load_state_dict(payload["second_state"])
+            layers.append(layer)
+            records.append(payload["record"])
+            continue
+        b = blocks[i]
+        windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
+                                                                  patches_per_slice, seed + i)
+        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
+        start = time.perf_counter()
+        beta = block_beta(b, x, y, seed + i, solve_chunk_size)
+        block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
+                          activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
+                          max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
+        seconds = time.perf_counter() - start
+        layer, second = HiddenLayer.from_block(block), block.second
+        layers.append(layer)
+        report = block.report
+        record: dict[str, Any] = {
+            "block": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation,
+            "gates_seed": seed + i, "num_pixels": int(y.shape[0] * y.shape[2] * y.shape[3]),
+            "num_patches": int(y.shape[0]), "seconds": seconds,
+            "duality_gap": None if report is None else report.gap,
+            "relative_gap": None if report is None else report.relative_gap,
+            "status": None if report is None else str(report.status),
+            "iterations": None if report is None else report.iterations,
+            "report": None if report is None else report.to_dict(),
+        }
+        if validate:
+            net_i = ReconNet(list(layers), second)
+            record.update(validation_metrics(net_i, val_inputs, val_targets, val_scales, val_volumes, chunk_size))
+            bar.set_postfix(psnr=f"{record['psnr']:.2f}")
+        records.append(record)
+        if path is not None:
+            save_checkpoint(path, {"fingerprint": key, "layer_spec": layer.spec(), "layer_state": layer.state_dict(),
+                                   "second_state": second.state_dict(), "record": record})
+    assert second is not None
+    meta = {"method": "layerwise_convex", "training": settings,
+            "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
+            "solve_reports": [r["report"] for r in records], **(config or {})}
+    return LayerwiseResult(ReconNet(layers, second, meta), records)

@@ -1,0 +1,143 @@
+r"""Training memory per step, counted device-independently (the seed's Fig. 4).
+
+The peak of one Adam step of a module is taken as
+
+.. math:: M(B) = \text{params} + \text{grads} + \text{Adam state } (2\times)
+          + \text{input batch} + \text{tensors saved for backward},
+
+where the saved tensors are counted with
+:func:`torch.autograd.graph.saved_tensors_hooks` (each tensor once, parameters
+excluded). Run on the ``meta`` device, no memory is allocated and no
+arithmetic is done, so the seed's full architecture (256 channels, 7 x 7,
+320 x 320) is measured on any machine. ``M`` is affine in the batch size;
+:func:`max_batch` solves ``M(B) <= budget`` from ``M(1)`` and ``M(2)``.
+Transient buffers of the backward pass (convolution workspaces, gradient
+temporaries) are not counted, so real peaks are somewhat higher; on a GPU,
+:func:`cuda_peak_bytes` gives ``torch.cuda.max_memory_allocated`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes of one training step, by kind."""
+
+    params: int
+    grads: int
+    optimizer: int
+    inputs: int
+    saved: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer + self.inputs + self.saved
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def step_memory(module: nn.Module, forward: Callable[[], tuple[Tensor, Tensor]],
+                extra_inputs: int = 0) -> StepMemory:
+    """Count one step's memory: ``forward()`` returns ``(prediction, target)`` (with graph).
+
+    Only parameters with ``requires_grad`` get gradients and Adam state.
+    ``extra_inputs`` adds bytes held outside autograd (e.g. the input batch).
+    """
+    param_ids = {id(p) for p in module.parameters()}
+    saved: dict[int, Tensor] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if id(t) not in param_ids:
+            saved[id(t)] = t
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        prediction, target = forward()
+        loss = 0.5 * (prediction - target).pow(2).sum()
+    loss.backward()
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    params = sum(_nbytes(p) for p in module.parameters()) + sum(_nbytes(b) for b in module.buffers())
+    grads = sum(_nbytes(p) for p in trainable)
+    module.zero_grad(set_to_none=True)
+    return StepMemory(params=params, grads=grads, optimizer=2 * grads, inputs=int(extra_inputs),
+                      saved=sum(_nbytes(t) for t in saved.values()))
+
+
+def max_batch(at_one: int, at_two: int, budget: int = 12 * GIB) -> int:
+    """Largest ``B`` with ``M(1) + (B - 1) (M(2) - M(1)) <= budget`` (0 if even ``B = 1`` does not fit)."""
+    per_sample = at_two - at_one
+    if per_sample <= 0:
+        raise ValueError(f"Memory must grow with the batch. Got M(1)={at_one}, M(2)={at_two}.")
+    if at_one > budget:
+        return 0
+    return 1 + (budget - at_one) // per_sample
+
+
+def end_to_end_memory(widths: list[int], kernel_size: int, size: int, batch: int,
+                      device: str | torch.device = "meta") -> StepMemory:
+    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet`."""
+    from .network import ReconNet
+
+    net = ReconNet.plain(widths, kernel_size).to(device)
+    x = torch.zeros(batch, 2, size, size, device=device)
+    return step_memory(net, lambda: (net(x), x), extra_inputs=2 * _nbytes(x))
+
+
+def block_memory(in_channels: int, width: int, kernel_size: int, size: int, batch: int,
+                 device: str | torch.device = "meta") -> StepMemory:
+    """One step of a layer-wise block ``first -> relu -> second`` on precomputed features.
+
+    The input features ``h_{i-1}`` (``in_channels``) and the residual target are
+    counted as inputs; the frozen earlier layers run without autograd and their
+    temporaries are freed before the step.
+    """
+    block = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+                          nn.ReLU(), nn.Conv2d(width, 2, 1, bias=False)).to(device)
+    h = torch.zeros(batch, in_channels, size, size, device=device)
+    y = torch.zeros(batch, 2, size, size, device=device)
+    return step_memory(block, lambda: (block(h), y), extra_inputs=_nbytes(h) + _nbytes(y))
+
+
+def memory_table(widths: list[int], kernel_size: int, size: int, budget: int = 12 * GIB) -> dict[str, Any]:
+    """End-to-end and per-block memory at batch 1 and 2, and the largest batch within ``budget``."""
+    e1, e2 = (end_to_end_memory(widths, kernel_size, size, b) for b in (1, 2))
+    blocks = []
+    for i, width in enumerate(widths):
+        c_in = 2 if i == 0 else widths[i - 1]
+        b1, b2 = (block_memory(c_in, width, kernel_size, size, b) for b in (1, 2))
+        blocks.append({"block": i + 1, "batch_1": b1.to_dict(), "batch_2": b2.to_dict(),
+                       "max_batch_12gb": max_batch(b1.total, b2.total, budget)})
+    worst = max(blocks, key=lambda b: b["batch_1"]["total"] + b["batch_2"]["total"])
+    return {
+        "architecture": {"widths": list(widths), "kernel_size": kernel_size, "size": size},
+        "budget_bytes": budget,
+        "method": "meta-device count: params + grads + Adam state + inputs + saved_tensors_hooks",
+        "end_to_end": {"batch_1": e1.to_dict(), "batch_2": e2.to_dict(),
+                       "max_batch_12gb": max_batch(e1.total, e2.total, budget)},
+        "layerwise": {"blocks": blocks, "max_batch_12gb": min(b["max_batch_12gb"] for b in blocks),
+                      "worst_block": worst["block"]},
+    }
+
+
+def cuda_peak_bytes(step: Callable[[], None]) -> int | None:
+    """``torch.cuda.max_memory_allocated`` over one call of ``step`` (None without CUDA)."""
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated())

@@ -1,0 +1,245 @@
+r"""The stacked reconstruction network of layer-wise training (DESIGN.md §4).
+
+.. math:: \hat x = x_0 + W_{K+1}\,\sigma_K(W_K \cdots \sigma_1(W_1 x_0))
+
+``first_1 .. first_K`` are ``k x k`` convolutions, ``second`` the final
+``1 x 1`` convolution and ``x_0`` (the zero-filled image, 2 channels) the skip.
+``sigma_i`` is the ReLU, or for a block solved with the gated relaxation the
+gated ReLU of :class:`~convexrecon.block.ConvexBlock` (the gates are buffers of
+the layer). The same module serves the convex layer-wise network and the
+baselines (end-to-end and non-convex layer-wise Adam), so all three are
+saved, loaded and applied in one way: :meth:`ReconNet.save`,
+:func:`load_network`, :meth:`ReconNet.reconstruct`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .arrangements import arrangement_masks
+from .block import ConvexBlock
+from .data.atomic import atomic_path, write_text
+from .data.masks import MaskFunc
+from .data.sense import channels_to_complex, complex_to_channels, sense_images
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.pt"
+ACTIVATIONS = ("relu", "gated")
+
+
+class HiddenLayer(nn.Module):
+    """One kept layer ``sigma(first(h))``: a ``k x k`` conv and its activation.
+
+    Parameters
+    ----------
+    first
+        ``nn.Conv2d(C_in, m, k, padding=k // 2, bias=False)``.
+    activation
+        ``"relu"`` or ``"gated"``.
+    gates, neuron_arrangement
+        For ``"gated"``: the ``(P, C_in, k, k)`` gates and the gate index of each
+        of the ``m`` neurons (see :class:`~convexrecon.block.ConvexBlock`).
+    """
+
+    def __init__(self, first: nn.Conv2d, activation: str = "relu", gates: Tensor | None = None,
+                 neuron_arrangement: Tensor | None = None) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"The 'activation' parameter must be one of {ACTIVATIONS}. Got {activation!r} instead.")
+        if activation == "gated" and (gates is None or neuron_arrangement is None):
+            raise ValueError("A gated layer needs 'gates' and 'neuron_arrangement'. Got None instead.")
+        self.first = first
+        self.activation = activation
+        if activation == "gated":
+            self.register_buffer("gates", gates)
+            self.register_buffer("neuron_arrangement", neuron_arrangement)
+
+    @classmethod
+    def from_block(cls, block: ConvexBlock) -> "HiddenLayer":
+        """The kept half of a solved block (its ``first`` and activation)."""
+        if block.activation == "gated":
+            return cls(block.first, "gated", block.gates, block.neuron_arrangement)
+        return cls(block.first, "relu")
+
+    def forward(self, h: Tensor) -> Tensor:
+        pre = self.first(h)
+        if self.activation == "gated":
+            masks = arrangement_masks(h, self.gates)
+            return pre * masks[:, self.neuron_arrangement].to(pre.dtype)
+        return F.relu(pre)
+
+    def spec(self) -> dict[str, Any]:
+        """Shape description, enough to rebuild the module before loading weights."""
+        spec: dict[str, Any] = {
+            "in_channels": self.first.in_channels, "width": self.first.out_channels,
+            "kernel_size": self.first.kernel_size[0], "activation": self.activation,
+        }
+        if self.activation == "gated":
+            spec["num_gates"] = int(self.gates.shape[0])
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "HiddenLayer":
+        k, c, m = int(spec["kernel_size"]), int(spec["in_channels"]), int(spec["width"])
+        first = nn.Conv2d(c, m, k, padding=k // 2, bias=False)
+        if spec["activation"] == "gated":
+            gates = torch.zeros(int(spec["num_gates"]), c, k, k)
+            return cls(first, "gated", gates, torch.zeros(m, dtype=torch.long))
+        return cls(first, "relu")
+
+
+class ReconNet(nn.Module):
+    """``first_1 -> sigma -> ... -> first_K -> sigma -> second`` plus the skip from the input.
+
+    Parameters
+    ----------
+    layers
+        The ``K`` hidden layers in order.
+    second
+        ``nn.Conv2d(m_K, 2, 1, bias=False)``, the output layer.
+    config
+        JSON-serialisable metadata saved with the model (method, β per block,
+        gate seeds, data settings, solve reports, ...).
+    """
+
+    def __init__(self, layers: Sequence[HiddenLayer], second: nn.Conv2d, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("The 'layers' parameter must hold at least one layer. Got none.")
+        for i in range(1, len(layers)):
+            if layers[i].first.in_channels != layers[i - 1].first.out_channels:
+                raise ValueError(
+                    f"Layer {i + 1} expects {layers[i].first.in_channels} input channels; "
+                    f"layer {i} gives {layers[i - 1].first.out_channels}."
+                )
+        if second.in_channels != layers[-1].first.out_channels:
+            raise ValueError(
+                f"The 'second' layer expects {second.in_channels} channels; the last layer gives "
+                f"{layers[-1].first.out_channels}."
+            )
+        self.layers = nn.ModuleList(layers)
+        self.second = second
+        self.config: dict[str, Any] = dict(config or {})
+
+    @classmethod
+    def plain(cls, widths: Sequence[int], kernel_size: int, channels: int = 2, seed: int = 0,
+              config: dict[str, Any] | None = None) -> "ReconNet":
+        """A ReLU network of the same architecture with PyTorch's default init (seeded)."""
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            layers, c_in = [], channels
+            for m in widths:
+                layers.append(HiddenLayer(nn.Conv2d(c_in, m, kernel_size, padding=kernel_size // 2, bias=False)))
+                c_in = m
+            second = nn.Conv2d(c_in, channels, 1, bias=False)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return cls(layers, second, config)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.layers)
+
+    def features(self, x: Tensor, depth: int | None = None) -> Tensor:
+        """``h_depth``: the input passed through the first ``depth`` layers (default all)."""
+        h = x
+        for layer in self.layers[: self.num_blocks if depth is None else depth]:
+            h = layer(h)
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.second(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, chunk_size: int = 8) -> Tensor:
+        """Forward pass chunk by chunk without autograd."""
+        return torch.cat([self(inputs[i:i + chunk_size]) for i in range(0, len(inputs), chunk_size)])
+
+    @torch.no_grad()
+    def reconstruct(self, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> Tensor:
+        """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
+
+        The k-space is masked (entries outside ``mask`` are ignored), ESPIRiT maps
+        are estimated from it, the zero-filled SENSE image is cropped and scaled as
+        in training (``config["data"]``), passed through the network and scaled back.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(crop, crop)`` complex64 image at physical scale.
+        """
+        kspace = np.asarray(kspace.numpy() if isinstance(kspace, Tensor) else kspace)
+        mask = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask).astype(bool)
+        if kspace.ndim != 3 or not np.iscomplexobj(kspace):
+            raise ValueError(f"The 'kspace' must be complex (coils, H, W). Got {kspace.dtype} shape {kspace.shape}.")
+        if mask.shape != kspace.shape[-2:]:
+            raise ValueError(f"The 'mask' must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
+        data = self.config.get("data", {})
+        mask_func = MaskFunc(data.get("mask", "poisson"), data.get("acceleration", 4.0),
+                             data.get("center_fraction", 0.04), data.get("calib", 16), 0)
+        crop = int(data.get("crop", min(320, *kspace.shape[-2:])))
+        images = sense_images(kspace * mask, mask, mask_func.calibration_limit(mask.shape), crop)
+        weight = self.second.weight
+        x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=weight.device)
+        return channels_to_complex(self(x)[0].float().cpu()) * images.scale
+
+    def spec(self) -> dict[str, Any]:
+        return {"layers": [layer.spec() for layer in self.layers], "out_channels": self.second.out_channels}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.pt`` (state_dict) and ``config.json`` (architecture + metadata) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.state_dict().items()}, buffer)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        config = {"architecture": self.spec(), **self.config}
+        write_text(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True, default=_json_default))
+        return directory
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def network_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> ReconNet:
+    """An untrained :class:`ReconNet` with the architecture ``spec`` (as :meth:`ReconNet.spec`)."""
+    layers = [HiddenLayer.from_spec(s) for s in spec["layers"]]
+    second = nn.Conv2d(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1, bias=False)
+    return ReconNet(layers, second, config)
+
+
+def load_network(directory: str | Path, map_location: str | torch.device = "cpu") -> ReconNet:
+    """Load a model written by :meth:`ReconNet.save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``directory`` lacks ``config.json`` or ``model.pt``.
+    """
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"The 'model' directory must contain {name}. Not found in {directory}.")
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    spec = config.pop("architecture")
+    net = network_from_spec(spec, config)
+    state = torch.load(directory / WEIGHTS_NAME, map_location=map_location, weights_only=True)
+    dtype = next(iter(state.values())).dtype if state else torch.float32
+    net.to(dtype=dtype)
+    net.load_state_dict(state)
+    return net

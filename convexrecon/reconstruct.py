@@ -1,0 +1,80 @@
+"""The ``reconstruct`` command: apply a saved model to fastMRI multi-coil files.
+
+    python -m convexrecon reconstruct --model MODEL_DIR --data DIR_OR_FILE --out OUT_DIR
+
+Writes one HDF5 file per input volume, same name, with a ``reconstruction``
+dataset ``(slices, crop, crop)`` float32 magnitude at physical scale (fastMRI's
+submission layout). A file with a ``mask`` dataset (fastMRI's test split) is
+used as undersampled; otherwise the model's training mask settings
+(``config.json``) undersample it retrospectively, with the per-slice seeds of
+:class:`~convexrecon.data.masks.MaskFunc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data.atomic import atomic_path
+from .data.fastmri import FastMRIVolume, list_volumes
+from .data.masks import MaskFunc
+
+
+def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]:
+    """The ``(H, W)`` mask of every slice: the file's own ``mask`` or ``mask_func``'s."""
+    shape = volume.shape[-2:]
+    with h5py.File(volume.path, "r") as handle:
+        if "mask" in handle:
+            columns = np.asarray(handle["mask"]).astype(bool).reshape(-1)
+            return [np.broadcast_to(columns, shape).copy()] * volume.num_slices
+    return [mask_func.for_slice(shape, volume.path.name, s) for s in range(volume.num_slices)]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("reconstruct", help="reconstruct fastMRI files with a saved model",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="directory written by `train`")
+    parser.add_argument("--data", type=Path, required=True, help="a .h5 file or a directory of them")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(handler=lambda args: run(args, parser))
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Execute ``reconstruct``; returns the exit code (usage errors exit with 2)."""
+    from .network import load_network
+
+    try:
+        net = load_network(args.model)
+    except FileNotFoundError as error:
+        parser.error(f"argument --model: {error}")
+    if args.data.is_file():
+        files = [args.data]
+    elif args.data.is_dir():
+        files = list_volumes(args.data)
+    else:
+        parser.error(f"argument --data: expected a .h5 file or a directory. Got {args.data}.")
+    if not files:
+        parser.error(f"argument --data: no .h5 files in {args.data}.")
+    data = net.config.get("data", {})
+    mask_func = MaskFunc(data.get("mask", "poisson"), data.get("acceleration", 4.0), data.get("center_fraction", 0.04),
+                         data.get("calib", 16), data.get("seed", 0))
+    args.out.mkdir(parents=True, exist_ok=True)
+    net.eval()
+    for path in tqdm(files, desc="volumes", unit="volume"):
+        try:
+            volume = FastMRIVolume(path)
+        except ValueError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        masks = volume_masks(volume, mask_func)
+        slices = [net.reconstruct(volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
+                  for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
+        with atomic_path(args.out / path.name) as tmp, h5py.File(tmp, "w") as handle:
+            handle.create_dataset("reconstruction", data=np.stack(slices))
+            handle.attrs["model"] = str(args.model)
+    print(f"{len(files)} volume(s) reconstructed into {args.out}")
+    return 0

@@ -1,0 +1,144 @@
+"""The ``train`` command: train a reconstruction network on a directory of fastMRI files.
+
+    python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR \\
+        [--method layerwise_convex|end_to_end|layerwise_adam] [--blocks 4] [--kernel-size 5] ...
+
+The first ``--val-volumes`` volumes (by name) are the validation split, the
+rest the training split (:func:`stack_split`, shared with
+``benchmarks/run_knee.py``). Checkpoints go to ``MODEL_DIR/checkpoints``; the
+same command after an interruption resumes. The model is written with
+:meth:`~convexrecon.network.ReconNet.save` (``model.pt`` + ``config.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .data.dataset import SliceDataset
+from .data.masks import MASK_KINDS
+
+METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
+
+
+class Split(NamedTuple):
+    """Stacked slices of some volumes (stored scale; physical = stored × scale)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    scales: torch.Tensor
+    volumes: list[str]
+    pairs: list[tuple[Path, int]]
+
+    @property
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """``(inputs, targets, scales, volumes)`` as the trainers' ``validation`` argument."""
+        return self.inputs, self.targets, self.scales, self.volumes
+
+
+def stack_split(dataset: SliceDataset, val_volumes: int = 1) -> tuple[Split, Split]:
+    """Training and validation splits: the first ``val_volumes`` volumes by name validate.
+
+    Raises
+    ------
+    ValueError
+        When fewer than ``val_volumes + 1`` volumes are present.
+    """
+    files = sorted(dataset.volumes)
+    if not isinstance(val_volumes, int) or val_volumes < 1 or len(files) < val_volumes + 1:
+        raise ValueError(f"The data must hold more than 'val_volumes' = {val_volumes!r} volumes "
+                         f"(training needs at least one). Got {len(files)}.")
+    val_files = set(files[:val_volumes])
+    splits = []
+    for keep in (lambda p: p not in val_files, lambda p: p in val_files):
+        items = [(i, p, s) for i, (p, s) in enumerate(dataset.index) if keep(p)]
+        samples = [dataset[i] for i, _, _ in items]
+        splits.append(Split(torch.stack([s.input for s in samples]), torch.stack([s.target for s in samples]),
+                            torch.tensor([s.scale for s in samples], dtype=torch.float64),
+                            [s.fname for s in samples], [(p, s) for _, p, s in items]))
+    return splits[0], splits[1]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="train a reconstruction network",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
+    parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS])
+    parser.add_argument("--out", type=Path, required=True, help="model directory")
+    parser.add_argument("--method", default="layerwise_convex", choices=METHODS)
+    parser.add_argument("--acceleration", type=float, default=4.0)
+    parser.add_argument("--center-fraction", type=float, default=0.04)
+    parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--val-volumes", type=int, default=1)
+    parser.add_argument("--blocks", type=int, default=4, help="K blocks (K + 1 conv layers)")
+    parser.add_argument("--kernel-size", type=int, default=5)
+    parser.add_argument("--arrangements", type=int, default=8, help="P gates per block")
+    parser.add_argument("--activation", default="gated", choices=["gated", "relu"])
+    parser.add_argument("--beta-ratio", type=float, default=1e-2, help="beta = ratio * beta_max per block")
+    parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--max-iter", type=int, default=400)
+    parser.add_argument("--patch-size", type=int, default=24, help="0: whole slices")
+    parser.add_argument("--patches-per-slice", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="Adam epochs (default 40 end-to-end, 30 per block)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (baselines)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=lambda args: run(args, parser))
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Execute ``train``; returns the exit code (usage errors exit with 2)."""
+    from .baselines import train_end_to_end, train_layerwise_adam
+    from .layerwise import BlockSettings, train_layerwise
+    from .network import ReconNet
+
+    if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
+        parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
+    for name in ("blocks", "kernel_size", "arrangements", "max_iter", "batch_size", "patches_per_slice"):
+        if getattr(args, name) < 1:
+            parser.error(f"argument --{name.replace('_', '-')}: expected an int >= 1. Got {getattr(args, name)}.")
+    if args.kernel_size % 2 == 0:
+        parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
+    try:
+        dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
+                               center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
+                               cache_dir=args.data / ".cache")
+        train, val = stack_split(dataset, args.val_volumes)
+        settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
+                                  activation=args.activation, beta_ratio=args.beta_ratio, tol=args.tol,
+                                  max_iter=args.max_iter)] * args.blocks
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    config = {"data": {**dataset.settings(), "root": str(args.data)}}
+    ckpt = args.out / "checkpoints"
+    width = (2 if args.activation == "gated" else 4) * args.arrangements
+    if args.method == "layerwise_convex":
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")
+            result = train_layerwise(train.inputs, train.targets, settings, val_inputs=val.inputs,
+                                     val_targets=val.targets, val_scales=val.scales, val_volumes=val.volumes,
+                                     patch_size=args.patch_size or None, patches_per_slice=args.patches_per_slice,
+                                     seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config)
+        net, records = result.network, result.records
+    elif args.method == "end_to_end":
+        net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)
+        records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,
+                                   batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
+                                   checkpoint_dir=ckpt, validation=val.validation, progress=True)
+    else:
+        net, records = train_layerwise_adam(train.inputs, train.targets, [width] * args.blocks, args.kernel_size,
+                                            epochs=args.epochs or 30, batch_size=args.batch_size,
+                                            weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
+                                            validation=val.validation, progress=True)
+        net.config.update(config)
+    net.save(args.out)
+    last = records[-1] if records else {}
+    print(json.dumps({"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
+                      "val_slices": len(val.inputs), "val_psnr": last.get("psnr"), "val_ssim": last.get("ssim")}))
+    return 0

@@ -1,0 +1,70 @@
+"""Training memory accounting (fast) and ``run_knee.py --quick`` end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from convexrecon.memory import block_memory, end_to_end_memory, max_batch, memory_table
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex"}
+
+
+def test_meta_count_equals_cpu_count_and_is_affine_in_batch() -> None:
+    for batch in (1, 2):
+        meta = end_to_end_memory([4, 3], 3, 9, batch, device="meta")
+        cpu = end_to_end_memory([4, 3], 3, 9, batch, device="cpu")
+        assert meta == cpu
+    m1, m2, m3 = (block_memory(4, 5, 3, 11, b).total for b in (1, 2, 3))
+    assert m3 - m2 == m2 - m1 > 0
+
+
+def test_max_batch() -> None:
+    assert max_batch(10, 15, budget=30) == 5
+    assert max_batch(40, 50, budget=30) == 0
+    with pytest.raises(ValueError, match="grow"):
+        max_batch(10, 10)
+
+
+def test_memory_table_full_architecture_shape() -> None:
+    table = memory_table([8, 8], 3, 16)
+    assert table["end_to_end"]["max_batch_12gb"] > 0
+    assert len(table["layerwise"]["blocks"]) == 2
+    assert table["layerwise"]["max_batch_12gb"] == min(b["max_batch_12gb"] for b in table["layerwise"]["blocks"])
+
+
+@pytest.mark.slow
+def test_run_knee_quick_end_to_end(tmp_path) -> None:
+    out = tmp_path / "knee"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_knee.py"), "--quick", "--out", str(out)],
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["masks"]) == {"poisson", "lines"}
+    for entry in results["masks"].values():
+        assert set(entry) == METHODS
+        for method in METHODS:
+            assert {"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "train_seconds", "peak_memory_bytes"} <= set(entry[method])
+        for block in entry["layerwise_convex"]["blocks"]:
+            assert {"psnr", "ssim", "duality_gap", "relative_gap", "status"} <= set(block)
+    assert results["memory"]["end_to_end"]["max_batch_12gb"] > 0
+    assert results["memory"]["layerwise"]["max_batch_12gb"] > 0
+    for name in ("results.md", "psnr_vs_layers.png", "examples.png", "batch_size.png"):
+        assert (out / name).stat().st_size > 0
+    # the same command resumes from the checkpoints and gives the same model
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_knee.py"), "--quick", "--out", str(out)],
+                           cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((out / "results.json").read_text())
+    for mask in ("poisson", "lines"):
+        assert second["masks"][mask]["layerwise_convex"]["psnr_mean"] == results["masks"][mask]["layerwise_convex"]["psnr_mean"]
+        assert second["masks"][mask]["end_to_end"]["psnr_mean"] == results["masks"][mask]["end_to_end"]["psnr_mean"]
+    assert torch.load(out / "models" / "poisson" / "end_to_end" / "model.pt", weights_only=True)

@@ -1,0 +1,51 @@
+"""``train``, ``reconstruct`` and ``evaluate`` commands on the tiny synthetic set."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+
+from convexrecon.__main__ import main
+from convexrecon.network import load_network
+
+from .conftest import CROP, SLICES
+
+TINY = ["--mask", "poisson", "--crop", str(CROP), "--blocks", "2", "--kernel-size", "3", "--arrangements", "2",
+        "--max-iter", "30", "--tol", "1e-2", "--patch-size", "8", "--patches-per-slice", "2"]
+
+
+@pytest.mark.parametrize("method", ["layerwise_convex", "end_to_end", "layerwise_adam"])
+def test_train_reconstruct_evaluate(synthetic_dir, tmp_path, capsys, method) -> None:
+    model = tmp_path / "model"
+    argv = ["train", "--data", str(synthetic_dir), "--out", str(model), "--method", method, "--epochs", "1", *TINY]
+    assert main(argv) == 0
+    net = load_network(model)
+    assert net.num_blocks == 2 and net.config["data"]["crop"] == CROP and net.config["method"] == method
+    assert main(["reconstruct", "--model", str(model), "--data", str(synthetic_dir), "--out", str(tmp_path / "rec")]) == 0
+    files = sorted((tmp_path / "rec").glob("*.h5"))
+    assert len(files) == 2
+    with h5py.File(files[0], "r") as handle:
+        rec = handle["reconstruction"]
+        assert rec.shape == (SLICES, CROP, CROP) and rec.dtype == "float32"
+    capsys.readouterr()
+    assert main(["evaluate", "--recon", str(tmp_path / "rec"), "--data", str(synthetic_dir)]) == 0
+    assert "PSNR" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--data", "/nonexistent", "--mask", "poisson", "--out", "x"], "--data"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--blocks", "0"], "--blocks"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--kernel-size", "4"], "--kernel-size"),
+        (["train", "--data", "DATA", "--mask", "star", "--out", "x"], "--mask"),
+        (["reconstruct", "--model", "/nonexistent", "--data", "DATA", "--out", "x"], "--model"),
+        (["evaluate", "--recon", "/nonexistent", "--data", "DATA"], "--recon"),
+    ],
+)
+def test_bad_arguments_exit_2(synthetic_dir, capsys, argv, match) -> None:
+    argv = [str(synthetic_dir) if a == "DATA" else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert match in capsys.readouterr().err
