@@ -62,7 +62,7 @@ def test_fista_group_lasso_matches_cvxpy(seed):
     np.testing.assert_allclose(v.numpy(), ref.x, atol=1e-3 * np.abs(ref.x).max())
 
 
-@pytest.mark.parametrize("seed", [0, 2])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_augmented_lagrangian_matches_cvxpy(seed):
     X, D, Y = _dense_problem(seed)
     ref = solve_arrangement_program(X, D, Y, 1.0, "relu")
