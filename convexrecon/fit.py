@@ -131,7 +131,7 @@ def fit_layer(
 
 def beta_max(operator: ArrangementConv, y: Tensor) -> float:
     """``max_{i,c} ||X^T D_i y_c||``: the gated solution is zero for ``beta >= beta_max``."""
-    direction = operator.adjoint(y) if not operator.relu else operator.adjoint(y, None)
+    direction = operator.adjoint(y)  # for relu the w groups repeat the v groups with a sign flip
     return float(torch.linalg.vector_norm(direction.reshape(direction.shape[0], -1).double(), dim=1).max())
 
 
