@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="tiny configuration (< 10 min on 2 cores)")
     mode.add_argument("--full", action="store_true", help="the seed's settings (needs a GPU and real data)")
     parser.add_argument("--data", type=Path, default=None, help="directory of fastMRI multi-coil .h5 files")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/knee"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default benchmarks/results/knee, knee-quick or knee-full by mode)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "quick" if args.quick else "full" if args.full else "default"
     cfg = CONFIGS[name]
     torch.manual_seed(args.seed)
-    out = args.out
+    # each mode has its own default directory, so --quick never overwrites the recorded default run
+    out = args.out or Path("benchmarks/results") / ("knee" if name == "default" else f"knee-{name}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.data is None:
