@@ -149,10 +149,11 @@ def solve_cone_group_lasso(
     lam = zero_mu.clone()
 
     def certificate(v: Tensor, parts: tuple[Tensor, Tensor], lam_: Tensor, op: ConstrainedOperator = operator,
-                    target: Tensor = y) -> tuple[Certificate, Tensor]:
+                    target: Tensor = y, step: bool = True) -> tuple[Certificate, Tensor]:
+        """Certificate at ``v``; ``step``: take one multiplier step ``(lam - rho C v)_+`` first."""
         z, c = parts
         residual = target - z
-        lam_trial = torch.clamp(lam_ - rho * c, min=0.0)
+        lam_trial = torch.clamp(lam_ - rho * c, min=0.0) if step else lam_
         violation = float(torch.clamp(-c, min=0.0).max()) / y_scale if c.numel() else 0.0
         return certify(v, residual, target, op.adjoint(residual, lam_trial), beta, violation), lam_trial
 
@@ -190,7 +191,7 @@ def solve_cone_group_lasso(
             break
         c = parts[1]
         violation = float(torch.clamp(-c, min=0.0).max()) / y_scale if c.numel() else 0.0
-        lam = torch.clamp(lam - rho * c, min=0.0)
+        lam = torch.clamp(lam - rho * c, min=0.0)  # the multipliers of the current v: no further step below
         if violation > max(0.25 * prev_violation, feas_tol):  # multipliers not converging fast enough
             lip = lip + rho * lip_cone
             rho *= 2.0
@@ -203,10 +204,12 @@ def solve_cone_group_lasso(
             reason = "stalled"
             break
         inner_tol = max(_INNER_DECAY * inner_tol, inner_floor)
-    cert, lam_out = certificate(v, parts, lam)
+    step = reason in ("checked", "diverged")  # otherwise the loop ended right after a multiplier update
+    cert, lam_out = certificate(v, parts, lam, step=step)
     if certify_operator is not None:
         v_hi = v.double()
-        cert, lam_out = certificate(v_hi, certify_operator.forward(v_hi), lam.double(), certify_operator, y.double())
+        cert, lam_out = certificate(v_hi, certify_operator.forward(v_hi), lam.double(), certify_operator, y.double(),
+                                    step=step)
     status = _status(reason, monitor, cert)
     return v, lam_out, monitor.report(cert, done, status, _message(reason, lip) + f" rho={rho:.3g}")
 
