@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
-from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
+from solvers.group_lasso import solve_group_lasso
+from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord
 
 from . import checks
@@ -114,7 +115,7 @@ def fit_layer(
     callback, bar = _progress(progress, tol)
     try:
         if relu:
-            v, _, report = solve_cone_group_lasso(
+            v, _, report = solve_cone_group_lasso_pdhg(
                 operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 50_000,
                 certify_operator=certify_operator, callback=callback,
             )

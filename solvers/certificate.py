@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .comm import Local
 from .groups import group_norms, group_penalty, scaled_dual_value
 from .report import ConvergenceWarning, IterationRecord, SolveReport, Status, relative
 
@@ -33,14 +34,17 @@ class Certificate:
 
 
 def certify(v: Tensor, residual: Tensor, y: Tensor, dual_direction: Tensor, beta: float,
-            max_violation: float = 0.0) -> Certificate:
+            max_violation: float = 0.0, comm: Local | None = None) -> Certificate:
     """Certificate at ``v`` from its residual ``theta = y - A v``.
 
-    ``dual_direction`` is ``A^T theta (+ C^T lambda)``, shaped like ``v``.
-    Sums are accumulated in float64 whatever the working precision.
+    ``dual_direction`` is ``A^T theta (+ C^T lambda)``, shaped like ``v``
+    (already summed over shards). Sums are accumulated in float64 whatever the
+    working precision; ``comm`` sums ``||theta||^2`` and ``theta^T y`` over
+    shards.
     """
-    theta_sq = float(torch.sum(residual * residual, dtype=torch.float64))
-    theta_dot_y = float(torch.sum(residual * y, dtype=torch.float64))
+    comm = comm or Local()
+    theta_sq = comm.sum(float(torch.sum(residual * residual, dtype=torch.float64)))
+    theta_dot_y = comm.sum(float(torch.sum(residual * y, dtype=torch.float64)))
     max_norm = float(group_norms(dual_direction.double()).max()) if dual_direction.numel() else 0.0
     primal = 0.5 * theta_sq + beta * float(group_penalty(v))
     dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)

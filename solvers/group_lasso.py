@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .certificate import Certificate, Monitor, certify
+from .comm import Local, ShardedOperator
 from .fista import fista, sq_norm
 from .operators import ConstrainedOperator, LinearOperator, operator_norm_sq
 from .report import IterationRecord, SolveReport, Status
@@ -42,6 +43,7 @@ def solve_group_lasso(
     lipschitz: float | None = None,
     certify_operator: LinearOperator | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
+    comm: Local | None = None,
 ) -> tuple[Tensor, SolveReport]:
     """Minimise ``1/2 ||A v - y||^2 + beta sum_g ||v_g||`` with a certified gap.
 
@@ -58,11 +60,17 @@ def solve_group_lasso(
     certify_operator
         The same operator in higher precision: the final certificate is
         recomputed with it (e.g. float64 for float32 iterates).
+    comm
+        Reductions over data shards (:mod:`solvers.comm`): ``operator`` and
+        ``y`` hold this process's shard; the objective is the sum over shards
+        and every process returns the same ``v``. Default: one process.
 
     Returns
     -------
     v, report
     """
+    comm = comm or Local()
+    operator, certify_operator = _sharded(operator, comm), _sharded(certify_operator, comm)
     monitor = Monitor("fista", tol, 0.0, v0.dtype, callback)
     if lipschitz is None:
         lipschitz = 1.05 * operator_norm_sq(operator.forward, operator.adjoint, v0)
@@ -70,7 +78,7 @@ def solve_group_lasso(
 
     def certificate(v: Tensor, z: Tensor, op: LinearOperator = operator, target: Tensor = y) -> Certificate:
         residual = target - z
-        return certify(v, residual, target, op.adjoint(residual), beta)
+        return certify(v, residual, target, op.adjoint(residual), beta, comm=comm)
 
     state = {"cert": None}
 
@@ -83,7 +91,7 @@ def solve_group_lasso(
     run = fista(
         lambda v: (operator.forward(v),),
         lambda parts: operator.adjoint(parts[0]),
-        lambda parts: 0.5 * sq_norm(parts[0] - y),
+        lambda parts: comm.sum(0.5 * sq_norm(parts[0] - y)),
         lambda parts: (parts[0] - y,),
         beta, v0, (operator.forward(v0),), lipschitz,
         max_iter=max_iter, check_every=check_every, on_check=on_check,
@@ -111,6 +119,7 @@ def solve_cone_group_lasso(
     rho: float | None = None,
     certify_operator: ConstrainedOperator | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
+    comm: Local | None = None,
 ) -> tuple[Tensor, Tensor, SolveReport]:
     r"""Minimise ``1/2 ||A v - y||^2 + beta sum_g ||v_g||`` s.t. ``C v >= 0``.
 
@@ -137,8 +146,10 @@ def solve_cone_group_lasso(
         point of the certificate is ``s * (y - A v, lambda)``.
     """
     feas_tol = tol if feas_tol is None else feas_tol
+    comm = comm or Local()
+    operator, certify_operator = _sharded(operator, comm), _sharded(certify_operator, comm)
     monitor = Monitor("augmented_lagrangian", tol, feas_tol, v0.dtype, callback)
-    y_scale = max(float(y.abs().max()), 1e-300) if y.numel() else 1.0
+    y_scale = max(comm.max(float(y.abs().max()) if y.numel() else 0.0), 1e-300)
     zero_r = torch.zeros_like(y)
     z0, c0 = operator.forward(v0)
     zero_mu = torch.zeros_like(c0)
@@ -154,8 +165,8 @@ def solve_cone_group_lasso(
         z, c = parts
         residual = target - z
         lam_trial = torch.clamp(lam_ - rho * c, min=0.0) if step else lam_
-        violation = float(torch.clamp(-c, min=0.0).max()) / y_scale if c.numel() else 0.0
-        return certify(v, residual, target, op.adjoint(residual, lam_trial), beta, violation), lam_trial
+        violation = comm.max(float(torch.clamp(-c, min=0.0).max()) if c.numel() else 0.0) / y_scale
+        return certify(v, residual, target, op.adjoint(residual, lam_trial), beta, violation, comm), lam_trial
 
     state: dict = {}
 
@@ -180,7 +191,7 @@ def solve_cone_group_lasso(
         run = fista(
             operator.forward,
             lambda p: operator.adjoint(p[0], p[1]),
-            lambda p: 0.5 * sq_norm(p[0] - y) + (sq_norm(torch.clamp(lam_now - rho_now * p[1], min=0.0)) - sq_norm(lam_now)) / (2 * rho_now),
+            lambda p: comm.sum(0.5 * sq_norm(p[0] - y) + (sq_norm(torch.clamp(lam_now - rho_now * p[1], min=0.0)) - sq_norm(lam_now)) / (2 * rho_now)),
             lambda p: (p[0] - y, -torch.clamp(lam_now - rho_now * p[1], min=0.0)),
             beta, v, parts, lip,
             max_iter=min(max_iter - done, inner_max_iter), check_every=check_every, on_check=on_check, inner_tol=inner_tol,
@@ -190,7 +201,7 @@ def solve_cone_group_lasso(
             reason = run.reason
             break
         c = parts[1]
-        violation = float(torch.clamp(-c, min=0.0).max()) / y_scale if c.numel() else 0.0
+        violation = comm.max(float(torch.clamp(-c, min=0.0).max()) if c.numel() else 0.0) / y_scale
         lam = torch.clamp(lam - rho * c, min=0.0)  # the multipliers of the current v: no further step below
         if violation > max(0.25 * prev_violation, feas_tol):  # multipliers not converging fast enough
             lip = lip + rho * lip_cone
@@ -218,6 +229,13 @@ def solve_cone_group_lasso(
 _RHO_FACTOR = 10.0  # initial penalty, in units of ||A||^2 / ||C||^2
 _INNER_TOL0 = 0.1  # first subproblem tolerance, in units of beta
 _INNER_DECAY = 0.3  # subproblem tolerance shrinks by this factor per multiplier update
+
+
+def _sharded(operator, comm: Local):
+    """``operator`` with its adjoint summed over shards (unchanged for one process)."""
+    if operator is None or comm.world_size == 1:
+        return operator
+    return ShardedOperator(operator, comm)
 
 
 def _status(reason: str, monitor: Monitor, cert: Certificate) -> Status:

@@ -14,6 +14,7 @@ from solvers.fista import fista
 from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
 from solvers.groups import group_norms, group_soft_threshold, scaled_dual_value
 from solvers.operators import MatrixOperator, StackedOperator, operator_norm_sq
+from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.reference import arrangement_matrices, solve_arrangement_program, solve_group_lasso_cvxpy
 from solvers.report import ConvergenceWarning, SolveReport, SolverError, Status
 
@@ -62,15 +63,17 @@ def test_fista_group_lasso_matches_cvxpy(seed):
     np.testing.assert_allclose(v.numpy(), ref.x, atol=1e-3 * np.abs(ref.x).max())
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_augmented_lagrangian_matches_cvxpy(seed):
+@pytest.mark.parametrize("solver,seed", [(solve_cone_group_lasso, 1), (solve_cone_group_lasso, 2),
+                                         (solve_cone_group_lasso_pdhg, 0), (solve_cone_group_lasso_pdhg, 1),
+                                         (solve_cone_group_lasso_pdhg, 2)])
+def test_cone_solvers_match_cvxpy(solver, seed):
     X, D, Y = _dense_problem(seed)
     ref = solve_arrangement_program(X, D, Y, 1.0, "relu")
     A, C, var_shape = arrangement_matrices(X, D, 2, "relu")
     op = StackedOperator(MatrixOperator(torch.from_numpy(A.toarray()), var_shape),
                          MatrixOperator(torch.from_numpy(C.toarray()), var_shape))
     y = torch.from_numpy(Y.T.reshape(-1).copy())
-    v, lam, rep = solve_cone_group_lasso(op, y, 1.0, torch.zeros(var_shape, dtype=torch.float64), tol=1e-6)
+    v, lam, rep = solver(op, y, 1.0, torch.zeros(var_shape, dtype=torch.float64), tol=1e-6)
     assert rep.status is Status.OPTIMAL
     assert rep.primal == pytest.approx(ref.report.primal, rel=1e-5)
     assert rep.max_violation <= 1e-6
