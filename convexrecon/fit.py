@@ -20,6 +20,7 @@ from torch.nn.grad import conv2d_weight
 
 from solvers.group_lasso import solve_group_lasso
 from solvers.pdhg import solve_cone_group_lasso_pdhg
+from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.report import IterationRecord
 
 from . import checks
@@ -46,6 +47,7 @@ def fit_layer(
     max_iter: int | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
+    shard: bool | None = None,
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
 
@@ -79,6 +81,16 @@ def fit_layer(
         Show a progress bar with the relative gap.
     chunk_size
         Images per chunk inside the operator (bounds temporary memory).
+    shard
+        Treat ``inputs``/``targets`` as this process's shard of one data set
+        spread over a ``torch.distributed`` process group: the objective is
+        the sum over all ranks, every reduction (objective, gradient, dual
+        certificate) is all-reduced, and every rank returns the same block,
+        equal up to rounding to a single-process solve on all the data.
+        Default: True when ``torch.distributed`` is initialized with more than
+        one rank. Every rank must call ``fit_layer`` with the same settings;
+        shards may hold different numbers and sizes of images. Gates come
+        from ``seed`` (or rank 0's ``gates``).
 
     Returns
     -------
@@ -103,11 +115,15 @@ def fit_layer(
         gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, dtype=dtype, device=device)
     else:
         gates = _check_gates(gates, x.shape[1], kernel_size, dtype, device)
+    comm = _communicator(shard, device)
+    if comm.world_size > 1:
+        _check_shards(comm, x, y)
+        gates = comm.broadcast(gates.contiguous())
     masks = arrangement_masks(x, gates)
     relu = activation == "relu"
     operator = ArrangementConv(x, masks, kernel_size, y.shape[1], relu=relu, chunk_size=chunk_size)
     if beta is None:
-        beta = DEFAULT_BETA_RATIO * beta_max(operator, y)
+        beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
         if beta == 0.0:
             raise ValueError("targets are zero on every arrangement: beta cannot be chosen automatically; pass beta")
     beta = checks.positive_float("beta", beta)
@@ -117,12 +133,12 @@ def fit_layer(
         if relu:
             v, _, report = solve_cone_group_lasso_pdhg(
                 operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 50_000,
-                certify_operator=certify_operator, callback=callback,
+                certify_operator=certify_operator, callback=callback, comm=comm,
             )
         else:
             v, report = solve_group_lasso(
                 operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 10_000,
-                certify_operator=certify_operator, callback=callback,
+                certify_operator=certify_operator, callback=callback, comm=comm,
             )
     finally:
         if bar is not None:
@@ -183,6 +199,28 @@ def _dual_norms(x: Tensor, gates: Tensor, theta: Tensor) -> Tensor:
     back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, hh, ww)
     grads = conv2d_weight(x, (gates.shape[0] * c, x.shape[1], k, k), back, padding=k // 2)
     return torch.linalg.vector_norm(grads.reshape(gates.shape[0], c, -1), dim=-1)
+
+
+def _communicator(shard: bool | None, device: torch.device) -> Local:
+    import torch.distributed as dist
+
+    initialized = dist.is_available() and dist.is_initialized()
+    if shard is None:
+        shard = initialized and dist.get_world_size() > 1
+    if not shard:
+        return Local()
+    if not initialized:
+        raise ValueError("shard=True needs torch.distributed to be initialized (torch.distributed.init_process_group)")
+    return TorchDistributed(device)
+
+
+def _check_shards(comm: TorchDistributed, x: Tensor, y: Tensor) -> None:
+    """Every rank must hold images with the same channel counts."""
+    for name, channels in (("inputs", x.shape[1]), ("targets", y.shape[1])):
+        low, high = -comm.max(-float(channels)), comm.max(float(channels))
+        if low != high:
+            raise ValueError(f"{name} must have the same number of channels on every rank; "
+                             f"rank {comm.rank} has {channels}, others range from {int(low)} to {int(high)}")
 
 
 def _check_gates(gates: Any, channels: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -30,6 +30,10 @@ class Local:
     def sum_tensor(self, tensor: Tensor) -> Tensor:
         return tensor
 
+    def broadcast(self, tensor: Tensor) -> Tensor:
+        """Rank 0's ``tensor`` on every rank."""
+        return tensor
+
 
 class TorchDistributed(Local):
     """All-reduce over a ``torch.distributed`` group; scalars travel in float64 on ``device``."""
@@ -59,6 +63,12 @@ class TorchDistributed(Local):
     def sum_tensor(self, tensor: Tensor) -> Tensor:
         tensor = tensor.contiguous()
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM, group=self.group)
+        return tensor
+
+    def broadcast(self, tensor: Tensor) -> Tensor:
+        tensor = tensor.contiguous()
+        source = 0 if self.group is None else self._dist.get_global_rank(self.group, 0)
+        self._dist.broadcast(tensor, src=source, group=self.group)
         return tensor
 
 
