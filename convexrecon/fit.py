@@ -23,7 +23,7 @@ from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.report import IterationRecord
 
-from . import checks
+from . import checks, streaming
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
 from .block import ConvexBlock, block_from_solution
 
@@ -54,7 +54,12 @@ def fit_layer(
     Parameters
     ----------
     inputs, targets
-        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays.
+        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays;
+        or, for data sets larger than memory, ``inputs`` as a list/tuple of
+        chunks ``(N_i, C_in, H, W)`` or an ``h5py.Dataset``, streamed chunk by
+        chunk at every iteration (:mod:`convexrecon.streaming`, which states
+        the memory needed); ``targets`` then may be chunked the same way and
+        are gathered in memory.
     kernel_size
         Odd ``k`` of the first layer (zero padding ``k // 2``).
     num_arrangements
@@ -80,7 +85,8 @@ def fit_layer(
     progress
         Show a progress bar with the relative gap.
     chunk_size
-        Images per chunk inside the operator (bounds temporary memory).
+        Images per chunk inside the operator (bounds temporary memory); for an
+        ``h5py.Dataset`` input, images read per chunk (default 8).
     shard
         Treat ``inputs``/``targets`` as this process's shard of one data set
         spread over a ``torch.distributed`` process group: the objective is
@@ -107,21 +113,32 @@ def fit_layer(
         max_iter = checks.positive_int("max_iter", max_iter)
     if chunk_size is not None:
         chunk_size = checks.positive_int("chunk_size", chunk_size)
-    x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
-    y = checks.as_batch("targets", targets, dtype=dtype, device=device)
-    checks.check_pair(x, y)
+    if streaming.is_chunked(inputs):
+        x = streaming.ChunkSource("inputs", inputs, chunk_size=chunk_size, dtype=dtype, device=device)
+        y = (streaming.ChunkSource("targets", targets, chunk_size=chunk_size, dtype=dtype, device=device).gather()
+             if streaming.is_chunked(targets) else checks.as_batch("targets", targets, dtype=dtype, device=device))
+        streaming.stream_shapes_match(x, y)
+        channels = x.channels
+    else:
+        x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
+        y = checks.as_batch("targets", targets, dtype=dtype, device=device)
+        checks.check_pair(x, y)
+        channels = x.shape[1]
     if gates is None:
         num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
-        gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, dtype=dtype, device=device)
+        gates = draw_gates(num_arrangements, channels, kernel_size, seed, dtype=dtype, device=device)
     else:
-        gates = _check_gates(gates, x.shape[1], kernel_size, dtype, device)
+        gates = _check_gates(gates, channels, kernel_size, dtype, device)
     comm = _communicator(shard, device)
     if comm.world_size > 1:
-        _check_shards(comm, x, y)
+        _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
-    masks = arrangement_masks(x, gates)
     relu = activation == "relu"
-    operator = ArrangementConv(x, masks, kernel_size, y.shape[1], relu=relu, chunk_size=chunk_size)
+    if isinstance(x, streaming.ChunkSource):
+        operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
+    else:
+        operator = ArrangementConv(x, arrangement_masks(x, gates), kernel_size, y.shape[1], relu=relu,
+                                   chunk_size=chunk_size)
     if beta is None:
         beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
         if beta == 0.0:
@@ -214,9 +231,9 @@ def _communicator(shard: bool | None, device: torch.device) -> Local:
     return TorchDistributed(device)
 
 
-def _check_shards(comm: TorchDistributed, x: Tensor, y: Tensor) -> None:
+def _check_shards(comm: TorchDistributed, input_channels: int, y: Tensor) -> None:
     """Every rank must hold images with the same channel counts."""
-    for name, channels in (("inputs", x.shape[1]), ("targets", y.shape[1])):
+    for name, channels in (("inputs", input_channels), ("targets", y.shape[1])):
         low, high = -comm.max(-float(channels)), comm.max(float(channels))
         if low != high:
             raise ValueError(f"{name} must have the same number of channels on every rank; "
