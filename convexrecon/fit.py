@@ -16,13 +16,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.grad import conv2d_weight
 
 from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
 from solvers.report import IterationRecord
 
 from . import checks
-from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .arrangements import ArrangementConv, arrangement_masks, conv_functions, draw_gates
 from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
@@ -51,7 +50,10 @@ def fit_layer(
     Parameters
     ----------
     inputs, targets
-        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays.
+        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays; or
+        volumes ``(N, C_in, D, H, W)`` and ``(N, C_out, D, H, W)``, for which
+        the block is ``Conv3d`` with ``k x k x k`` kernels (same operator and
+        solver, see :mod:`convexrecon.arrangements`).
     kernel_size
         Odd ``k`` of the first layer (zero padding ``k // 2``).
     num_arrangements
@@ -65,7 +67,7 @@ def fit_layer(
     activation
         ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
     gates
-        ``(P, C_in, k, k)`` gate filters; default drawn N(0, I) from ``seed``.
+        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
     device, dtype
         Where and in which precision to solve (float32 or float64). The final
         certificate is always evaluated in float64.
@@ -99,9 +101,10 @@ def fit_layer(
     checks.check_pair(x, y)
     if gates is None:
         num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
-        gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, dtype=dtype, device=device)
+        gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, spatial_dims=x.ndim - 2, dtype=dtype,
+                           device=device)
     else:
-        gates = _check_gates(gates, x.shape[1], kernel_size, dtype, device)
+        gates = _check_gates(gates, (x.shape[1],) + (kernel_size,) * (x.ndim - 2), dtype, device)
     masks = arrangement_masks(x, gates)
     relu = activation == "relu"
     operator = ArrangementConv(x, masks, kernel_size, y.shape[1], relu=relu, chunk_size=chunk_size)
@@ -168,7 +171,10 @@ def global_check(block: ConvexBlock, inputs: Any, targets: Any, num_fresh: int =
     if y.shape[1] != block.second.out_channels:
         raise ValueError(f"targets must have {block.second.out_channels} channels for this block; got {y.shape[1]}")
     theta = y - block.to(dtype)(x)
-    fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, dtype=dtype, device=device)
+    if x.ndim != block.gates.ndim:
+        raise ValueError(f"inputs must have {block.gates.ndim} dimensions for this block; got shape {tuple(x.shape)}")
+    fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, spatial_dims=x.ndim - 2, dtype=dtype,
+                       device=device)
     scores = torch.cat([_dual_norms(x, g, theta) for g in fresh.split(chunk)]) / block.beta - 1.0
     sampled = _dual_norms(x, block.gates.to(dtype), theta) / block.beta - 1.0
     return GlobalCheck(float(scores.max()), float(sampled.max()), scores, num_fresh)
@@ -178,18 +184,21 @@ def _dual_norms(x: Tensor, gates: Tensor, theta: Tensor) -> Tensor:
     """``||X^T D_h theta_c||`` for every gate ``h`` and output ``c``: ``(H, C_out)``."""
     k = gates.shape[-1]
     masks = arrangement_masks(x, gates).to(theta.dtype)
-    n, c, hh, ww = theta.shape
-    back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, hh, ww)
-    grads = conv2d_weight(x, (gates.shape[0] * c, x.shape[1], k, k), back, padding=k // 2)
+    n, c = theta.shape[:2]
+    back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, *theta.shape[2:])
+    _, conv_weight = conv_functions(x.ndim - 2)
+    grads = conv_weight(x, (gates.shape[0] * c,) + tuple(gates.shape[1:]), back, padding=k // 2)
     return torch.linalg.vector_norm(grads.reshape(gates.shape[0], c, -1), dim=-1)
 
 
-def _check_gates(gates: Any, channels: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _check_gates(gates: Any, filter_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``filter_shape`` is ``(C_in, k, k)`` or ``(C_in, k, k, k)``."""
+    expected = "(P, " + ", ".join(str(n) for n in filter_shape) + ")"
     if not isinstance(gates, (Tensor,)) and not hasattr(gates, "__array__"):
-        raise TypeError(f"gates must be a tensor of shape (P, {channels}, {k}, {k}); got {type(gates).__name__}")
+        raise TypeError(f"gates must be a tensor of shape {expected}; got {type(gates).__name__}")
     gates = torch.as_tensor(gates)
-    if gates.ndim != 4 or tuple(gates.shape[1:]) != (channels, k, k) or gates.shape[0] < 1:
-        raise ValueError(f"gates must have shape (P, {channels}, {k}, {k}) with P >= 1; got {tuple(gates.shape)}")
+    if gates.ndim != 1 + len(filter_shape) or tuple(gates.shape[1:]) != filter_shape or gates.shape[0] < 1:
+        raise ValueError(f"gates must have shape {expected} with P >= 1; got {tuple(gates.shape)}")
     if not bool(torch.isfinite(gates).all()):
         raise ValueError("gates must be finite; found NaN/Inf values")
     return gates.to(device=device, dtype=dtype)
