@@ -54,7 +54,18 @@ def _sense(dtype):
     return op.forward, op.adjoint, x, k
 
 
+def _sense3d(dtype):
+    from convexrecon.data.volume import VolumeSenseOperator
+
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    cplx = lambda *shape, seed: torch.complex(_randn(*shape, dtype=dtype, seed=seed),  # noqa: E731
+                                              _randn(*shape, dtype=dtype, seed=seed + 1)).to(cdtype)
+    op = VolumeSenseOperator(cplx(3, 5, 6, 4, seed=21), _randn(6, 4, dtype=dtype, seed=23) > 0)
+    return op.forward, op.adjoint, cplx(5, 6, 4, seed=24), cplx(3, 5, 6, 4, seed=26)
+
+
 REGISTRY = {
+    "sense3d-masked": _sense3d,
     "sense-masked": _sense,
     "conv-gated-k3": lambda dt: _conv(False, dt),
     "conv-relu-k3": lambda dt: _conv(True, dt),
