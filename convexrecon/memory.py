@@ -87,27 +87,30 @@ def max_batch(at_one: int, at_two: int, budget: int = 12 * GIB) -> int:
 
 
 def end_to_end_memory(widths: list[int], kernel_size: int, size: int, batch: int,
-                      device: str | torch.device = "meta") -> StepMemory:
-    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet`."""
+                      device: str | torch.device = "meta", spatial_dims: int = 2) -> StepMemory:
+    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet` on ``size^spatial_dims`` inputs."""
     from .network import ReconNet
 
-    net = ReconNet.plain(widths, kernel_size).to(device)
-    x = torch.zeros(batch, 2, size, size, device=device)
+    net = ReconNet.plain(widths, kernel_size, spatial_dims=spatial_dims).to(device)
+    x = torch.zeros((batch, 2) + (size,) * spatial_dims, device=device)
     return step_memory(net, lambda: (net(x), x), extra_inputs=2 * _nbytes(x))
 
 
 def block_memory(in_channels: int, width: int, kernel_size: int, size: int, batch: int,
-                 device: str | torch.device = "meta") -> StepMemory:
+                 device: str | torch.device = "meta", spatial_dims: int = 2) -> StepMemory:
     """One step of a layer-wise block ``first -> relu -> second`` on precomputed features.
 
     The input features ``h_{i-1}`` (``in_channels``) and the residual target are
     counted as inputs; the frozen earlier layers run without autograd and their
     temporaries are freed before the step.
     """
-    block = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
-                          nn.ReLU(), nn.Conv2d(width, 2, 1, bias=False)).to(device)
-    h = torch.zeros(batch, in_channels, size, size, device=device)
-    y = torch.zeros(batch, 2, size, size, device=device)
+    from .block import CONV_MODULES
+
+    conv = CONV_MODULES[spatial_dims]
+    block = nn.Sequential(conv(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+                          nn.ReLU(), conv(width, 2, 1, bias=False)).to(device)
+    h = torch.zeros((batch, in_channels) + (size,) * spatial_dims, device=device)
+    y = torch.zeros((batch, 2) + (size,) * spatial_dims, device=device)
     return step_memory(block, lambda: (block(h), y), extra_inputs=_nbytes(h) + _nbytes(y))
 
 
