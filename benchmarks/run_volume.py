@@ -51,15 +51,15 @@ from convexrecon.network import ReconNet  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"volumes": 3, "shape": [12, 40, 36], "coils": 6, "snr": 25.0, "blocks": 2, "kernel_size": 3,
-              "num_arrangements": 4, "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 150, "patch_size": 10,
-              "patches_per_volume": 4, "epochs_end_to_end": 10, "cs_lambdas": [3e-3, 1e-2], "cs_max_iter": 20},
+              "num_arrangements": 4, "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 300, "patch_size": 10,
+              "patches_per_volume": 4, "epochs_end_to_end": 20, "cs_lambdas": [3e-3, 1e-2], "cs_max_iter": 20},
     "default": {"volumes": 5, "shape": [24, 48, 40], "coils": 8, "snr": 25.0, "blocks": 3, "kernel_size": 3,
-                "num_arrangements": 8, "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 300, "patch_size": 16,
+                "num_arrangements": 8, "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 600, "patch_size": 16,
                 "patches_per_volume": 6, "epochs_end_to_end": 40, "cs_lambdas": [1e-3, 3e-3, 1e-2],
                 "cs_max_iter": 50},
 }
 BUDGETS_GIB = (12, 24, 80)
-MEMORY_GRID = {"widths": (64, 128, 256), "kernels": (5, 7), "sizes": (32, 48, 64, 96, 128)}
+MEMORY_GRID = {"widths": (64, 128, 256), "kernels": (5, 7), "sizes": (32, 64, 128, 160, 192, 256, 288)}
 
 
 def metrics(targets: torch.Tensor, preds: np.ndarray | torch.Tensor, scales: torch.Tensor,

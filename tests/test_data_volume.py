@@ -74,3 +74,27 @@ def test_volume_bad_input(noiseless):
         vol.synthesize_volume3d((8, 24))
     with pytest.raises(ValueError, match=r"volume must have shape \(2, X, Y, Z\)"):
         vol.from_channels(torch.zeros(3, 4, 4, 4))
+
+
+def test_mask_retries_the_next_seed_when_sigpy_fails():
+    from convexrecon.data.masks import poisson_disc
+
+    failing = None
+    for seed in range(60):
+        try:
+            poisson_disc((40, 36), 4.0, 16, seed)
+        except ValueError:
+            failing = seed
+            break
+    assert failing is not None, "no failing seed found; the retry path is not exercised"
+    mask = vol.phase_encode_mask((40, 36), 4.0, 16, seed=failing)
+    next_ok = next(s for s in range(failing + 1, failing + 16) if _works(poisson_disc, s))
+    np.testing.assert_array_equal(mask, poisson_disc((40, 36), 4.0, 16, next_ok))
+
+
+def _works(sampler, seed):
+    try:
+        sampler((40, 36), 4.0, 16, seed)
+        return True
+    except ValueError:
+        return False
