@@ -7,9 +7,9 @@ Writes under ``--out`` (default ``benchmarks/results/explain``):
   title gives the number of distinct regions);
 * ``filters.png``: at three chosen pixels (edge: largest target gradient;
   flat tissue: smallest local variation inside the object; background: the
-  strongest aliasing outside the object) the first block's effective filter
-  and the whole network's effective filter (exact Jacobian row, real → real
-  channel and magnitude over channels), around the pixel;
+  strongest aliasing outside the object) the whole network's effective filter (exact Jacobian row: its learned
+  part, i.e. minus the skip's identity, real ← real channel; and the log
+  magnitude summed over channels, skip included), around the pixel;
 * ``psf.png``: the network's point-spread function at the same pixels (Jacobian
   column: how a point perturbation there spreads over the output);
 * ``explain.json``: region counts, pixels and the check that the network output at
@@ -66,11 +66,13 @@ def choose_pixels(target: torch.Tensor, zero_filled: torch.Tensor) -> dict[str, 
     local_sq = F.avg_pool2d(mag[None, None] ** 2, 5, 1, 2)[0, 0]
     spread = (local_sq - local**2).clamp_min(0).sqrt()
     tissue = inner & (local > 0.3 * peak)
-    background = inner & (F.max_pool2d(mag[None, None], 7, 1, 3)[0, 0] < 0.02 * peak)
+    background = inner & (F.max_pool2d(mag[None, None], 3, 1, 1)[0, 0] < 0.05 * peak)
     pick = lambda score: tuple(int(i) for i in np.unravel_index(int(torch.argmax(score)), mag.shape))  # noqa: E731
     pixels = {"edge": pick(torch.where(inner, grad, -1.0)),
               "flat tissue": pick(torch.where(tissue, -spread, -np.inf))}
-    pixels["background"] = pick(torch.where(background, zf, -1.0)) if bool(background.any()) else (4, 4)
+    # background: where the target is (nearly) empty, the pixel with the strongest aliasing in the input;
+    # without such pixels, the darkest one
+    pixels["background"] = pick(torch.where(background, zf, -1.0)) if bool(background.any()) else pick(-local)
     return pixels
 
 
@@ -120,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     x = inputs[args.slice:args.slice + 1].double()
     pixels = choose_pixels(targets[args.slice], inputs[args.slice])
     regions = explain.network_regions(net, x)
-    first_block = _first_block(net, x)
     results: dict[str, Any] = {**info, "slice": args.slice, "regions_per_block": [r.num_regions for r in regions],
                                "pixels": {}}
     filters, psfs = {}, {}
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         row = explain.network_filter(net, x, (0, h, w))
         psf = explain.point_spread_function(net, x, (0, h, w))
         applied = torch.einsum("cdhw,dhw->c", row, x[0])
-        filters[name] = (explain.crop_around(row, (h, w), args.radius),
-                         explain.effective_filter(first_block, x, (0, h, w)) if first_block is not None else None)
+        filters[name] = explain.crop_around(row, (h, w), args.radius)
         psfs[name] = explain.crop_around(psf, (h, w), args.radius)
         results["pixels"][name] = {
             "pixel": [h, w], "regions": [int(r.labels[0, h, w]) for r in regions],
@@ -145,18 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.out / "explain.json", json.dumps(results, indent=2, default=str))
     print(json.dumps({k: results[k] for k in ("regions_per_block", "pixels")}, indent=1))
     return 0
-
-
-def _first_block(net, x):
-    """The first layer with the network's output head, when the network has one layer (else None: the
-    first block's own ``second`` was dropped in layer-wise training, so its filter is shown via a 1-layer head)."""
-    from convexrecon.block import ConvexBlock
-
-    layer = net.layers[0]
-    if net.num_blocks != 1:
-        return None
-    return ConvexBlock(layer.first, net.second, getattr(layer, "gates", torch.zeros(1, *layer.first.weight.shape[1:])),
-                       getattr(layer, "neuron_arrangement", torch.zeros(0, dtype=torch.long)), layer.activation, 1.0)
 
 
 def _plot(x, regions, pixels, filters, psfs, out: Path) -> None:
@@ -182,15 +170,17 @@ def _plot(x, regions, pixels, filters, psfs, out: Path) -> None:
     plt.close(fig)
 
     fig, axes = plt.subplots(len(filters), 3, figsize=(9, 3 * len(filters)))
-    for row, (name, (network, _)) in zip(axes, filters.items()):
-        real = network[0, 0].numpy()
+    for row, (name, network) in zip(axes, filters.items()):
+        centre = network.shape[-1] // 2
+        real = network[0, 0].numpy().copy()
+        real[centre, centre] -= 1.0  # the skip connection's identity; what remains is learned
         lim = np.abs(real).max()
         row[0].imshow(mag, cmap="gray")
         h, w = pixels[name]
         row[0].plot(w, h, "o", mfc="none", mec="red", ms=10)
         row[0].set_title(name)
         row[1].imshow(real, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        row[1].set_title("network filter, real ← real")
+        row[1].set_title("network filter − skip, real ← real", fontsize=9)
         row[2].imshow(np.log10(network.abs().sum((0, 1)).numpy() + 1e-6), cmap="viridis")
         row[2].set_title("log10 Σ|filter| over channels")
         for a in row:

@@ -152,7 +152,7 @@ def network_filter(net: nn.Module, x: Tensor, pixel: Sequence[int]) -> Tensor:
     rows = []
     for c in range(out.shape[1]):
         (grad,) = torch.autograd.grad(out[(0, c, *position)], x_n, retain_graph=c + 1 < out.shape[1])
-        rows.append(grad[0])
+        rows.append(grad[0].detach())
     return torch.stack(rows)
 
 
@@ -171,7 +171,7 @@ def point_spread_function(net: nn.Module, x: Tensor, pixel: Sequence[int]) -> Te
         impulse = torch.zeros_like(x_n)
         impulse[(0, c, *position)] = 1.0
         _, tangent = torch.func.jvp(net, (x_n,), (impulse,))
-        columns.append(tangent[0])
+        columns.append(tangent[0].detach())
     return torch.stack(columns, dim=1)
 
 
