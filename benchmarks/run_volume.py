@@ -138,19 +138,31 @@ def run_reconstruction(cfg: dict[str, Any], out: Path, seed: int) -> tuple[dict[
     return entry, images
 
 
-def convex_solver_bytes(in_channels: int, width: int, kernel_size: int, voxels: int) -> int:
+GATE_CHUNK = 8
+
+
+def convex_solver_bytes(in_channels: int, width: int, kernel_size: int, voxels: int,
+                        gate_chunk: int | None = None, certificate: bool = False) -> int:
     """Analytic count of the gated convex solve of one block (C_out = 2, P = width / 2 gates), batch 1.
 
-    float32 inputs and targets, bool masks and their float copy, the operator's
-    ``P * C_out`` conv output and the adjoint's back-projection tensor, and four
-    copies of the variable (iterate, previous, momentum, gradient).
+    float32 inputs and targets, bool masks, their float copy (all of it, or one
+    gate chunk's), the operator's conv output and the adjoint's back-projection
+    tensor (``P * C_out`` channels, or ``gate_chunk * C_out`` with
+    ``ArrangementConv(gate_chunk=...)``), and four copies of the variable
+    (iterate, previous, momentum, gradient). ``certificate``: plus the float64
+    copy of the operator that ``fit_layer`` keeps for the final certificate
+    (inputs, targets and mask values in float64).
     """
     p = width // 2
+    g = p if gate_chunk is None else min(gate_chunk, p)
     data = 4 * voxels * (in_channels + 2)
-    masks = voxels * p + 4 * voxels * p
-    temporaries = 2 * 4 * voxels * p * 2
+    masks = voxels * p + 4 * voxels * g
+    temporaries = 2 * 4 * voxels * g * 2
     variables = 4 * 4 * (p * 2 * in_channels * kernel_size**3)
-    return data + masks + temporaries + variables
+    total = data + masks + temporaries + variables
+    if certificate:
+        total += 8 * voxels * (in_channels + 2) + 8 * voxels * g
+    return total
 
 
 def memory_study() -> dict[str, Any]:
@@ -168,7 +180,11 @@ def memory_study() -> dict[str, Any]:
                     c_in = 2 if i == 0 else width
                     b1, b2 = (block_memory(c_in, width, k, size, b, spatial_dims=3).total for b in (1, 2))
                     blocks.append({"block": i + 1, "batch_1": b1, "batch_2": b2,
-                                   "convex_solver_batch_1": convex_solver_bytes(c_in, width, k, size**3)})
+                                   "convex_solver_batch_1": convex_solver_bytes(c_in, width, k, size**3),
+                                   "convex_solver_gate_chunked_batch_1": convex_solver_bytes(c_in, width, k, size**3,
+                                                                                             GATE_CHUNK),
+                                   "convex_solver_gate_chunked_certified_batch_1": convex_solver_bytes(
+                                       c_in, width, k, size**3, GATE_CHUNK, certificate=True)})
                 worst = max(blocks, key=lambda b: b["batch_1"])
                 row = {"width": width, "kernel_size": k, "size": size, "end_to_end_batch_1": e1,
                        "end_to_end_batch_2": e2, "blocks": blocks, "worst_block": worst["block"]}
@@ -179,15 +195,24 @@ def memory_study() -> dict[str, Any]:
                 rows.append(row)
                 e_at[size], b_at[size] = e1, worst["batch_1"]
     largest = largest_cubes()
-    fits = [{"width": r["width"], "kernel_size": r["kernel_size"], "size": r["size"], "budget_gib": gib,
-             "end_to_end_batch_1_gib": r["end_to_end_batch_1"] / GIB,
-             "worst_block_batch_1_gib": max(b["batch_1"] for b in r["blocks"]) / GIB}
-            for r in rows for gib in BUDGETS_GIB
-            if r[f"end_to_end_max_batch_{gib}gb"] == 0 and r[f"layerwise_max_batch_{gib}gb"] >= 1]
     return {"method": "meta-device count (convexrecon.memory.step_memory): params + grads + Adam state + inputs "
                       "+ tensors saved for backward; float32; 3D ReLU networks of 4 k^3 conv layers + 1x1x1 output",
             "budgets_gib": list(BUDGETS_GIB), "grid": MEMORY_GRID, "rows": rows, "largest_cube": largest,
-            "end_to_end_does_not_fit_layerwise_does": fits}
+            "end_to_end_does_not_fit_layerwise_does": does_not_fit(rows)}
+
+
+def does_not_fit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows and budgets where end-to-end does not fit at batch 1 while every layer-wise (Adam) block does."""
+    return [{"width": r["width"], "kernel_size": r["kernel_size"], "size": r["size"], "budget_gib": gib,
+             "end_to_end_batch_1_gib": r["end_to_end_batch_1"] / GIB,
+             "worst_block_batch_1_gib": max(b["batch_1"] for b in r["blocks"]) / GIB,
+             "convex_solve_batch_1_gib": max(b["convex_solver_batch_1"] for b in r["blocks"]) / GIB,
+             "convex_solve_gate_chunked_batch_1_gib": max(b.get("convex_solver_gate_chunked_batch_1", 0)
+                                                          for b in r["blocks"]) / GIB,
+             "convex_solve_gate_chunked_certified_batch_1_gib": max(
+                 b.get("convex_solver_gate_chunked_certified_batch_1", 0) for b in r["blocks"]) / GIB}
+            for r in rows for gib in BUDGETS_GIB
+            if r[f"end_to_end_max_batch_{gib}gb"] == 0 and r[f"layerwise_max_batch_{gib}gb"] >= 1]
 
 
 def largest_cubes() -> list[dict[str, Any]]:
@@ -248,11 +273,22 @@ def markdown(results: dict[str, Any]) -> str:
     for r in mem["largest_cube"]:
         lines.append(f"| {r['width']} | {r['kernel_size']}³ | " + " | ".join(
             f"{r[f'end_to_end_{g}gb']}³ / {r[f'layerwise_{g}gb']}³" for g in BUDGETS_GIB) + " |")
-    fits = mem["end_to_end_does_not_fit_layerwise_does"]
-    lines += ["", f"Configurations where end-to-end does not fit at batch 1 but every layer-wise block does: {len(fits)}"]
-    for f in fits[:8]:
-        lines.append(f"- {f['width']} channels, {f['kernel_size']}³, {f['size']}³ cube, {f['budget_gib']} GiB: "
-                     f"end-to-end {f['end_to_end_batch_1_gib']:.1f} GiB, worst block {f['worst_block_batch_1_gib']:.1f} GiB")
+    fits = does_not_fit(mem["rows"])
+    lines += ["", f"Configurations where end-to-end does not fit at batch 1 but every layer-wise (Adam) block does: "
+              f"{len(fits)}. The last two columns are the analytic count of the gated convex solve of the worst block "
+              f"(P = width / 2 gates): all gates at once, and {GATE_CHUNK} gates per chunk "
+              f"(`ArrangementConv(gate_chunk={GATE_CHUNK})`), and the latter plus the float64 copy of the operator "
+              f"that `fit_layer` keeps for its certificate; (over) marks counts above the budget.", "",
+              "| channels | kernel | cube | budget | end-to-end | worst block (Adam) | convex solve | "
+              f"convex solve, {GATE_CHUNK} gates per chunk | + float64 certificate copy |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    over = lambda value, budget: f"{value:.1f} GiB" + ("" if value <= budget else " (over)")  # noqa: E731
+    for f in fits:
+        lines.append(f"| {f['width']} | {f['kernel_size']}³ | {f['size']}³ | {f['budget_gib']} GiB | "
+                     f"{f['end_to_end_batch_1_gib']:.1f} GiB | {f['worst_block_batch_1_gib']:.1f} GiB | "
+                     f"{over(f['convex_solve_batch_1_gib'], f['budget_gib'])} | "
+                     f"{over(f['convex_solve_gate_chunked_batch_1_gib'], f['budget_gib'])} | "
+                     f"{over(f['convex_solve_gate_chunked_certified_batch_1_gib'], f['budget_gib'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -88,14 +88,24 @@ class ArrangementConv:
     chunk_size
         Images per chunk (bounds the ``N * S * P * C_out * H * W``
         intermediate); default all at once.
+    gate_chunk
+        Arrangements per chunk: the convolution runs for ``gate_chunk`` gates
+        at a time, so the intermediate is ``S * gate_chunk * C_out`` channels
+        instead of ``S * P * C_out``, and the masks are kept only as booleans
+        (converted chunk by chunk). For one large volume, where ``chunk_size``
+        cannot help. Default: all gates at once, with the masks cached in the
+        working precision. (The relu cone output ``C v`` is ``S * P * C_out``
+        channels whatever the chunking.)
     """
 
     def __init__(self, x: Tensor, masks: Tensor, kernel_size: int, num_outputs: int, *, relu: bool,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, gate_chunk: int | None = None) -> None:
         self.x = x
         self.masks = masks
-        # the masks as numbers in the working precision, made once (they fit whenever x does)
-        self._mask_values = masks.to(x.dtype)
+        self.gate_chunk = gate_chunk
+        # the masks as numbers in the working precision, made once (they fit whenever x does);
+        # with gate chunks they are converted chunk by chunk instead
+        self._mask_values = masks.to(x.dtype) if gate_chunk is None else None
         self.k = kernel_size
         self.num_outputs = num_outputs
         self.relu = relu
@@ -108,7 +118,7 @@ class ArrangementConv:
     def to(self, dtype: torch.dtype) -> "ArrangementConv":
         """The same operator (same masks) in another precision."""
         return ArrangementConv(self.x.to(dtype), self.masks, self.k, self.num_outputs, relu=self.relu,
-                               chunk_size=self.chunk_size)
+                               chunk_size=self.chunk_size, gate_chunk=self.gate_chunk)
 
     def zeros(self) -> Tensor:
         return torch.zeros(self.var_shape, dtype=self.x.dtype, device=self.x.device)
@@ -117,35 +127,59 @@ class ArrangementConv:
         for start in range(0, self.x.shape[0], self.chunk_size):
             yield slice(start, start + self.chunk_size)
 
-    def _expand(self, v: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
-        x, m = self.x[sl], self._mask_values[sl]
-        z = self._conv(x, v, padding=self.k // 2)
-        z = z.view(x.shape[0], self.signs, self.num_arrangements, self.num_outputs, *x.shape[2:])
-        return z, m[:, None, :, None]
+    def _gate_slices(self) -> list[slice]:
+        step = self.gate_chunk or self.num_arrangements
+        return [slice(start, start + step) for start in range(0, self.num_arrangements, step)]
+
+    def _masks(self, sl: slice, gs: slice) -> Tensor:
+        """Mask values ``(n, 1, Pg, 1, H, W)`` of images ``sl`` and gates ``gs``."""
+        m = self._mask_values[sl][:, gs] if self._mask_values is not None else self.masks[sl][:, gs].to(self.x.dtype)
+        return m[:, None, :, None]
+
+    def _groups(self, t: Tensor) -> Tensor:
+        """View of a variable-shaped tensor as ``(S, P, C_out, C_in, k, ...)``."""
+        return t.view(self.signs, self.num_arrangements, self.num_outputs, *self.var_shape[1:])
 
     def forward(self, v: Tensor):
         preds, cones = [], []
         for sl in self._chunks():
-            z, m = self._expand(v, sl)
-            signed = z[:, 0] - z[:, 1] if self.relu else z[:, 0]
-            preds.append((signed * m[:, 0]).sum(dim=1))
+            x = self.x[sl]
+            pred, cone_parts = None, []
+            for gs in self._gate_slices():
+                weights = self._groups(v)[:, gs].reshape(-1, *self.var_shape[1:])
+                z = self._conv(x, weights, padding=self.k // 2)
+                z = z.view(x.shape[0], self.signs, -1, self.num_outputs, *x.shape[2:])
+                m = self._masks(sl, gs)
+                signed = z[:, 0] - z[:, 1] if self.relu else z[:, 0]
+                part = (signed * m[:, 0]).sum(dim=1)
+                pred = part if pred is None else pred + part
+                if self.relu:
+                    cone_parts.append(z * (2 * m - 1))
+            preds.append(pred)
             if self.relu:
-                cones.append(z * (2 * m - 1))
+                cones.append(torch.cat(cone_parts, dim=2))
         pred = torch.cat(preds)
         return (pred, torch.cat(cones)) if self.relu else pred
 
     def adjoint(self, r: Tensor, mu: Tensor | None = None) -> Tensor:
-        out = None
+        gate_slices = self._gate_slices()
+        out = None if len(gate_slices) == 1 else self.zeros()
         for sl in self._chunks():
-            x, m = self.x[sl], self._mask_values[sl][:, None, :, None]
-            back = m * r[sl][:, None, None]  # (n, 1, P, C, H, W)
-            if self.relu:
-                back = torch.cat([back, -back], dim=1)
-                if mu is not None:
-                    back = back + (2 * m - 1) * mu[sl]
-            back = back.reshape(x.shape[0], -1, *x.shape[2:]).contiguous()
-            grad = self._conv_weight(x, self.var_shape, back, padding=self.k // 2)
-            out = grad if out is None else out + grad
+            x = self.x[sl]
+            for gs in gate_slices:
+                m = self._masks(sl, gs)
+                back = m * r[sl][:, None, None]  # (n, 1, Pg, C, H, W)
+                if self.relu:
+                    back = torch.cat([back, -back], dim=1)
+                    if mu is not None:
+                        back = back + (2 * m - 1) * mu[sl][:, :, gs]
+                shape = (self.signs * back.shape[2] * self.num_outputs,) + tuple(self.var_shape[1:])
+                back = back.reshape(x.shape[0], -1, *x.shape[2:]).contiguous()
+                grad = self._conv_weight(x, shape, back, padding=self.k // 2)
+                if len(gate_slices) == 1:
+                    out = grad if out is None else out + grad
+                else:
+                    self._groups(out)[:, gs] += grad.view(self.signs, -1, self.num_outputs, *self.var_shape[1:])
         return out
 
 

@@ -17,10 +17,10 @@ def _randn(*shape, dtype, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
 
 
-def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None, shape=(9, 7)):
+def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None, shape=(9, 7), gate_chunk=None):
     x = _randn(3, 2, *shape, dtype=dtype, seed=1)
     gates = draw_gates(4, 2, k, seed=2, spatial_dims=len(shape), dtype=dtype)
-    op = ArrangementConv(x, arrangement_masks(x, gates), k, c_out, relu=relu, chunk_size=chunk)
+    op = ArrangementConv(x, arrangement_masks(x, gates), k, c_out, relu=relu, chunk_size=chunk, gate_chunk=gate_chunk)
     v = _randn(*op.var_shape, dtype=dtype, seed=3)
     r = _randn(3, c_out, *shape, dtype=dtype, seed=4)
     if relu:
@@ -74,6 +74,8 @@ REGISTRY = {
     "conv3d-gated-k3": lambda dt: _conv(False, dt, shape=(6, 7, 5)),
     "conv3d-relu-k3-chunked": lambda dt: _conv(True, dt, chunk=2, shape=(6, 7, 5)),
     "conv3d-gated-k5": lambda dt: _conv(False, dt, k=5, c_out=1, shape=(5, 4, 6)),
+    "conv3d-gated-gate-chunked": lambda dt: _conv(False, dt, shape=(6, 7, 5), gate_chunk=3),
+    "conv-relu-gate-chunked": lambda dt: _conv(True, dt, chunk=2, gate_chunk=1),
     "matrix": _matrix,
     "stacked": _stacked,
 }
@@ -86,9 +88,11 @@ def test_dot_product(name, dtype):
     assert_adjoint(forward, adjoint, v, r, rtol=TOL[dtype])
 
 
-def test_chunking_does_not_change_results():
+@pytest.mark.parametrize("chunks", [dict(chunk=1), dict(gate_chunk=3), dict(chunk=2, gate_chunk=1)],
+                         ids=["images", "gates", "both"])
+def test_chunking_does_not_change_results(chunks):
     f1, a1, v, (r, mu) = _conv(True, torch.float64, chunk=None)
-    f2, a2, _, _ = _conv(True, torch.float64, chunk=1)
+    f2, a2, _, _ = _conv(True, torch.float64, **chunks)
     p1, c1 = f1(v)
     p2, c2 = f2(v)
     torch.testing.assert_close(p1, p2, rtol=1e-12, atol=1e-12)
