@@ -33,8 +33,8 @@ from .network import HiddenLayer, ReconNet
 
 
 def pixel_loss(prediction: Tensor, target: Tensor) -> Tensor:
-    """``1/2 * sum of squares / number of pixels`` (channels summed, pixels averaged)."""
-    return 0.5 * (prediction - target).pow(2).sum() / (prediction.shape[0] * prediction.shape[2] * prediction.shape[3])
+    """``1/2 * sum of squares / number of pixels`` (channels summed, pixels (voxels) averaged)."""
+    return 0.5 * (prediction - target).pow(2).sum() / prediction[:, 0].numel()
 
 
 def adam_train(
@@ -163,7 +163,7 @@ def train_layerwise_adam(
     """
     inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
     decays = [float(weight_decay)] * len(widths) if isinstance(weight_decay, (int, float)) else list(weight_decay)
-    template = ReconNet.plain(widths, kernel_size, seed=seed)
+    template = ReconNet.plain(widths, kernel_size, seed=seed, spatial_dims=inputs.ndim - 2)
     layers: list[HiddenLayer] = []
     records: list[dict[str, Any]] = []
     residual = targets - inputs
@@ -174,7 +174,7 @@ def train_layerwise_adam(
             for frozen in layers:
                 h = frozen(h)
         torch.manual_seed(seed + 1000 + i)
-        head = nn.Conv2d(layer.first.out_channels, 2, 1, bias=False)
+        head = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
         block = nn.Sequential(layer, head)
         start = time.perf_counter()
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,

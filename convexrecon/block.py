@@ -28,14 +28,17 @@ from .arrangements import arrangement_masks
 class ConvexBlock(nn.Module):
     """Two-layer convolutional block ``k x k conv -> ReLU -> 1 x 1 conv``.
 
+    For volumes every convolution is 3D (``nn.Conv3d``, ``k x k x k`` kernels,
+    inputs ``(N, C_in, D, H, W)``); the attributes are written for images.
+
     Attributes
     ----------
     first
-        ``nn.Conv2d(C_in, m, k, padding=k // 2, bias=False)``.
+        ``nn.Conv2d(C_in, m, k, padding=k // 2, bias=False)`` (``nn.Conv3d`` for volumes).
     second
-        ``nn.Conv2d(m, C_out, 1, bias=False)``.
+        ``nn.Conv2d(m, C_out, 1, bias=False)`` (``nn.Conv3d`` for volumes).
     gates
-        Buffer ``(P, C_in, k, k)``: the arrangements the block was solved with.
+        Buffer ``(P, C_in, k, k)`` (or ``(P, C_in, k, k, k)``): the arrangements the block was solved with.
     neuron_arrangement
         Buffer ``(m,)``: index of the gate each neuron came from.
     activation
@@ -50,7 +53,7 @@ class ConvexBlock(nn.Module):
         built by hand).
     """
 
-    def __init__(self, first: nn.Conv2d, second: nn.Conv2d, gates: Tensor, neuron_arrangement: Tensor,
+    def __init__(self, first: nn.Conv2d | nn.Conv3d, second: nn.Conv2d | nn.Conv3d, gates: Tensor, neuron_arrangement: Tensor,
                  activation: str, beta: float, report: SolveReport | None = None) -> None:
         super().__init__()
         self.first = first
@@ -70,8 +73,13 @@ class ConvexBlock(nn.Module):
     def kernel_size(self) -> int:
         return self.first.kernel_size[0]
 
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image block (``Conv2d``), 3 for a volume block (``Conv3d``)."""
+        return self.gates.ndim - 2
+
     def hidden(self, x: Tensor) -> Tensor:
-        """Hidden features ``(N, m, H, W)``: ``relu(first(x))`` (or gated, see class doc)."""
+        """Hidden features ``(N, m, H, W)`` (or ``(N, m, D, H, W)``): ``relu(first(x))`` (or gated, see class doc)."""
         if self.width == 0:  # every group was zero: no hidden neuron (torch cannot run a 0-channel conv)
             return x.new_zeros((x.shape[0], 0) + tuple(x.shape[2:]))
         pre = self.first(x)
@@ -96,10 +104,18 @@ class ConvexBlock(nn.Module):
         return f"activation={self.activation!r}, beta={self.beta:.4g}, width={self.width}"
 
 
+CONV_MODULES = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
 def block_from_solution(v: Tensor, gates: Tensor, num_outputs: int, activation: str, beta: float,
                         report: SolveReport | None = None) -> ConvexBlock:
-    """Convert a convex solution ``v`` of shape ``(S * P * C_out, C_in, k, k)`` into a block."""
-    num_gates, channels, k, _ = gates.shape
+    """Convert a convex solution ``v`` of shape ``(S * P * C_out, C_in, k, ..., k)`` into a block.
+
+    ``Conv2d`` layers for 2D gates ``(P, C_in, k, k)``, ``Conv3d`` for 3D gates ``(P, C_in, k, k, k)``.
+    """
+    num_gates, channels, k = gates.shape[0], gates.shape[1], gates.shape[-1]
+    kernel = tuple(gates.shape[2:])
+    conv = CONV_MODULES[len(kernel)]
     signs = 2 if activation == "relu" else 1
     groups = v.reshape(signs, num_gates, num_outputs, -1)
     norms = torch.linalg.vector_norm(groups, dim=-1)
@@ -108,11 +124,11 @@ def block_from_solution(v: Tensor, gates: Tensor, num_outputs: int, activation: 
     filters = groups[s_idx, i_idx, c_idx] / scale[:, None]
     alpha = scale * (1.0 - 2.0 * s_idx.to(scale.dtype))  # +sqrt for v, -sqrt for w
     m = int(scale.numel())
-    first = nn.Conv2d(channels, m, k, padding=k // 2, bias=False).to(device=v.device, dtype=v.dtype)
-    second = nn.Conv2d(m, num_outputs, 1, bias=False).to(device=v.device, dtype=v.dtype)
+    first = conv(channels, m, k, padding=k // 2, bias=False).to(device=v.device, dtype=v.dtype)
+    second = conv(m, num_outputs, 1, bias=False).to(device=v.device, dtype=v.dtype)
     with torch.no_grad():
-        first.weight.copy_(filters.reshape(m, channels, k, k))
+        first.weight.copy_(filters.reshape(m, channels, *kernel))
         weight = torch.zeros(num_outputs, m, dtype=v.dtype, device=v.device)
         weight[c_idx, torch.arange(m, device=v.device)] = alpha
-        second.weight.copy_(weight.reshape(num_outputs, m, 1, 1))
+        second.weight.copy_(weight.reshape(num_outputs, m, *(1,) * len(kernel)))
     return ConvexBlock(first, second, gates.to(v.dtype), i_idx.clone(), activation, beta, report)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 
 def as_batch(name: str, value: Any, *, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A finite real ``(N, C, H, W)`` tensor of ``dtype`` on ``device``."""
+    """A finite real ``(N, C, H, W)`` (image) or ``(N, C, D, H, W)`` (volume) tensor of ``dtype`` on ``device``."""
     if isinstance(value, np.ndarray):
         if value.dtype == object or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
             raise TypeError(f"{name} must be a real numeric array; got numpy dtype {value.dtype}")
@@ -24,8 +24,9 @@ def as_batch(name: str, value: Any, *, dtype: torch.dtype, device: torch.device)
         raise TypeError(f"{name} must be real; got complex dtype {value.dtype} (split complex images into real and imaginary channels)")
     if value.dtype == torch.bool:
         raise TypeError(f"{name} must be a real floating tensor; got dtype torch.bool")
-    if value.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W); got ndim {value.ndim} with shape {tuple(value.shape)}")
+    if value.ndim not in (4, 5):
+        raise ValueError(f"{name} must have shape (N, C, H, W); got ndim {value.ndim} with shape {tuple(value.shape)} "
+                         f"(volumes: (N, C, D, H, W), ndim 5)")
     if value.numel() == 0:
         raise ValueError(f"{name} must be non-empty; got shape {tuple(value.shape)}")
     value = value.to(device=device, dtype=dtype)
@@ -36,6 +37,9 @@ def as_batch(name: str, value: Any, *, dtype: torch.dtype, device: torch.device)
 
 
 def check_pair(inputs: Tensor, targets: Tensor) -> None:
+    if inputs.ndim != targets.ndim:
+        raise ValueError(f"inputs and targets must both be images (N, C, H, W) or both volumes (N, C, D, H, W); "
+                         f"got shapes {tuple(inputs.shape)} and {tuple(targets.shape)}")
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs and targets must have the same number of images N; got {inputs.shape[0]} and {targets.shape[0]}")
     if inputs.shape[2:] != targets.shape[2:]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.grad import conv2d_weight
 
 from solvers.group_lasso import solve_group_lasso
 from solvers.pdhg import solve_cone_group_lasso_pdhg
@@ -24,7 +23,7 @@ from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.report import IterationRecord
 
 from . import checks, streaming
-from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .arrangements import ArrangementConv, arrangement_masks, conv_functions, draw_gates
 from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
@@ -54,7 +53,10 @@ def fit_layer(
     Parameters
     ----------
     inputs, targets
-        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays;
+        ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays; or
+        volumes ``(N, C_in, D, H, W)`` and ``(N, C_out, D, H, W)``, for which
+        the block is ``Conv3d`` with ``k x k x k`` kernels (same operator and
+        solver, see :mod:`convexrecon.arrangements`);
         or, for data sets larger than memory, ``inputs`` as a list/tuple of
         chunks ``(N_i, C_in, H, W)`` or an ``h5py.Dataset``, streamed chunk by
         chunk at every iteration (:mod:`convexrecon.streaming`, which states
@@ -73,7 +75,7 @@ def fit_layer(
     activation
         ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
     gates
-        ``(P, C_in, k, k)`` gate filters; default drawn N(0, I) from ``seed``.
+        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
     device, dtype
         Where and in which precision to solve (float32 or float64). The final
         certificate is always evaluated in float64.
@@ -118,17 +120,18 @@ def fit_layer(
         y = (streaming.ChunkSource("targets", targets, chunk_size=chunk_size, dtype=dtype, device=device).gather()
              if streaming.is_chunked(targets) else checks.as_batch("targets", targets, dtype=dtype, device=device))
         streaming.stream_shapes_match(x, y)
-        channels = x.channels
+        channels, spatial_dims = x.channels, len(x.spatial)
     else:
         x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
         y = checks.as_batch("targets", targets, dtype=dtype, device=device)
         checks.check_pair(x, y)
-        channels = x.shape[1]
+        channels, spatial_dims = x.shape[1], x.ndim - 2
     if gates is None:
         num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
-        gates = draw_gates(num_arrangements, channels, kernel_size, seed, dtype=dtype, device=device)
+        gates = draw_gates(num_arrangements, channels, kernel_size, seed, spatial_dims=spatial_dims, dtype=dtype,
+                           device=device)
     else:
-        gates = _check_gates(gates, channels, kernel_size, dtype, device)
+        gates = _check_gates(gates, (channels,) + (kernel_size,) * spatial_dims, dtype, device)
     comm = _communicator(shard, device)
     if comm.world_size > 1:
         _check_shards(comm, channels, y)
@@ -202,7 +205,10 @@ def global_check(block: ConvexBlock, inputs: Any, targets: Any, num_fresh: int =
     if y.shape[1] != block.second.out_channels:
         raise ValueError(f"targets must have {block.second.out_channels} channels for this block; got {y.shape[1]}")
     theta = y - block.to(dtype)(x)
-    fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, dtype=dtype, device=device)
+    if x.ndim != block.gates.ndim:
+        raise ValueError(f"inputs must have {block.gates.ndim} dimensions for this block; got shape {tuple(x.shape)}")
+    fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, spatial_dims=x.ndim - 2, dtype=dtype,
+                       device=device)
     scores = torch.cat([_dual_norms(x, g, theta) for g in fresh.split(chunk)]) / block.beta - 1.0
     sampled = _dual_norms(x, block.gates.to(dtype), theta) / block.beta - 1.0
     return GlobalCheck(float(scores.max()), float(sampled.max()), scores, num_fresh)
@@ -212,9 +218,10 @@ def _dual_norms(x: Tensor, gates: Tensor, theta: Tensor) -> Tensor:
     """``||X^T D_h theta_c||`` for every gate ``h`` and output ``c``: ``(H, C_out)``."""
     k = gates.shape[-1]
     masks = arrangement_masks(x, gates).to(theta.dtype)
-    n, c, hh, ww = theta.shape
-    back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, hh, ww)
-    grads = conv2d_weight(x, (gates.shape[0] * c, x.shape[1], k, k), back, padding=k // 2)
+    n, c = theta.shape[:2]
+    back = (masks[:, :, None] * theta[:, None]).reshape(n, -1, *theta.shape[2:])
+    _, conv_weight = conv_functions(x.ndim - 2)
+    grads = conv_weight(x, (gates.shape[0] * c,) + tuple(gates.shape[1:]), back, padding=k // 2)
     return torch.linalg.vector_norm(grads.reshape(gates.shape[0], c, -1), dim=-1)
 
 
@@ -240,12 +247,14 @@ def _check_shards(comm: TorchDistributed, input_channels: int, y: Tensor) -> Non
                              f"rank {comm.rank} has {channels}, others range from {int(low)} to {int(high)}")
 
 
-def _check_gates(gates: Any, channels: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _check_gates(gates: Any, filter_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``filter_shape`` is ``(C_in, k, k)`` or ``(C_in, k, k, k)``."""
+    expected = "(P, " + ", ".join(str(n) for n in filter_shape) + ")"
     if not isinstance(gates, (Tensor,)) and not hasattr(gates, "__array__"):
-        raise TypeError(f"gates must be a tensor of shape (P, {channels}, {k}, {k}); got {type(gates).__name__}")
+        raise TypeError(f"gates must be a tensor of shape {expected}; got {type(gates).__name__}")
     gates = torch.as_tensor(gates)
-    if gates.ndim != 4 or tuple(gates.shape[1:]) != (channels, k, k) or gates.shape[0] < 1:
-        raise ValueError(f"gates must have shape (P, {channels}, {k}, {k}) with P >= 1; got {tuple(gates.shape)}")
+    if gates.ndim != 1 + len(filter_shape) or tuple(gates.shape[1:]) != filter_shape or gates.shape[0] < 1:
+        raise ValueError(f"gates must have shape {expected} with P >= 1; got {tuple(gates.shape)}")
     if not bool(torch.isfinite(gates).all()):
         raise ValueError("gates must be finite; found NaN/Inf values")
     return gates.to(device=device, dtype=dtype)

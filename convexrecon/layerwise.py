@@ -94,21 +94,30 @@ class LayerwiseResult:
 
 
 def check_images(name: str, x: Any) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 2 or not x.is_floating_point():
+    """Images ``(N, 2, H, W)`` or volumes ``(N, 2, D, H, W)`` (then every block is 3D)."""
+    if not isinstance(x, Tensor) or x.ndim not in (4, 5) or x.shape[1] != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W). Got {shape} instead.")
+        raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W) (volumes: (N, 2, D, H, W)). "
+                         f"Got {shape} instead.")
     return x
 
 
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
-                   seed: int) -> np.ndarray:
-    """Seeded top-left corners ``(num_slices, per_slice, 2)`` of ``patch_size`` windows."""
-    if patch_size > min(height, width):
-        raise ValueError(f"The 'patch_size' must be at most the image size {(height, width)}. Got {patch_size}.")
+                   seed: int, *, depth: int | None = None) -> np.ndarray:
+    """Seeded top-left corners ``(num_slices, per_slice, 2)`` of ``patch_size`` windows.
+
+    With ``depth`` (volumes), corners ``(num_slices, per_slice, 3)`` in ``(d, h, w)`` order of cubes.
+    """
+    sizes = (height, width) if depth is None else (depth, height, width)
+    if patch_size > min(sizes):
+        raise ValueError(f"The 'patch_size' must be at most the image size {sizes}. Got {patch_size}.")
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, height - patch_size + 1, size=(num_slices, per_slice))
     cols = rng.integers(0, width - patch_size + 1, size=(num_slices, per_slice))
-    return np.stack([rows, cols], axis=-1)
+    if depth is None:
+        return np.stack([rows, cols], axis=-1)
+    depths = rng.integers(0, depth - patch_size + 1, size=(num_slices, per_slice))
+    return np.stack([depths, rows, cols], axis=-1)
 
 
 @torch.no_grad()
@@ -131,17 +140,26 @@ def block_problem(layers: Sequence[nn.Module], inputs: Tensor, targets: Tensor, 
             continue
         assert patch_size is not None
         for j in range(len(x0)):
-            for top, left in windows[start + j]:
-                xs.append(h[j:j + 1, :, top:top + patch_size, left:left + patch_size])
-                ys.append(r[j:j + 1, :, top:top + patch_size, left:left + patch_size])
+            for corner in windows[start + j]:
+                window = (slice(j, j + 1), slice(None), *(slice(c, c + patch_size) for c in corner))
+                xs.append(h[window])
+                ys.append(r[window])
     return torch.cat(xs), torch.cat(ys)
 
 
 @torch.no_grad()
 def validation_metrics(net: ReconNet, inputs: Tensor, targets: Tensor, scales: Tensor, volumes: Sequence[str],
                        chunk_size: int = 8) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM (mean ± std) of ``net`` on validation slices at physical scale."""
+    """Slice-wise PSNR/SSIM (mean ± std) of ``net`` on validation slices at physical scale.
+
+    Volumes ``(N, 2, D, H, W)`` are scored as their ``D`` slices ``(H, W)``.
+    """
     pred = net.predict(inputs.to(net.second.weight.dtype), chunk_size).double()
+    if pred.ndim == 5:  # volumes: every (H, W) slice along D, with its volume's scale and name
+        depth = pred.shape[2]
+        pred, targets = (t.movedim(2, 1).reshape(-1, *t.shape[1:2], *t.shape[3:]) for t in (pred, targets))
+        scales = scales.repeat_interleave(depth)
+        volumes = [v for v in volumes for _ in range(depth)]
     s = scales.double().reshape(-1, 1, 1)
     to_complex = lambda x: torch.complex(x[:, 0], x[:, 1])  # noqa: E731
     t, p = (to_complex(targets.double()) * s).numpy(), (to_complex(pred) * s).numpy()
@@ -154,7 +172,8 @@ def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_s
     """``settings.beta``, or ``settings.beta_ratio * beta_max`` on ``(x, y)`` with the block's gates."""
     if settings.beta is not None:
         return float(settings.beta)
-    gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, dtype=x.dtype)
+    gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, spatial_dims=x.ndim - 2,
+                       dtype=x.dtype)
     operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
                                relu=settings.activation == "relu", chunk_size=chunk_size)
     value = settings.beta_ratio * beta_max(operator, y)
@@ -206,7 +225,9 @@ def train_layerwise(
     Parameters
     ----------
     inputs, targets
-        Training zero-filled images and targets ``(N, 2, H, W)`` (stored scale).
+        Training zero-filled images and targets ``(N, 2, H, W)`` (stored scale), or
+        volumes ``(N, 2, D, H, W)``: then every block is a ``Conv3d`` block, windows are
+        ``patch_size`` cubes and validation scores the ``D`` slices of every volume.
     blocks
         One :class:`BlockSettings` per block (``K = len(blocks)``).
     val_inputs, val_targets, val_scales, val_volumes
@@ -255,7 +276,8 @@ def train_layerwise(
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
-    n, _, height, width = inputs.shape
+    n, height, width = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
+    depth = inputs.shape[2] if inputs.ndim == 5 else None
     layers: list[HiddenLayer] = []
     records: list[dict[str, Any]] = []
     second: nn.Conv2d | None = None
@@ -270,14 +292,14 @@ def train_layerwise(
                                  f"use a fresh 'checkpoint_dir'.")
             layer = HiddenLayer.from_spec(payload["layer_spec"])
             layer.load_state_dict(payload["layer_state"])
-            second = nn.Conv2d(layer.first.out_channels, 2, 1, bias=False)
+            second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
             second.load_state_dict(payload["second_state"])
             layers.append(layer)
             records.append(payload["record"])
             continue
         b = blocks[i]
         windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
-                                                                  patches_per_slice, seed + i)
+                                                                  patches_per_slice, seed + i, depth=depth)
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
         beta = block_beta(b, x, y, seed + i, solve_chunk_size)
@@ -290,7 +312,7 @@ def train_layerwise(
         report = block.report
         record: dict[str, Any] = {
             "block": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation,
-            "gates_seed": seed + i, "num_pixels": int(y.shape[0] * y.shape[2] * y.shape[3]),
+            "gates_seed": seed + i, "num_pixels": int(y[:, 0].numel()),
             "num_patches": int(y.shape[0]), "seconds": seconds,
             "duality_gap": None if report is None else report.gap,
             "relative_gap": None if report is None else report.relative_gap,

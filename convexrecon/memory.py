@@ -7,7 +7,7 @@ The peak of one Adam step of a module is taken as
 
 where the saved tensors are counted with
 :func:`torch.autograd.graph.saved_tensors_hooks` (each tensor once, parameters
-excluded). Run on the ``meta`` device, no memory is allocated and no
+excluded; an input batch that autograd saves is counted once, not also as an input). Run on the ``meta`` device, no memory is allocated and no
 arithmetic is done, so the seed's full architecture (256 channels, 7 x 7,
 320 x 320) is measured on any machine. ``M`` is affine in the batch size;
 :func:`max_batch` solves ``M(B) <= budget`` from ``M(1)`` and ``M(2)``.
@@ -50,11 +50,14 @@ def _nbytes(t: Tensor) -> int:
 
 
 def step_memory(module: nn.Module, forward: Callable[[], tuple[Tensor, Tensor]],
-                extra_inputs: int = 0) -> StepMemory:
+                extra_inputs: int = 0, held: tuple[Tensor, ...] = ()) -> StepMemory:
     """Count one step's memory: ``forward()`` returns ``(prediction, target)`` (with graph).
 
     Only parameters with ``requires_grad`` get gradients and Adam state.
     ``extra_inputs`` adds bytes held outside autograd (e.g. the input batch).
+    ``held`` are tensors held outside autograd (the input batch, the targets):
+    counted as inputs unless autograd saved them too, so that a batch that the
+    first convolution saves for backward is counted once.
     """
     param_ids = {id(p) for p in module.parameters()}
     saved: dict[int, Tensor] = {}
@@ -72,7 +75,8 @@ def step_memory(module: nn.Module, forward: Callable[[], tuple[Tensor, Tensor]],
     params = sum(_nbytes(p) for p in module.parameters()) + sum(_nbytes(b) for b in module.buffers())
     grads = sum(_nbytes(p) for p in trainable)
     module.zero_grad(set_to_none=True)
-    return StepMemory(params=params, grads=grads, optimizer=2 * grads, inputs=int(extra_inputs),
+    held_bytes = sum(_nbytes(t) for t in held if id(t) not in saved)
+    return StepMemory(params=params, grads=grads, optimizer=2 * grads, inputs=int(extra_inputs) + held_bytes,
                       saved=sum(_nbytes(t) for t in saved.values()))
 
 
@@ -87,28 +91,32 @@ def max_batch(at_one: int, at_two: int, budget: int = 12 * GIB) -> int:
 
 
 def end_to_end_memory(widths: list[int], kernel_size: int, size: int, batch: int,
-                      device: str | torch.device = "meta") -> StepMemory:
-    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet`."""
+                      device: str | torch.device = "meta", spatial_dims: int = 2) -> StepMemory:
+    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet` on ``size^spatial_dims`` inputs."""
     from .network import ReconNet
 
-    net = ReconNet.plain(widths, kernel_size).to(device)
-    x = torch.zeros(batch, 2, size, size, device=device)
-    return step_memory(net, lambda: (net(x), x), extra_inputs=2 * _nbytes(x))
+    net = ReconNet.plain(widths, kernel_size, spatial_dims=spatial_dims).to(device)
+    x = torch.zeros((batch, 2) + (size,) * spatial_dims, device=device)
+    target = torch.zeros_like(x)
+    return step_memory(net, lambda: (net(x), target), held=(x, target))
 
 
 def block_memory(in_channels: int, width: int, kernel_size: int, size: int, batch: int,
-                 device: str | torch.device = "meta") -> StepMemory:
+                 device: str | torch.device = "meta", spatial_dims: int = 2) -> StepMemory:
     """One step of a layer-wise block ``first -> relu -> second`` on precomputed features.
 
     The input features ``h_{i-1}`` (``in_channels``) and the residual target are
     counted as inputs; the frozen earlier layers run without autograd and their
     temporaries are freed before the step.
     """
-    block = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
-                          nn.ReLU(), nn.Conv2d(width, 2, 1, bias=False)).to(device)
-    h = torch.zeros(batch, in_channels, size, size, device=device)
-    y = torch.zeros(batch, 2, size, size, device=device)
-    return step_memory(block, lambda: (block(h), y), extra_inputs=_nbytes(h) + _nbytes(y))
+    from .block import CONV_MODULES
+
+    conv = CONV_MODULES[spatial_dims]
+    block = nn.Sequential(conv(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+                          nn.ReLU(), conv(width, 2, 1, bias=False)).to(device)
+    h = torch.zeros((batch, in_channels) + (size,) * spatial_dims, device=device)
+    y = torch.zeros((batch, 2) + (size,) * spatial_dims, device=device)
+    return step_memory(block, lambda: (block(h), y), held=(h, y))
 
 
 def memory_table(widths: list[int], kernel_size: int, size: int, budget: int = 12 * GIB) -> dict[str, Any]:

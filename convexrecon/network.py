@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arrangements import arrangement_masks
-from .block import ConvexBlock
+from .block import CONV_MODULES, ConvexBlock
 from .data.atomic import atomic_path, write_text
 from .data.masks import MaskFunc
 from .data.sense import channels_to_complex, complex_to_channels, sense_images
@@ -82,6 +82,8 @@ class HiddenLayer(nn.Module):
             "in_channels": self.first.in_channels, "width": self.first.out_channels,
             "kernel_size": self.first.kernel_size[0], "activation": self.activation,
         }
+        if isinstance(self.first, nn.Conv3d):  # volumes; image specs stay as they were
+            spec["spatial_dims"] = 3
         if self.activation == "gated":
             spec["num_gates"] = int(self.gates.shape[0])
         return spec
@@ -89,9 +91,10 @@ class HiddenLayer(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "HiddenLayer":
         k, c, m = int(spec["kernel_size"]), int(spec["in_channels"]), int(spec["width"])
-        first = nn.Conv2d(c, m, k, padding=k // 2, bias=False)
+        dims = int(spec.get("spatial_dims", 2))
+        first = CONV_MODULES[dims](c, m, k, padding=k // 2, bias=False)
         if spec["activation"] == "gated":
-            gates = torch.zeros(int(spec["num_gates"]), c, k, k)
+            gates = torch.zeros((int(spec["num_gates"]), c) + (k,) * dims)
             return cls(first, "gated", gates, torch.zeros(m, dtype=torch.long))
         return cls(first, "relu")
 
@@ -131,16 +134,22 @@ class ReconNet(nn.Module):
 
     @classmethod
     def plain(cls, widths: Sequence[int], kernel_size: int, channels: int = 2, seed: int = 0,
-              config: dict[str, Any] | None = None) -> "ReconNet":
-        """A ReLU network of the same architecture with PyTorch's default init (seeded)."""
+              config: dict[str, Any] | None = None, spatial_dims: int = 2) -> "ReconNet":
+        """A ReLU network of the same architecture with PyTorch's default init (seeded).
+
+        ``spatial_dims=3``: ``Conv3d`` layers for volumes ``(N, C, D, H, W)``.
+        """
+        if spatial_dims not in CONV_MODULES:
+            raise ValueError(f"The 'spatial_dims' parameter must be 2 or 3. Got {spatial_dims!r} instead.")
+        conv = CONV_MODULES[spatial_dims]
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
             layers, c_in = [], channels
             for m in widths:
-                layers.append(HiddenLayer(nn.Conv2d(c_in, m, kernel_size, padding=kernel_size // 2, bias=False)))
+                layers.append(HiddenLayer(conv(c_in, m, kernel_size, padding=kernel_size // 2, bias=False)))
                 c_in = m
-            second = nn.Conv2d(c_in, channels, 1, bias=False)
+            second = conv(c_in, channels, 1, bias=False)
         finally:
             torch.random.set_rng_state(generator_state)
         return cls(layers, second, config)
@@ -219,7 +228,7 @@ def _json_default(obj: Any) -> Any:
 def network_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> ReconNet:
     """An untrained :class:`ReconNet` with the architecture ``spec`` (as :meth:`ReconNet.spec`)."""
     layers = [HiddenLayer.from_spec(s) for s in spec["layers"]]
-    second = nn.Conv2d(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1, bias=False)
+    second = type(layers[-1].first)(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1, bias=False)
     return ReconNet(layers, second, config)
 
 

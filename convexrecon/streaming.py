@@ -23,6 +23,7 @@ largest chunk, ``n = N H W`` all patches, ``S = 1`` (gated) or 2 (relu):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,9 @@ class ChunkSource:
         self.dtype = dtype
         self.device = device
         if _is_h5_dataset(value):
-            if value.ndim != 4:
-                raise ValueError(f"{name} must be an HDF5 dataset of shape (N, C, H, W); got shape {value.shape}")
+            if value.ndim not in (4, 5):
+                raise ValueError(f"{name} must be an HDF5 dataset of shape (N, C, H, W) or (N, C, D, H, W); "
+                                 f"got shape {value.shape}")
             step = chunk_size or DEFAULT_STREAM_CHUNK
             self._items = [(value, slice(s, min(s + step, value.shape[0]))) for s in range(0, value.shape[0], step)]
         else:
@@ -79,7 +81,7 @@ class ChunkSource:
                                  f"(N_i, {', '.join(map(str, shape))}) like chunk 0")
             shape = chunk.shape[1:]
             self.counts.append(chunk.shape[0])
-        self.channels, self.height, self.width = shape
+        self.channels, self.spatial = shape[0], tuple(shape[1:])
 
     def __len__(self) -> int:
         return len(self._items)
@@ -125,8 +127,8 @@ class StreamingArrangementConv:
         self.relu = relu
         self.mask_cache_bytes = mask_cache_bytes
         signs = 2 if relu else 1
-        self.var_shape = (signs * gates.shape[0] * num_outputs, source.channels, kernel_size, kernel_size)
-        mask_bytes = source.num_images * gates.shape[0] * source.height * source.width
+        self.var_shape = (signs * gates.shape[0] * num_outputs,) + tuple(gates.shape[1:])
+        mask_bytes = source.num_images * gates.shape[0] * math.prod(source.spatial)
         if _masks is not None:
             self._masks = _masks
         elif mask_bytes <= mask_cache_bytes:
@@ -167,6 +169,7 @@ class StreamingArrangementConv:
 
 
 def stream_shapes_match(source: ChunkSource, targets: Tensor) -> None:
-    if targets.shape[0] != source.num_images or targets.shape[2:] != (source.height, source.width):
-        raise ValueError(f"targets must hold one (C_out, {source.height}, {source.width}) image per input image "
-                         f"({source.num_images}); got shape {tuple(targets.shape)}")
+    if targets.shape[0] != source.num_images or tuple(targets.shape[2:]) != source.spatial:
+        size = ", ".join(map(str, source.spatial))
+        raise ValueError(f"targets must hold one (C_out, {size}) image per input image ({source.num_images}); "
+                         f"got shape {tuple(targets.shape)}")

@@ -17,14 +17,14 @@ def _randn(*shape, dtype, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
 
 
-def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None):
-    x = _randn(3, 2, 9, 7, dtype=dtype, seed=1)
-    gates = draw_gates(4, 2, k, seed=2, dtype=dtype)
-    op = ArrangementConv(x, arrangement_masks(x, gates), k, c_out, relu=relu, chunk_size=chunk)
+def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None, shape=(9, 7), gate_chunk=None):
+    x = _randn(3, 2, *shape, dtype=dtype, seed=1)
+    gates = draw_gates(4, 2, k, seed=2, spatial_dims=len(shape), dtype=dtype)
+    op = ArrangementConv(x, arrangement_masks(x, gates), k, c_out, relu=relu, chunk_size=chunk, gate_chunk=gate_chunk)
     v = _randn(*op.var_shape, dtype=dtype, seed=3)
-    r = _randn(3, c_out, 9, 7, dtype=dtype, seed=4)
+    r = _randn(3, c_out, *shape, dtype=dtype, seed=4)
     if relu:
-        mu = _randn(3, 2, 4, c_out, 9, 7, dtype=dtype, seed=5)
+        mu = _randn(3, 2, 4, c_out, *shape, dtype=dtype, seed=5)
         return op.forward, op.adjoint, v, (r, mu)
     return op.forward, op.adjoint, v, r
 
@@ -54,12 +54,28 @@ def _sense(dtype):
     return op.forward, op.adjoint, x, k
 
 
+def _sense3d(dtype):
+    from convexrecon.data.volume import VolumeSenseOperator
+
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    cplx = lambda *shape, seed: torch.complex(_randn(*shape, dtype=dtype, seed=seed),  # noqa: E731
+                                              _randn(*shape, dtype=dtype, seed=seed + 1)).to(cdtype)
+    op = VolumeSenseOperator(cplx(3, 5, 6, 4, seed=21), _randn(6, 4, dtype=dtype, seed=23) > 0)
+    return op.forward, op.adjoint, cplx(5, 6, 4, seed=24), cplx(3, 5, 6, 4, seed=26)
+
+
 REGISTRY = {
+    "sense3d-masked": _sense3d,
     "sense-masked": _sense,
     "conv-gated-k3": lambda dt: _conv(False, dt),
     "conv-relu-k3": lambda dt: _conv(True, dt),
     "conv-gated-k5-chunked": lambda dt: _conv(False, dt, k=5, c_out=1, chunk=2),
     "conv-relu-k1-chunked": lambda dt: _conv(True, dt, k=1, c_out=3, chunk=1),
+    "conv3d-gated-k3": lambda dt: _conv(False, dt, shape=(6, 7, 5)),
+    "conv3d-relu-k3-chunked": lambda dt: _conv(True, dt, chunk=2, shape=(6, 7, 5)),
+    "conv3d-gated-k5": lambda dt: _conv(False, dt, k=5, c_out=1, shape=(5, 4, 6)),
+    "conv3d-gated-gate-chunked": lambda dt: _conv(False, dt, shape=(6, 7, 5), gate_chunk=3),
+    "conv-relu-gate-chunked": lambda dt: _conv(True, dt, chunk=2, gate_chunk=1),
     "matrix": _matrix,
     "stacked": _stacked,
 }
@@ -72,9 +88,11 @@ def test_dot_product(name, dtype):
     assert_adjoint(forward, adjoint, v, r, rtol=TOL[dtype])
 
 
-def test_chunking_does_not_change_results():
+@pytest.mark.parametrize("chunks", [dict(chunk=1), dict(gate_chunk=3), dict(chunk=2, gate_chunk=1)],
+                         ids=["images", "gates", "both"])
+def test_chunking_does_not_change_results(chunks):
     f1, a1, v, (r, mu) = _conv(True, torch.float64, chunk=None)
-    f2, a2, _, _ = _conv(True, torch.float64, chunk=1)
+    f2, a2, _, _ = _conv(True, torch.float64, **chunks)
     p1, c1 = f1(v)
     p2, c2 = f2(v)
     torch.testing.assert_close(p1, p2, rtol=1e-12, atol=1e-12)
@@ -82,23 +100,24 @@ def test_chunking_does_not_change_results():
     torch.testing.assert_close(a1(r, mu), a2(r, mu), rtol=1e-12, atol=1e-12)
 
 
-def test_operator_matches_explicit_patch_matrix():
-    """The conv operator is sum_i D_i X v_ic with X from unfold (DESIGN.md §2)."""
+@pytest.mark.parametrize("shape", [(6, 5), (4, 6, 5)], ids=["2d", "3d"])
+def test_operator_matches_explicit_patch_matrix(shape):
+    """The conv operator is sum_i D_i X v_ic with X from unfold (DESIGN.md §2), for images and volumes."""
     import numpy as np
 
     from convexrecon.arrangements import patch_problem
     from solvers.reference import arrangement_matrices
 
-    x = _randn(2, 2, 6, 5, dtype=torch.float64, seed=11)
-    gates = draw_gates(3, 2, 3, seed=12)
+    x = _randn(2, 2, *shape, dtype=torch.float64, seed=11)
+    gates = draw_gates(3, 2, 3, seed=12, spatial_dims=len(shape))
     masks = arrangement_masks(x, gates)
     op = ArrangementConv(x, masks, 3, 2, relu=True)
     v = _randn(*op.var_shape, dtype=torch.float64, seed=13)
     pred, cone = op.forward(v)
-    X, D, _ = patch_problem(x, masks, torch.zeros(2, 2, 6, 5, dtype=torch.float64), 3)
+    X, D, _ = patch_problem(x, masks, torch.zeros(2, 2, *shape, dtype=torch.float64), 3)
     A, C, var_shape = arrangement_matrices(X, D, 2, "relu")
     flat = v.reshape(var_shape).numpy().reshape(-1)
-    np.testing.assert_allclose(A @ flat, pred.permute(1, 0, 2, 3).reshape(-1).numpy(), rtol=1e-10, atol=1e-10)
-    # constraint rows: group (s, i, c) then pixel (N, H, W)
-    expected = cone.permute(1, 2, 3, 0, 4, 5).reshape(-1).numpy()
+    np.testing.assert_allclose(A @ flat, pred.transpose(0, 1).reshape(-1).numpy(), rtol=1e-10, atol=1e-10)
+    # constraint rows: group (s, i, c) then pixel (N, H, W) or voxel (N, D, H, W)
+    expected = cone.permute(1, 2, 3, 0, *range(4, cone.ndim)).reshape(-1).numpy()
     np.testing.assert_allclose(C @ flat, expected, rtol=1e-10, atol=1e-10)
