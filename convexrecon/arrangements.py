@@ -113,6 +113,8 @@ class ArrangementConv:
         self.num_arrangements = masks.shape[1]
         self.chunk_size = chunk_size or x.shape[0]
         self._conv, self._conv_weight = conv_functions(x.ndim - 2)
+        if kernel_size == 1 and all(size == 1 for size in x.shape[2:]):  # a dense layer: plain matrix products
+            self._conv, self._conv_weight = _dense_conv, _dense_conv_weight
         self.var_shape = (self.signs * self.num_arrangements * num_outputs, x.shape[1]) + (kernel_size,) * (x.ndim - 2)
 
     def to(self, dtype: torch.dtype) -> "ArrangementConv":
@@ -181,6 +183,17 @@ class ArrangementConv:
                 else:
                     self._groups(out)[:, gs] += grad.view(self.signs, -1, self.num_outputs, *self.var_shape[1:])
         return out
+
+
+def _dense_conv(x: Tensor, weight: Tensor, padding: int = 0) -> Tensor:
+    """``conv(x, weight)`` for 1 x 1 kernels on 1 x 1 images: ``X W^T`` (several times faster than conv)."""
+    out = x.reshape(x.shape[0], -1) @ weight.reshape(weight.shape[0], -1).T
+    return out.reshape(out.shape + (1,) * (x.ndim - 2))
+
+
+def _dense_conv_weight(x: Tensor, weight_shape: tuple[int, ...], grad_output: Tensor, padding: int = 0) -> Tensor:
+    """The weight gradient of :func:`_dense_conv`: ``G^T X``."""
+    return (grad_output.reshape(grad_output.shape[0], -1).T @ x.reshape(x.shape[0], -1)).reshape(weight_shape)
 
 
 def patch_problem(x: Tensor, masks: Tensor, targets: Tensor, kernel_size: int):

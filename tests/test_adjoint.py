@@ -29,6 +29,16 @@ def _conv(relu: bool, dtype, k=3, c_out=2, chunk=None, shape=(9, 7), gate_chunk=
     return op.forward, op.adjoint, v, r
 
 
+def _dense(relu: bool, dtype):
+    """``kernel_size=1`` on ``(n, d, 1, 1)``: the matrix-product fast path."""
+    x = _randn(11, 5, 1, 1, dtype=dtype, seed=1)
+    gates = draw_gates(3, 5, 1, seed=2, dtype=dtype)
+    op = ArrangementConv(x, arrangement_masks(x, gates), 1, 2, relu=relu)
+    v = _randn(*op.var_shape, dtype=dtype, seed=3)
+    r = _randn(11, 2, 1, 1, dtype=dtype, seed=4)
+    return op.forward, op.adjoint, v, ((r, _randn(11, 2, 3, 2, 1, 1, dtype=dtype, seed=5)) if relu else r)
+
+
 def _matrix(dtype):
     a = _randn(11, 12, dtype=dtype, seed=6)
     op = MatrixOperator(a, (4, 3))
@@ -76,6 +86,8 @@ REGISTRY = {
     "conv3d-gated-k5": lambda dt: _conv(False, dt, k=5, c_out=1, shape=(5, 4, 6)),
     "conv3d-gated-gate-chunked": lambda dt: _conv(False, dt, shape=(6, 7, 5), gate_chunk=3),
     "conv-relu-gate-chunked": lambda dt: _conv(True, dt, chunk=2, gate_chunk=1),
+    "dense-gated": lambda dt: _dense(False, dt),
+    "dense-relu": lambda dt: _dense(True, dt),
     "matrix": _matrix,
     "stacked": _stacked,
 }
