@@ -94,7 +94,7 @@ def solve_group_lasso(
         lambda parts: comm.sum(0.5 * sq_norm(parts[0] - y)),
         lambda parts: (parts[0] - y,),
         beta, v0, (operator.forward(v0),), lipschitz,
-        max_iter=max_iter, check_every=check_every, on_check=on_check,
+        max_iter=max_iter, check_every=check_every, on_check=on_check, value_scale=comm.sum(0.5 * sq_norm(y)),
     )
     v = run.v
     cert = certificate(v, run.image[0])
@@ -178,6 +178,7 @@ def solve_cone_group_lasso(
     v, parts = v0, (z0, c0)
     done, reason, lip = 0, "max_iter", 1.05 * (lip_data + rho * lip_cone)
     prev_violation = math.inf
+    value_scale = comm.sum(0.5 * sq_norm(y))
     outer_best, outer_stalls = math.inf, 0
     stall_floor = 10 * math.sqrt(torch.finfo(v0.dtype).eps)  # only precision-limited runs count as stalled
     inner_tol = _INNER_TOL0 * beta
@@ -195,9 +196,10 @@ def solve_cone_group_lasso(
             lambda p: (p[0] - y, -torch.clamp(lam_now - rho_now * p[1], min=0.0)),
             beta, v, parts, lip,
             max_iter=min(max_iter - done, inner_max_iter), check_every=check_every, on_check=on_check, inner_tol=inner_tol,
+            value_scale=value_scale,
         )
         v, parts, done, lip = run.v, run.image, done + run.iterations, run.lipschitz
-        if run.reason in ("checked", "diverged"):
+        if run.reason in ("checked", "diverged", "precision"):
             reason = run.reason
             break
         c = parts[1]
@@ -215,7 +217,7 @@ def solve_cone_group_lasso(
             reason = "stalled"
             break
         inner_tol = max(_INNER_DECAY * inner_tol, inner_floor)
-    step = reason in ("checked", "diverged")  # otherwise the loop ended right after a multiplier update
+    step = reason in ("checked", "diverged", "precision")  # otherwise the loop ended right after a multiplier update
     cert, lam_out = certificate(v, parts, lam, step=step)
     if certify_operator is not None:
         v_hi = v.double()
@@ -243,7 +245,7 @@ def _status(reason: str, monitor: Monitor, cert: Certificate) -> Status:
         return Status.DIVERGED
     if monitor.converged(cert):
         return Status.OPTIMAL
-    if reason in ("checked", "stalled"):  # stopped by a stall test
+    if reason in ("checked", "stalled", "precision"):  # stopped by a stall test or the working precision
         return Status.INACCURATE
     return Status.MAX_ITER
 

@@ -173,3 +173,19 @@ def test_numpy_inputs_accepted():
                      activation="gated", dtype=torch.float64)
     b = _fit(p)
     assert a.report.primal == pytest.approx(b.report.primal, rel=1e-12)
+
+
+def test_float32_at_a_tolerance_below_its_precision_is_not_diverged():
+    """An interpolating dense problem: float32 rounding must end as max_iter/inaccurate, never 'diverged'."""
+    gen = torch.Generator().manual_seed(0)
+    n, d = 300, 20
+    x = torch.randn(n, d, 1, 1, generator=gen, dtype=torch.float64)
+    y = torch.relu(x.reshape(n, d) @ torch.randn(d, 5, generator=gen, dtype=torch.float64)).sum(1).reshape(n, 1, 1, 1)
+    y = y + 0.1 * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    kwargs = dict(kernel_size=1, num_arrangements=30, beta=1e-3, activation="gated", tol=1e-8, max_iter=3000)
+    with pytest.warns(cr.ConvergenceWarning):
+        low = cr.fit_layer(x, y, dtype=torch.float32, **kwargs)
+        high = cr.fit_layer(x, y, dtype=torch.float64, **kwargs)
+    assert low.report.status.value in ("max_iter", "inaccurate")
+    assert math.isfinite(low.report.primal)
+    assert low.report.primal == pytest.approx(high.report.primal, rel=0.05)
