@@ -39,7 +39,9 @@ DEFAULT_MASK_CACHE_BYTES = 2**30
 
 def is_chunked(value: Any) -> bool:
     """True for the chunked data-set kinds ``fit_layer`` streams."""
-    return isinstance(value, (list, tuple)) or _is_h5_dataset(value)
+    if isinstance(value, (list, tuple)):  # a list of arrays is chunks; a nested list of numbers is not
+        return all(isinstance(chunk, (Tensor, np.ndarray)) for chunk in value)
+    return _is_h5_dataset(value)
 
 
 def _is_h5_dataset(value: Any) -> bool:

@@ -74,6 +74,6 @@ def test_bad_chunks_are_named():
         cr.fit_layer([x, bad], y, kernel_size=3, activation="gated")
     with pytest.raises(ValueError, match=r"one \(C_out, 7, 5\) image per input image \(3\)"):
         cr.fit_layer([x, x[:1]], y[:2], kernel_size=3, activation="gated")
-    with pytest.raises(TypeError, match="chunk 0 must be a torch.Tensor or numpy.ndarray"):
-        cr.fit_layer([[1, 2]], y, kernel_size=3, activation="gated")
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor or numpy.ndarray"):
+        cr.fit_layer([x, [1, 2]], y, kernel_size=3, activation="gated")
     assert np.isfinite(float(x.sum()))
