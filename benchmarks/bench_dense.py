@@ -98,11 +98,13 @@ def run_scnn(X, y, G, lam, activation, tol=None):
                                unitize_data=False, dtype="float64")
     seconds = time.perf_counter() - start
     weights = [np.asarray(w) for w in convex.parameters]
-    P, d = G.shape[1], X.shape[1]
+    # scnn sorts the arrangements (np.unique) and drops duplicates: score with the gates of its model
+    gates = np.asarray(convex.G)
+    P, d = gates.shape[1], X.shape[1]
     if activation == "gated":
-        objective, violation = score(X, y, G, lam * X.shape[0], weights[0].reshape(P, d))
+        objective, violation = score(X, y, gates, lam * X.shape[0], weights[0].reshape(P, d))
     else:
-        objective, violation = score(X, y, G, lam * X.shape[0], weights[0].reshape(P, d), weights[1].reshape(P, d))
+        objective, violation = score(X, y, gates, lam * X.shape[0], weights[0].reshape(P, d), weights[1].reshape(P, d))
     name = f"scnn {'R-FISTA' if activation == 'gated' else 'AL'} " + ("default tol" if tol is None else f"tol={tol:g}")
     return {"solver": name, "seconds": seconds, "status": "-", "objective": objective, "violation": violation}
 
