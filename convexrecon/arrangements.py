@@ -99,13 +99,14 @@ class ArrangementConv:
     """
 
     def __init__(self, x: Tensor, masks: Tensor, kernel_size: int, num_outputs: int, *, relu: bool,
-                 chunk_size: int | None = None, gate_chunk: int | None = None) -> None:
+                 chunk_size: int | None = None, gate_chunk: int | None = None, dtype: torch.dtype | None = None) -> None:
         self.x = x
+        self.dtype = dtype or x.dtype
         self.masks = masks
         self.gate_chunk = gate_chunk
         # the masks as numbers in the working precision, made once (they fit whenever x does);
-        # with gate chunks they are converted chunk by chunk instead
-        self._mask_values = masks.to(x.dtype) if gate_chunk is None else None
+        # with gate chunks, or in a precision other than x's, they are converted chunk by chunk instead
+        self._mask_values = masks.to(x.dtype) if gate_chunk is None and self.dtype == x.dtype else None
         self.k = kernel_size
         self.num_outputs = num_outputs
         self.relu = relu
@@ -118,12 +119,18 @@ class ArrangementConv:
         self.var_shape = (self.signs * self.num_arrangements * num_outputs, x.shape[1]) + (kernel_size,) * (x.ndim - 2)
 
     def to(self, dtype: torch.dtype) -> "ArrangementConv":
-        """The same operator (same masks) in another precision."""
-        return ArrangementConv(self.x.to(dtype), self.masks, self.k, self.num_outputs, relu=self.relu,
-                               chunk_size=self.chunk_size, gate_chunk=self.gate_chunk)
+        """The same operator (same inputs and masks, no copies) computing in another precision.
+
+        The inputs and masks are cast chunk by chunk when used, so a float64
+        certificate operator for float32 iterates costs no resident memory.
+        """
+        widen = max(1, torch.empty((), dtype=dtype).element_size() // self.x.element_size())
+        # chunks shrink by the widening factor, so the transient buffers keep their size in bytes
+        return ArrangementConv(self.x, self.masks, self.k, self.num_outputs, relu=self.relu,
+                               chunk_size=max(1, self.chunk_size // widen), gate_chunk=self.gate_chunk, dtype=dtype)
 
     def zeros(self) -> Tensor:
-        return torch.zeros(self.var_shape, dtype=self.x.dtype, device=self.x.device)
+        return torch.zeros(self.var_shape, dtype=self.dtype, device=self.x.device)
 
     def _chunks(self):
         for start in range(0, self.x.shape[0], self.chunk_size):
@@ -135,7 +142,7 @@ class ArrangementConv:
 
     def _masks(self, sl: slice, gs: slice) -> Tensor:
         """Mask values ``(n, 1, Pg, 1, H, W)`` of images ``sl`` and gates ``gs``."""
-        m = self._mask_values[sl][:, gs] if self._mask_values is not None else self.masks[sl][:, gs].to(self.x.dtype)
+        m = self._mask_values[sl][:, gs] if self._mask_values is not None else self.masks[sl][:, gs].to(self.dtype)
         return m[:, None, :, None]
 
     def _groups(self, t: Tensor) -> Tensor:
@@ -145,7 +152,7 @@ class ArrangementConv:
     def forward(self, v: Tensor):
         preds, cones = [], []
         for sl in self._chunks():
-            x = self.x[sl]
+            x = self.x[sl].to(self.dtype)
             pred, cone_parts = None, []
             for gs in self._gate_slices():
                 weights = self._groups(v)[:, gs].reshape(-1, *self.var_shape[1:])
@@ -167,7 +174,7 @@ class ArrangementConv:
         gate_slices = self._gate_slices()
         out = None if len(gate_slices) == 1 else self.zeros()
         for sl in self._chunks():
-            x = self.x[sl]
+            x = self.x[sl].to(self.dtype)
             for gs in gate_slices:
                 m = self._masks(sl, gs)
                 back = m * r[sl][:, None, None]  # (n, 1, Pg, C, H, W)
