@@ -19,9 +19,9 @@ from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
 from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
-from solvers.report import IterationRecord
+from solvers.report import IterationRecord, SolverError, Status
 
-from . import checks
+from . import checks, guard
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
 from .block import ConvexBlock, block_from_solution
 
@@ -84,6 +84,16 @@ def fit_layer(
     ConvexBlock
         With ``.report`` holding status, primal, dual, gap and history. A
         solve that does not reach ``tol`` warns with ``ConvergenceWarning``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments (the message names the parameter).
+    convexrecon.guard.MemoryBudgetError
+        When the solve's buffers are estimated not to fit in memory.
+    solvers.report.SolverError
+        When the solve diverges (non-finite iterates); never a block with
+        non-finite weights.
     """
     device = checks.device_of(device)
     dtype = checks.float_dtype(dtype)
@@ -102,8 +112,10 @@ def fit_layer(
         gates = draw_gates(num_arrangements, x.shape[1], kernel_size, seed, dtype=dtype, device=device)
     else:
         gates = _check_gates(gates, x.shape[1], kernel_size, dtype, device)
-    masks = arrangement_masks(x, gates)
     relu = activation == "relu"
+    guard.check_fit_memory(tuple(x.shape), y.shape[1], gates.shape[0], kernel_size, relu=relu, chunk_size=chunk_size,
+                           dtype=dtype, device=device)
+    masks = arrangement_masks(x, gates)
     operator = ArrangementConv(x, masks, kernel_size, y.shape[1], relu=relu, chunk_size=chunk_size)
     if beta is None:
         beta = DEFAULT_BETA_RATIO * beta_max(operator, y)
@@ -126,6 +138,12 @@ def fit_layer(
     finally:
         if bar is not None:
             bar.close()
+    if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
+        raise SolverError(
+            f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
+            f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |input| "
+            f"{float(x.abs().max()):.3g}, |target| {float(y.abs().max()):.3g}): rescale them or use torch.float64."
+        )
     return block_from_solution(v, gates, y.shape[1], activation, beta, report)
 
 
