@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import guard
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
 from .fit import ACTIVATIONS, beta_max, fit_layer
@@ -278,6 +279,7 @@ def train_layerwise(
         b = blocks[i]
         windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
                                                                   patches_per_slice, seed + i)
+        _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size)
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
         beta = block_beta(b, x, y, seed + i, solve_chunk_size)
@@ -317,3 +319,19 @@ def train_layerwise(
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r["report"] for r in records], **(config or {})}
     return LayerwiseResult(ReconNet(layers, second, meta), records)
+
+
+def _check_feature_memory(i: int, layers: Sequence[HiddenLayer], inputs: Tensor, windows: np.ndarray | None,
+                          patch_size: int | None, chunk_size: int) -> None:
+    """Raise :class:`~convexrecon.guard.MemoryBudgetError` if block ``i``'s features will not fit."""
+    n, _, height, width = inputs.shape
+    channels = layers[-1].first.out_channels if layers else inputs.shape[1]
+    b = inputs.element_size()
+    kept = n * height * width if windows is None else windows.shape[0] * windows.shape[1] * patch_size ** 2
+    terms = {"features h_(i-1) and residual targets": kept * (channels + 2) * b,
+             "per-chunk activations": 2 * min(chunk_size, n) * height * width * max(
+                 [channels] + [layer.first.out_channels for layer in layers]) * b}
+    where = "patch_size or patches_per_slice" if windows is not None else "the number of training slices, or set patch_size"
+    advice = {"features h_(i-1) and residual targets": f"{where} (block {i + 1} has {channels} input channels)",
+              "per-chunk activations": f"chunk_size (now {chunk_size})"}
+    guard.check_buffer_memory(f"train_layerwise block {i + 1}", terms, advice, inputs.device)
