@@ -36,3 +36,22 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (with parents) and check that a file can be written there.
+
+    Raises
+    ------
+    ValueError
+        Naming the directory and the operating system's reason.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"The output directory '{path}' is not writable: {error.strerror or error}.") from None
+    return path
