@@ -22,6 +22,7 @@ finished block and ends with the same model.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,10 +78,14 @@ class BlockSettings:
             raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
         if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
             raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
-        if not self.beta_ratio > 0:
-            raise ValueError(f"The 'beta_ratio' setting must be > 0. Got {self.beta_ratio!r} instead.")
-        if self.beta is not None and not self.beta > 0:
-            raise ValueError(f"The 'beta' setting must be > 0 or None. Got {self.beta!r} instead.")
+        if not (self.beta_ratio > 0 and math.isfinite(self.beta_ratio)):
+            raise ValueError(f"The 'beta_ratio' setting must be a finite number > 0. Got {self.beta_ratio!r} instead.")
+        if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"The 'beta' setting must be a finite number > 0 or None. Got {self.beta!r} instead.")
+        if not (isinstance(self.tol, (int, float)) and self.tol > 0 and math.isfinite(self.tol)):
+            raise ValueError(f"The 'tol' setting must be a finite number > 0. Got {self.tol!r} instead.")
+        if self.max_iter is not None and not (isinstance(self.max_iter, int) and self.max_iter > 0):
+            raise ValueError(f"The 'max_iter' setting must be an int > 0 or None. Got {self.max_iter!r} instead.")
 
 
 @dataclass
