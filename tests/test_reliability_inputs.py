@@ -26,6 +26,17 @@ from convexrecon.network import ReconNet, load_network
 
 from .conftest import CROP
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems: torch's thread pool only adds contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 X = torch.randn(2, 2, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 Y = torch.randn(2, 1, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
