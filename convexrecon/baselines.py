@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .layerwise import check_images, fingerprint, save_checkpoint, validation_metrics
+from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
+from .layerwise import check_images, validation_metrics
 from .network import HiddenLayer, ReconNet
 
 
@@ -68,17 +69,20 @@ def adam_train(
         raise ValueError(f"The 'weight_decay' parameter must be >= 0. Got {weight_decay!r} instead.")
     optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
-    key = fingerprint({"epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": weight_decay,
-                       "halve": halve_every, "seed": seed}, inputs, targets)
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "halve_every": halve_every, "seed": seed}
+    key = fingerprint(inputs, targets)
     history: list[dict[str, float]] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["fingerprint"] != key:
-            raise ValueError(f"The checkpoint {checkpoint} belongs to a different run; use a fresh directory.")
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = load_checkpoint(checkpoint, settings, key, ("module", "optimizer", "scheduler", "epoch", "history"))
+        try:
+            module.load_state_dict(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"The checkpoint {checkpoint} is corrupt ({type(error).__name__}: {error}); "
+                                  f"delete it to restart this training.") from None
         first_epoch, history = int(state["epoch"]), list(state["history"])
     last = epochs if stop_after is None else min(epochs, int(stop_after))
     n = len(inputs)
@@ -101,9 +105,9 @@ def adam_train(
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3g}")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {"fingerprint": key, "module": module.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                         "epoch": epoch + 1, "history": history})
+            save_checkpoint(checkpoint, run_payload(settings, key, module=module.state_dict(),
+                                                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                                    epoch=epoch + 1, history=history))
     return history
 
 

@@ -29,6 +29,8 @@ def as_batch(name: str, value: Any, *, dtype: torch.dtype, device: torch.device)
                          f"(volumes: (N, C, D, H, W), ndim 5)")
     if value.numel() == 0:
         raise ValueError(f"{name} must be non-empty; got shape {tuple(value.shape)}")
+    if value.device.type == "meta":
+        raise ValueError(f"{name} must hold data; got a tensor on the 'meta' device")
     value = value.to(device=device, dtype=dtype)
     if not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.group_lasso import solve_group_lasso
 from solvers.pdhg import solve_cone_group_lasso_pdhg
-from solvers.comm import Local, ShardedOperator, TorchDistributed
-from solvers.report import IterationRecord
+from solvers.report import IterationRecord, SolverError, Status
 
-from . import checks, streaming
+from . import checks, guard, streaming
 from .arrangements import ArrangementConv, arrangement_masks, conv_functions, draw_gates
 from .block import ConvexBlock, block_from_solution
 
@@ -105,6 +105,16 @@ def fit_layer(
     ConvexBlock
         With ``.report`` holding status, primal, dual, gap and history. A
         solve that does not reach ``tol`` warns with ``ConvergenceWarning``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments (the message names the parameter).
+    convexrecon.guard.MemoryBudgetError
+        When the solve's buffers are estimated not to fit in memory.
+    solvers.report.SolverError
+        When the solve diverges (non-finite iterates); never a block with
+        non-finite weights.
     """
     device = checks.device_of(device)
     dtype = checks.float_dtype(dtype)
@@ -137,9 +147,11 @@ def fit_layer(
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
     relu = activation == "relu"
-    if isinstance(x, streaming.ChunkSource):
+    if isinstance(x, streaming.ChunkSource):  # streamed: only the masks may be resident, within their own budget
         operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
     else:
+        guard.check_fit_memory(tuple(x.shape), y.shape[1], gates.shape[0], kernel_size, relu=relu,
+                               chunk_size=chunk_size, dtype=dtype, device=device)
         operator = ArrangementConv(x, arrangement_masks(x, gates), kernel_size, y.shape[1], relu=relu,
                                    chunk_size=chunk_size)
     if beta is None:
@@ -163,6 +175,12 @@ def fit_layer(
     finally:
         if bar is not None:
             bar.close()
+    if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
+        raise SolverError(
+            f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
+            f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |target| "
+            f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
+        )
     return block_from_solution(v, gates, y.shape[1], activation, beta, report)
 
 

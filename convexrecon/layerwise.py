@@ -22,9 +22,7 @@ finished block and ends with the same model.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +33,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data.atomic import atomic_path
+from . import guard
+from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
 from .fit import ACTIVATIONS, beta_max, fit_layer
 from .metrics import evaluate
@@ -79,10 +78,14 @@ class BlockSettings:
             raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
         if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
             raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
-        if not self.beta_ratio > 0:
-            raise ValueError(f"The 'beta_ratio' setting must be > 0. Got {self.beta_ratio!r} instead.")
-        if self.beta is not None and not self.beta > 0:
-            raise ValueError(f"The 'beta' setting must be > 0 or None. Got {self.beta!r} instead.")
+        if not (self.beta_ratio > 0 and math.isfinite(self.beta_ratio)):
+            raise ValueError(f"The 'beta_ratio' setting must be a finite number > 0. Got {self.beta_ratio!r} instead.")
+        if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"The 'beta' setting must be a finite number > 0 or None. Got {self.beta!r} instead.")
+        if not (isinstance(self.tol, (int, float)) and self.tol > 0 and math.isfinite(self.tol)):
+            raise ValueError(f"The 'tol' setting must be a finite number > 0. Got {self.tol!r} instead.")
+        if self.max_iter is not None and not (isinstance(self.max_iter, int) and self.max_iter > 0):
+            raise ValueError(f"The 'max_iter' setting must be an int > 0 or None. Got {self.max_iter!r} instead.")
 
 
 @dataclass
@@ -94,12 +97,28 @@ class LayerwiseResult:
 
 
 def check_images(name: str, x: Any) -> Tensor:
-    """Images ``(N, 2, H, W)`` or volumes ``(N, 2, D, H, W)`` (then every block is 3D)."""
+    """A non-empty, finite float tensor: images ``(N, 2, H, W)`` or volumes ``(N, 2, D, H, W)`` (then every
+    block is 3D), with data (not on the ``meta`` device)."""
     if not isinstance(x, Tensor) or x.ndim not in (4, 5) or x.shape[1] != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W) (volumes: (N, 2, D, H, W)). "
                          f"Got {shape} instead.")
+    if x.numel() == 0:
+        raise ValueError(f"The '{name}' parameter must be non-empty. Got shape {tuple(x.shape)} instead.")
+    if x.device.type == "meta":
+        raise ValueError(f"The '{name}' parameter must hold data; it is on the 'meta' device.")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"The '{name}' parameter must be finite. Found {bad} NaN/Inf values.")
     return x
+
+
+def check_same_device(**tensors: Tensor) -> None:
+    """All ``tensors`` on one device (the trainers never move data behind the caller's back)."""
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        found = ", ".join(f"'{name}' on {device}" for name, device in devices.items())
+        raise ValueError(f"The training tensors must be on one device. Got {found}.")
 
 
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
@@ -182,25 +201,6 @@ def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_s
     return value
 
 
-def fingerprint(*parts: Any) -> str:
-    """Hash of run settings and data, stored in checkpoints to refuse resuming a different run."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, Tensor):
-            h.update(part.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file, then rename."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
 def train_layerwise(
     inputs: Tensor,
     targets: Tensor,
@@ -269,10 +269,15 @@ def train_layerwise(
         check_images("val_inputs", val_inputs)
         if val_targets is None or val_scales is None:
             raise ValueError("With 'val_inputs', 'val_targets' and 'val_scales' must be given too.")
+        check_images("val_targets", val_targets)
+        if val_targets.shape != val_inputs.shape:
+            raise ValueError(f"The 'val_targets' must have the shape of 'val_inputs' {tuple(val_inputs.shape)}. "
+                             f"Got {tuple(val_targets.shape)} instead.")
         val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
+    check_same_device(inputs=inputs, targets=targets, val_inputs=val_inputs, val_targets=val_targets)
     settings = {"blocks": [asdict(b) for b in blocks], "patch_size": patch_size,
                 "patches_per_slice": patches_per_slice, "seed": seed}
-    key = fingerprint(settings, inputs, targets)
+    key = fingerprint(inputs, targets)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -286,20 +291,22 @@ def train_layerwise(
     for i in bar:
         path = ckpt / f"block_{i + 1:02d}.pt" if ckpt is not None else None
         if path is not None and path.is_file():
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-            if payload["fingerprint"] != key:
-                raise ValueError(f"The checkpoint {path} belongs to a different run (settings or data differ); "
-                                 f"use a fresh 'checkpoint_dir'.")
-            layer = HiddenLayer.from_spec(payload["layer_spec"])
-            layer.load_state_dict(payload["layer_state"])
-            second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
-            second.load_state_dict(payload["second_state"])
+            payload = load_checkpoint(path, settings, key, ("layer_spec", "layer_state", "second_state", "record"))
+            try:
+                layer = HiddenLayer.from_spec(payload["layer_spec"])
+                layer.load_state_dict(payload["layer_state"])
+                second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
+                second.load_state_dict(payload["second_state"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
+                                      f"delete it to recompute block {i + 1}.") from None
             layers.append(layer)
             records.append(payload["record"])
             continue
         b = blocks[i]
         windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
                                                                   patches_per_slice, seed + i, depth=depth)
+        _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size)
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
         beta = block_beta(b, x, y, seed + i, solve_chunk_size)
@@ -307,6 +314,12 @@ def train_layerwise(
                           activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
                           max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
         seconds = time.perf_counter() - start
+        if block.width == 0 and i + 1 < len(blocks):
+            raise ValueError(
+                f"Block {i + 1} has zero hidden channels: every group of its convex program is zero at beta "
+                f"{block.beta:.4g}, so the next block would get no features. Lower 'beta' (or 'beta_ratio', now "
+                f"{b.beta_ratio:g}) of block {i + 1}."
+            )
         layer, second = HiddenLayer.from_block(block), block.second
         layers.append(layer)
         report = block.report
@@ -326,10 +339,27 @@ def train_layerwise(
             bar.set_postfix(psnr=f"{record['psnr']:.2f}")
         records.append(record)
         if path is not None:
-            save_checkpoint(path, {"fingerprint": key, "layer_spec": layer.spec(), "layer_state": layer.state_dict(),
-                                   "second_state": second.state_dict(), "record": record})
+            save_checkpoint(path, run_payload(settings, key, layer_spec=layer.spec(), layer_state=layer.state_dict(),
+                                              second_state=second.state_dict(), record=record))
     assert second is not None
     meta = {"method": "layerwise_convex", "training": settings,
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r["report"] for r in records], **(config or {})}
     return LayerwiseResult(ReconNet(layers, second, meta), records)
+
+
+def _check_feature_memory(i: int, layers: Sequence[HiddenLayer], inputs: Tensor, windows: np.ndarray | None,
+                          patch_size: int | None, chunk_size: int) -> None:
+    """Raise :class:`~convexrecon.guard.MemoryBudgetError` if block ``i``'s features will not fit."""
+    n, spatial = inputs.shape[0], inputs.shape[2:]  # images (H, W) or volumes (D, H, W)
+    pixels = math.prod(spatial)
+    channels = layers[-1].first.out_channels if layers else inputs.shape[1]
+    b = inputs.element_size()
+    kept = n * pixels if windows is None else windows.shape[0] * windows.shape[1] * patch_size ** len(spatial)
+    terms = {"features h_(i-1) and residual targets": kept * (channels + 2) * b,
+             "per-chunk activations": 2 * min(chunk_size, n) * pixels * max(
+                 [channels] + [layer.first.out_channels for layer in layers]) * b}
+    where = "patch_size or patches_per_slice" if windows is not None else "the number of training slices, or set patch_size"
+    advice = {"features h_(i-1) and residual targets": f"{where} (block {i + 1} has {channels} input channels)",
+              "per-chunk activations": f"chunk_size (now {chunk_size})"}
+    guard.check_buffer_memory(f"train_layerwise block {i + 1}", terms, advice, inputs.device)

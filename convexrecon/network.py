@@ -70,6 +70,8 @@ class HiddenLayer(nn.Module):
         return cls(block.first, "relu")
 
     def forward(self, h: Tensor) -> Tensor:
+        if self.first.out_channels == 0:  # a block whose groups were all zero (torch cannot run a 0-channel conv)
+            return h.new_zeros((h.shape[0], 0) + tuple(h.shape[2:]))
         pre = self.first(h)
         if self.activation == "gated":
             masks = arrangement_masks(h, self.gates)
@@ -166,6 +168,8 @@ class ReconNet(nn.Module):
         return h
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.second.in_channels == 0:  # no hidden neuron left: the network is the skip connection
+            return x + x.new_zeros((x.shape[0], self.second.out_channels) + tuple(x.shape[2:]))
         return x + self.second(self.features(x))
 
     @torch.no_grad()
@@ -239,16 +243,26 @@ def load_network(directory: str | Path, map_location: str | torch.device = "cpu"
     ------
     FileNotFoundError
         When ``directory`` lacks ``config.json`` or ``model.pt``.
+    ValueError
+        When either file is corrupt or they do not match each other.
     """
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"The 'model' directory must contain {name}. Not found in {directory}.")
-    config = json.loads((directory / CONFIG_NAME).read_text())
-    spec = config.pop("architecture")
-    net = network_from_spec(spec, config)
-    state = torch.load(directory / WEIGHTS_NAME, map_location=map_location, weights_only=True)
-    dtype = next(iter(state.values())).dtype if state else torch.float32
-    net.to(dtype=dtype)
-    net.load_state_dict(state)
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        spec = config.pop("architecture")
+        net = network_from_spec(spec, config)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"The model file {directory / CONFIG_NAME} is corrupt or not written by ReconNet.save "
+                         f"({type(error).__name__}: {error}).") from None
+    try:
+        state = torch.load(directory / WEIGHTS_NAME, map_location=map_location, weights_only=True)
+        dtype = next(iter(state.values())).dtype if state else torch.float32
+        net.to(dtype=dtype)
+        net.load_state_dict(state)
+    except Exception as error:  # unpickling a damaged file can fail in many ways; all mean "corrupt"
+        raise ValueError(f"The model file {directory / WEIGHTS_NAME} is corrupt, truncated or does not match "
+                         f"{CONFIG_NAME} ({type(error).__name__}: {error}).") from None
     return net

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.atomic import atomic_path
+from .data.atomic import atomic_path, ensure_writable_dir
 from .data.fastmri import FastMRIVolume, list_volumes
 from .data.masks import MaskFunc
 
@@ -50,29 +50,36 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         net = load_network(args.model)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --model: {error}")
     if args.data.is_file():
         files = [args.data]
     elif args.data.is_dir():
-        files = list_volumes(args.data)
+        try:
+            files = list_volumes(args.data)
+        except ValueError as error:
+            parser.error(f"argument --data: {error}")
     else:
         parser.error(f"argument --data: expected a .h5 file or a directory. Got {args.data}.")
-    if not files:
-        parser.error(f"argument --data: no .h5 files in {args.data}.")
+    try:
+        ensure_writable_dir(args.out)
+    except ValueError as error:
+        parser.error(f"argument --out: {error}")
     data = net.config.get("data", {})
     mask_func = MaskFunc(data.get("mask", "poisson"), data.get("acceleration", 4.0), data.get("center_fraction", 0.04),
                          data.get("calib", 16), data.get("seed", 0))
-    args.out.mkdir(parents=True, exist_ok=True)
     net.eval()
     for path in tqdm(files, desc="volumes", unit="volume"):
         try:
             volume = FastMRIVolume(path)
         except ValueError as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
-        masks = volume_masks(volume, mask_func)
-        slices = [net.reconstruct(volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
-                  for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
+        try:
+            masks = volume_masks(volume, mask_func)
+            slices = [net.reconstruct(volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
+                      for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
+        except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice or mask
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
         with atomic_path(args.out / path.name) as tmp, h5py.File(tmp, "w") as handle:
             handle.create_dataset("reconstruction", data=np.stack(slices))
             handle.attrs["model"] = str(args.model)

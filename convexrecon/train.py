@@ -20,6 +20,9 @@ from typing import NamedTuple
 
 import torch
 
+from solvers.report import SolverError
+
+from .data.atomic import ensure_writable_dir
 from .data.dataset import SliceDataset
 from .data.masks import MASK_KINDS
 
@@ -93,10 +96,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Execute ``train``; returns the exit code (usage errors exit with 2)."""
-    from .baselines import train_end_to_end, train_layerwise_adam
-    from .layerwise import BlockSettings, train_layerwise
-    from .network import ReconNet
+    """Execute ``train``; returns the exit code (usage errors exit with 2, training failures with 1)."""
+    from .layerwise import BlockSettings
 
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
@@ -105,6 +106,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"argument --{name.replace('_', '-')}: expected an int >= 1. Got {getattr(args, name)}.")
     if args.kernel_size % 2 == 0:
         parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
+    if not args.acceleration > 1:
+        parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
+    for option, directory in (("--out", args.out), ("--data (its preprocessing cache)", args.data / ".cache")):
+        try:
+            ensure_writable_dir(directory)
+        except ValueError as error:
+            parser.error(f"argument {option}: {error}")
     try:
         dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
@@ -118,6 +126,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = {"data": {**dataset.settings(), "root": str(args.data)}}
     ckpt = args.out / "checkpoints"
     width = (2 if args.activation == "gated" else 4) * args.arrangements
+    try:
+        net, records = _train(args, train, val, settings, config, ckpt, width)
+    except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
+        parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
+    net.save(args.out)
+    last = records[-1] if records else {}
+    print(json.dumps({"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
+                      "val_slices": len(val.inputs), "val_psnr": last.get("psnr"), "val_ssim": last.get("ssim")}))
+    return 0
+
+
+def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
+           width: int) -> tuple:
+    """Run the chosen trainer; returns ``(network, records)``."""
+    from .baselines import train_end_to_end, train_layerwise_adam
+    from .layerwise import train_layerwise
+    from .network import ReconNet
+
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():
             warnings.simplefilter("once")
@@ -137,8 +163,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                             weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
                                             validation=val.validation, progress=True)
         net.config.update(config)
-    net.save(args.out)
-    last = records[-1] if records else {}
-    print(json.dumps({"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
-                      "val_slices": len(val.inputs), "val_psnr": last.get("psnr"), "val_ssim": last.get("ssim")}))
-    return 0
+    return net, records

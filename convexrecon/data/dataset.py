@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convexrecon.data.atomic import atomic_path
-from convexrecon.data.fastmri import FastMRIVolume, build_index
+from convexrecon.data.fastmri import DataWarning, FastMRIVolume, build_index
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import complex_to_channels, sense_images
 
@@ -218,17 +219,38 @@ class SliceDataset(torch.utils.data.Dataset):
         return json.dumps({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
 
     def _cache_valid(self, path: Path) -> bool:
+        """Whether ``path``'s cache file can be used; a stale or damaged one is reported, then recomputed."""
         cached = self._cache_path(path)
         if not cached.is_file():
             return False
         try:
             with h5py.File(cached, "r") as handle:
-                return (
-                    handle.attrs.get("settings") == json.dumps(self.settings(), sort_keys=True)
-                    and handle.attrs.get("source") == self._source_id(path)
-                )
-        except OSError:
-            return False
+                stored_settings, stored_source = handle.attrs.get("settings"), handle.attrs.get("source")
+        except (OSError, KeyError, RuntimeError) as error:
+            problem = f"cannot be read ({type(error).__name__}: {error})"
+        else:
+            problem = self._cache_problem(stored_settings, stored_source, path)
+            if problem is None:
+                return True
+        warnings.warn(f"The cache file '{cached}' {problem}; it is not used and will be recomputed.",
+                      DataWarning, stacklevel=3)
+        return False
+
+    def _cache_problem(self, stored_settings: object, stored_source: object, path: Path) -> str | None:
+        current = self.settings()
+        try:
+            stored = json.loads(stored_settings) if isinstance(stored_settings, (str, bytes)) else None
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            return "records no readable settings"
+        differ = [f"{k}: cache {stored.get(k)!r}, now {current.get(k)!r}"
+                  for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+        if differ:
+            return f"was written with other settings ({'; '.join(differ)})"
+        if stored_source != self._source_id(path):
+            return f"was made from another version of '{path.name}' (size or modification time differ)"
+        return None
 
     def _fill_cache(self, progress: bool) -> None:
         assert self.cache_dir is not None

@@ -13,11 +13,23 @@ A fastMRI multi-coil file holds
 :class:`FastMRIVolume` validates a file once when opened and reads single
 slices on demand; :func:`build_index` lists ``(file, slice)`` pairs of a
 directory once and caches the list per directory state.
+
+Errors and fallbacks (README "Errors and guarantees"): a file that is not
+HDF5, is truncated, lacks ``kspace``, has a ``kspace`` that is not a 4-D
+complex array, or holds no slices raises ``ValueError`` naming the file; NaN
+or Inf k-space raises when the slice is read. A missing, malformed or
+contradicting ``ismrmrd_header`` is not needed by the pipeline (it uses the
+array shape): :class:`FastMRIVolume` warns with :class:`DataWarning` and sets
+``header`` to None. In a directory, files that are not ``.h5``, and ``.h5``
+files that are not readable fastMRI files, are skipped with a
+:class:`DataWarning` (hidden files, such as ``.cache`` or an interrupted
+write's ``*.tmp``, silently).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +39,10 @@ import h5py
 import numpy as np
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+
+
+class DataWarning(UserWarning):
+    """A data file or directory had a problem the reader could work around (named in the message)."""
 
 
 class MatrixSize(NamedTuple):
@@ -80,9 +96,13 @@ def parse_header(xml: bytes | str) -> Header:
     ValueError
         If the XML is malformed or a required field is missing.
     """
+    if isinstance(xml, np.ndarray) and xml.shape == () and isinstance(xml.item(), (bytes, str)):
+        xml = xml.item()  # a scalar string dataset read as a 0-d array
+    if not isinstance(xml, (bytes, str)):
+        raise ValueError(f"The 'ismrmrd_header' must be XML text (bytes or str). Got {type(xml).__name__} instead.")
     try:
         root = ET.fromstring(xml)
-    except ET.ParseError as error:
+    except (ET.ParseError, ValueError, UnicodeError) as error:  # ValueError: str with an encoding declaration
         raise ValueError(f"The 'ismrmrd_header' is not valid XML: {error}.") from None
     ns = {"m": ISMRMRD_NAMESPACE}
 
@@ -92,11 +112,25 @@ def parse_header(xml: bytes | str) -> Header:
             raise ValueError(f"The 'ismrmrd_header' lacks the field '{path}'.")
         return node.text
 
+    def number(path: str, kind: type) -> int | float:
+        text = find(path)
+        try:
+            value = kind(text.strip())
+        except (ValueError, OverflowError):
+            raise ValueError(f"The 'ismrmrd_header' field '{path}' must be a{'n int' if kind is int else ' float'}. "
+                             f"Got {text[:40]!r} instead.") from None
+        if kind is float and not np.isfinite(value):
+            raise ValueError(f"The 'ismrmrd_header' field '{path}' must be finite. Got {text[:40]!r} instead.")
+        return value
+
     def size(space: str) -> MatrixSize:
-        return MatrixSize(*(int(find(f"encoding/{space}/matrixSize/{a}")) for a in "xyz"))
+        values = [int(number(f"encoding/{space}/matrixSize/{a}", int)) for a in "xyz"]
+        if min(values) < 1:
+            raise ValueError(f"The 'ismrmrd_header' {space} matrixSize must be positive. Got {tuple(values)} instead.")
+        return MatrixSize(*values)
 
     def fov(space: str) -> tuple[float, float, float]:
-        x, y, z = (float(find(f"encoding/{space}/fieldOfView_mm/{a}")) for a in "xyz")
+        x, y, z = (float(number(f"encoding/{space}/fieldOfView_mm/{a}", float)) for a in "xyz")
         return x, y, z
 
     limits = "encoding/encodingLimits/kspace_encoding_step_1"
@@ -105,9 +139,9 @@ def parse_header(xml: bytes | str) -> Header:
         recon_size=size("reconSpace"),
         encoded_fov_mm=fov("encodedSpace"),
         recon_fov_mm=fov("reconSpace"),
-        kspace_center=int(find(f"{limits}/center")),
-        kspace_min=int(find(f"{limits}/minimum")),
-        kspace_max=int(find(f"{limits}/maximum")),
+        kspace_center=int(number(f"{limits}/center", int)),
+        kspace_min=int(number(f"{limits}/minimum", int)),
+        kspace_max=int(number(f"{limits}/maximum", int)),
     )
 
 
@@ -125,15 +159,18 @@ class FastMRIVolume:
     shape : tuple of int
         ``(slices, coils, H, W)`` of ``kspace``.
     header : Header or None
-        Parsed ``ismrmrd_header`` (None if the file has none).
+        Parsed ``ismrmrd_header``; None (with a :class:`DataWarning`) when the
+        file has none, when it is malformed, or when its encoded matrix size
+        contradicts the k-space array (the array shape is used).
     attrs : dict
         File attributes.
 
     Raises
     ------
     ValueError
-        If the file is not HDF5, lacks ``kspace``, or ``kspace`` is not a
-        4-D complex array.
+        If the file is missing, is not a readable HDF5 file (e.g. truncated),
+        lacks ``kspace``, or ``kspace`` is not a 4-D complex array with at
+        least one slice, coil and sample.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -142,30 +179,54 @@ class FastMRIVolume:
             raise ValueError(f"The fastMRI file '{self.path}' does not exist.")
         try:
             handle = h5py.File(self.path, "r")
-        except OSError as error:
+        except (OSError, ValueError) as error:
+            raise ValueError(f"The file '{self.path}' is not a readable HDF5 file ({error}).") from None
+        try:
+            with handle:
+                header = self._read_metadata(handle)
+        except (OSError, KeyError, RuntimeError, TypeError) as error:  # damaged metadata inside a valid container
+            raise ValueError(f"The file '{self.path}' is corrupt or truncated: {type(error).__name__}: {error}.") from None
+        self.header: Header | None = self._check_header(header)
+
+    def _read_metadata(self, handle: h5py.File) -> object:
+        if "kspace" not in handle or not isinstance(handle["kspace"], h5py.Dataset):
+            raise ValueError(f"The file '{self.path}' has no 'kspace' dataset; found {sorted(handle.keys())}.")
+        kspace = handle["kspace"]
+        if kspace.ndim != 4:
             raise ValueError(
-                f"The file '{self.path}' is not a readable HDF5 file ({error})."
-            ) from None
-        with handle:
-            if "kspace" not in handle:
-                raise ValueError(
-                    f"The file '{self.path}' has no 'kspace' dataset; found {sorted(handle.keys())}."
-                )
-            kspace = handle["kspace"]
-            if kspace.ndim != 4:
-                raise ValueError(
-                    f"The 'kspace' of '{self.path}' must have rank 4 (slices, coils, H, W). "
-                    f"Got shape {kspace.shape} instead."
-                )
-            if kspace.dtype.kind != "c":
-                raise ValueError(
-                    f"The 'kspace' of '{self.path}' must be complex. Got dtype {kspace.dtype} instead."
-                )
-            self.shape: tuple[int, int, int, int] = tuple(int(n) for n in kspace.shape)  # type: ignore[assignment]
-            self.attrs: dict[str, object] = dict(handle.attrs)
-            self.has_rss = "reconstruction_rss" in handle
-            header = handle["ismrmrd_header"][()] if "ismrmrd_header" in handle else None
-        self.header: Header | None = parse_header(header) if header is not None else None
+                f"The 'kspace' of '{self.path}' must have rank 4 (slices, coils, H, W). "
+                f"Got shape {kspace.shape} instead."
+            )
+        if kspace.dtype.kind != "c":
+            raise ValueError(f"The 'kspace' of '{self.path}' must be complex. Got dtype {kspace.dtype} instead.")
+        if min(kspace.shape) == 0:
+            what = "no slices" if kspace.shape[0] == 0 else "an empty coil or image axis"
+            raise ValueError(f"The 'kspace' of '{self.path}' holds {what}: shape {kspace.shape}.")
+        self.shape: tuple[int, int, int, int] = tuple(int(n) for n in kspace.shape)  # type: ignore[assignment]
+        self.attrs: dict[str, object] = dict(handle.attrs)
+        self.has_rss = "reconstruction_rss" in handle
+        if "ismrmrd_header" not in handle or not isinstance(handle["ismrmrd_header"], h5py.Dataset):
+            return None
+        return handle["ismrmrd_header"][()]
+
+    def _check_header(self, raw: object) -> Header | None:
+        """Parse the header; on any problem warn and fall back to the array shape."""
+        shape = self.shape[-2:]
+        if raw is None:
+            problem = "has no 'ismrmrd_header'"
+        else:
+            try:
+                header = parse_header(raw)  # type: ignore[arg-type]
+            except ValueError as error:
+                problem = f"has a malformed 'ismrmrd_header' ({error})"
+            else:
+                encoded = (header.encoded_size.x, header.encoded_size.y)
+                if encoded == shape:
+                    return header
+                problem = f"has an 'ismrmrd_header' whose encoded matrix size {encoded} contradicts the k-space"
+        warnings.warn(f"The file '{self.path}' {problem}; using the k-space array shape {shape} instead.",
+                      DataWarning, stacklevel=3)
+        return None
 
     @property
     def num_slices(self) -> int:
@@ -178,15 +239,10 @@ class FastMRIVolume:
         Raises
         ------
         ValueError
-            If the slice index is out of range or the k-space holds NaN or Inf.
+            If the slice index is out of range, the data cannot be read
+            (truncated file) or the k-space holds NaN or Inf.
         """
-        if not 0 <= slice_index < self.num_slices:
-            raise ValueError(
-                f"The 'slice_index' must be in [0, {self.num_slices}) for '{self.path.name}'. "
-                f"Got {slice_index} instead."
-            )
-        with h5py.File(self.path, "r") as handle:
-            data = np.asarray(handle["kspace"][slice_index], dtype=np.complex64)
+        data = np.asarray(self._read("kspace", slice_index), dtype=np.complex64)
         if not np.isfinite(data).all():
             raise ValueError(
                 f"The 'kspace' of '{self.path.name}' slice {slice_index} contains NaN or Inf values."
@@ -197,12 +253,30 @@ class FastMRIVolume:
         """Read ``reconstruction_rss`` of one slice, or None if absent."""
         if not self.has_rss:
             return None
-        with h5py.File(self.path, "r") as handle:
-            return np.asarray(handle["reconstruction_rss"][slice_index], dtype=np.float32)
+        return np.asarray(self._read("reconstruction_rss", slice_index), dtype=np.float32)
+
+    def _read(self, name: str, slice_index: int) -> np.ndarray:
+        if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) \
+                or not 0 <= slice_index < self.num_slices:
+            raise ValueError(
+                f"The 'slice_index' must be an int in [0, {self.num_slices}) for '{self.path.name}'. "
+                f"Got {slice_index!r} instead."
+            )
+        try:
+            with h5py.File(self.path, "r") as handle:
+                return handle[name][int(slice_index)]
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"Slice {slice_index} of '{name}' in '{self.path}' cannot be read (truncated or corrupt file?): "
+                f"{type(error).__name__}: {error}."
+            ) from None
 
 
 def list_volumes(root: str | Path) -> list[Path]:
     """Sorted ``*.h5`` files of a data directory.
+
+    Visible files with another suffix are skipped with a :class:`DataWarning`;
+    hidden files (``.cache``, temporaries of interrupted writes) silently.
 
     Raises
     ------
@@ -212,18 +286,32 @@ def list_volumes(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"The data directory '{root}' does not exist or is not a directory.")
-    files = sorted(p for p in root.glob("*.h5") if p.is_file())
+    entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in entries if p.suffix == ".h5"]
+    others = [p.name for p in entries if p.suffix != ".h5"]
+    if others:
+        warnings.warn(f"The data directory '{root}' holds {len(others)} file(s) that are not '.h5', skipped: "
+                      f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}.", DataWarning, stacklevel=2)
     if not files:
         raise ValueError(f"The data directory '{root}' is empty: it holds no '.h5' file.")
     return files
 
 
 @functools.lru_cache(maxsize=64)
-def _index(files: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, int], ...]:
+def _index(files: tuple[tuple[str, int, int], ...]) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    """``(file, slice)`` pairs of the readable files, and one message per skipped file."""
     pairs: list[tuple[str, int]] = []
+    skipped: list[str] = []
     for name, _, _ in files:
-        pairs.extend((name, s) for s in range(FastMRIVolume(name).num_slices))
-    return tuple(pairs)
+        try:
+            with warnings.catch_warnings():  # header fallbacks are reported when the volume is opened for use
+                warnings.simplefilter("ignore", DataWarning)
+                volume = FastMRIVolume(name)
+        except ValueError as error:
+            skipped.append(str(error))
+            continue
+        pairs.extend((name, s) for s in range(volume.num_slices))
+    return tuple(pairs), tuple(skipped)
 
 
 def build_index(root: str | Path) -> list[tuple[Path, int]]:
@@ -231,7 +319,19 @@ def build_index(root: str | Path) -> list[tuple[Path, int]]:
 
     Every file is opened and validated once; the result is cached for as long
     as the directory's files keep their names, sizes and modification times.
+    ``.h5`` files that are not readable fastMRI files are skipped with a
+    :class:`DataWarning` naming each file and its problem.
+
+    Raises
+    ------
+    ValueError
+        If no file of the directory is readable (the message lists why).
     """
     files = list_volumes(root)
     key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return [(Path(name), s) for name, s in _index(key)]
+    pairs, skipped = _index(key)
+    for message in skipped:
+        warnings.warn(f"Skipping a file of '{root}': {message}", DataWarning, stacklevel=2)
+    if not pairs:
+        raise ValueError(f"The data directory '{root}' holds no readable fastMRI file: {' '.join(skipped)}")
+    return [(Path(name), s) for name, s in pairs]

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from convexrecon.data.atomic import write_text
+from convexrecon.data.atomic import ensure_writable_dir, write_text
 from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, choose_lambda, reference_table, slice_problem
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import FastMRIVolume
@@ -81,6 +81,13 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         )
     if args.data.exists() and not args.data.is_dir():
         parser.error(f"argument --data: '{args.data}' is not a directory")
+    for option, directory in (("--cache-dir", args.cache_dir or args.data / ".cache"),
+                              ("--json", None if args.json is None else args.json.parent)):
+        if directory is not None:
+            try:
+                ensure_writable_dir(directory)
+            except ValueError as error:
+                parser.error(f"argument {option}: {error}")
 
 
 def format_table(table: dict[str, dict[str, dict[str, Summary]]], convention: str) -> str:

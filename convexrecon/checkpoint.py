@@ -1,0 +1,101 @@
+"""Run checkpoints: written atomically, read back only by the run that wrote them.
+
+A checkpoint stores the settings of its run (as JSON-compatible values) and a
+hash of the training data. :func:`load_checkpoint` refuses a file that cannot
+be read (truncated, corrupt) or that another run wrote, with a
+:class:`CheckpointError` naming the file and, for another run, every setting
+that differs, or that the data differ. A checkpoint is never reused silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .data.atomic import atomic_path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or was written by a run with other settings or data."""
+
+
+def fingerprint(*parts: Any) -> str:
+    """Hash of run settings and data (tensors by their bytes, everything else as JSON)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Tensor):
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def normalized(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as they read back from JSON (tuples become lists, ...)."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def settings_differences(stored: Any, current: Any, name: str = "") -> list[str]:
+    """Human-readable list of the leaves where ``stored`` and ``current`` differ."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(stored) | set(current), key=str):
+            sub = f"{name}.{key}" if name else str(key)
+            if key not in stored:
+                out.append(f"{sub}: absent from the checkpoint, now {current[key]!r}")
+            elif key not in current:
+                out.append(f"{sub}: checkpoint {stored[key]!r}, absent now")
+            else:
+                out.extend(settings_differences(stored[key], current[key], sub))
+        return out
+    if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
+        return [d for i, (a, b) in enumerate(zip(stored, current)) for d in settings_differences(a, b, f"{name}[{i}]")]
+    return [] if stored == current else [f"{name or 'settings'}: checkpoint {stored!r}, now {current!r}"]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same directory, then rename."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def run_payload(settings: dict[str, Any], data_key: str, **state: Any) -> dict[str, Any]:
+    """A checkpoint payload: the run's identity (settings, data hash) and its ``state``."""
+    return {"settings": normalized(settings), "data": data_key, **state}
+
+
+def load_checkpoint(path: Path, settings: dict[str, Any], data_key: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """Read a checkpoint of this run.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be unpickled, lacks one of ``required``, or was
+        written with other ``settings`` (each difference is named) or other
+        data.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling a damaged file can fail in many ways; all mean "corrupt"
+        raise CheckpointError(f"The checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+                              f"delete it to recompute that step.") from None
+    missing = [k for k in ("settings", "data", *required) if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise CheckpointError(f"The checkpoint {path} is not a checkpoint of this trainer (missing "
+                              f"{', '.join(missing)}); delete it or use a fresh checkpoint directory.")
+    differences = settings_differences(payload["settings"], normalized(settings))
+    if differences:
+        raise CheckpointError(f"The checkpoint {path} belongs to a different run: settings differ ("
+                              f"{'; '.join(differences)}). Use the same settings or a fresh checkpoint directory.")
+    if payload["data"] != data_key:
+        raise CheckpointError(f"The checkpoint {path} belongs to a different run: the training data differ (hash "
+                              f"{payload['data']} in the checkpoint, {data_key} now). Use a fresh checkpoint directory.")
+    return payload
