@@ -117,10 +117,10 @@ def fista(
                 grad_y = adjoint(grad(ky))
             else:
                 lip *= 2.0
-        if not math.isfinite(f_new):
+        if not (math.isfinite(f_new) and math.isfinite(lip)):  # overflow
             return FistaState(x, kx, lip, k, "diverged")
         if not accepted:  # no step decreases the model within the working precision
-            return FistaState(x, kx, lipschitz if not math.isfinite(lip) else lip, k, "precision")
+            return FistaState(x, kx, lip, k, "precision")
         stationary = inner_tol is not None and lip * float(group_norms(step).max()) <= inner_tol
         if restart and _dot(y - x_new, x_new - x) > 0:
             t = 1.0

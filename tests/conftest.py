@@ -17,6 +17,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The same for torch's intra-op pool: CI has 2 cores and several tests start subprocesses
+# (distributed ranks, the kill/resume runs); one thread per process keeps them from thrashing.
+torch.set_num_threads(1)
 
 from convexrecon.data.synthetic import make_synthetic  # noqa: E402
 

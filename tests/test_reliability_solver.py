@@ -62,7 +62,7 @@ def assert_honest(block: cr.ConvexBlock, tol: float) -> None:
 
 @pytest.mark.parametrize("activation", ["gated", "relu"])
 def test_huge_beta_gives_a_valid_zero_width_block(activation: str, tmp_path) -> None:
-    block = fit(beta=1e6, activation=activation, max_iter=300)  # budget: see the xfail test below
+    block = fit(beta=1e6, activation=activation, max_iter=300)
     assert block.width == 0 and block.report.status is Status.OPTIMAL
     assert block.first.weight.shape == (0, 2, 3, 3) and block.second.weight.shape == (2, 0, 1, 1)
     assert torch.equal(block(X), torch.zeros_like(Y))
@@ -74,10 +74,6 @@ def test_huge_beta_gives_a_valid_zero_width_block(activation: str, tmp_path) -> 
     assert torch.equal(load_network(tmp_path / "m")(X), X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "solver: when v = 0 is optimal (beta >= beta_max or zero targets), solve_cone_group_lasso never records a "
-    "certificate (empty history) and runs the whole max_iter budget (default 50,000 iterations, ~60 s on a "
-    "3x2x7x6 problem) before reporting optimal: each inner FISTA run stops as 'stationary' before its first check"))
 @pytest.mark.parametrize("targets", ["random", "zero"])
 def test_relu_solve_with_zero_solution_stops_early(targets: str) -> None:
     y = Y if targets == "random" else torch.zeros_like(Y)
