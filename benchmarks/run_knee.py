@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default benchmarks/results/knee, knee-quick or knee-full by mode)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="recount only the memory table (Fig. 4) of an existing run in --out and rewrite its "
+                             "results and batch_size.png; the trained methods are kept as they are")
     args = parser.parse_args(argv)
     if args.data is not None and not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     # each mode has its own default directory, so --quick never overwrites the recorded default run
     out = args.out or Path("benchmarks/results") / ("knee" if name == "default" else f"knee-{name}")
+    if args.memory_only:
+        return recount_memory(out, argv)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.data is None:
@@ -313,6 +318,23 @@ def main(argv: list[str] | None = None) -> int:
     plot_batch_size(memory, out / "batch_size.png")
     print("\n" + markdown(results))
     print(f"written: {', '.join(p.name for p in sorted(out.glob('*.*')))} in {out}")
+    return 0
+
+
+def recount_memory(out: Path, argv: list[str] | None) -> int:
+    """Replace the memory section of ``out/results.json`` by a fresh count (e.g. after a fix of the counter)."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"run_knee --memory-only: expected an existing run in {out} (results.json); found none")
+    results = json.loads(path.read_text())
+    results["memory"] = memory_table([256] * 4, 7, 320)
+    results["config"]["memory_recounted"] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/run_knee.py", *(argv or sys.argv[1:])])}
+    write_text(path, json.dumps(results, indent=2, default=str))
+    write_text(out / "results.md", markdown(results))
+    plot_batch_size(results["memory"], out / "batch_size.png")
+    print(markdown(results))
     return 0
 
 
