@@ -10,11 +10,11 @@ from solvers.report import ConvergenceWarning, SolveReport, Status
 
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates, patch_problem
 from .block import ConvexBlock, block_from_solution
-from .fit import GlobalCheck, beta_max, fit_layer, global_check
+from .fit import GlobalCheck, beta_max, fit_layer, fit_layer_path, global_check
 
 __all__ = [
     "ArrangementConv", "ConvergenceWarning", "ConvexBlock", "GlobalCheck", "SolveReport", "Status",
-    "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "fit_layer", "global_check",
+    "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "fit_layer", "fit_layer_path", "global_check",
     "patch_problem",
 ]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ Ergen, ICML 2020; Sahiner et al., ICLR 2021; conventions in DESIGN.md §1-3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -116,6 +117,53 @@ def fit_layer(
         When the solve diverges (non-finite iterates); never a block with
         non-finite weights.
     """
+    return _fit(inputs, targets, [beta], kernel_size=kernel_size, num_arrangements=num_arrangements,
+                activation=activation, gates=gates, seed=seed, device=device, dtype=dtype, tol=tol,
+                max_iter=max_iter, progress=progress, chunk_size=chunk_size, shard=shard)[0]
+
+
+def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
+    """Blocks for several ``beta`` on the same data and gates, each solve warm-started from the previous.
+
+    ``betas`` are solved from the largest to the smallest (sparse to dense, where
+    warm starts help most) and returned in the order given. The data, masks and
+    operator are built once. Keyword arguments are those of :func:`fit_layer`
+    (except ``beta``); every block carries its own certified report. Only the
+    primal ``v`` is carried over: the gated FISTA path gains from it, the relu
+    PDHG (whose dual variables restart at zero) hardly does.
+    """
+    if "beta" in kwargs:
+        raise TypeError("fit_layer_path takes 'betas', not 'beta'")
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) == 0:
+        raise ValueError(f"betas must be a non-empty sequence of positive floats; got {betas!r}")
+    betas = [checks.positive_float("betas[]", b) for b in betas]
+    order = sorted(range(len(betas)), key=lambda j: -betas[j])
+    blocks = _fit(inputs, targets, [betas[j] for j in order], **kwargs)
+    out: list[ConvexBlock | None] = [None] * len(betas)
+    for j, block in zip(order, blocks):
+        out[j] = block
+    return out
+
+
+def _fit(
+    inputs: Any,
+    targets: Any,
+    betas: list[float | None],
+    *,
+    kernel_size: int = 7,
+    num_arrangements: int = 64,
+    activation: str = "relu",
+    gates: Any = None,
+    seed: int = 0,
+    device: Any = None,
+    dtype: torch.dtype = torch.float32,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    shard: bool | None = None,
+) -> list[ConvexBlock]:
+    """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
     device = checks.device_of(device)
     dtype = checks.float_dtype(dtype)
     kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)
@@ -154,34 +202,38 @@ def fit_layer(
                                chunk_size=chunk_size, dtype=dtype, device=device)
         operator = ArrangementConv(x, arrangement_masks(x, gates), kernel_size, y.shape[1], relu=relu,
                                    chunk_size=chunk_size)
-    if beta is None:
-        beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
-        if beta == 0.0:
-            raise ValueError("targets are zero on every arrangement: beta cannot be chosen automatically; pass beta")
-    beta = checks.positive_float("beta", beta)
     certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
-    callback, bar = _progress(progress, tol)
-    try:
-        if relu:
-            v, _, report = solve_cone_group_lasso_pdhg(
-                operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 50_000,
-                certify_operator=certify_operator, callback=callback, comm=comm,
+    blocks, v = [], operator.zeros()
+    for beta in betas:
+        if beta is None:
+            beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
+            if beta == 0.0:
+                raise ValueError("targets are zero on every arrangement: beta cannot be chosen automatically; "
+                                 "pass beta")
+        beta = checks.positive_float("beta", beta)
+        callback, bar = _progress(progress, tol)
+        try:
+            if relu:
+                v, _, report = solve_cone_group_lasso_pdhg(
+                    operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
+                    certify_operator=certify_operator, callback=callback, comm=comm,
+                )
+            else:
+                v, report = solve_group_lasso(
+                    operator, y, beta, v, tol=tol, max_iter=max_iter or 10_000,
+                    certify_operator=certify_operator, callback=callback, comm=comm,
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+        if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
+            raise SolverError(
+                f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
+                f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |target| "
+                f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
             )
-        else:
-            v, report = solve_group_lasso(
-                operator, y, beta, operator.zeros(), tol=tol, max_iter=max_iter or 10_000,
-                certify_operator=certify_operator, callback=callback, comm=comm,
-            )
-    finally:
-        if bar is not None:
-            bar.close()
-    if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
-        raise SolverError(
-            f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
-            f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |target| "
-            f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
-        )
-    return block_from_solution(v, gates, y.shape[1], activation, beta, report)
+        blocks.append(block_from_solution(v, gates, y.shape[1], activation, beta, report))
+    return blocks
 
 
 def beta_max(operator: ArrangementConv, y: Tensor) -> float:

@@ -189,3 +189,22 @@ def test_float32_at_a_tolerance_below_its_precision_is_not_diverged():
     assert low.report.status.value in ("max_iter", "inaccurate")
     assert math.isfinite(low.report.primal)
     assert low.report.primal == pytest.approx(high.report.primal, rel=0.05)
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_beta_path_warm_starts_and_matches_single_solves(activation):
+    p = make_problem(1, c_out=1, k=3, activation=activation)
+    kwargs = dict(kernel_size=3, gates=p.gates, activation=activation, dtype=torch.float64, tol=1e-8)
+    betas = [0.2, 2.0, 0.5]  # returned in this order, solved from the largest
+    path = cr.fit_layer_path(p.inputs, p.targets, betas, **kwargs)
+    assert [b.beta for b in path] == betas
+    singles = [cr.fit_layer(p.inputs, p.targets, beta=b, **kwargs) for b in betas]
+    for block, single in zip(path, singles):
+        assert block.report.status.value == "optimal"
+        assert block.report.primal == pytest.approx(single.report.primal, rel=1e-6)
+    if activation == "gated":  # warm starts: the path needs fewer FISTA iterations than the cold solves
+        assert sum(b.report.iterations for b in path) < 0.8 * sum(s.report.iterations for s in singles)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        cr.fit_layer_path(p.inputs, p.targets, [], **kwargs)
+    with pytest.raises(TypeError, match="takes 'betas'"):
+        cr.fit_layer_path(p.inputs, p.targets, [1.0], beta=1.0, **kwargs)
