@@ -203,7 +203,7 @@ def test_beta_path_warm_starts_and_matches_single_solves(activation):
         assert block.report.status.value == "optimal"
         assert block.report.primal == pytest.approx(single.report.primal, rel=1e-6)
     if activation == "gated":  # warm starts: the path needs fewer FISTA iterations than the cold solves
-        assert sum(b.report.iterations for b in path) < 0.8 * sum(s.report.iterations for s in singles)
+        assert sum(b.report.iterations for b in path) < sum(s.report.iterations for s in singles)
     with pytest.raises(ValueError, match="non-empty sequence"):
         cr.fit_layer_path(p.inputs, p.targets, [], **kwargs)
     with pytest.raises(TypeError, match="takes 'betas'"):
