@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--references", nargs="*", default=["clarabel", "scs"])
     parser.add_argument("--only", type=int, nargs="*", help="indices of grid rows to run")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "solver")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead of the grid: torch-only gated k=3 solves over n and P, with log-log slopes")
     args = parser.parse_args(argv)
     if args.tol <= 0:
         parser.error(f"--tol must be > 0; got {args.tol}")
@@ -154,6 +156,8 @@ def main(argv=None) -> int:
     meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{'cuda' if torch.cuda.is_available() else 'cpu'}", "torch": torch.__version__,
             "threads": torch.get_num_threads(), "tol": args.tol, "beta_ratio": args.beta_ratio, "repeat": args.repeat}
+    if args.scaling:
+        return run_scaling(args, meta)
     rows = []
     for case in grid:
         row = run_case(*case, args)
@@ -164,6 +168,44 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     write_text(args.out / "results.md", table)
+    return 0
+
+
+SCALING_N = (10_000, 30_000, 100_000, 300_000)
+SCALING_P = (8, 32, 128)
+
+
+def run_scaling(args, meta) -> int:
+    """Time vs n (P = 8) and vs P (n = 1e4), gated k = 3, torch only; slope of log(time) vs log(size)."""
+    import numpy as np
+
+    args.references = []
+    rows = [run_case(n, 8, 3, "gated", args) for n in SCALING_N]
+    rows += [run_case(10_000, P, 3, "gated", args) for P in SCALING_P[1:]]
+    for r in rows:
+        r["seconds_per_iteration"] = r["torch_seconds"] / max(r["torch_iterations"], 1)
+        print(json.dumps(r), flush=True)
+
+    def slope(sizes, key):
+        sel = [r for r in rows if (r["P"] == 8 if sizes is SCALING_N else r["n"] == rows[0]["n"])]
+        xs = np.log([r["n"] if sizes is SCALING_N else r["P"] for r in sel])
+        return float(np.polyfit(xs, np.log([r[key] for r in sel]), 1)[0])
+
+    summary = {"slope_time_vs_n": slope(SCALING_N, "torch_seconds"),
+               "slope_time_per_iteration_vs_n": slope(SCALING_N, "seconds_per_iteration"),
+               "slope_time_vs_P": slope(SCALING_P, "torch_seconds"),
+               "slope_time_per_iteration_vs_P": slope(SCALING_P, "seconds_per_iteration")}
+    lines = [f"Scaling (gated, k = 3, float32, target gap {args.tol:g}) — {meta['date']}, {meta['machine']}, "
+             f"torch {meta['torch']} ({meta['threads']} threads)", "",
+             "| n | P | seconds | iterations | ms / iteration | status |", "|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['n']:,} | {r['P']} | {r['torch_seconds']:.2f} | {r['torch_iterations']} | "
+              f"{1e3 * r['seconds_per_iteration']:.1f} | {r['torch_status']} |" for r in rows]
+    lines += ["", "log-log slopes: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary.items()), ""]
+    table = "\n".join(lines)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "scaling.json", json.dumps({"meta": meta, "rows": rows, "slopes": summary}, indent=2))
+    write_text(args.out / "scaling.md", table)
     return 0
 
 
