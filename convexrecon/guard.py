@@ -111,12 +111,13 @@ def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrange
     pixels = num_images * voxels
     chunk = min(chunk_size or num_images, num_images)
     patch = in_channels * kernel_size ** len(spatial)
-    certify = 8 if dtype != torch.float64 else 0  # float64 copies made for the final certificate
+    # the float64 certificate operator shares the inputs and masks and casts them chunk by chunk (chunks
+    # shrunk by the widening factor), so it adds no resident buffers and no larger transient ones
     terms = {
-        "arrangement masks": pixels * num_arrangements * (1 + 2 * b + certify),  # + the conv that makes them
+        "arrangement masks": pixels * num_arrangements * (1 + 2 * b),  # + the conv that makes them
         "conv intermediates": _CHUNK_COPIES * chunk * voxels * signs * num_arrangements * num_outputs * b
         + chunk * patch * voxels * b,  # unfolded patches of the weight gradient
-        "images": _IMAGE_COPIES * pixels * num_outputs * b + pixels * in_channels * (b + certify),
+        "images": _IMAGE_COPIES * pixels * num_outputs * b + pixels * in_channels * b,
         "workspace": _WORKSPACE,
     }
     if relu:
