@@ -59,13 +59,17 @@ def draw_gates(num: int, channels: int, kernel_size: int, seed: int, *, spatial_
     return gates.to(device=device, dtype=dtype)
 
 
-def arrangement_masks(x: Tensor, gates: Tensor) -> Tensor:
-    """Boolean masks ``conv(x, g_i) >= 0`` of shape ``(N, P, H, W)`` (or ``(N, P, D, H, W)``)."""
+def arrangement_masks(x: Tensor, gates: Tensor, gate_chunk: int | None = None) -> Tensor:
+    """Boolean masks ``conv(x, g_i) >= 0`` of shape ``(N, P, H, W)`` (or ``(N, P, D, H, W)``).
+
+    ``gate_chunk`` gates are convolved at a time (bounds the float intermediate).
+    """
     if gates.ndim != x.ndim:
         raise ValueError(f"gates must have {x.ndim} dimensions for inputs of shape {tuple(x.shape)}; "
                          f"got shape {tuple(gates.shape)}")
     conv, _ = conv_functions(x.ndim - 2)
-    return conv(x, gates.to(x.dtype), padding=gates.shape[-1] // 2) >= 0
+    step = gate_chunk or gates.shape[0]
+    return torch.cat([conv(x, g.to(x.dtype), padding=gates.shape[-1] // 2) >= 0 for g in gates.split(step)], dim=1)
 
 
 class ArrangementConv:

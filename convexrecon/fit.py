@@ -47,6 +47,7 @@ def fit_layer(
     max_iter: int | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
+    gate_chunk: int | None = None,
     shard: bool | None = None,
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
@@ -90,6 +91,11 @@ def fit_layer(
     chunk_size
         Images per chunk inside the operator (bounds temporary memory); for an
         ``h5py.Dataset`` input, images read per chunk (default 8).
+    gate_chunk
+        Arrangements per convolution (in-memory inputs): bounds the conv
+        intermediate to ``S * gate_chunk * C_out`` channels and keeps the masks
+        as booleans only — for one large volume, where ``chunk_size`` cannot
+        help. Default: all gates at once.
     shard
         Treat ``inputs``/``targets`` as this process's shard of one data set
         spread over a ``torch.distributed`` process group: the objective is
@@ -119,7 +125,8 @@ def fit_layer(
     """
     return _fit(inputs, targets, [beta], kernel_size=kernel_size, num_arrangements=num_arrangements,
                 activation=activation, gates=gates, seed=seed, device=device, dtype=dtype, tol=tol,
-                max_iter=max_iter, progress=progress, chunk_size=chunk_size, shard=shard)[0]
+                max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
+                shard=shard)[0]
 
 
 def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
@@ -161,6 +168,7 @@ def _fit(
     max_iter: int | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
+    gate_chunk: int | None = None,
     shard: bool | None = None,
 ) -> list[ConvexBlock]:
     """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
@@ -173,6 +181,8 @@ def _fit(
         max_iter = checks.positive_int("max_iter", max_iter)
     if chunk_size is not None:
         chunk_size = checks.positive_int("chunk_size", chunk_size)
+    if gate_chunk is not None:
+        gate_chunk = checks.positive_int("gate_chunk", gate_chunk)
     if streaming.is_chunked(inputs):
         x = streaming.ChunkSource("inputs", inputs, chunk_size=chunk_size, dtype=dtype, device=device)
         y = (streaming.ChunkSource("targets", targets, chunk_size=chunk_size, dtype=dtype, device=device).gather()
@@ -199,9 +209,9 @@ def _fit(
         operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
     else:
         guard.check_fit_memory(tuple(x.shape), y.shape[1], gates.shape[0], kernel_size, relu=relu,
-                               chunk_size=chunk_size, dtype=dtype, device=device)
-        operator = ArrangementConv(x, arrangement_masks(x, gates), kernel_size, y.shape[1], relu=relu,
-                                   chunk_size=chunk_size)
+                               chunk_size=chunk_size, gate_chunk=gate_chunk, dtype=dtype, device=device)
+        operator = ArrangementConv(x, arrangement_masks(x, gates, gate_chunk), kernel_size, y.shape[1], relu=relu,
+                                   chunk_size=chunk_size, gate_chunk=gate_chunk)
     certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
     blocks, v = [], operator.zeros()
     for beta in betas:

@@ -99,7 +99,8 @@ def _cpu_available() -> tuple[int | None, str]:
 
 
 def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrangements: int, kernel_size: int, *,
-                     relu: bool, chunk_size: int | None, dtype: torch.dtype) -> dict[str, int]:
+                     relu: bool, chunk_size: int | None, dtype: torch.dtype,
+                     gate_chunk: int | None = None) -> dict[str, int]:
     """Estimated bytes of the big buffers of one ``fit_layer`` solve, by kind.
 
     ``input_shape`` is ``(N, C_in, *spatial)`` (any number of spatial axes).
@@ -113,9 +114,12 @@ def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrange
     patch = in_channels * kernel_size ** len(spatial)
     # the float64 certificate operator shares the inputs and masks and casts them chunk by chunk (chunks
     # shrunk by the widening factor), so it adds no resident buffers and no larger transient ones
+    gates_at_once = min(gate_chunk or num_arrangements, num_arrangements)
+    mask_values = 0 if gate_chunk is not None else b  # with gate chunks the masks stay booleans
     terms = {
-        "arrangement masks": pixels * num_arrangements * (1 + 2 * b),  # + the conv that makes them
-        "conv intermediates": _CHUNK_COPIES * chunk * voxels * signs * num_arrangements * num_outputs * b
+        # booleans, their values in the working precision, and the conv that makes them
+        "arrangement masks": pixels * num_arrangements * (1 + mask_values) + pixels * gates_at_once * b,
+        "conv intermediates": _CHUNK_COPIES * chunk * voxels * signs * gates_at_once * num_outputs * b
         + chunk * patch * voxels * b,  # unfolded patches of the weight gradient
         "images": _IMAGE_COPIES * pixels * num_outputs * b + pixels * in_channels * b,
         "workspace": _WORKSPACE,
@@ -127,17 +131,18 @@ def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrange
 
 def check_fit_memory(input_shape: tuple[int, ...], num_outputs: int, num_arrangements: int, kernel_size: int, *,
                      relu: bool, chunk_size: int | None, dtype: torch.dtype,
-                     device: torch.device | str = "cpu") -> int:
+                     device: torch.device | str = "cpu", gate_chunk: int | None = None) -> int:
     """Raise :class:`MemoryBudgetError` if a ``fit_layer`` solve will not fit; return the estimate in bytes."""
     terms = fit_memory_terms(input_shape, num_outputs, num_arrangements, kernel_size, relu=relu,
-                             chunk_size=chunk_size, dtype=dtype)
+                             chunk_size=chunk_size, dtype=dtype, gate_chunk=gate_chunk)
     num_images, size = int(input_shape[0]), " x ".join(str(n) for n in input_shape[2:])
     chunk = min(chunk_size or num_images, num_images)
     advice = {
         "arrangement masks": f"num_arrangements (now {num_arrangements}) or the number of images/patches "
                              f"(now {num_images})",
         "conv intermediates": f"chunk_size (now {chunk_size if chunk_size is not None else f'None = {chunk}'} "
-                              f"images per chunk) or num_arrangements (now {num_arrangements})",
+                              f"images per chunk), gate_chunk (now {gate_chunk}) or num_arrangements "
+                              f"(now {num_arrangements})",
         "images": f"the number of images/patches (now {num_images}) or their size ({size})",
         "workspace": "the other programs' memory use",
         "cone values and multipliers": f"num_arrangements (now {num_arrangements}), the number of images/patches "

@@ -208,3 +208,16 @@ def test_beta_path_warm_starts_and_matches_single_solves(activation):
         cr.fit_layer_path(p.inputs, p.targets, [], **kwargs)
     with pytest.raises(TypeError, match="takes 'betas'"):
         cr.fit_layer_path(p.inputs, p.targets, [1.0], beta=1.0, **kwargs)
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_gate_chunks_give_the_same_block(activation):
+    p = make_problem(2, c_out=2, k=3, activation=activation)
+    kwargs = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation=activation, dtype=torch.float64, tol=1e-8)
+    whole = cr.fit_layer(p.inputs, p.targets, **kwargs)
+    chunked = cr.fit_layer(p.inputs, p.targets, gate_chunk=3, **kwargs)  # 4 gates: chunks of 3 and 1
+    assert chunked.report.primal == pytest.approx(whole.report.primal, rel=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(p.inputs), whole(p.inputs), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="gate_chunk"):
+        cr.fit_layer(p.inputs, p.targets, gate_chunk=0, **kwargs)
