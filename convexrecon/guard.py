@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .arrangements import default_chunk_size
+
 ENV_VAR = "CONVEXRECON_MEMORY_LIMIT"
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -110,11 +112,12 @@ def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrange
     signs = 2 if relu else 1
     voxels = math.prod(spatial)
     pixels = num_images * voxels
-    chunk = min(chunk_size or num_images, num_images)
+    gates_at_once = min(gate_chunk or num_arrangements, num_arrangements)
+    chunk = min(chunk_size or default_chunk_size(tuple(input_shape), signs * gates_at_once * num_outputs,
+                                                 kernel_size, b), num_images)
     patch = in_channels * kernel_size ** len(spatial)
     # the float64 certificate operator shares the inputs and masks and casts them chunk by chunk (chunks
     # shrunk by the widening factor), so it adds no resident buffers and no larger transient ones
-    gates_at_once = min(gate_chunk or num_arrangements, num_arrangements)
     mask_values = 0 if gate_chunk is not None else b  # with gate chunks the masks stay booleans
     terms = {
         # booleans, their values in the working precision, and the conv that makes them
@@ -136,7 +139,9 @@ def check_fit_memory(input_shape: tuple[int, ...], num_outputs: int, num_arrange
     terms = fit_memory_terms(input_shape, num_outputs, num_arrangements, kernel_size, relu=relu,
                              chunk_size=chunk_size, dtype=dtype, gate_chunk=gate_chunk)
     num_images, size = int(input_shape[0]), " x ".join(str(n) for n in input_shape[2:])
-    chunk = min(chunk_size or num_images, num_images)
+    chunk = min(chunk_size or default_chunk_size(tuple(input_shape), (2 if relu else 1) * min(
+        gate_chunk or num_arrangements, num_arrangements) * num_outputs, kernel_size,
+        torch.empty((), dtype=dtype).element_size()), num_images)
     advice = {
         "arrangement masks": f"num_arrangements (now {num_arrangements}) or the number of images/patches "
                              f"(now {num_images})",
