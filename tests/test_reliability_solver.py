@@ -242,8 +242,8 @@ def test_fit_layer_refuses_a_solve_that_does_not_fit(monkeypatch: pytest.MonkeyP
     big = torch.zeros(64, 2, 48, 48)
     with pytest.raises(MemoryBudgetError, match=r"fit_layer needs about [0-9.]+ [GM]iB \(conv intermediates [0-9.]+ MiB"
                                                 r".*only 40 MiB is available on cpu \(CONVEXRECON_MEMORY_LIMIT=40MiB\)"
-                                                r"\. Reduce chunk_size \(now None = 64 images per chunk\)") as info:
-        cr.fit_layer(big, big[:, :1], kernel_size=3, num_arrangements=16, beta=0.1, activation="gated")
+                                                r"\. Reduce chunk_size \(now 64 images per chunk\)") as info:
+        cr.fit_layer(big, big[:, :1], kernel_size=3, num_arrangements=16, beta=0.1, activation="gated", chunk_size=64)
     assert isinstance(info.value, MemoryError)
     with pytest.raises(MemoryBudgetError, match=r"cone values and multipliers.*Reduce num_arrangements \(now 16\)"):
         cr.fit_layer(big, big[:, :1], kernel_size=3, num_arrangements=16, beta=0.1, activation="relu", chunk_size=1)
@@ -272,7 +272,8 @@ def test_estimate_follows_the_settings() -> None:
         return guard.fit_memory_terms(**args)
 
     base = total()
-    assert total(chunk_size=4)["conv intermediates"] < base["conv intermediates"] / 4
+    assert total(chunk_size=4)["conv intermediates"] < total(chunk_size=32)["conv intermediates"] / 4
+    assert base["conv intermediates"] < total(chunk_size=32)["conv intermediates"]  # the default chunk is small
     assert total(num_arrangements=16)["arrangement masks"] == 2 * base["arrangement masks"]
     assert "cone values and multipliers" in total(relu=True) and "cone values and multipliers" not in base
     assert total(input_shape=(32, 2, 8, 48, 48))["images"] > base["images"]  # any number of spatial axes
