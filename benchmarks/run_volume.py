@@ -150,8 +150,9 @@ def convex_solver_bytes(in_channels: int, width: int, kernel_size: int, voxels: 
     tensor (``P * C_out`` channels, or ``gate_chunk * C_out`` with
     ``ArrangementConv(gate_chunk=...)``), and four copies of the variable
     (iterate, previous, momentum, gradient). ``certificate``: plus the float64
-    copy of the operator that ``fit_layer`` keeps for the final certificate
-    (inputs, targets and mask values in float64).
+    buffers of the final certificate (one volume's inputs, the targets and one
+    gate chunk's mask values cast to float64 — transient: the certificate
+    operator shares the float32 data and casts it chunk by chunk).
     """
     p = width // 2
     g = p if gate_chunk is None else min(gate_chunk, p)
@@ -277,10 +278,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Configurations where end-to-end does not fit at batch 1 but every layer-wise (Adam) block does: "
               f"{len(fits)}. The last two columns are the analytic count of the gated convex solve of the worst block "
               f"(P = width / 2 gates): all gates at once, and {GATE_CHUNK} gates per chunk "
-              f"(`ArrangementConv(gate_chunk={GATE_CHUNK})`), and the latter plus the float64 copy of the operator "
-              f"that `fit_layer` keeps for its certificate; (over) marks counts above the budget.", "",
+              f"(`fit_layer(gate_chunk={GATE_CHUNK})`), and the latter plus the transient float64 buffers of the final "
+              f"certificate (one volume cast chunk by chunk); (over) marks counts above the budget.", "",
               "| channels | kernel | cube | budget | end-to-end | worst block (Adam) | convex solve | "
-              f"convex solve, {GATE_CHUNK} gates per chunk | + float64 certificate copy |",
+              f"convex solve, {GATE_CHUNK} gates per chunk | + float64 certificate buffers |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     over = lambda value, budget: f"{value:.1f} GiB" + ("" if value <= budget else " (over)")  # noqa: E731
     for f in fits:
