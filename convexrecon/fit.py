@@ -89,7 +89,9 @@ def fit_layer(
     progress
         Show a progress bar with the relative gap.
     chunk_size
-        Images per chunk inside the operator (bounds temporary memory); for an
+        Images per chunk inside the operator (bounds temporary memory; default
+        about 2 MiB of conv intermediate per chunk, see
+        :func:`convexrecon.arrangements.default_chunk_size`); for an
         ``h5py.Dataset`` input, images read per chunk (default 8).
     gate_chunk
         Arrangements per convolution (in-memory inputs): bounds the conv
