@@ -48,25 +48,26 @@ FULL_GRID = DEFAULT_GRID + [
 ]
 
 
-def make_problem(n: int, P: int, k: int, seed: int = 0):
-    """Images of 40 x 25 pixels (odd-free but not square), as many as give ``n`` patches."""
-    h, w = 40, 25
+def make_problem(n: int, P: int, k: int, seed: int = 0, channels: int = 2, size: tuple[int, int] = (40, 25)):
+    """Images of ``size`` pixels (default 40 x 25, not square), as many as give ``n`` patches."""
+    h, w = size
     num = max(1, round(n / (h * w)))
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(num, 2, h, w, generator=gen)
-    teacher = torch.randn(8, 2, k, k, generator=gen) / k
+    x = torch.randn(num, channels, h, w, generator=gen)
+    teacher = torch.randn(8, channels, k, k, generator=gen) / (k * (channels / 2) ** 0.5)
     hidden = torch.relu(torch.nn.functional.conv2d(x, teacher, padding=k // 2))
     y = torch.nn.functional.conv2d(hidden, torch.randn(2, 8, 1, 1, generator=gen) / 3)
     y = y + 0.1 * y.std() * torch.randn(y.shape, generator=gen)
-    gates = draw_gates(P, 2, k, seed=seed + 1, dtype=torch.float32)
+    gates = draw_gates(P, channels, k, seed=seed + 1, dtype=torch.float32)
     return x, y, gates
 
 
-def run_case(n, P, k, activation, args):
-    x, y, gates = make_problem(n, P, k)
+def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int] = (40, 25)):
+    x, y, gates = make_problem(n, P, k, channels=channels, size=size)
     op = cr.ArrangementConv(x.double(), arrangement_masks(x, gates), k, 2, relu=False)
     beta = args.beta_ratio * cr.beta_max(op, y.double())
-    row = {"n": x.shape[0] * x.shape[2] * x.shape[3], "P": P, "k": k, "activation": activation, "beta": beta}
+    row = {"n": x.shape[0] * x.shape[2] * x.shape[3], "P": P, "k": k, "activation": activation, "beta": beta,
+           "C_in": channels, "image": f"{size[0]}x{size[1]}"}
     dtype = _dtype(args.dtype, activation)
     times = []
     with warnings.catch_warnings():
@@ -145,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--references", nargs="*", default=["clarabel", "scs"])
     parser.add_argument("--only", type=int, nargs="*", help="indices of grid rows to run")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "solver")
+    parser.add_argument("--wide", action="store_true",
+                        help="instead of the grid: gated blocks with C_in in {2, 64} on 64x64 to 320x320 images "
+                             "(cvxpy only where its patch matrix is small)")
     parser.add_argument("--scaling", action="store_true",
                         help="instead of the grid: torch-only gated k=3 solves over n and P, with log-log slopes")
     args = parser.parse_args(argv)
@@ -158,6 +162,8 @@ def main(argv=None) -> int:
             "threads": torch.get_num_threads(), "tol": args.tol, "beta_ratio": args.beta_ratio, "repeat": args.repeat}
     if args.scaling:
         return run_scaling(args, meta)
+    if args.wide:
+        return run_wide(args, meta)
     rows = []
     for case in grid:
         row = run_case(*case, args)
@@ -168,6 +174,42 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     write_text(args.out / "results.md", table)
+    return 0
+
+
+WIDE_GRID = [  # (n patches, P, k, C_in, image size)
+    (4 * 64 * 64, 16, 3, 2, (64, 64)), (4 * 64 * 64, 16, 7, 2, (64, 64)),
+    (4 * 64 * 64, 16, 3, 64, (64, 64)), (4 * 64 * 64, 16, 7, 64, (64, 64)),
+    (2 * 320 * 320, 16, 7, 2, (320, 320)), (2 * 320 * 320, 8, 7, 64, (320, 320)),
+]
+
+
+def run_wide(args, meta) -> int:
+    """Gated blocks of realistic widths: C_in in {2, 64}, k in {3, 7}, 64x64 and 320x320 images."""
+    rows = []
+    for n, P, k, channels, size in WIDE_GRID:
+        saved = args.references
+        if n * channels * k * k > 2e7:  # the explicit patch matrix of cvxpy would not be small
+            args.references = []
+        row = run_case(n, P, k, "gated", args, channels=channels, size=size)
+        args.references = saved
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    lines = [f"Wide conv blocks (gated, float32, target gap {args.tol:g}) — {meta['date']}, {meta['machine']}, torch "
+             f"{meta['torch']} ({meta['threads']} threads)", "",
+             "| image | C_in | k | P | n | torch s | iterations | status | rel. gap | Clarabel s | × vs Clarabel |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        clar = r.get("clarabel_seconds")
+        lines.append(f"| {r['image']} | {r['C_in']} | {r['k']} | {r['P']} | {r['n']:,} | {r['torch_seconds']:.2f} | "
+                     f"{r['torch_iterations']} | {r['torch_status']} | {r['torch_relative_gap']:.1e} | "
+                     f"{'—' if clar is None else f'{clar:.2f}'} | "
+                     f"{'—' if clar is None else format(r['clarabel_speedup'], '.1f')} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "wide.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_text(args.out / "wide.md", table)
     return 0
 
 
