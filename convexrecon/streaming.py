@@ -96,9 +96,7 @@ class ChunkSource:
         """Chunk ``i`` on the device in the working precision (checked when ``validate``)."""
         source, rows = self._items[i]
         raw = source[rows] if rows is not None else source
-        if validate:
-            if not isinstance(raw, (Tensor, np.ndarray)):
-                raise TypeError(f"{self.name} chunk {i} must be a torch.Tensor or numpy.ndarray; got {type(raw).__name__}")
+        if validate:  # chunks are tensors or arrays: is_chunked admits nothing else, h5py returns arrays
             return checks.as_batch(f"{self.name} chunk {i}", raw, dtype=self.dtype, device=self.device)
         return torch.as_tensor(raw).to(device=self.device, dtype=self.dtype)
 
