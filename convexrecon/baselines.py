@@ -119,6 +119,7 @@ def train_end_to_end(
     epochs: int = 40,
     batch_size: int = 4,
     lr: float = 1e-4,
+    halve_every: int = 10,
     weight_decay: float = 0.0,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -130,6 +131,8 @@ def train_end_to_end(
 
     Parameters
     ----------
+    halve_every
+        Epochs between halvings of the learning rate (the seed's 10).
     validation
         ``(inputs, targets, scales, volumes)``; evaluated after every epoch when given.
     """
@@ -137,11 +140,12 @@ def train_end_to_end(
     ckpt = _checkpoint_file(checkpoint_dir, "end_to_end.pt")
     on_epoch = None if validation is None else (lambda e: validation_metrics(net, *validation))
     history = adam_train(net, net, inputs, targets, epochs=epochs, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, seed=seed, checkpoint=ckpt, stop_after=stop_after,
+                         halve_every=halve_every, weight_decay=weight_decay, seed=seed, checkpoint=ckpt,
+                         stop_after=stop_after,
                          desc="end-to-end (Adam)", progress=progress, on_epoch=on_epoch)
     net.config.update({"method": "end_to_end", "training": {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-        "schedule": "lr halved every 10 epochs"}, "history": history})
+        "halve_every": halve_every, "schedule": f"lr halved every {halve_every} epochs"}, "history": history})
     return history
 
 
@@ -154,6 +158,7 @@ def train_layerwise_adam(
     epochs: int = 30,
     batch_size: int = 4,
     lr: float = 1e-4,
+    halve_every: int = 10,
     weight_decay: float | Sequence[float] = 0.0,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -182,7 +187,7 @@ def train_layerwise_adam(
         block = nn.Sequential(layer, head)
         start = time.perf_counter()
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,
-                             weight_decay=decays[i], seed=seed + i,
+                             halve_every=halve_every, weight_decay=decays[i], seed=seed + i,
                              checkpoint=_checkpoint_file(checkpoint_dir, f"layerwise_adam_block_{i + 1:02d}.pt"),
                              desc=f"layer-wise Adam block {i + 1}", progress=progress)
         for p in layer.parameters():
@@ -197,7 +202,8 @@ def train_layerwise_adam(
     for p in second.parameters():
         p.requires_grad_(False)
     net = ReconNet(layers, second, {"method": "layerwise_adam", "blocks": records, "training": {
-        "epochs_per_block": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": decays, "seed": seed}})
+        "epochs_per_block": epochs, "batch_size": batch_size, "lr": lr, "halve_every": halve_every,
+        "weight_decay": decays, "seed": seed}})
     net.requires_grad_(True)
     return net, records
 

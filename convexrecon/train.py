@@ -88,6 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--patch-size", type=int, default=24, help="0: whole slices")
     parser.add_argument("--patches-per-slice", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="Adam epochs (default 40 end-to-end, 30 per block)")
+    parser.add_argument("--halve-every", type=int, default=10,
+                        help="epochs between halvings of Adam's learning rate 1e-4 (the seed's 10)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (baselines)")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,8 +103,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
-    for name in ("blocks", "kernel_size", "arrangements", "max_iter", "batch_size", "patches_per_slice"):
-        if getattr(args, name) < 1:
+    for name in ("blocks", "kernel_size", "arrangements", "max_iter", "batch_size", "patches_per_slice", "halve_every",
+                 "epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"argument --{name.replace('_', '-')}: expected an int >= 1. Got {getattr(args, name)}.")
     if args.kernel_size % 2 == 0:
         parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
@@ -155,11 +158,13 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
     elif args.method == "end_to_end":
         net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)
         records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,
-                                   batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
+                                   halve_every=args.halve_every, batch_size=args.batch_size,
+                                   weight_decay=args.weight_decay, seed=args.seed,
                                    checkpoint_dir=ckpt, validation=val.validation, progress=True)
     else:
         net, records = train_layerwise_adam(train.inputs, train.targets, [width] * args.blocks, args.kernel_size,
-                                            epochs=args.epochs or 30, batch_size=args.batch_size,
+                                            epochs=args.epochs or 30, halve_every=args.halve_every,
+                                            batch_size=args.batch_size,
                                             weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
                                             validation=val.validation, progress=True)
         net.config.update(config)

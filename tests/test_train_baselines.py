@@ -58,3 +58,13 @@ def test_bad_input(kwargs, match) -> None:
     x, y = _data()
     with pytest.raises(ValueError, match=match):
         train_end_to_end(ReconNet.plain([2], 3), x, y, **kwargs)
+
+
+def test_learning_rate_schedule_follows_halve_every(tmp_path) -> None:
+    """lr 1e-2 halved every 2 epochs: after 4 epochs the checkpointed scheduler is at 1e-2 / 4."""
+    net = _e2e(checkpoint_dir=tmp_path, halve_every=2)
+    assert net.config["training"]["halve_every"] == 2
+    state = torch.load(tmp_path / "end_to_end.pt", weights_only=False)
+    assert state["scheduler"]["_last_lr"][0] == pytest.approx(1e-2 / 4)
+    with pytest.raises(ValueError, match="halve_every"):
+        _e2e(halve_every=0)

@@ -38,6 +38,8 @@ def test_train_reconstruct_evaluate(synthetic_dir, tmp_path, capsys, method) -> 
         (["train", "--data", "/nonexistent", "--mask", "poisson", "--out", "x"], "--data"),
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--blocks", "0"], "--blocks"),
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--kernel-size", "4"], "--kernel-size"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--halve-every", "0"], "--halve-every"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--epochs", "0"], "--epochs"),
         (["train", "--data", "DATA", "--mask", "star", "--out", "x"], "--mask"),
         (["reconstruct", "--model", "/nonexistent", "--data", "DATA", "--out", "x"], "--model"),
         (["evaluate", "--recon", "/nonexistent", "--data", "DATA"], "--recon"),
