@@ -27,6 +27,8 @@ from torch import Tensor
 from .certificate import Certificate, Monitor, certify
 from .comm import Local, ShardedOperator
 from .fista import fista, sq_norm
+from .groups import group_norms
+from .newton import newton_step
 from .operators import ConstrainedOperator, LinearOperator, operator_norm_sq
 from .report import IterationRecord, SolveReport, Status
 
@@ -44,8 +46,15 @@ def solve_group_lasso(
     certify_operator: LinearOperator | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
     comm: Local | None = None,
+    newton: bool = True,
+    newton_gap: float = 1.0,
 ) -> tuple[Tensor, SolveReport]:
     """Minimise ``1/2 ||A v - y||^2 + beta sum_g ||v_g||`` with a certified gap.
+
+    FISTA finds the active groups; once the relative gap is below
+    ``newton_gap`` and the active groups have not changed for three checks,
+    Newton-CG steps on them (:mod:`solvers.newton`) alternate with FISTA
+    segments (which add or drop groups) until the gap certifies ``tol``.
 
     Parameters
     ----------
@@ -64,6 +73,10 @@ def solve_group_lasso(
         Reductions over data shards (:mod:`solvers.comm`): ``operator`` and
         ``y`` hold this process's shard; the objective is the sum over shards
         and every process returns the same ``v``. Default: one process.
+    newton, newton_gap
+        Whether to take Newton-CG steps, and below which relative gap.
+        ``report.iterations`` counts FISTA iterations plus CG iterations (each
+        one ``forward`` and one ``adjoint``).
 
     Returns
     -------
@@ -80,30 +93,66 @@ def solve_group_lasso(
         residual = target - z
         return certify(v, residual, target, op.adjoint(residual), beta, comm=comm)
 
-    state = {"cert": None}
+    # Newton is tried once the active groups have been stable for `wait` checks; `wait` doubles after a step
+    # that fails to halve the gap (the support is not settled yet) and resets after a good one
+    state = {"done": 0, "newton": bool(newton), "ready": False, "support": None, "stable": 0, "wait": 2,
+             "gap": math.inf}
 
     def on_check(k: int, v: Tensor, image: tuple[Tensor, ...]) -> bool:
         cert = certificate(v, image[0])
-        state["cert"] = cert
-        monitor.record(k, cert)
-        return monitor.converged(cert) or monitor.stalled(cert)
+        monitor.record(state["done"] + k, cert)
+        if monitor.converged(cert) or monitor.stalled(cert):
+            return True
+        if state["newton"] and cert.relative_gap <= newton_gap:
+            support = group_norms(v) > 0
+            same = state["support"] is not None and torch.equal(support, state["support"])
+            state["support"], state["stable"] = support, (state["stable"] + 1 if same else 0)
+            if state["stable"] >= state["wait"]:
+                state["ready"], state["gap"] = True, cert.relative_gap
+                return True
+        return False
 
-    run = fista(
-        lambda v: (operator.forward(v),),
-        lambda parts: operator.adjoint(parts[0]),
-        lambda parts: comm.sum(0.5 * sq_norm(parts[0] - y)),
-        lambda parts: (parts[0] - y,),
-        beta, v0, (operator.forward(v0),), lipschitz,
-        max_iter=max_iter, check_every=check_every, on_check=on_check, value_scale=comm.sum(0.5 * sq_norm(y)),
-    )
-    v = run.v
-    cert = certificate(v, run.image[0])
+    v, image, lip = v0, (operator.forward(v0),), lipschitz
+    used, reason, steps = 0, "max_iter", 0
+    while used < max_iter:
+        state.update(done=used, ready=False, support=None, stable=0)
+        run = fista(
+            lambda u: (operator.forward(u),),
+            lambda parts: operator.adjoint(parts[0]),
+            lambda parts: comm.sum(0.5 * sq_norm(parts[0] - y)),
+            lambda parts: (parts[0] - y,),
+            beta, v, image, lip,
+            max_iter=max_iter - used, check_every=check_every, on_check=on_check,
+            value_scale=comm.sum(0.5 * sq_norm(y)),
+        )
+        used += run.iterations
+        v, image, lip, reason = run.v, run.image, run.lipschitz, run.reason
+        if not state["ready"]:
+            break
+        reason = "max_iter"  # FISTA paused for a Newton step, not converged
+        if max_iter - used < 3:  # a Newton step costs at least 3 operator calls
+            break
+        step = newton_step(operator, y, beta, v, image[0], max_cg=min(200, max_iter - used - 2), comm=comm)
+        if step is None:  # no decrease along the Newton direction: finish with FISTA alone
+            state["newton"] = False
+            continue
+        used, steps = used + step.operator_calls, steps + 1
+        v, image = step.v, (step.image,)
+        cert = certificate(v, image[0])
+        monitor.record(used, cert)
+        if monitor.converged(cert) or monitor.stalled(cert):
+            reason = "checked"
+            break
+        state["wait"] = 2 if cert.relative_gap <= 0.5 * state["gap"] else min(2 * state["wait"], 256)
+        reason = "max_iter"
+    cert = certificate(v, operator.forward(v))  # a fresh image: the iterates' images are updated incrementally
     if certify_operator is not None:
         v_hi = v.double()
         y_hi = y.double()
         cert = certificate(v_hi, certify_operator.forward(v_hi), certify_operator, y_hi)
-    status = _status(run.reason, monitor, cert)
-    return v, monitor.report(cert, run.iterations, status, _message(run.reason, run.lipschitz))
+    status = _status(reason, monitor, cert)
+    message = _message(reason, lip) + (f" {steps} Newton-CG steps." if steps else "")
+    return v, monitor.report(cert, used, status, message)
 
 
 def solve_cone_group_lasso(
