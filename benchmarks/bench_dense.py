@@ -78,7 +78,7 @@ def run_ours(X, y, G, beta, activation, tol, max_iter):
                              dtype=torch.float64, max_iter=max_iter)
         seconds = time.perf_counter() - start
     rep = block.report
-    return {"solver": f"convexrecon {'FISTA' if activation == 'gated' else 'PDHG'} tol={tol:g}", "seconds": seconds,
+    return {"solver": f"convexrecon {'FISTA+Newton-CG' if activation == 'gated' else 'PDHG'} tol={tol:g}", "seconds": seconds,
             "status": rep.status.value, "objective": rep.primal, "violation": rep.max_violation,
             "lower_bound": rep.dual, "iterations": rep.iterations}
 

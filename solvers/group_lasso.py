@@ -112,19 +112,24 @@ def solve_group_lasso(
                 return True
         return False
 
-    v, image, lip = v0, (operator.forward(v0),), lipschitz
+    def forward(u: Tensor) -> tuple[Tensor]:
+        return (operator.forward(u),)
+
+    def adjoint(parts: tuple[Tensor, ...]) -> Tensor:
+        return operator.adjoint(parts[0])
+
+    def value(parts: tuple[Tensor, ...]) -> float:
+        return comm.sum(0.5 * sq_norm(parts[0] - y))
+
+    def grad(parts: tuple[Tensor, ...]) -> tuple[Tensor]:
+        return (parts[0] - y,)
+
+    v, image, lip = v0, forward(v0), lipschitz
     used, reason, steps = 0, "max_iter", 0
     while used < max_iter:
         state.update(done=used, ready=False, support=None, stable=0)
-        run = fista(
-            lambda u: (operator.forward(u),),
-            lambda parts: operator.adjoint(parts[0]),
-            lambda parts: comm.sum(0.5 * sq_norm(parts[0] - y)),
-            lambda parts: (parts[0] - y,),
-            beta, v, image, lip,
-            max_iter=max_iter - used, check_every=check_every, on_check=on_check,
-            value_scale=comm.sum(0.5 * sq_norm(y)),
-        )
+        run = fista(forward, adjoint, value, grad, beta, v, image, lip, max_iter=max_iter - used,
+                    check_every=check_every, on_check=on_check, value_scale=comm.sum(0.5 * sq_norm(y)))
         used += run.iterations
         v, image, lip, reason = run.v, run.image, run.lipschitz, run.reason
         if not state["ready"]:
@@ -132,12 +137,13 @@ def solve_group_lasso(
         reason = "max_iter"  # FISTA paused for a Newton step, not converged
         if max_iter - used < 3:  # a Newton step costs at least 3 operator calls
             break
-        step = newton_step(operator, y, beta, v, image[0], max_cg=min(200, max_iter - used - 2), comm=comm)
+        step = newton_step(forward, adjoint, value, grad, lambda at, d: d, beta, v, image,
+                           max_cg=min(200, max_iter - used - 2))
         if step is None:  # no decrease along the Newton direction: finish with FISTA alone
             state["newton"] = False
             continue
         used, steps = used + step.operator_calls, steps + 1
-        v, image = step.v, (step.image,)
+        v, image = step.v, step.image
         cert = certificate(v, image[0])
         monitor.record(used, cert)
         if monitor.converged(cert) or monitor.stalled(cert):

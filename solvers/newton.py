@@ -23,48 +23,66 @@ certifies the result as always — this module only proposes points.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .comm import Local
 from .fista import _dot, sq_norm
 from .groups import group_norms
 
 
+Parts = tuple[Tensor, ...]
+
+
 @dataclass(frozen=True)
 class NewtonStep:
-    """The point after one step, its image ``A v``, and what the step cost."""
+    """The point after one step, its image ``K v``, and what the step cost."""
 
     v: Tensor
-    image: Tensor
+    image: Parts
     operator_calls: int
     decrease: float
     step_length: float
 
 
-def newton_step(operator, y: Tensor, beta: float, v: Tensor, image: Tensor, *, max_cg: int = 200,
-                comm: Local | None = None) -> NewtonStep | None:
-    """One damped Newton-CG step on the groups that are nonzero in ``v``.
+def newton_step(
+    forward: Callable[[Tensor], Parts],
+    adjoint: Callable[[Parts], Tensor],
+    value: Callable[[Parts], float],
+    grad: Callable[[Parts], Parts],
+    hess: Callable[[Parts, Parts], Parts],
+    beta: float,
+    v: Tensor,
+    image: Parts,
+    *,
+    max_cg: int = 200,
+) -> NewtonStep | None:
+    r"""One damped Newton-CG step on the groups that are nonzero in ``v``.
+
+    The objective is ``phi(K v) + beta sum_g ||v_g||`` with the same
+    callables as :func:`solvers.fista.fista`: ``forward`` = ``K`` (a tuple of
+    parts), ``adjoint`` = ``K^T`` (summed over shards), ``value`` = ``phi``
+    (summed over shards), ``grad`` = ``nabla phi``, and ``hess(at, d)`` = a
+    (generalised) Hessian of ``phi`` at the image ``at`` applied to ``d``: the
+    identity for ``1/2 ||z - y||^2``; for the augmented Lagrangian's
+    ``1/(2 rho) ||(lambda - rho c)_+||^2`` it is ``rho`` on the rows where
+    ``lambda - rho c > 0`` (semismooth Newton). ``phi`` must be convex.
 
     Parameters
     ----------
-    operator
-        ``forward(v) = A v`` (this shard), ``adjoint(r) = A^T r`` (summed
-        over shards).
     image
-        ``A v`` at the current point.
+        ``K v`` at the current point.
     max_cg
         Budget of CG iterations; CG stops earlier at a relative residual of
-        ``min(0.1, sqrt(||grad||))`` (an inexact Newton forcing term).
+        ``min(0.1, ||grad||^(1/2))`` (an inexact Newton forcing term).
 
     Returns
     -------
     NewtonStep, or None when no group is active or the Armijo line search
     finds no decrease (the caller then carries on with proximal gradient).
     """
-    comm = comm or Local()
     norms = group_norms(v)
     active = norms > 0
     if not bool(active.any()):
@@ -73,21 +91,22 @@ def newton_step(operator, y: Tensor, beta: float, v: Tensor, image: Tensor, *, m
     mask = active.reshape(shape).to(v.dtype)
     inv_norm = mask / torch.clamp(norms, min=torch.finfo(v.dtype).tiny).reshape(shape)
     direction_hat = v * inv_norm
+    dims = tuple(range(1, v.ndim))
 
-    def objective(img: Tensor, point: Tensor) -> float:
-        return comm.sum(0.5 * sq_norm(img - y)) + beta * float(group_norms(point.double()).sum())
+    def objective(img: Parts, point: Tensor) -> float:
+        return value(img) + beta * float(group_norms(point.double()).sum())
 
     def hessian(p: Tensor) -> Tensor:
         p = p * mask
-        radial = torch.sum(direction_hat * p, dim=tuple(range(1, v.ndim)), keepdim=True)
-        return (operator.adjoint(operator.forward(p)) + beta * inv_norm * (p - direction_hat * radial)) * mask
+        radial = torch.sum(direction_hat * p, dim=dims, keepdim=True)
+        return (adjoint(hess(image, forward(p))) + beta * inv_norm * (p - direction_hat * radial)) * mask
 
-    grad = (operator.adjoint(image - y) + beta * direction_hat) * mask
-    grad_sq = sq_norm(grad)
+    g = (adjoint(grad(image)) + beta * direction_hat) * mask
+    grad_sq = sq_norm(g)
     if not (grad_sq > 0 and math.isfinite(grad_sq)):
         return None
     forcing = min(0.1, grad_sq ** 0.25)
-    p, res = torch.zeros_like(v), -grad
+    p, res = torch.zeros_like(v), -g
     d, rs = res.clone(), grad_sq
     calls = 1  # the gradient's adjoint
     for _ in range(max_cg):
@@ -104,15 +123,16 @@ def newton_step(operator, y: Tensor, beta: float, v: Tensor, image: Tensor, *, m
             break
         d = res + (rs_new / rs) * d
         rs = rs_new
-    slope = _dot(grad, p)
+    slope = _dot(g, p)
     if not slope < 0:
         return None
-    image_p = operator.forward(p)
+    image_p = forward(p)
     calls += 1
     f0 = objective(image, v)
     step = 1.0
     for _ in range(30):
-        trial, trial_image = v + step * p, image + step * image_p
+        trial = v + step * p
+        trial_image = tuple(a + step * b for a, b in zip(image, image_p))
         f_trial = objective(trial_image, trial)
         if f_trial <= f0 + 1e-4 * step * slope:
             return NewtonStep(trial, trial_image, calls, f0 - f_trial, step)

@@ -94,7 +94,9 @@ def test_newton_step_declines_without_active_groups():
 
     op, y, var_shape = _interpolating_problem()
     v = torch.zeros(var_shape, dtype=torch.float64)
-    assert newton_step(op, y, 0.05, v, op.forward(v)) is None
+    call = (lambda u: (op.forward(u),), lambda parts: op.adjoint(parts[0]),
+            lambda parts: 0.5 * float(((parts[0] - y) ** 2).sum()), lambda parts: (parts[0] - y,), lambda at, d: d)
+    assert newton_step(*call, 0.05, v, (op.forward(v),)) is None
 
 
 def test_max_iter_status_survives_a_newton_pause():
