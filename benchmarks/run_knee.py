@@ -73,7 +73,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
         "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
         "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
-        "patch_size": 24, "patches_per_slice": 5,
+        "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2, "cs_lambda_slices": 2,
         "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
@@ -284,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                        f"SNR {syn['snr']}")
     else:
         root, description = args.data, f"fastMRI multi-coil files in {args.data}"
+    windows = ("whole training slices" if cfg["patch_size"] is None else
+               f"{cfg['patches_per_slice']} seeded {cfg['patch_size']}×{cfg['patch_size']} windows per training slice")
     description += (f"; crop {cfg['crop']}×{cfg['crop']}; first {cfg['val_volumes']} volume(s) by name = validation, "
-                     f"the rest = training. Convex fits on {cfg['patches_per_slice']} seeded "
-                     f"{cfg['patch_size']}×{cfg['patch_size']} windows per training slice (None = whole slices); "
+                     f"the rest = training. Convex fits on {windows}; "
                      f"{cfg['blocks']} blocks, {cfg['kernel_size']}×{cfg['kernel_size']} kernels, "
                      f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} gates, beta = {cfg['beta_ratio']} beta_max, "
                      f"tol {cfg['tol']}, "
