@@ -85,7 +85,9 @@ def fit_layer(
         Relative duality-gap tolerance (and relative violation tolerance for
         relu).
     max_iter
-        Iteration budget (default 10,000 gated, 50,000 relu).
+        Iteration budget (default 10,000 gated, 50,000 relu); for gated blocks
+        the conjugate-gradient iterations of the Newton steps count too (each
+        is one forward and one adjoint, like a FISTA iteration).
     progress
         Show a progress bar with the relative gap.
     chunk_size
