@@ -49,8 +49,8 @@ def _worker(rank: int, world: int, port: int, activation: str, out: str) -> None
         if rank == 1:
             gates = torch.zeros_like(gates)  # ignored: rank 0's gates are broadcast
         block = _fit(x[shard], y[shard], gates, activation)
-        torch.save({"state": block.state_dict(), "primal": block.report.primal, "status": block.report.status.value},
-                   os.path.join(out, f"rank{rank}.pt"))
+        torch.save({"state": block.state_dict(), "primal": block.report.primal, "status": block.report.status.value,
+                    "message": block.report.message}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -64,6 +64,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, activation):
         assert torch.equal(value, results[1]["state"][key]), key
     assert results[0]["primal"] == results[1]["primal"]
     assert results[0]["status"] == "optimal"
+    if activation == "gated":  # the sharded Newton-CG steps (all-reduced Hessian products) are exercised too
+        assert "Newton-CG steps" in results[0]["message"]
     x, y, gates = _problem()
     single = _fit(x, y, gates, activation)
     assert results[0]["primal"] == pytest.approx(single.report.primal, rel=1e-8)
