@@ -19,7 +19,7 @@ Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 ``examples.png`` and ``batch_size.png`` under ``--out``; checkpoints under
 ``--out/checkpoints`` (a killed run restarted with the same command resumes).
 
-    PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU, ~45 min)
+    PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU, ~11 min)
     PYTHONPATH=. python benchmarks/run_knee.py --quick    # < 10 min, every method
     PYTHONPATH=. python benchmarks/run_knee.py --full --data /data/knee_multicoil  # seed's settings, GPU
 """
@@ -66,24 +66,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
         "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
         "patch_size": 16, "patches_per_slice": 4,
-        "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1, "cs_max_iter": 30,
-        "cs_lambdas": [1e-3, 1e-2],
+        "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
+        "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
     },
     "default": {
         "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
         "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
         "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
         "patch_size": None, "patches_per_slice": 1,
-        "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2, "cs_lambda_slices": 2,
-        "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
+        "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
     "full": {
         "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
         "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
         "activation": "gated", "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
         "patch_size": None, "patches_per_slice": 1,
-        "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4, "cs_lambda_slices": 4,
-        "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
+        "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
 }
 
@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"tol {cfg['tol']}, "
                      f"max_iter {cfg['max_iter']}; Adam baselines on whole training slices, width "
                      f"{(2 if cfg['activation'] == 'gated' else 4) * cfg['num_arrangements']}, "
-                     f"{cfg['epochs_end_to_end']} / {cfg['epochs_layerwise']} epochs (lr 1e-4 halved every {cfg['halve_every']}), "
+                     f"{cfg['epochs_end_to_end']} / {cfg['epochs_layerwise']} epochs "
+                     f"(lr 1e-4 halved every {cfg['halve_every']}), "
                      f"batch {cfg['batch_size']}")
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}

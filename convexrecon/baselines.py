@@ -1,7 +1,7 @@
 r"""Non-convex baselines on the same architecture (DESIGN.md §4).
 
 * **End-to-end**: the whole :class:`~convexrecon.network.ReconNet` trained by
-  Adam (lr ``1e-4`` halved every 10 epochs, the seed's schedule) on
+  Adam (lr ``1e-4`` halved every ``halve_every`` epochs; the seed's schedule is every 10) on
 
   .. math:: \frac{1}{n}\sum_{\text{pixels}} \tfrac12\|\hat x - y\|^2 + \tfrac{\lambda}{2}\|W\|^2,
 
