@@ -125,11 +125,12 @@ def solve_group_lasso(
         return (parts[0] - y,)
 
     v, image, lip = v0, forward(v0), lipschitz
+    value_scale = comm.sum(0.5 * sq_norm(y))
     used, reason, steps = 0, "max_iter", 0
     while used < max_iter:
         state.update(done=used, ready=False, support=None, stable=0)
         run = fista(forward, adjoint, value, grad, beta, v, image, lip, max_iter=max_iter - used,
-                    check_every=check_every, on_check=on_check, value_scale=comm.sum(0.5 * sq_norm(y)))
+                    check_every=check_every, on_check=on_check, value_scale=value_scale)
         used += run.iterations
         v, image, lip, reason = run.v, run.image, run.lipschitz, run.reason
         if not state["ready"]:
@@ -150,7 +151,6 @@ def solve_group_lasso(
             reason = "checked"
             break
         state["wait"] = 2 if cert.relative_gap <= 0.5 * state["gap"] else min(2 * state["wait"], 256)
-        reason = "max_iter"
     cert = certificate(v, operator.forward(v))  # a fresh image: the iterates' images are updated incrementally
     if certify_operator is not None:
         v_hi = v.double()

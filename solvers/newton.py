@@ -43,8 +43,6 @@ class NewtonStep:
     v: Tensor
     image: Parts
     operator_calls: int
-    decrease: float
-    step_length: float
 
 
 def newton_step(
@@ -135,6 +133,6 @@ def newton_step(
         trial_image = tuple(a + step * b for a, b in zip(image, image_p))
         f_trial = objective(trial_image, trial)
         if f_trial <= f0 + 1e-4 * step * slope:
-            return NewtonStep(trial, trial_image, calls, f0 - f_trial, step)
+            return NewtonStep(trial, trial_image, calls)
         step *= 0.5
     return None
