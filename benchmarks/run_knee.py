@@ -138,31 +138,14 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
                               "seconds": time.perf_counter() - start}
     images["cs_l1_wavelet"] = cs[0]
     k, K = cfg["kernel_size"], cfg["blocks"]
-    settings = [BlockSettings(kernel_size=k, num_arrangements=cfg["num_arrangements"],
-                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"], tol=cfg["tol"],
-                              max_iter=cfg["max_iter"])] * K
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
     ckpt = out / "checkpoints" / mask
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        convex = train_layerwise(tr["inputs"], tr["targets"], settings, val_inputs=va["inputs"],
-                                 val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
-                                 patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
-                                 seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"], checkpoint_dir=ckpt / "layerwise_convex",
-                                 progress=True, config=data_cfg)
-    convex_seconds = sum(r["seconds"] for r in convex.records)
+    convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
     convex.network.save(out / "models" / mask / "layerwise_convex")
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
-    width = (2 if cfg["activation"] == "gated" else 4) * cfg["num_arrangements"]
+    width = hidden_width(cfg)
     widths = [width] * K
-    # end-to-end
-    net = ReconNet.plain(widths, k, seed=seed, config=data_cfg)
-    start = time.perf_counter()
-    train_end_to_end(net, tr["inputs"], tr["targets"], epochs=cfg["epochs_end_to_end"], halve_every=cfg["halve_every"],
-                     batch_size=cfg["batch_size"],
-                     weight_decay=float(np.mean(decays)), seed=seed, checkpoint_dir=ckpt, progress=True)
-    e2e_seconds = time.perf_counter() - start
+    net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
     net.save(out / "models" / mask / "end_to_end")
     # non-convex layer-wise
     start = time.perf_counter()
@@ -193,6 +176,40 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
     entry["layerwise_convex"]["warnings"] = sorted({str(w.message)[:200] for w in caught})
     images["scale"] = float(va["scales"][0])
     return entry, images
+
+
+def hidden_width(cfg: dict[str, Any]) -> int:
+    """Channels of every hidden layer: the most neurons a convex block of ``cfg`` can have."""
+    return (2 if cfg["activation"] == "gated" else 4) * cfg["num_arrangements"]
+
+
+def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: int,
+                 data_cfg: dict[str, Any]) -> tuple[Any, float, list]:
+    """Convex layer-wise training on ``split``; returns the result, solve seconds and caught warnings."""
+    tr, va = split["train"], split["val"]
+    settings = [BlockSettings(kernel_size=cfg["kernel_size"], num_arrangements=cfg["num_arrangements"],
+                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"], tol=cfg["tol"],
+                              max_iter=cfg["max_iter"])] * cfg["blocks"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convex = train_layerwise(tr["inputs"], tr["targets"], settings, val_inputs=va["inputs"],
+                                 val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
+                                 patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
+                                 seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"],
+                                 checkpoint_dir=ckpt, progress=True, config=data_cfg)
+    return convex, sum(r["seconds"] for r in convex.records), list(caught)
+
+
+def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays: list[float], ckpt: Path,
+                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float]:
+    """The same architecture trained end to end by Adam (weight decay = mean of the blocks' ``beta_i / n_i``)."""
+    tr = split["train"]
+    net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
+    start = time.perf_counter()
+    train_end_to_end(net, tr["inputs"], tr["targets"], epochs=cfg["epochs_end_to_end"],
+                     halve_every=cfg["halve_every"], batch_size=cfg["batch_size"],
+                     weight_decay=float(np.mean(decays)), seed=seed, checkpoint_dir=ckpt, progress=True)
+    return net, time.perf_counter() - start
 
 
 def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> int:
@@ -238,7 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
     mem = results["memory"]
     lines += ["## Memory at the seed's full architecture (Fig. 4)", "",
               f"{mem['method']}; 5 conv layers, 256 channels, 7×7, 320×320, float32, budget 12 GiB.", "",
-              f"| training | bytes at batch 1 | max batch in 12 GiB |", "| --- | --- | --- |",
+              "| training | bytes at batch 1 | max batch in 12 GiB |", "| --- | --- | --- |",
               f"| end-to-end | {mem['end_to_end']['batch_1']['total']:,} | {mem['end_to_end']['max_batch_12gb']} |"]
     for b in mem["layerwise"]["blocks"]:
         lines.append(f"| layer-wise block {b['block']} | {b['batch_1']['total']:,} | {b['max_batch_12gb']} |")

@@ -1,0 +1,152 @@
+"""How the convex layer-wise − end-to-end PSNR gap moves with the number of training slices.
+
+run_knee.py's default trains on 16 synthetic slices (4 volumes). This study keeps
+everything of that configuration (blocks, kernels, gates, β ratio, epochs, the same
+validation volume) and varies only the number of training volumes, to test whether
+the gap it reports comes from greedy blocks over-fitting a small training set. Only
+the two methods being compared are trained (convex layer-wise and end-to-end).
+
+    OMP_NUM_THREADS=1 python benchmarks/run_knee_datasize.py --train-volumes 4 8 16
+
+Writes ``results.json`` and ``results.md`` under ``--out`` (default
+``benchmarks/results/knee-datasize``); checkpoints under ``--out/checkpoints`` (a
+killed run restarted with the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_knee import CONFIGS, MASKS, load_split, summary, train_convex, train_end_to_end_baseline  # noqa: E402
+
+from convexrecon.data import make_synthetic  # noqa: E402
+from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.layerwise import validation_metrics  # noqa: E402
+
+
+def subset(root: Path, files: list[Path], target: Path) -> Path:
+    """A directory of links to ``files`` (the validation volume and the first training volumes)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.h5"):
+        if old.name not in {f.name for f in files}:
+            old.unlink()
+    for f in files:
+        link = target / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    return target
+
+
+def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -> dict[str, Any]:
+    split = load_split(root, mask, cfg, seed, out / "cache")
+    va = split["val"]
+    val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
+    data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
+    ckpt = out / "checkpoints" / root.name / mask
+    convex, convex_seconds, _ = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
+    decays = [r["beta"] / r["num_pixels"] for r in convex.records]
+    net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
+    e2e = validation_metrics(net, *val)
+    final = validation_metrics(convex.network, *val)
+    train_metrics = validation_metrics(convex.network, split["train"]["inputs"], split["train"]["targets"],
+                                       split["train"]["scales"], split["train"]["volumes"])
+    train_e2e = validation_metrics(net, split["train"]["inputs"], split["train"]["targets"],
+                                   split["train"]["scales"], split["train"]["volumes"])
+    return {
+        "train_slices": int(split["train"]["inputs"].shape[0]),
+        "zero_filled_psnr": summary(va["targets"], va["inputs"], va["scales"], va["volumes"])["psnr_mean"],
+        "convex_block_psnr": [r["psnr"] for r in convex.records],
+        "convex_status": [r["status"] for r in convex.records],
+        "convex_psnr": final["psnr"], "convex_ssim": final["ssim"],
+        "end_to_end_psnr": e2e["psnr"], "end_to_end_ssim": e2e["ssim"],
+        "convex_train_psnr": train_metrics["psnr"], "end_to_end_train_psnr": train_e2e["psnr"],
+        "gap_db": final["psnr"] - e2e["psnr"],
+        "convex_seconds": convex_seconds, "end_to_end_seconds": e2e_seconds,
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = ["# Convex layer-wise − end-to-end gap vs training-set size (run_knee_datasize.py)", "",
+             f"Command: `{cfg['command']}`  ", f"Machine: {cfg['machine']}; date {cfg['date']}; "
+             f"total wall time {cfg['total_seconds']:.0f} s", "",
+             f"run_knee.py's default configuration ({cfg['blocks']} blocks, {cfg['kernel_size']}×"
+             f"{cfg['kernel_size']}, {cfg['activation']}, P = {cfg['num_arrangements']}, β = {cfg['beta_ratio']} "
+             f"β_max, end-to-end {cfg['epochs_end_to_end']} epochs), same validation volume; only the number of "
+             f"training volumes ({cfg['synthetic']['slices']} slices each) changes. PSNR in dB, mean over the "
+             "validation slices; 'train' = the same metric on the training slices.", ""]
+    for mask, rows in results["masks"].items():
+        lines += [f"## Mask `{mask}`", "",
+                  "| train slices | ZF | convex after block 1..K | convex | end-to-end | convex − e2e | "
+                  "convex train | e2e train | solve (s) | e2e (s) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            blocks = " / ".join(f"{p:.2f}" for p in r["convex_block_psnr"])
+            lines.append(f"| {r['train_slices']} | {r['zero_filled_psnr']:.2f} | {blocks} | {r['convex_psnr']:.2f} | "
+                         f"{r['end_to_end_psnr']:.2f} | {r['gap_db']:+.2f} | {r['convex_train_psnr']:.2f} | "
+                         f"{r['end_to_end_train_psnr']:.2f} | {r['convex_seconds']:.0f} | "
+                         f"{r['end_to_end_seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-volumes", type=int, nargs="+", default=[4, 8, 16],
+                        help="numbers of training volumes to compare")
+    parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/knee-datasize"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.train_volumes):
+        parser.error(f"argument --train-volumes: expected integers >= 1. Got {args.train_volumes}.")
+    cfg = dict(CONFIGS["default"])
+    syn = cfg["synthetic"]
+    largest = max(args.train_volumes) + cfg["val_volumes"]
+    t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = args.out / f"data_{largest}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x{syn['shape'][1]}"
+    files = sorted(root.glob("*.h5"))
+    if len(files) < largest:
+        print(f"writing {largest} synthetic volumes to {root}", flush=True)
+        files = make_synthetic(root, volumes=largest, slices=syn["slices"], coils=syn["coils"],
+                               shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+        files = sorted(Path(f) for f in files)
+    torch.manual_seed(args.seed)
+    masks: dict[str, list[dict[str, Any]]] = {}
+    for mask in args.masks:
+        masks[mask] = []
+        for n in sorted(set(args.train_volumes)):
+            print(f"\n=== mask {mask}, {n} training volumes ===", flush=True)
+            sub = subset(root, files[: n + cfg["val_volumes"]], args.out / "subsets" / f"train{n}")
+            masks[mask].append(run_size(sub, mask, cfg, args.out, args.seed))
+            print(json.dumps(masks[mask][-1]), flush=True)
+    cpu = platform.processor() or platform.machine()
+    results = {"config": {**cfg, "train_volumes": args.train_volumes,
+                          "command": " ".join(["python", "benchmarks/run_knee_datasize.py",
+                                               *(argv if argv is not None else sys.argv[1:])]),
+                          "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
+                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                          "total_seconds": time.perf_counter() - t0, "seed": args.seed},
+               "masks": masks}
+    write_text(args.out / "results.json", json.dumps(results, indent=2, default=str))
+    write_text(args.out / "results.md", markdown(results))
+    print("\n" + markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
