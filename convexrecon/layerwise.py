@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import guard
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
-from .fit import ACTIVATIONS, beta_max, fit_layer
+from .fit import ACTIVATIONS, beta_max, fit_layer, fit_layer_path
 from .metrics import evaluate
 from .network import HiddenLayer, ReconNet
 
@@ -59,6 +59,11 @@ class BlockSettings:
         Used when ``beta`` is None; ``beta_max = max_{i,c} ||X^T D_i y_c||`` is the
         smallest weight with a zero gated solution (1e-3 is ``fit_layer``'s default;
         larger values converge faster and regularise more).
+    beta_ratios
+        Candidate ratios (replacing ``beta_ratio``): the block is solved for each on the
+        training slices outside ``train_layerwise``'s ``holdout``, the ratio whose network
+        has the smallest squared error on the held-out slices is kept, and the block is
+        solved again with it on all training slices. The validation split is never used.
     tol, max_iter
         Passed to :func:`fit_layer`.
     """
@@ -68,6 +73,7 @@ class BlockSettings:
     activation: str = "gated"
     beta: float | None = None
     beta_ratio: float = 1e-3
+    beta_ratios: tuple[float, ...] | None = None
     tol: float = 1e-4
     max_iter: int | None = None
 
@@ -80,6 +86,16 @@ class BlockSettings:
             raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
         if not (self.beta_ratio > 0 and math.isfinite(self.beta_ratio)):
             raise ValueError(f"The 'beta_ratio' setting must be a finite number > 0. Got {self.beta_ratio!r} instead.")
+        if self.beta_ratios is not None:
+            ratios = self.beta_ratios
+            if (isinstance(ratios, (str, bytes)) or not hasattr(ratios, "__len__") or len(ratios) == 0
+                    or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 and math.isfinite(r) for r in ratios)):
+                raise ValueError(f"The 'beta_ratios' setting must be a non-empty sequence of finite numbers > 0 or "
+                                 f"None. Got {ratios!r} instead.")
+            if self.beta is not None:
+                raise ValueError("The 'beta' and 'beta_ratios' settings exclude each other: an explicit 'beta' "
+                                 f"leaves nothing to select. Got beta={self.beta!r}, beta_ratios={ratios!r}.")
+            object.__setattr__(self, "beta_ratios", tuple(float(r) for r in ratios))
         if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
             raise ValueError(f"The 'beta' setting must be a finite number > 0 or None. Got {self.beta!r} instead.")
         if not (isinstance(self.tol, (int, float)) and self.tol > 0 and math.isfinite(self.tol)):
@@ -187,18 +203,56 @@ def validation_metrics(net: ReconNet, inputs: Tensor, targets: Tensor, scales: T
             "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
 
 
-def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_size: int | None = None) -> float:
-    """``settings.beta``, or ``settings.beta_ratio * beta_max`` on ``(x, y)`` with the block's gates."""
+def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_size: int | None = None,
+               ratio: float | None = None) -> float:
+    """``settings.beta``, or ``ratio`` (default ``settings.beta_ratio``) ``* beta_max`` on ``(x, y)`` with the
+    block's gates."""
     if settings.beta is not None:
         return float(settings.beta)
     gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, spatial_dims=x.ndim - 2,
                        dtype=x.dtype)
     operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
                                relu=settings.activation == "relu", chunk_size=chunk_size)
-    value = settings.beta_ratio * beta_max(operator, y)
+    value = (settings.beta_ratio if ratio is None else ratio) * beta_max(operator, y)
     if not value > 0:
         raise ValueError("The block's targets are zero on every arrangement: pass an explicit 'beta'.")
     return value
+
+
+def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tensor, seed: int, *, last: bool,
+                      chunk_size: int, solve_chunk_size: int | None, progress: bool) -> tuple[float, dict[str, Any]]:
+    """The candidate of ``settings.beta_ratios`` whose block, solved on ``~held``, best predicts ``held``.
+
+    Every candidate is solved on the same fit slices and gates (one warm-started
+    path, :func:`~convexrecon.fit.fit_layer_path`); the score is the squared error of the
+    block's residual prediction on the held-out slices, i.e. the held-out error of the
+    network ending with this block. Candidates without hidden channels are skipped
+    unless ``last`` (the next block needs features).
+    """
+    assert settings.beta_ratios is not None
+    fit_x, fit_y, out_x, out_y = x[~held], y[~held], x[held], y[held]
+    scale = block_beta(settings, fit_x, fit_y, seed, solve_chunk_size, ratio=1.0)
+    ratios = list(settings.beta_ratios)
+    blocks = fit_layer_path(fit_x, fit_y, [r * scale for r in ratios], kernel_size=settings.kernel_size,
+                            num_arrangements=settings.num_arrangements, activation=settings.activation, seed=seed,
+                            dtype=torch.float32, tol=settings.tol, max_iter=settings.max_iter, progress=progress,
+                            chunk_size=solve_chunk_size)
+    errors = []
+    with torch.no_grad():
+        for block in blocks:
+            total = sum(float((block(out_x[j:j + chunk_size]) - out_y[j:j + chunk_size]).double().pow(2).sum())
+                        for j in range(0, len(out_x), chunk_size))
+            errors.append(total if (last or block.width > 0) else math.inf)
+    if not any(math.isfinite(e) for e in errors):
+        raise ValueError(f"Every candidate of 'beta_ratios' {tuple(ratios)} gives a block without hidden channels on "
+                         f"the fit slices, so the next block would get no features. Add smaller ratios.")
+    best = int(np.argmin(errors))
+    energy = float(out_y.double().pow(2).sum())
+    return ratios[best], {"beta_ratios": ratios, "holdout_sq_error": errors, "holdout_target_energy": energy,
+                          "widths": [b.width for b in blocks],
+                          "statuses": [None if b.report is None else str(b.report.status) for b in blocks],
+                          "chosen_ratio": ratios[best], "fit_slices": int((~held).sum()),
+                          "holdout_slices": int(held.sum())}
 
 
 def train_layerwise(
@@ -219,6 +273,7 @@ def train_layerwise(
     stop_after: int | None = None,
     progress: bool = False,
     config: dict[str, Any] | None = None,
+    holdout: Any = None,
 ) -> LayerwiseResult:
     """Train ``len(blocks)`` convex blocks one after the other.
 
@@ -249,6 +304,11 @@ def train_layerwise(
         Progress bars for the blocks and the solves.
     config
         Extra metadata stored in the network's config (e.g. data settings).
+    holdout
+        Boolean per training slice (length ``N``): the slices that score the candidates
+        of blocks with ``beta_ratios`` (hold out whole volumes, e.g. the last training
+        volume). Needed when any block has ``beta_ratios``; the chosen block is then
+        solved on all ``N`` slices.
 
     Returns
     -------
@@ -275,8 +335,10 @@ def train_layerwise(
                              f"Got {tuple(val_targets.shape)} instead.")
         val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
     check_same_device(inputs=inputs, targets=targets, val_inputs=val_inputs, val_targets=val_targets)
+    held = _check_holdout(holdout, blocks, len(inputs), inputs.device)
     settings = {"blocks": [asdict(b) for b in blocks], "patch_size": patch_size,
-                "patches_per_slice": patches_per_slice, "seed": seed}
+                "patches_per_slice": patches_per_slice, "seed": seed,
+                "holdout": None if held is None else held.nonzero().flatten().tolist()}
     key = fingerprint(inputs, targets)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
@@ -309,7 +371,14 @@ def train_layerwise(
         _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size)
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
-        beta = block_beta(b, x, y, seed + i, solve_chunk_size)
+        selection, ratio = None, None
+        if b.beta_ratios is not None:
+            assert held is not None
+            per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
+            ratio, selection = select_beta_ratio(b, x, y, per_sample, seed + i, last=i + 1 == len(blocks),
+                                                 chunk_size=chunk_size, solve_chunk_size=solve_chunk_size,
+                                                 progress=progress)
+        beta = block_beta(b, x, y, seed + i, solve_chunk_size, ratio=ratio)
         block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
                           activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
                           max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
@@ -332,6 +401,8 @@ def train_layerwise(
             "status": None if report is None else str(report.status),
             "iterations": None if report is None else report.iterations,
             "report": None if report is None else report.to_dict(),
+            "beta_ratio": ratio if ratio is not None else (None if b.beta is not None else b.beta_ratio),
+            "selection": selection,
         }
         if validate:
             net_i = ReconNet(list(layers), second)
@@ -346,6 +417,24 @@ def train_layerwise(
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r["report"] for r in records], **(config or {})}
     return LayerwiseResult(ReconNet(layers, second, meta), records)
+
+
+def _check_holdout(holdout: Any, blocks: Sequence[BlockSettings], n: int, device: torch.device) -> Tensor | None:
+    """The ``holdout`` mask as a bool tensor on ``device``, or None when no block selects ``beta``."""
+    selecting = [i + 1 for i, b in enumerate(blocks) if b.beta_ratios is not None]
+    if holdout is None:
+        if selecting:
+            raise ValueError(f"Blocks {selecting} have 'beta_ratios' to select from: pass 'holdout', a boolean per "
+                             f"training slice marking the slices that score the candidates.")
+        return None
+    held = torch.as_tensor(holdout)
+    if held.dtype != torch.bool or held.shape != (n,):
+        raise ValueError(f"The 'holdout' parameter must be a boolean per training slice, shape ({n},). "
+                         f"Got dtype {held.dtype}, shape {tuple(held.shape)} instead.")
+    if not 0 < int(held.sum()) < n:
+        raise ValueError(f"The 'holdout' parameter must mark some but not all of the {n} training slices. "
+                         f"Got {int(held.sum())} marked.")
+    return held.to(device)
 
 
 def _check_feature_memory(i: int, layers: Sequence[HiddenLayer], inputs: Tensor, windows: np.ndarray | None,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -67,6 +68,22 @@ def stack_split(dataset: SliceDataset, val_volumes: int = 1) -> tuple[Split, Spl
     return splits[0], splits[1]
 
 
+def holdout_mask(volumes: Sequence[str], count: int) -> torch.Tensor:
+    """Boolean per slice: the slices of the last ``count`` volumes by name (for choosing beta).
+
+    Raises
+    ------
+    ValueError
+        When fewer than ``count + 1`` volumes are present (the fit needs at least one).
+    """
+    names = sorted(set(volumes))
+    if not isinstance(count, int) or count < 1 or len(names) < count + 1:
+        raise ValueError(f"Choosing beta on held-out volumes needs more than 'holdout_volumes' = {count!r} training "
+                         f"volumes (the fit keeps at least one). Got {len(names)}.")
+    held = set(names[-count:])
+    return torch.tensor([v in held for v in volumes], dtype=torch.bool)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train a reconstruction network",
                                    description=__doc__.split("\n\n")[0])
@@ -83,6 +100,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--arrangements", type=int, default=8, help="P gates per block")
     parser.add_argument("--activation", default="gated", choices=["gated", "relu"])
     parser.add_argument("--beta-ratio", type=float, default=1e-2, help="beta = ratio * beta_max per block")
+    parser.add_argument("--beta-ratios", type=float, nargs="+", default=None, metavar="RATIO",
+                        help="candidate ratios instead of --beta-ratio: every block keeps the one whose network best "
+                             "predicts the held-out training volumes (--holdout-volumes), then is solved on all")
+    parser.add_argument("--holdout-volumes", type=int, default=1,
+                        help="with --beta-ratios: the last N training volumes by name score the candidates")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-iter", type=int, default=400)
     parser.add_argument("--patch-size", type=int, default=24, help="0: whole slices")
@@ -107,6 +129,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  "epochs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"argument --{name.replace('_', '-')}: expected an int >= 1. Got {getattr(args, name)}.")
+    if args.holdout_volumes < 1:
+        parser.error(f"argument --holdout-volumes: expected an int >= 1. Got {args.holdout_volumes}.")
+    if args.beta_ratios is not None and not all(r > 0 and math.isfinite(r) for r in args.beta_ratios):
+        parser.error(f"argument --beta-ratios: expected finite numbers > 0. Got {args.beta_ratios}.")
     if args.kernel_size % 2 == 0:
         parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
     if not args.acceleration > 1:
@@ -122,15 +148,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                cache_dir=args.data / ".cache")
         train, val = stack_split(dataset, args.val_volumes)
         settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
-                                  activation=args.activation, beta_ratio=args.beta_ratio, tol=args.tol,
-                                  max_iter=args.max_iter)] * args.blocks
+                                  activation=args.activation, beta_ratio=args.beta_ratio,
+                                  beta_ratios=None if args.beta_ratios is None else tuple(args.beta_ratios),
+                                  tol=args.tol, max_iter=args.max_iter)] * args.blocks
+        holdout = None
+        if args.beta_ratios is not None and args.method == "layerwise_convex":
+            holdout = holdout_mask(train.volumes, args.holdout_volumes)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     config = {"data": {**dataset.settings(), "root": str(args.data)}}
     ckpt = args.out / "checkpoints"
     width = (2 if args.activation == "gated" else 4) * args.arrangements
     try:
-        net, records = _train(args, train, val, settings, config, ckpt, width)
+        net, records = _train(args, train, val, settings, config, ckpt, width, holdout)
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
@@ -141,7 +171,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
-           width: int) -> tuple:
+           width: int, holdout: torch.Tensor | None) -> tuple:
     """Run the chosen trainer; returns ``(network, records)``."""
     from .baselines import train_end_to_end, train_layerwise_adam
     from .layerwise import train_layerwise
@@ -153,7 +183,8 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
             result = train_layerwise(train.inputs, train.targets, settings, val_inputs=val.inputs,
                                      val_targets=val.targets, val_scales=val.scales, val_volumes=val.volumes,
                                      patch_size=args.patch_size or None, patches_per_slice=args.patches_per_slice,
-                                     seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config)
+                                     seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config,
+                                     holdout=holdout)
         net, records = result.network, result.records
     elif args.method == "end_to_end":
         net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)

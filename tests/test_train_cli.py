@@ -41,6 +41,11 @@ def test_train_reconstruct_evaluate(synthetic_dir, tmp_path, capsys, method) -> 
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--halve-every", "0"], "--halve-every"),
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--epochs", "0"], "--epochs"),
         (["train", "--data", "DATA", "--mask", "star", "--out", "x"], "--mask"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--beta-ratios", "0.1", "-1"], "--beta-ratios"),
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--holdout-volumes", "0"], "--holdout-volumes"),
+        # the tiny set has one training volume: nothing is left to fit on once it is held out
+        (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--beta-ratios", "0.1", *TINY[2:]],
+         "more than 'holdout_volumes' = 1 training volumes (the fit keeps at least one). Got 1."),
         (["reconstruct", "--model", "/nonexistent", "--data", "DATA", "--out", "x"], "--model"),
         (["evaluate", "--recon", "/nonexistent", "--data", "DATA"], "--recon"),
     ],
@@ -51,3 +56,30 @@ def test_bad_arguments_exit_2(synthetic_dir, capsys, argv, match) -> None:
         main(argv)
     assert info.value.code == 2
     assert match in capsys.readouterr().err
+
+
+def test_train_chooses_beta_on_held_out_training_volumes(tmp_path, capsys) -> None:
+    from convexrecon.data import make_synthetic
+
+    from .conftest import COILS, RECON, SHAPE
+    data = tmp_path / "three"
+    make_synthetic(data, volumes=3, slices=SLICES, coils=COILS, seed=0, shape=SHAPE, recon=RECON, snr=40.0)
+    model = tmp_path / "model"
+    assert main(["train", "--data", str(data), "--out", str(model), "--beta-ratios", "0.003", "0.3", *TINY]) == 0
+    blocks = load_network(model).config["blocks"]
+    for block in blocks:
+        selection = block["selection"]
+        assert selection["beta_ratios"] == [0.003, 0.3] and block["beta_ratio"] == selection["chosen_ratio"]
+        assert selection["holdout_slices"] == SLICES * 2 and selection["fit_slices"] == SLICES * 2  # 2 windows each
+        chosen = selection["beta_ratios"].index(selection["chosen_ratio"])
+        assert selection["holdout_sq_error"][chosen] == min(selection["holdout_sq_error"])
+
+
+def test_holdout_mask_marks_the_last_volumes_by_name() -> None:
+    from convexrecon.train import holdout_mask
+
+    volumes = ["b.h5", "b.h5", "a.h5", "c.h5", "c.h5"]
+    assert holdout_mask(volumes, 1).tolist() == [False, False, False, True, True]
+    assert holdout_mask(volumes, 2).tolist() == [True, True, False, True, True]
+    with pytest.raises(ValueError, match="Got 3"):
+        holdout_mask(volumes, 3)

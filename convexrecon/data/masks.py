@@ -143,6 +143,9 @@ def _line_mask(
     return np.broadcast_to(lines, (height, width)).copy()
 
 
+POISSON_RETRIES = 8
+
+
 def poisson_disc(
     shape: tuple[int, int], acceleration: float = 4.0, calib: int = 16, seed: int = 0
 ) -> np.ndarray:
@@ -157,12 +160,19 @@ def poisson_disc(
     calib : int
         Side of the fully sampled centre square (``0 < calib <= min(shape)``).
     seed : int
-        Seed of sigpy's sampler; the global NumPy RNG state is restored.
+        Seed of sigpy's sampler; the global NumPy RNG state is restored. When sigpy
+        cannot reach the acceleration with this seed, ``seed + 7919 j`` (j = 1, 2, ...)
+        are tried in turn, so the mask is still a function of ``seed``.
 
     Returns
     -------
     numpy.ndarray
         Boolean mask of shape ``shape``.
+
+    Raises
+    ------
+    ValueError
+        For bad parameters, or when no seed tried reaches the acceleration.
     """
     import sigpy.mri
 
@@ -176,13 +186,24 @@ def poisson_disc(
         )
     state = np.random.get_state()
     try:
-        mask = sigpy.mri.poisson(
-            (height, width), acceleration, calib=(int(calib), int(calib)),
-            dtype=np.float32, seed=seed % 2**32,
-        )
+        # sigpy bisects the density slope on one random draw and gives up when that draw
+        # cannot hit the acceleration; a few derived seeds (deterministic) rescue it
+        for attempt in range(POISSON_RETRIES):
+            try:
+                mask = sigpy.mri.poisson(
+                    (height, width), acceleration, calib=(int(calib), int(calib)),
+                    dtype=np.float32, seed=(seed + attempt * 7919) % 2**32,
+                )
+                return mask.astype(bool)
+            except ValueError:
+                continue
     finally:
         np.random.set_state(state)
-    return mask.astype(bool)
+    raise ValueError(
+        f"sigpy could not draw a Poisson-disc mask of shape {(height, width)} at acceleration {acceleration} with a "
+        f"{calib}x{calib} calibration centre ({POISSON_RETRIES} seeds from {seed} tried); a larger k-space, a "
+        f"smaller 'calib' or another acceleration may work."
+    )
 
 
 def random_lines(
