@@ -54,7 +54,7 @@ from convexrecon.layerwise import BlockSettings, train_layerwise, validation_met
 from convexrecon.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.metrics import evaluate  # noqa: E402
 from convexrecon.network import ReconNet  # noqa: E402
-from convexrecon.train import stack_split  # noqa: E402
+from convexrecon.train import holdout_mask, stack_split  # noqa: E402
 
 METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
 MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
@@ -96,6 +96,15 @@ def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Pat
     except ValueError as error:
         raise SystemExit(f"run_knee: error: {error}") from None
     return {"dataset": dataset, "train": train._asdict(), "val": val._asdict()}
+
+
+def beta_text(cfg: dict[str, Any]) -> str:
+    """How β is set, for the run's description."""
+    if cfg.get("beta_ratios") is None:
+        return f"beta = {cfg['beta_ratio']} beta_max"
+    return (f"beta per block chosen from {list(cfg['beta_ratios'])} x beta_max by the squared error on the last "
+            f"{cfg['holdout_volumes']} training volume(s) (held out from the fit; the validation volume is not "
+            f"used), then re-solved on all training slices")
 
 
 def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[float, float]]:
@@ -187,16 +196,19 @@ def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: i
                  data_cfg: dict[str, Any]) -> tuple[Any, float, list]:
     """Convex layer-wise training on ``split``; returns the result, solve seconds and caught warnings."""
     tr, va = split["train"], split["val"]
+    ratios = cfg.get("beta_ratios")
     settings = [BlockSettings(kernel_size=cfg["kernel_size"], num_arrangements=cfg["num_arrangements"],
-                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"], tol=cfg["tol"],
+                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"],
+                              beta_ratios=None if ratios is None else tuple(ratios), tol=cfg["tol"],
                               max_iter=cfg["max_iter"])] * cfg["blocks"]
+    holdout = None if ratios is None else holdout_mask(tr["volumes"], cfg["holdout_volumes"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         convex = train_layerwise(tr["inputs"], tr["targets"], settings, val_inputs=va["inputs"],
                                  val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
                                  patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
                                  seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"],
-                                 checkpoint_dir=ckpt, progress=True, config=data_cfg)
+                                 checkpoint_dir=ckpt, progress=True, config=data_cfg, holdout=holdout)
     return convex, sum(r["seconds"] for r in convex.records), list(caught)
 
 
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     description += (f"; crop {cfg['crop']}×{cfg['crop']}; first {cfg['val_volumes']} volume(s) by name = validation, "
                      f"the rest = training. Convex fits on {windows}; "
                      f"{cfg['blocks']} blocks, {cfg['kernel_size']}×{cfg['kernel_size']} kernels, "
-                     f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} gates, beta = {cfg['beta_ratio']} beta_max, "
+                     f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} gates, {beta_text(cfg)}, "
                      f"tol {cfg['tol']}, "
                      f"max_iter {cfg['max_iter']}; Adam baselines on whole training slices, width "
                      f"{(2 if cfg['activation'] == 'gated' else 4) * cfg['num_arrangements']}, "

@@ -38,6 +38,7 @@ from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_paylo
 from .arrangements import ArrangementConv, arrangement_masks, draw_gates
 from .fit import ACTIVATIONS, beta_max, fit_layer, fit_layer_path
 from .metrics import evaluate
+from .block import ConvexBlock
 from .network import HiddenLayer, ReconNet
 
 
@@ -63,7 +64,9 @@ class BlockSettings:
         Candidate ratios (replacing ``beta_ratio``): the block is solved for each on the
         training slices outside ``train_layerwise``'s ``holdout``, the ratio whose network
         has the smallest squared error on the held-out slices is kept, and the block is
-        solved again with it on all training slices. The validation split is never used.
+        solved again with it on all training slices. The candidates are scored on features
+        of a *selection chain* (earlier blocks solved on the fit slices only), so no layer
+        that produces them has seen the held-out slices. The validation split is never used.
     tol, max_iter
         Passed to :func:`fit_layer`.
     """
@@ -220,20 +223,28 @@ def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_s
 
 
 def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tensor, seed: int, *, last: bool,
-                      chunk_size: int, solve_chunk_size: int | None, progress: bool) -> tuple[float, dict[str, Any]]:
-    """The candidate of ``settings.beta_ratios`` whose block, solved on ``~held``, best predicts ``held``.
+                      chunk_size: int, solve_chunk_size: int | None,
+                      progress: bool) -> tuple[float | None, dict[str, Any], ConvexBlock]:
+    """Solve a block on the slices outside ``held`` for each candidate β and score it on ``held``.
 
-    Every candidate is solved on the same fit slices and gates (one warm-started
-    path, :func:`~convexrecon.fit.fit_layer_path`); the score is the squared error of the
-    block's residual prediction on the held-out slices, i.e. the held-out error of the
-    network ending with this block. Candidates without hidden channels are skipped
-    unless ``last`` (the next block needs features).
+    The candidates are ``settings.beta_ratios`` (or the single ``beta_ratio``, or the
+    explicit ``beta``) times ``beta_max`` of the fit slices, solved as one warm-started
+    path (:func:`~convexrecon.fit.fit_layer_path`, same gates). The score is the squared
+    error of the block's residual prediction on the held-out slices, i.e. the held-out
+    error of the network ending with this block, provided ``x`` holds features of
+    layers that never saw the held-out slices. Candidates without hidden channels are
+    skipped unless ``last`` (the next block needs features). Returns the chosen ratio
+    (None for an explicit ``beta``), the scores, and the chosen block (fit slices only).
     """
-    assert settings.beta_ratios is not None
     fit_x, fit_y, out_x, out_y = x[~held], y[~held], x[held], y[held]
-    scale = block_beta(settings, fit_x, fit_y, seed, solve_chunk_size, ratio=1.0)
-    ratios = list(settings.beta_ratios)
-    blocks = fit_layer_path(fit_x, fit_y, [r * scale for r in ratios], kernel_size=settings.kernel_size,
+    if settings.beta is not None:
+        ratios: list[float | None] = [None]
+        betas = [float(settings.beta)]
+    else:
+        ratios = list(settings.beta_ratios or (settings.beta_ratio,))
+        scale = block_beta(settings, fit_x, fit_y, seed, solve_chunk_size, ratio=1.0)
+        betas = [r * scale for r in ratios]
+    blocks = fit_layer_path(fit_x, fit_y, betas, kernel_size=settings.kernel_size,
                             num_arrangements=settings.num_arrangements, activation=settings.activation, seed=seed,
                             dtype=torch.float32, tol=settings.tol, max_iter=settings.max_iter, progress=progress,
                             chunk_size=solve_chunk_size)
@@ -244,15 +255,15 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
                         for j in range(0, len(out_x), chunk_size))
             errors.append(total if (last or block.width > 0) else math.inf)
     if not any(math.isfinite(e) for e in errors):
-        raise ValueError(f"Every candidate of 'beta_ratios' {tuple(ratios)} gives a block without hidden channels on "
-                         f"the fit slices, so the next block would get no features. Add smaller ratios.")
+        raise ValueError(f"Every candidate β {tuple(ratios)} gives a block without hidden channels on the fit "
+                         f"slices, so the next block would get no features. Add smaller 'beta_ratios'.")
     best = int(np.argmin(errors))
     energy = float(out_y.double().pow(2).sum())
     return ratios[best], {"beta_ratios": ratios, "holdout_sq_error": errors, "holdout_target_energy": energy,
                           "widths": [b.width for b in blocks],
                           "statuses": [None if b.report is None else str(b.report.status) for b in blocks],
                           "chosen_ratio": ratios[best], "fit_slices": int((~held).sum()),
-                          "holdout_slices": int(held.sum())}
+                          "holdout_slices": int(held.sum())}, blocks[best]
 
 
 def train_layerwise(
@@ -346,6 +357,8 @@ def train_layerwise(
     n, height, width = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
     depth = inputs.shape[2] if inputs.ndim == 5 else None
     layers: list[HiddenLayer] = []
+    selection_layers: list[HiddenLayer] = []
+    last_selecting = max((j for j, b in enumerate(blocks) if b.beta_ratios is not None), default=-1)
     records: list[dict[str, Any]] = []
     second: nn.Conv2d | None = None
     last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
@@ -353,10 +366,15 @@ def train_layerwise(
     for i in bar:
         path = ckpt / f"block_{i + 1:02d}.pt" if ckpt is not None else None
         if path is not None and path.is_file():
-            payload = load_checkpoint(path, settings, key, ("layer_spec", "layer_state", "second_state", "record"))
+            payload = load_checkpoint(path, settings, key, ("layer_spec", "layer_state", "second_state", "record",
+                                                            "selection_layer"))
             try:
                 layer = HiddenLayer.from_spec(payload["layer_spec"])
                 layer.load_state_dict(payload["layer_state"])
+                if payload["selection_layer"] is not None:
+                    spec, state = payload["selection_layer"]
+                    selection_layers.append(HiddenLayer.from_spec(spec))
+                    selection_layers[-1].load_state_dict(state)
                 second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
                 second.load_state_dict(payload["second_state"])
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -369,15 +387,23 @@ def train_layerwise(
         windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
                                                                   patches_per_slice, seed + i, depth=depth)
         _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size)
-        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         start = time.perf_counter()
-        selection, ratio = None, None
-        if b.beta_ratios is not None:
-            assert held is not None
+        selection, ratio, selection_layer = None, None, None
+        if held is not None and i <= last_selecting:
+            # the selection chain: blocks solved on the fit slices only, so that the held-out
+            # slices stay unseen by every layer that produces the features being scored
             per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
-            ratio, selection = select_beta_ratio(b, x, y, per_sample, seed + i, last=i + 1 == len(blocks),
-                                                 chunk_size=chunk_size, solve_chunk_size=solve_chunk_size,
-                                                 progress=progress)
+            xs, ys = block_problem(selection_layers, inputs, targets, windows, patch_size, chunk_size)
+            ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
+                                                         last=i + 1 == len(blocks), chunk_size=chunk_size,
+                                                         solve_chunk_size=solve_chunk_size, progress=progress)
+            del xs, ys
+            if b.beta_ratios is None:
+                ratio = None  # a fixed β: the path only extended the selection chain
+            if chosen.width > 0:
+                selection_layer = HiddenLayer.from_block(chosen)
+                selection_layers.append(selection_layer)
+        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         beta = block_beta(b, x, y, seed + i, solve_chunk_size, ratio=ratio)
         block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
                           activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
@@ -411,7 +437,9 @@ def train_layerwise(
         records.append(record)
         if path is not None:
             save_checkpoint(path, run_payload(settings, key, layer_spec=layer.spec(), layer_state=layer.state_dict(),
-                                              second_state=second.state_dict(), record=record))
+                                              second_state=second.state_dict(), record=record,
+                                              selection_layer=None if selection_layer is None else
+                                              (selection_layer.spec(), selection_layer.state_dict())))
     assert second is not None
     meta = {"method": "layerwise_convex", "training": settings,
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],

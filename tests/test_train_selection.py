@@ -115,3 +115,41 @@ def test_candidates_without_hidden_channels_are_not_chosen_for_an_inner_block() 
     huge = BlockSettings(kernel_size=3, num_arrangements=2, beta_ratios=(5.0,), tol=1e-3, max_iter=100)
     with pytest.raises(ValueError, match="without hidden channels"):
         _train([huge, SELECT])
+
+
+def test_later_blocks_are_scored_on_features_that_never_saw_the_held_out_slices() -> None:
+    second = BlockSettings(kernel_size=1, num_arrangements=3, beta_ratios=(0.003, 0.3), tol=1e-5, max_iter=3000)
+    result = _train([SELECT, second])
+    first_record, second_record = result.records
+    x, y = _data()
+    r, fit, out = y - x, ~HELD, HELD
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # block 1 of the selection chain: the chosen ratio, solved on the fit slices only
+        scale = block_beta(SELECT, x[fit], r[fit], seed=5, ratio=1.0)
+        b1 = fit_layer(x[fit], r[fit], kernel_size=3, num_arrangements=8, activation="gated", seed=5,
+                       beta=first_record["beta_ratio"] * scale, tol=1e-6, max_iter=5000)
+        with torch.no_grad():
+            h = b1.hidden(x)
+        scale2 = block_beta(second, h[fit], r[fit], seed=6, ratio=1.0)
+        errors = []
+        for ratio in second.beta_ratios:
+            b2 = fit_layer(h[fit], r[fit], kernel_size=1, num_arrangements=3, activation="gated", seed=6,
+                           beta=ratio * scale2, tol=1e-6, max_iter=5000)
+            with torch.no_grad():
+                errors.append(float((b2(h[out]) - r[out]).double().pow(2).sum()))
+    np.testing.assert_allclose(second_record["selection"]["holdout_sq_error"], errors, rtol=5e-3)
+    # features of the refit block 1 (trained on all six slices) would score differently
+    full_first = result.network.layers[0]
+    with torch.no_grad():
+        assert not torch.allclose(full_first(x), h, atol=1e-3)
+
+
+def test_fixed_blocks_before_a_selecting_block_join_the_selection_chain() -> None:
+    fixed = BlockSettings(kernel_size=3, num_arrangements=4, beta_ratio=0.05, tol=1e-3, max_iter=500)
+    result = _train([fixed, SELECT])
+    first, second = result.records
+    assert first["selection"]["beta_ratios"] == [0.05] and first["beta_ratio"] == 0.05
+    assert second["selection"]["beta_ratios"] == list(RATIOS)
+    after = _train([SELECT, fixed])  # nothing selects after block 1: block 2 is solved once, on all slices
+    assert after.records[1]["selection"] is None

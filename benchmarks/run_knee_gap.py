@@ -1,15 +1,19 @@
-"""How the convex layer-wise − end-to-end PSNR gap moves with the number of training slices.
+"""How the convex layer-wise − end-to-end PSNR gap moves with training-set size and width.
 
-run_knee.py's default trains on 16 synthetic slices (4 volumes). This study keeps
-everything of that configuration (blocks, kernels, gates, β ratio, epochs, the same
-validation volume) and varies only the number of training volumes, to test whether
-the gap it reports comes from greedy blocks over-fitting a small training set. Only
-the two methods being compared are trained (convex layer-wise and end-to-end).
+run_knee.py's default trains on 16 synthetic slices (4 volumes) with P = 8 gates
+per block (hidden width 16). This study keeps everything else of that
+configuration (blocks, kernels, β ratio, epochs, the same validation volume) and
+varies the number of training volumes and/or P (the end-to-end network gets the
+same width 2P), to test where the gap comes from: over-fitting of a small
+training set (then the gap shrinks with more slices) or the fitting capacity of
+blocks with P fixed random gates (then the convex network's *training* PSNR
+stays below end-to-end's). Only the two methods being compared are trained.
 
-    OMP_NUM_THREADS=1 python benchmarks/run_knee_datasize.py --train-volumes 4 8 16
+    OMP_NUM_THREADS=1 python benchmarks/run_knee_gap.py --train-volumes 4 8 16
+    OMP_NUM_THREADS=1 python benchmarks/run_knee_gap.py --train-volumes 4 --arrangements 8 16 --masks poisson
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default
-``benchmarks/results/knee-datasize``); checkpoints under ``--out/checkpoints`` (a
+``benchmarks/results/knee-gap``); checkpoints under ``--out/checkpoints`` (a
 killed run restarted with the same command resumes).
 """
 
@@ -30,7 +34,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_knee import CONFIGS, MASKS, load_split, summary, train_convex, train_end_to_end_baseline  # noqa: E402
+from run_knee import (CONFIGS, MASKS, hidden_width, load_split, summary, train_convex,  # noqa: E402
+                      train_end_to_end_baseline)  # noqa: E402
 
 from convexrecon.data import make_synthetic  # noqa: E402
 from convexrecon.data.atomic import write_text  # noqa: E402
@@ -45,6 +50,8 @@ def subset(root: Path, files: list[Path], target: Path) -> Path:
             old.unlink()
     for f in files:
         link = target / f.name
+        if link.is_symlink() and link.resolve() != f.resolve():  # dangling, or the study directory was moved
+            link.unlink()
         if not link.exists():
             link.symlink_to(f.resolve())
     return target
@@ -55,7 +62,8 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     va = split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
-    ckpt = out / "checkpoints" / root.name / mask
+    width = "" if cfg["num_arrangements"] == CONFIGS["default"]["num_arrangements"] else f"_P{cfg['num_arrangements']}"
+    ckpt = out / "checkpoints" / (root.name + width) / mask
     convex, convex_seconds, _ = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
@@ -66,7 +74,8 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     train_e2e = validation_metrics(net, split["train"]["inputs"], split["train"]["targets"],
                                    split["train"]["scales"], split["train"]["volumes"])
     return {
-        "train_slices": int(split["train"]["inputs"].shape[0]),
+        "train_slices": int(split["train"]["inputs"].shape[0]), "num_arrangements": cfg["num_arrangements"],
+        "width": hidden_width(cfg), "convex_widths": [r["width"] for r in convex.records],
         "zero_filled_psnr": summary(va["targets"], va["inputs"], va["scales"], va["volumes"])["psnr_mean"],
         "convex_block_psnr": [r["psnr"] for r in convex.records],
         "convex_status": [r["status"] for r in convex.records],
@@ -80,22 +89,23 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
 
 def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
-    lines = ["# Convex layer-wise − end-to-end gap vs training-set size (run_knee_datasize.py)", "",
+    lines = ["# Convex layer-wise − end-to-end gap vs training-set size and width (run_knee_gap.py)", "",
              f"Command: `{cfg['command']}`  ", f"Machine: {cfg['machine']}; date {cfg['date']}; "
              f"total wall time {cfg['total_seconds']:.0f} s", "",
              f"run_knee.py's default configuration ({cfg['blocks']} blocks, {cfg['kernel_size']}×"
-             f"{cfg['kernel_size']}, {cfg['activation']}, P = {cfg['num_arrangements']}, β = {cfg['beta_ratio']} "
-             f"β_max, end-to-end {cfg['epochs_end_to_end']} epochs), same validation volume; only the number of "
-             f"training volumes ({cfg['synthetic']['slices']} slices each) changes. PSNR in dB, mean over the "
-             "validation slices; 'train' = the same metric on the training slices.", ""]
+             f"{cfg['kernel_size']}, {cfg['activation']}, β = {cfg['beta_ratio']} β_max, end-to-end "
+             f"{cfg['epochs_end_to_end']} epochs), same validation volume; only the number of training volumes "
+             f"({cfg['synthetic']['slices']} slices each) and P (gates per block; both networks have hidden width "
+             "2P) change. PSNR in dB, mean over the validation slices; 'train' = the same metric on the training "
+             "slices.", ""]
     for mask, rows in results["masks"].items():
         lines += [f"## Mask `{mask}`", "",
-                  "| train slices | ZF | convex after block 1..K | convex | end-to-end | convex − e2e | "
+                  "| train slices | P | ZF | convex after block 1..K | convex | end-to-end | convex − e2e | "
                   "convex train | e2e train | solve (s) | e2e (s) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             blocks = " / ".join(f"{p:.2f}" for p in r["convex_block_psnr"])
-            lines.append(f"| {r['train_slices']} | {r['zero_filled_psnr']:.2f} | {blocks} | {r['convex_psnr']:.2f} | "
+            lines.append(f"| {r['train_slices']} | {r.get('num_arrangements', 8)} | {r['zero_filled_psnr']:.2f} | {blocks} | {r['convex_psnr']:.2f} | "
                          f"{r['end_to_end_psnr']:.2f} | {r['gap_db']:+.2f} | {r['convex_train_psnr']:.2f} | "
                          f"{r['end_to_end_train_psnr']:.2f} | {r['convex_seconds']:.0f} | "
                          f"{r['end_to_end_seconds']:.0f} |")
@@ -107,12 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-volumes", type=int, nargs="+", default=[4, 8, 16],
                         help="numbers of training volumes to compare")
+    parser.add_argument("--arrangements", type=int, nargs="+", default=[CONFIGS["default"]["num_arrangements"]],
+                        help="gates per block P to compare (hidden width 2P in both networks)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/knee-datasize"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/knee-gap"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.train_volumes):
-        parser.error(f"argument --train-volumes: expected integers >= 1. Got {args.train_volumes}.")
+    for name in ("train_volumes", "arrangements"):
+        if any(n < 1 for n in getattr(args, name)):
+            parser.error(f"argument --{name.replace('_', '-')}: expected integers >= 1. Got {getattr(args, name)}.")
     cfg = dict(CONFIGS["default"])
     syn = cfg["synthetic"]
     largest = max(args.train_volumes) + cfg["val_volumes"]
@@ -130,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     for mask in args.masks:
         masks[mask] = []
         for n in sorted(set(args.train_volumes)):
-            print(f"\n=== mask {mask}, {n} training volumes ===", flush=True)
-            sub = subset(root, files[: n + cfg["val_volumes"]], args.out / "subsets" / f"train{n}")
-            masks[mask].append(run_size(sub, mask, cfg, args.out, args.seed))
-            print(json.dumps(masks[mask][-1]), flush=True)
+            for P in sorted(set(args.arrangements)):
+                print(f"\n=== mask {mask}, {n} training volumes, P = {P} ===", flush=True)
+                sub = subset(root, files[: n + cfg["val_volumes"]], args.out / "subsets" / f"train{n}")
+                masks[mask].append(run_size(sub, mask, {**cfg, "num_arrangements": P}, args.out, args.seed))
+                print(json.dumps(masks[mask][-1]), flush=True)
     cpu = platform.processor() or platform.machine()
-    results = {"config": {**cfg, "train_volumes": args.train_volumes,
-                          "command": " ".join(["python", "benchmarks/run_knee_datasize.py",
+    results = {"config": {**cfg, "train_volumes": args.train_volumes, "arrangements": args.arrangements,
+                          "command": " ".join(["python", "benchmarks/run_knee_gap.py",
                                                *(argv if argv is not None else sys.argv[1:])]),
                           "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
