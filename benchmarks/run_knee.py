@@ -64,7 +64,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {
         "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
         "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
-        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
         "patch_size": 16, "patches_per_slice": 4,
         "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
         "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
@@ -72,7 +73,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default": {
         "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
         "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
-        "activation": "gated", "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
         "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
@@ -80,7 +82,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "full": {
         "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
         "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
-        "activation": "gated", "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
         "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
@@ -199,7 +202,8 @@ def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: i
     ratios = cfg.get("beta_ratios")
     settings = [BlockSettings(kernel_size=cfg["kernel_size"], num_arrangements=cfg["num_arrangements"],
                               activation=cfg["activation"], beta_ratio=cfg["beta_ratio"],
-                              beta_ratios=None if ratios is None else tuple(ratios), tol=cfg["tol"],
+                              beta_ratios=None if ratios is None else tuple(ratios),
+                              gate_sampling=cfg.get("gate_sampling", "gaussian"), tol=cfg["tol"],
                               max_iter=cfg["max_iter"])] * cfg["blocks"]
     holdout = None if ratios is None else holdout_mask(tr["volumes"], cfg["holdout_volumes"])
     with warnings.catch_warnings(record=True) as caught:
@@ -318,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     description += (f"; crop {cfg['crop']}×{cfg['crop']}; first {cfg['val_volumes']} volume(s) by name = validation, "
                      f"the rest = training. Convex fits on {windows}; "
                      f"{cfg['blocks']} blocks, {cfg['kernel_size']}×{cfg['kernel_size']} kernels, "
-                     f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} gates, {beta_text(cfg)}, "
+                     f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} {cfg.get('gate_sampling', 'gaussian')} "
+                     f"gates, {beta_text(cfg)}, "
                      f"tol {cfg['tol']}, "
                      f"max_iter {cfg['max_iter']}; Adam baselines on whole training slices, width "
                      f"{(2 if cfg['activation'] == 'gated' else 4) * cfg['num_arrangements']}, "

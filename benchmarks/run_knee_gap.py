@@ -34,8 +34,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_knee import (CONFIGS, MASKS, hidden_width, load_split, summary, train_convex,  # noqa: E402
-                      train_end_to_end_baseline)  # noqa: E402
+from run_knee import (CONFIGS, MASKS, beta_text, hidden_width, load_split, summary,  # noqa: E402
+                      train_convex, train_end_to_end_baseline)
 
 from convexrecon.data import make_synthetic  # noqa: E402
 from convexrecon.data.atomic import write_text  # noqa: E402
@@ -63,7 +63,8 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
     width = "" if cfg["num_arrangements"] == CONFIGS["default"]["num_arrangements"] else f"_P{cfg['num_arrangements']}"
-    ckpt = out / "checkpoints" / (root.name + width) / mask
+    variant = f"_{cfg.get('gate_sampling', 'gaussian')}" + ("_select" if cfg.get("beta_ratios") else "")
+    ckpt = out / "checkpoints" / (root.name + width + variant) / mask
     convex, convex_seconds, _ = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
@@ -93,7 +94,8 @@ def markdown(results: dict[str, Any]) -> str:
              f"Command: `{cfg['command']}`  ", f"Machine: {cfg['machine']}; date {cfg['date']}; "
              f"total wall time {cfg['total_seconds']:.0f} s", "",
              f"run_knee.py's default configuration ({cfg['blocks']} blocks, {cfg['kernel_size']}×"
-             f"{cfg['kernel_size']}, {cfg['activation']}, β = {cfg['beta_ratio']} β_max, end-to-end "
+             f"{cfg['kernel_size']}, {cfg['activation']}, {cfg.get('gate_sampling', 'gaussian')} gates, "
+             f"{beta_text(cfg)}, end-to-end "
              f"{cfg['epochs_end_to_end']} epochs), same validation volume; only the number of training volumes "
              f"({cfg['synthetic']['slices']} slices each) and P (gates per block; both networks have hidden width "
              "2P) change. PSNR in dB, mean over the validation slices; 'train' = the same metric on the training "
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="numbers of training volumes to compare")
     parser.add_argument("--arrangements", type=int, nargs="+", default=[CONFIGS["default"]["num_arrangements"]],
                         help="gates per block P to compare (hidden width 2P in both networks)")
+    parser.add_argument("--gate-sampling", choices=["antithetic", "gaussian"], default=None,
+                        help="gates of the convex blocks (default: run_knee.py's default configuration)")
+    parser.add_argument("--fixed-beta", action="store_true",
+                        help="use the configuration's fixed beta_ratio instead of choosing beta per block")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/knee-gap"))
     parser.add_argument("--seed", type=int, default=0)
@@ -127,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         if any(n < 1 for n in getattr(args, name)):
             parser.error(f"argument --{name.replace('_', '-')}: expected integers >= 1. Got {getattr(args, name)}.")
     cfg = dict(CONFIGS["default"])
+    if args.gate_sampling is not None:
+        cfg["gate_sampling"] = args.gate_sampling
+    if args.fixed_beta:
+        cfg["beta_ratios"] = None
     syn = cfg["synthetic"]
     largest = max(args.train_volumes) + cfg["val_volumes"]
     t0 = time.perf_counter()

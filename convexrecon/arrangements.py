@@ -48,16 +48,34 @@ def conv_functions(spatial_dims: int):
     return _CONV[spatial_dims]
 
 
+GATE_SAMPLINGS = ("gaussian", "antithetic")
+
+
 def draw_gates(num: int, channels: int, kernel_size: int, seed: int, *, spatial_dims: int = 2,
-               dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
-    """``num`` i.i.d. N(0, I) gate filters ``(num, channels, k, k)`` (or ``k, k, k``) from a seeded generator.
+               dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
+               sampling: str = "gaussian") -> Tensor:
+    """``num`` N(0, I) gate filters ``(num, channels, k, k)`` (or ``k, k, k``) from a seeded generator.
+
+    ``sampling="gaussian"``: i.i.d. (DESIGN.md §2). ``"antithetic"``: ``ceil(num / 2)``
+    i.i.d. gates followed by the negatives of the first ``floor(num / 2)``, so the
+    arrangements come in complementary pairs ``D`` and ``I - D`` (equal up to the
+    measure-zero pixels where ``X g = 0``). A pair of gated neurons with equal weights
+    then computes the plain linear map ``X u``: a gated block holds every linear
+    convolution of its input — in the layer-wise stack, the previous block's 1x1
+    read-out too, so an added block can always reproduce what its predecessor
+    predicted. Every gate is still N(0, I); only their independence is given up.
 
     Drawn in float64 on the CPU and then cast, so a seed gives the same gates
     on every device and in every precision.
     """
     conv_functions(spatial_dims)
+    if sampling not in GATE_SAMPLINGS:
+        raise ValueError(f"The 'sampling' of gates must be one of {GATE_SAMPLINGS}. Got {sampling!r} instead.")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    gates = torch.randn((num, channels) + (kernel_size,) * spatial_dims, generator=gen, dtype=torch.float64)
+    drawn = num if sampling == "gaussian" else (num + 1) // 2
+    gates = torch.randn((drawn, channels) + (kernel_size,) * spatial_dims, generator=gen, dtype=torch.float64)
+    if sampling == "antithetic":
+        gates = torch.cat([gates, -gates[: num - drawn]])
     return gates.to(device=device, dtype=dtype)
 
 

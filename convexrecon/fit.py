@@ -24,7 +24,7 @@ from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
 from . import checks, guard, streaming
-from .arrangements import ArrangementConv, arrangement_masks, conv_functions, draw_gates
+from .arrangements import GATE_SAMPLINGS, ArrangementConv, arrangement_masks, conv_functions, draw_gates
 from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
@@ -41,6 +41,7 @@ def fit_layer(
     activation: str = "relu",
     gates: Any = None,
     seed: int = 0,
+    gate_sampling: str = "gaussian",
     device: Any = None,
     dtype: torch.dtype = torch.float32,
     tol: float = 1e-6,
@@ -78,6 +79,9 @@ def fit_layer(
         ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
     gates
         ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
+    gate_sampling
+        How the default gates are drawn: ``"gaussian"`` (i.i.d.) or ``"antithetic"``
+        (complementary pairs ``g, -g``; see :func:`~convexrecon.arrangements.draw_gates`).
     device, dtype
         Where and in which precision to solve (float32 or float64). The final
         certificate is always evaluated in float64.
@@ -128,7 +132,8 @@ def fit_layer(
         non-finite weights.
     """
     return _fit(inputs, targets, [beta], kernel_size=kernel_size, num_arrangements=num_arrangements,
-                activation=activation, gates=gates, seed=seed, device=device, dtype=dtype, tol=tol,
+                activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling, device=device,
+                dtype=dtype, tol=tol,
                 max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
                 shard=shard)[0]
 
@@ -166,6 +171,7 @@ def _fit(
     activation: str = "relu",
     gates: Any = None,
     seed: int = 0,
+    gate_sampling: str = "gaussian",
     device: Any = None,
     dtype: torch.dtype = torch.float32,
     tol: float = 1e-6,
@@ -180,6 +186,7 @@ def _fit(
     dtype = checks.float_dtype(dtype)
     kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)
     activation = checks.choice("activation", activation, ACTIVATIONS)
+    gate_sampling = checks.choice("gate_sampling", gate_sampling, GATE_SAMPLINGS)
     tol = checks.positive_float("tol", tol)
     if max_iter is not None:
         max_iter = checks.positive_int("max_iter", max_iter)
@@ -201,7 +208,7 @@ def _fit(
     if gates is None:
         num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
         gates = draw_gates(num_arrangements, channels, kernel_size, seed, spatial_dims=spatial_dims, dtype=dtype,
-                           device=device)
+                           device=device, sampling=gate_sampling)
     else:
         gates = _check_gates(gates, (channels,) + (kernel_size,) * spatial_dims, dtype, device)
     comm = _communicator(shard, device)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import guard
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
-from .arrangements import ArrangementConv, arrangement_masks, draw_gates
+from .arrangements import GATE_SAMPLINGS, ArrangementConv, arrangement_masks, draw_gates
 from .fit import ACTIVATIONS, beta_max, fit_layer, fit_layer_path
 from .metrics import evaluate
 from .block import ConvexBlock
@@ -67,6 +67,12 @@ class BlockSettings:
         solved again with it on all training slices. The candidates are scored on features
         of a *selection chain* (earlier blocks solved on the fit slices only), so no layer
         that produces them has seen the held-out slices. The validation split is never used.
+    gate_sampling
+        ``"antithetic"`` (default here): gates in complementary pairs ``g, -g``, so each
+        block holds every linear convolution of its input, including the previous
+        block's read-out — an added block can always reproduce its predecessor's
+        prediction. ``"gaussian"``: i.i.d. gates (``fit_layer``'s default). See
+        :func:`~convexrecon.arrangements.draw_gates`.
     tol, max_iter
         Passed to :func:`fit_layer`.
     """
@@ -77,12 +83,16 @@ class BlockSettings:
     beta: float | None = None
     beta_ratio: float = 1e-3
     beta_ratios: tuple[float, ...] | None = None
+    gate_sampling: str = "antithetic"
     tol: float = 1e-4
     max_iter: int | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"The 'activation' setting must be one of {ACTIVATIONS}. Got {self.activation!r} instead.")
+        if self.gate_sampling not in GATE_SAMPLINGS:
+            raise ValueError(f"The 'gate_sampling' setting must be one of {GATE_SAMPLINGS}. "
+                             f"Got {self.gate_sampling!r} instead.")
         if not (isinstance(self.kernel_size, int) and self.kernel_size > 0 and self.kernel_size % 2 == 1):
             raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
         if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
@@ -213,7 +223,7 @@ def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_s
     if settings.beta is not None:
         return float(settings.beta)
     gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, spatial_dims=x.ndim - 2,
-                       dtype=x.dtype)
+                       dtype=x.dtype, sampling=settings.gate_sampling)
     operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
                                relu=settings.activation == "relu", chunk_size=chunk_size)
     value = (settings.beta_ratio if ratio is None else ratio) * beta_max(operator, y)
@@ -246,8 +256,8 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
         betas = [r * scale for r in ratios]
     blocks = fit_layer_path(fit_x, fit_y, betas, kernel_size=settings.kernel_size,
                             num_arrangements=settings.num_arrangements, activation=settings.activation, seed=seed,
-                            dtype=torch.float32, tol=settings.tol, max_iter=settings.max_iter, progress=progress,
-                            chunk_size=solve_chunk_size)
+                            gate_sampling=settings.gate_sampling, dtype=torch.float32, tol=settings.tol,
+                            max_iter=settings.max_iter, progress=progress, chunk_size=solve_chunk_size)
     errors = []
     with torch.no_grad():
         for block in blocks:
@@ -406,7 +416,8 @@ def train_layerwise(
         x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         beta = block_beta(b, x, y, seed + i, solve_chunk_size, ratio=ratio)
         block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
-                          activation=b.activation, seed=seed + i, dtype=torch.float32, tol=b.tol,
+                          activation=b.activation, seed=seed + i, gate_sampling=b.gate_sampling,
+                          dtype=torch.float32, tol=b.tol,
                           max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
         seconds = time.perf_counter() - start
         if block.width == 0 and i + 1 < len(blocks):

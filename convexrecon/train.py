@@ -99,6 +99,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--kernel-size", type=int, default=5)
     parser.add_argument("--arrangements", type=int, default=8, help="P gates per block")
     parser.add_argument("--activation", default="gated", choices=["gated", "relu"])
+    parser.add_argument("--gates", default="antithetic", choices=["antithetic", "gaussian"],
+                        help="gate sampling: complementary pairs g, -g (each block then holds every linear "
+                             "convolution of its input) or i.i.d.")
     parser.add_argument("--beta-ratio", type=float, default=1e-2, help="beta = ratio * beta_max per block")
     parser.add_argument("--beta-ratios", type=float, nargs="+", default=None, metavar="RATIO",
                         help="candidate ratios instead of --beta-ratio: every block keeps the one whose network best "
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
                                   activation=args.activation, beta_ratio=args.beta_ratio,
                                   beta_ratios=None if args.beta_ratios is None else tuple(args.beta_ratios),
+                                  gate_sampling=args.gates,
                                   tol=args.tol, max_iter=args.max_iter)] * args.blocks
         holdout = None
         if args.beta_ratios is not None and args.method == "layerwise_convex":

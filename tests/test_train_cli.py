@@ -66,7 +66,11 @@ def test_train_chooses_beta_on_held_out_training_volumes(tmp_path, capsys) -> No
     make_synthetic(data, volumes=3, slices=SLICES, coils=COILS, seed=0, shape=SHAPE, recon=RECON, snr=40.0)
     model = tmp_path / "model"
     assert main(["train", "--data", str(data), "--out", str(model), "--beta-ratios", "0.003", "0.3", *TINY]) == 0
-    blocks = load_network(model).config["blocks"]
+    net = load_network(model)
+    for layer in net.layers:  # default gate sampling: complementary pairs g, -g
+        gates = layer.gates
+        assert gates.shape[0] == 2 and bool((gates[1] == -gates[0]).all())
+    blocks = net.config["blocks"]
     for block in blocks:
         selection = block["selection"]
         assert selection["beta_ratios"] == [0.003, 0.3] and block["beta_ratio"] == selection["chosen_ratio"]

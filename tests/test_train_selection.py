@@ -44,7 +44,7 @@ def test_chosen_ratio_is_the_one_with_the_smallest_held_out_error() -> None:
         warnings.simplefilter("ignore")
         for ratio in RATIOS:  # independent cold solves of every candidate
             block = fit_layer(x[fit], r[fit], kernel_size=3, num_arrangements=8, activation="gated", seed=5,
-                              beta=ratio * scale,
+                              gate_sampling="antithetic", beta=ratio * scale,
                               tol=1e-6, max_iter=5000)
             with torch.no_grad():
                 errors.append(float((block(x[out]) - r[out]).double().pow(2).sum()))
@@ -128,14 +128,14 @@ def test_later_blocks_are_scored_on_features_that_never_saw_the_held_out_slices(
         # block 1 of the selection chain: the chosen ratio, solved on the fit slices only
         scale = block_beta(SELECT, x[fit], r[fit], seed=5, ratio=1.0)
         b1 = fit_layer(x[fit], r[fit], kernel_size=3, num_arrangements=8, activation="gated", seed=5,
-                       beta=first_record["beta_ratio"] * scale, tol=1e-6, max_iter=5000)
+                       gate_sampling="antithetic", beta=first_record["beta_ratio"] * scale, tol=1e-6, max_iter=5000)
         with torch.no_grad():
             h = b1.hidden(x)
         scale2 = block_beta(second, h[fit], r[fit], seed=6, ratio=1.0)
         errors = []
         for ratio in second.beta_ratios:
             b2 = fit_layer(h[fit], r[fit], kernel_size=1, num_arrangements=3, activation="gated", seed=6,
-                           beta=ratio * scale2, tol=1e-6, max_iter=5000)
+                           gate_sampling="antithetic", beta=ratio * scale2, tol=1e-6, max_iter=5000)
             with torch.no_grad():
                 errors.append(float((b2(h[out]) - r[out]).double().pow(2).sum()))
     np.testing.assert_allclose(second_record["selection"]["holdout_sq_error"], errors, rtol=5e-3)
