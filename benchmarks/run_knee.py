@@ -6,14 +6,19 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
 
 * zero-filled SENSE and L1-wavelet CS (λ chosen on training slices);
 * ``end_to_end``: the whole network by Adam (lr 1e-4 halved every
-  ``halve_every`` epochs, l2 loss, weight decay = mean over blocks of
-  ``beta_i / n_i``). ``--full`` and ``--quick`` use the seed's schedule (40
+  ``halve_every`` epochs, l2 loss, weight decay ``d`` = mean over blocks of
+  ``beta_i / n_i``; when the convex blocks choose β on the held-out training
+  volume, end-to-end chooses its weight decay from {0, d, 10 d} on the same
+  volume). ``--full`` and ``--quick`` use the seed's schedule (40
   epochs, halved every 10); the default stretches it 10x (400 epochs, halved
   every 100; layer-wise Adam 300 per block), because on its 16 training slices
   the seed's 40 epochs are only 320 Adam steps and the loss is still falling;
 * ``layerwise_adam``: each block by Adam on the same objective (weight decay
   ``beta_i / n_i``), then frozen;
-* ``layerwise_convex``: each block by ``fit_layer`` (DESIGN.md §4).
+* ``layerwise_convex``: each block by ``fit_layer`` (DESIGN.md §4) with antithetic
+  gates (pairs ``g, -g``), β per block chosen from ``beta_ratios`` x β_max by the
+  error on the last training volume (held out; never the validation volume), then
+  re-solved on all training slices (``BlockSettings.beta_ratios``).
 
 Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 ``examples.png`` and ``batch_size.png`` under ``--out``; checkpoints under
@@ -65,7 +70,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
         "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
         "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
+        "beta_ratio": 1e-2, "beta_ratios": [3e-3, 3e-2], "holdout_volumes": 1,
+        "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
         "patch_size": 16, "patches_per_slice": 4,
         "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
         "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
@@ -74,7 +80,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
         "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
         "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-2, "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
+        "beta_ratio": 1e-2, "beta_ratios": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "holdout_volumes": 1,
+        "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
         "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
@@ -83,7 +90,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
         "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
         "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-3, "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
+        "beta_ratio": 1e-3, "beta_ratios": [1e-4, 1e-3, 1e-2], "holdout_volumes": 1,
+        "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
         "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
@@ -157,7 +165,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     width = hidden_width(cfg)
     widths = [width] * K
-    net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
+    net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
     net.save(out / "models" / mask / "end_to_end")
     # non-convex layer-wise
     start = time.perf_counter()
@@ -180,11 +188,13 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
                        "ssim_mean": metrics["ssim"], "ssim_std": metrics["ssim_std"],
                        "train_seconds": seconds, "peak_memory_bytes": int(memory)}
         images[name] = model.predict(va["inputs"][:1])[0]
+    entry["end_to_end"]["weight_decay_selection"] = e2e_selection
     entry["layerwise_adam"]["blocks"] = [{"psnr": r["psnr"], "ssim": r["ssim"], "duality_gap": None,
                                           "relative_gap": None, "status": None} for r in adam_records]
     entry["layerwise_convex"]["blocks"] = [
-        {key: r[key] for key in ("psnr", "ssim", "duality_gap", "relative_gap", "status", "beta", "width",
-                                 "iterations", "seconds", "num_patches", "num_pixels")} for r in convex.records]
+        {key: r.get(key) for key in ("psnr", "ssim", "duality_gap", "relative_gap", "status", "beta", "width",
+                                     "iterations", "seconds", "num_patches", "num_pixels", "beta_ratio",
+                                     "selection")} for r in convex.records]
     entry["layerwise_convex"]["warnings"] = sorted({str(w.message)[:200] for w in caught})
     images["scale"] = float(va["scales"][0])
     return entry, images
@@ -217,15 +227,41 @@ def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: i
 
 
 def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays: list[float], ckpt: Path,
-                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float]:
-    """The same architecture trained end to end by Adam (weight decay = mean of the blocks' ``beta_i / n_i``)."""
+                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float, dict[str, Any] | None]:
+    """The same architecture trained end to end by Adam.
+
+    Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective
+    per pixel). When the convex blocks choose β on a held-out volume (``beta_ratios``),
+    end-to-end gets the same chance: it is trained on the fit volumes with weight decay
+    0, ``d`` and ``10 d``, the one with the smallest squared error on the held-out volume
+    is kept, and the network is trained again on all training slices with it.
+    Returns the network, the wall time (selection included) and the selection record.
+    """
     tr = split["train"]
-    net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
     start = time.perf_counter()
-    train_end_to_end(net, tr["inputs"], tr["targets"], epochs=cfg["epochs_end_to_end"],
-                     halve_every=cfg["halve_every"], batch_size=cfg["batch_size"],
-                     weight_decay=float(np.mean(decays)), seed=seed, checkpoint_dir=ckpt, progress=True)
-    return net, time.perf_counter() - start
+
+    def train(inputs: torch.Tensor, targets: torch.Tensor, decay: float, where: Path) -> ReconNet:
+        net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
+        train_end_to_end(net, inputs, targets, epochs=cfg["epochs_end_to_end"], halve_every=cfg["halve_every"],
+                         batch_size=cfg["batch_size"], weight_decay=decay, seed=seed, checkpoint_dir=where,
+                         progress=True)
+        return net
+
+    decay, selection = float(np.mean(decays)), None
+    if cfg.get("beta_ratios") is not None:
+        held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
+        candidates = [0.0, decay, 10 * decay]
+        errors = []
+        for j, candidate in enumerate(candidates):
+            net = train(tr["inputs"][~held], tr["targets"][~held], candidate, ckpt / f"end_to_end_select_{j}")
+            with torch.no_grad():
+                errors.append(float((net.predict(tr["inputs"][held]) - tr["targets"][held]).double().pow(2).sum()))
+        best = int(np.argmin(errors))
+        selection = {"weight_decays": candidates, "holdout_sq_error": errors, "chosen": candidates[best],
+                     "fit_slices": int((~held).sum()), "holdout_slices": int(held.sum())}
+        decay = candidates[best]
+    net = train(tr["inputs"], tr["targets"], decay, ckpt)
+    return net, time.perf_counter() - start, selection
 
 
 def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> int:
@@ -266,6 +302,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {entry['layerwise_convex']['blocks'].index(b) + 1} | {b['psnr']:.2f} | {b['ssim']:.4f} | "
                          f"{b['duality_gap']:.3g} | {b['relative_gap']:.2g} | {b['status']} | {b['width']} | "
                          f"{a['psnr']:.2f} | {a['ssim']:.4f} |")
+        chosen = entry["end_to_end"].get("weight_decay_selection")
+        if chosen:
+            lines += ["", "End-to-end weight decay chosen on the held-out training volume: "
+                      f"{chosen['chosen']:.3g} of {', '.join(f'{d:.3g}' for d in chosen['weight_decays'])} "
+                      f"(held-out squared errors {', '.join(f'{e:.4g}' for e in chosen['holdout_sq_error'])})."]
+        ratios = [b.get("beta_ratio") for b in entry["layerwise_convex"]["blocks"]]
+        if any(b.get("selection") for b in entry["layerwise_convex"]["blocks"]):
+            lines += ["", f"Convex β ratios chosen per block on the held-out training volume: {ratios}."]
         gap = entry["layerwise_convex"]["psnr_mean"] - entry["end_to_end"]["psnr_mean"]
         lines += ["", f"Convex layer-wise − end-to-end: {gap:+.2f} dB (target: within 0.3 dB).", ""]
     mem = results["memory"]
@@ -329,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{(2 if cfg['activation'] == 'gated' else 4) * cfg['num_arrangements']}, "
                      f"{cfg['epochs_end_to_end']} / {cfg['epochs_layerwise']} epochs "
                      f"(lr 1e-4 halved every {cfg['halve_every']}), "
-                     f"batch {cfg['batch_size']}")
+                     f"batch {cfg['batch_size']}, weight decay d = mean beta_i / n_i of the convex blocks"
+                     + ("" if cfg.get("beta_ratios") is None else
+                        ", end-to-end's chosen from {0, d, 10 d} on the same held-out training volume"))
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
     images: dict[str, Any] = {}

@@ -67,7 +67,7 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     ckpt = out / "checkpoints" / (root.name + width + variant) / mask
     convex, convex_seconds, _ = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
-    net, e2e_seconds = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
+    net, e2e_seconds, _ = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
     e2e = validation_metrics(net, *val)
     final = validation_metrics(convex.network, *val)
     train_metrics = validation_metrics(convex.network, split["train"]["inputs"], split["train"]["targets"],
