@@ -101,8 +101,9 @@ class BlockSettings:
             raise ValueError(f"The 'beta_ratio' setting must be a finite number > 0. Got {self.beta_ratio!r} instead.")
         if self.beta_ratios is not None:
             ratios = self.beta_ratios
+            valid = lambda r: isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 and math.isfinite(r)  # noqa: E731
             if (isinstance(ratios, (str, bytes)) or not hasattr(ratios, "__len__") or len(ratios) == 0
-                    or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 and math.isfinite(r) for r in ratios)):
+                    or not all(valid(r) for r in ratios)):
                 raise ValueError(f"The 'beta_ratios' setting must be a non-empty sequence of finite numbers > 0 or "
                                  f"None. Got {ratios!r} instead.")
             if self.beta is not None:
@@ -396,10 +397,11 @@ def train_layerwise(
         b = blocks[i]
         windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
                                                                   patches_per_slice, seed + i, depth=depth)
-        _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size)
+        selecting = held is not None and i <= last_selecting
+        _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size, copies=2 if selecting else 1)
         start = time.perf_counter()
         selection, ratio, selection_layer = None, None, None
-        if held is not None and i <= last_selecting:
+        if selecting:
             # the selection chain: blocks solved on the fit slices only, so that the held-out
             # slices stay unseen by every layer that produces the features being scored
             per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
@@ -477,14 +479,14 @@ def _check_holdout(holdout: Any, blocks: Sequence[BlockSettings], n: int, device
 
 
 def _check_feature_memory(i: int, layers: Sequence[HiddenLayer], inputs: Tensor, windows: np.ndarray | None,
-                          patch_size: int | None, chunk_size: int) -> None:
+                          patch_size: int | None, chunk_size: int, copies: int = 1) -> None:
     """Raise :class:`~convexrecon.guard.MemoryBudgetError` if block ``i``'s features will not fit."""
     n, spatial = inputs.shape[0], inputs.shape[2:]  # images (H, W) or volumes (D, H, W)
     pixels = math.prod(spatial)
     channels = layers[-1].first.out_channels if layers else inputs.shape[1]
     b = inputs.element_size()
     kept = n * pixels if windows is None else windows.shape[0] * windows.shape[1] * patch_size ** len(spatial)
-    terms = {"features h_(i-1) and residual targets": kept * (channels + 2) * b,
+    terms = {"features h_(i-1) and residual targets": copies * kept * (channels + 2) * b,
              "per-chunk activations": 2 * min(chunk_size, n) * pixels * max(
                  [channels] + [layer.first.out_channels for layer in layers]) * b}
     where = "patch_size or patches_per_slice" if windows is not None else "the number of training slices, or set patch_size"
