@@ -401,11 +401,14 @@ def train_layerwise(
         _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size, copies=2 if selecting else 1)
         start = time.perf_counter()
         selection, ratio, selection_layer = None, None, None
+        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         if selecting:
             # the selection chain: blocks solved on the fit slices only, so that the held-out
             # slices stay unseen by every layer that produces the features being scored
+            # (before the first block both chains are the network input: same features)
             per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
-            xs, ys = block_problem(selection_layers, inputs, targets, windows, patch_size, chunk_size)
+            xs, ys = (x, y) if i == 0 else block_problem(selection_layers, inputs, targets, windows, patch_size,
+                                                         chunk_size)
             ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
                                                          last=i + 1 == len(blocks), chunk_size=chunk_size,
                                                          solve_chunk_size=solve_chunk_size, progress=progress)
@@ -415,7 +418,6 @@ def train_layerwise(
             if chosen.width > 0:
                 selection_layer = HiddenLayer.from_block(chosen)
                 selection_layers.append(selection_layer)
-        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
         beta = block_beta(b, x, y, seed + i, solve_chunk_size, ratio=ratio)
         block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
                           activation=b.activation, seed=seed + i, gate_sampling=b.gate_sampling,
