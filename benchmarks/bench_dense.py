@@ -66,7 +66,7 @@ def score(X, y, G, beta, U, W=None) -> tuple[float, float]:
     return 0.5 * float(np.sum((pred - y) ** 2)) + beta * float(penalty), float(violation)
 
 
-def run_ours(X, y, G, beta, activation, tol, max_iter):
+def run_ours(X, y, G, beta, activation, tol, max_iter, relu_method="pdhg"):
     n, d = X.shape
     x = torch.from_numpy(X).reshape(n, d, 1, 1)
     t = torch.from_numpy(y).reshape(n, 1, 1, 1)
@@ -75,10 +75,12 @@ def run_ours(X, y, G, beta, activation, tol, max_iter):
         warnings.simplefilter("ignore", cr.ConvergenceWarning)
         start = time.perf_counter()
         block = cr.fit_layer(x, t, kernel_size=1, gates=gates, beta=beta, activation=activation, tol=tol,
-                             dtype=torch.float64, max_iter=max_iter)
+                             dtype=torch.float64, max_iter=max_iter if relu_method == "pdhg" else None,
+                             relu_method=relu_method)
         seconds = time.perf_counter() - start
     rep = block.report
-    return {"solver": f"convexrecon {'FISTA+Newton-CG' if activation == 'gated' else 'PDHG'} tol={tol:g}", "seconds": seconds,
+    name = {"pdhg": "PDHG", "interior_point": "interior point"}[relu_method] if activation == "relu" else "FISTA+Newton-CG"
+    return {"solver": f"convexrecon {name} tol={tol:g}", "seconds": seconds,
             "status": rep.status.value, "objective": rep.primal, "violation": rep.max_violation,
             "lower_bound": rep.dual, "iterations": rep.iterations}
 
@@ -130,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iter", type=int, default=100_000)
     parser.add_argument("--cvxpy", type=int, nargs="*", default=[], help="values of n also solved by cvxpy")
     parser.add_argument("--no-scnn", action="store_true")
+    parser.add_argument("--relu-methods", nargs="+", default=["pdhg", "interior_point"],
+                        choices=["pdhg", "interior_point"], help="exact-ReLU solvers of convexrecon to time")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "dense")
     args = parser.parse_args(argv)
@@ -142,7 +146,8 @@ def main(argv=None) -> int:
         X, y, G = problem(n)
         beta = args.lam * n
         for activation in args.activation:
-            runs = [run_ours(X, y, G, beta, activation, args.tol, args.max_iter)]
+            methods = args.relu_methods if activation == "relu" else ["pdhg"]
+            runs = [run_ours(X, y, G, beta, activation, args.tol, args.max_iter, m) for m in methods]
             if not args.no_scnn:
                 runs.append(run_scnn(X, y, G, args.lam, activation))
                 if activation == "gated":

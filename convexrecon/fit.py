@@ -20,14 +20,17 @@ from torch import Tensor
 
 from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.group_lasso import solve_group_lasso
+from solvers.interior import fits_interior_point, newton_system_size, solve_relu_program_ipm
 from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
 from . import checks, guard, streaming
-from .arrangements import GATE_SAMPLINGS, ArrangementConv, arrangement_masks, conv_functions, draw_gates
+from .arrangements import (GATE_SAMPLINGS, ArrangementConv, arrangement_masks, conv_functions, draw_gates,
+                           patch_problem)
 from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
+RELU_METHODS = ("pdhg", "interior_point")
 DEFAULT_BETA_RATIO = 1e-3
 
 
@@ -50,6 +53,7 @@ def fit_layer(
     chunk_size: int | None = None,
     gate_chunk: int | None = None,
     shard: bool | None = None,
+    relu_method: str = "pdhg",
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
 
@@ -114,6 +118,14 @@ def fit_layer(
         one rank. Every rank must call ``fit_layer`` with the same settings;
         shards may hold different numbers and sizes of images. Gates come
         from ``seed`` (or rank 0's ``gates``).
+    relu_method
+        Solver of the exact-ReLU program: ``"pdhg"`` (matrix-free restarted
+        PDHG, :mod:`solvers.pdhg`; any size, streaming and sharding) or
+        ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
+        interior-point method on the explicit patch matrix, float64, for
+        in-memory problems whose Newton system ``min(N H W, 2 P C_in k^2)``
+        has at most 12,000 unknowns; far fewer iterations to a tight
+        certificate, strictly feasible iterates). Ignored for gated blocks.
 
     Returns
     -------
@@ -135,7 +147,7 @@ def fit_layer(
                 activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling, device=device,
                 dtype=dtype, tol=tol,
                 max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
-                shard=shard)[0]
+                shard=shard, relu_method=relu_method)[0]
 
 
 def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
@@ -180,6 +192,7 @@ def _fit(
     chunk_size: int | None = None,
     gate_chunk: int | None = None,
     shard: bool | None = None,
+    relu_method: str = "pdhg",
 ) -> list[ConvexBlock]:
     """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
     device = checks.device_of(device)
@@ -187,6 +200,7 @@ def _fit(
     kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)
     activation = checks.choice("activation", activation, ACTIVATIONS)
     gate_sampling = checks.choice("gate_sampling", gate_sampling, GATE_SAMPLINGS)
+    relu_method = checks.choice("relu_method", relu_method, RELU_METHODS)
     tol = checks.positive_float("tol", tol)
     if max_iter is not None:
         max_iter = checks.positive_int("max_iter", max_iter)
@@ -216,6 +230,9 @@ def _fit(
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
     relu = activation == "relu"
+    interior = relu and relu_method == "interior_point"
+    if interior:
+        _check_interior(x, y, gates, kernel_size, comm)
     if isinstance(x, streaming.ChunkSource):  # streamed: only the masks may be resident, within their own budget
         operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
     else:
@@ -234,7 +251,9 @@ def _fit(
         beta = checks.positive_float("beta", beta)
         callback, bar = _progress(progress, tol)
         try:
-            if relu:
+            if interior:
+                v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback)
+            elif relu:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,
@@ -255,6 +274,35 @@ def _fit(
             )
         blocks.append(block_from_solution(v, gates, y.shape[1], activation, beta, report))
     return blocks
+
+
+def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Local) -> None:
+    """``relu_method="interior_point"`` needs the whole data in memory, in one process, and a small Newton system."""
+    if isinstance(x, streaming.ChunkSource):
+        raise ValueError("relu_method='interior_point' needs in-memory inputs (a tensor); got chunked/streamed "
+                         "inputs: use relu_method='pdhg'")
+    if comm.world_size > 1:
+        raise ValueError("relu_method='interior_point' runs in one process; got a sharded solve over "
+                         f"{comm.world_size} ranks: use relu_method='pdhg'")
+    n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
+    d = int(gates[0].numel())
+    groups = 2 * gates.shape[0]
+    if not fits_interior_point(n, groups, d):
+        raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, 2*P*C_in*k^d) = "
+                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns, above its limit of "
+                         "12000: use relu_method='pdhg'")
+
+
+def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
+                    tol: float, max_iter: int | None, callback):
+    """Exact-ReLU solve by the interior-point method on the explicit patch problem; ``v`` in the operator's layout."""
+    X, D, Y = patch_problem(x, operator.masks, y, kernel_size)
+    U, _, report = solve_relu_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(Y), beta,
+                                          gates=gates.double().reshape(gates.shape[0], -1).cpu(), tol=tol,
+                                          max_iter=max_iter or 200, callback=callback)
+    # U is (2, P, C_out, d): the operator's group order (s, i, c)
+    v = U.reshape(operator.var_shape).to(device=x.device, dtype=x.dtype)
+    return v, report
 
 
 def beta_max(operator: ArrangementConv, y: Tensor) -> float:

@@ -1,0 +1,101 @@
+"""The interior-point exact-ReLU solver: same optimum as cvxpy, certified, both Newton systems, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import convexrecon as cr
+from solvers.interior import solve_relu_program_ipm
+from solvers.reference import solve_arrangement_program
+from solvers.report import Status
+
+from .problems import CASES, make_problem, reference
+
+RELU_CASES = [case for case in CASES if case[3] == "relu"]
+
+
+@pytest.mark.parametrize("seed,c_out,k,activation", RELU_CASES)
+def test_fit_layer_interior_point_matches_cvxpy(seed, c_out, k, activation):
+    p, ref = reference(seed, c_out, k, activation)
+    block = cr.fit_layer(p.inputs, p.targets, kernel_size=k, gates=p.gates, beta=p.beta, activation="relu",
+                         relu_method="interior_point", dtype=torch.float64, tol=1e-8)
+    rep = block.report
+    assert rep.status is Status.OPTIMAL and rep.relative_gap <= 1e-8
+    assert rep.primal == pytest.approx(ref.report.primal, rel=1e-7)
+    assert rep.max_violation <= 1e-10
+    # the converted ReLU network has the convex objective (the iterates are strictly feasible)
+    assert block.objective(p.inputs, p.targets) == pytest.approx(rep.primal, rel=1e-7)
+
+
+def _dense(seed: int, n: int, d: int, P: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = np.maximum(X @ rng.standard_normal((d, 3)), 0) @ rng.standard_normal(3) + 0.1 * rng.standard_normal(n)
+    G = rng.standard_normal((P, d))
+    return X, (X @ G.T >= 0), y, G
+
+
+@pytest.mark.parametrize("system", ["direct", "woodbury"])
+def test_both_newton_systems_reach_the_cvxpy_optimum(system):
+    X, D, y, G = _dense(3, n=60, d=4, P=6)  # 2 P d = 48 < n: "auto" would pick direct
+    beta = 0.3
+    ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "relu")
+    U, lam, rep = solve_relu_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(y), beta,
+                                         gates=torch.from_numpy(G), tol=1e-9, system=system)
+    assert rep.status is Status.OPTIMAL
+    assert rep.primal == pytest.approx(ref.report.primal, rel=1e-7)
+    assert rep.dual <= ref.report.primal * (1 + 1e-9)  # a valid lower bound
+    assert U.shape == (2, 6, 1, 4) and lam.shape == (60, 2, 6, 1) and float(lam.min()) >= 0
+    assert (system == "direct") == ("direct" in rep.message)
+
+
+def test_zero_groups_come_out_exactly_zero():
+    """With a large beta most groups vanish at the optimum; the interior iterates are cleaned to exact zeros."""
+    X, D, y, G = _dense(4, n=80, d=5, P=8)
+    Xt, Dt, yt = torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(y)
+    _, _, small = solve_relu_program_ipm(Xt, Dt, yt, 0.1, gates=torch.from_numpy(G), tol=1e-8)
+    beta = 0.5 * max(np.linalg.norm(X.T @ (D[:, i] * y)) for i in range(8))
+    U, _, rep = solve_relu_program_ipm(Xt, Dt, yt, beta, gates=torch.from_numpy(G), tol=1e-8)
+    ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "relu")
+    norms = U.reshape(16, 5).norm(dim=1)
+    assert rep.status is Status.OPTIMAL and small.status is Status.OPTIMAL
+    assert rep.primal == pytest.approx(ref.report.primal, rel=1e-7)
+    assert 0 < int((norms > 0).sum()) < 16 and float(norms[norms > 0].min()) > 1e-6 * float(norms.max())
+
+
+def test_interior_point_max_iter_is_reported():
+    X, D, y, G = _dense(5, n=60, d=4, P=6)
+    with pytest.warns(cr.ConvergenceWarning):
+        _, _, rep = solve_relu_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(y), 0.3,
+                                           gates=torch.from_numpy(G), tol=1e-12, max_iter=3)
+    assert rep.status is Status.MAX_ITER and rep.relative_gap > 1e-12
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(beta=0.0), "beta must be a finite float > 0"),
+    (dict(D=np.ones((59, 6), bool)), "must share n"),
+    (dict(y=np.full(60, np.nan)), "finite"),
+    (dict(system="qr"), "system must be one of"),
+])
+def test_interior_point_rejects(args, message):
+    X, D, y, G = _dense(6, n=60, d=4, P=6)
+    kwargs = dict(X=X, D=D, Y=y, beta=0.3)
+    kwargs.update({("Y" if k == "y" else k): v for k, v in args.items()})
+    system = kwargs.pop("system", "auto")
+    with pytest.raises(ValueError, match=message):
+        solve_relu_program_ipm(kwargs["X"], kwargs["D"], kwargs["Y"], kwargs["beta"], system=system)
+
+
+def test_fit_layer_interior_point_refuses_what_it_cannot_solve():
+    p = make_problem(7, c_out=1, k=3, activation="relu")
+    common = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation="relu")
+    with pytest.raises(ValueError, match="relu_method"):
+        cr.fit_layer(p.inputs, p.targets, relu_method="newton", **common)
+    with pytest.raises(ValueError, match="in-memory inputs"):
+        cr.fit_layer([p.inputs[:1], p.inputs[1:]], p.targets, relu_method="interior_point", **common)
+    big = torch.randn(1, 64, 120, 110, dtype=torch.float64)  # n = 13,200 pixels, 2 P d = 2 * 64 * 576 unknowns
+    with pytest.raises(ValueError, match="above its limit"):
+        cr.fit_layer(big, big[:, :1], kernel_size=3, num_arrangements=64, beta=1.0, activation="relu",
+                     relu_method="interior_point")
