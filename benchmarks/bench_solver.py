@@ -67,7 +67,8 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
     op = cr.ArrangementConv(x.double(), arrangement_masks(x, gates), k, 2, relu=False)
     beta = args.beta_ratio * cr.beta_max(op, y.double())
     row = {"n": x.shape[0] * x.shape[2] * x.shape[3], "P": P, "k": k, "activation": activation, "beta": beta,
-           "C_in": channels, "image": f"{size[0]}x{size[1]}"}
+           "C_in": channels, "image": f"{size[0]}x{size[1]}",
+           "relu_method": args.relu_method if activation == "relu" else None}
     dtype = _dtype(args.dtype, activation)
     times = []
     with warnings.catch_warnings():
@@ -75,7 +76,8 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
         for _ in range(args.repeat):  # best of a few runs: the solves are deterministic, only the timing varies
             start = time.perf_counter()
             block = cr.fit_layer(x.to(dtype), y.to(dtype), kernel_size=k, gates=gates, beta=beta,
-                                 activation=activation, tol=args.tol, dtype=dtype, max_iter=args.max_iter)
+                                 activation=activation, tol=args.tol, dtype=dtype, max_iter=args.max_iter,
+                                 relu_method=args.relu_method)
             times.append(time.perf_counter() - start)
     row["torch_seconds"] = min(times)
     rep = block.report
@@ -110,6 +112,10 @@ def _dtype(choice: str, activation: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[choice]
 
 
+def _method(row) -> str:
+    return f" ({row['relu_method']})" if row.get("relu_method") else ""
+
+
 def markdown(rows, meta) -> str:
     lines = [
         f"Solver benchmark — {meta['date']}, {meta['machine']}, torch {meta['torch']} ({meta['threads']} threads), "
@@ -125,7 +131,7 @@ def markdown(rows, meta) -> str:
 
     for r in rows:
         lines.append(
-            f"| {r['n']:,} | {r['P']} | {r['k']} | {r['activation']} | {r['torch_dtype']} | {r['torch_seconds']:.2f} | {r['torch_status']} | "
+            f"| {r['n']:,} | {r['P']} | {r['k']} | {r['activation']}{_method(r)} | {r['torch_dtype']} | {r['torch_seconds']:.2f} | {r['torch_status']} | "
             f"{r['torch_relative_gap']:.1e} | {f(r.get('clarabel_seconds'), '.2f')} | {f(r.get('clarabel_relative_gap'), '.1e')} | "
             f"{f(r.get('clarabel_speedup'), '.1f')} | {f(r.get('scs_seconds'), '.2f')} | {f(r.get('scs_relative_gap'), '.1e')} | "
             f"{f(r.get('scs_speedup'), '.1f')} |"
@@ -145,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-cvxpy-n", type=int, default=10_000)
     parser.add_argument("--references", nargs="*", default=["clarabel", "scs"])
     parser.add_argument("--only", type=int, nargs="*", help="indices of grid rows to run")
+    parser.add_argument("--relu-method", choices=["pdhg", "interior_point"], default="pdhg",
+                        help="convexrecon's exact-ReLU solver (fit_layer's relu_method)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "solver")
     parser.add_argument("--wide", action="store_true",
                         help="instead of the grid: gated blocks with C_in in {2, 64} on 64x64 to 320x320 images "
