@@ -124,7 +124,8 @@ def fit_layer(
         ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
         interior-point method on the explicit patch matrix, float64, for
         in-memory problems whose Newton system ``min(N H W, 2 P C_in k^2)``
-        has at most 12,000 unknowns; far fewer iterations to a tight
+        has at most 12,000 unknowns and whose ``N H W x 2 P x C_in k^2``
+        working arrays hold at most 2^27 numbers; far fewer iterations to a tight
         certificate, strictly feasible iterates). Ignored for gated blocks.
 
     Returns
@@ -289,8 +290,9 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
     groups = 2 * gates.shape[0]
     if not fits_interior_point(n, groups, d):
         raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, 2*P*C_in*k^d) = "
-                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns, above its limit of "
-                         "12000: use relu_method='pdhg'")
+                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns with arrays of "
+                         f"N*H*W * 2*P * C_in*k^d = {n * groups * d} numbers, above its limits (12000 unknowns, "
+                         "2^27 numbers): use relu_method='pdhg'")
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,

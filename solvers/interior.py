@@ -42,6 +42,7 @@ _TO_BOUNDARY = 0.99
 _ZERO_GROUP = 1e-6  # groups below this fraction of the largest norm are tried at exactly zero
 _MIN_CENTERING = 0.1  # floor on Mehrotra's sigma (with separate step lengths: 109 -> 91 iterations on the dense benchmark)
 _MAX_SYSTEM = 12_000
+_MAX_ARRAY = 2**27
 
 
 def newton_system_size(n: int, groups: int, d: int) -> int:
@@ -50,8 +51,13 @@ def newton_system_size(n: int, groups: int, d: int) -> int:
 
 
 def fits_interior_point(n: int, groups: int, d: int, max_system: int = _MAX_SYSTEM) -> bool:
-    """Whether :func:`solve_relu_program_ipm` handles this size (its dense system has ``<= max_system`` rows)."""
-    return newton_system_size(n, groups, d) <= max_system
+    """Whether :func:`solve_relu_program_ipm` handles this size.
+
+    Its dense Newton system has at most ``max_system`` rows, and its largest
+    working array (``n x groups x d`` values, e.g. the Woodbury factor) at most
+    ``2^27`` float64 numbers (1 GiB).
+    """
+    return newton_system_size(n, groups, d) <= max_system and n * groups * d <= _MAX_ARRAY
 
 
 def solve_relu_program_ipm(
@@ -114,8 +120,9 @@ def solve_relu_program_ipm(
     n, d = X.shape
     P, c = D.shape[1], Y.shape[1]
     if not fits_interior_point(n, 2 * P, d):
-        raise ValueError(f"the interior-point system would have {newton_system_size(n, 2 * P, d)} unknowns "
-                         f"(min(n, 2 P d) with n={n}, P={P}, d={d}); at most {_MAX_SYSTEM} are supported")
+        raise ValueError(f"the interior-point method needs min(n, 2 P d) <= {_MAX_SYSTEM} and n * 2 P * d <= "
+                         f"{_MAX_ARRAY}; got n={n}, P={P}, d={d} (system {newton_system_size(n, 2 * P, d)}, "
+                         f"array {n * 2 * P * d})")
     monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
     U = torch.zeros(2, P, c, d, dtype=torch.float64, device=X.device)
     lam = torch.zeros(n, 2, P, c, dtype=torch.float64, device=X.device)
@@ -246,7 +253,7 @@ class _Problem:
             eye = torch.eye(d, dtype=u.dtype, device=u.device)
             M = (beta / t)[:, None, None] * eye - coef[:, None, None] * u[:, :, None] * u[:, None, :]
             W = lam / S
-            M = M + torch.einsum("nd,ng,ne->gde", self.X, W, self.X)
+            M = M + self._weighted_grams(W)
             base = self.bt(r) + grad_h  # gradient of the smooth part without the barrier
             solve = self._factor(M)
             # predictor (affine scaling)
@@ -295,13 +302,22 @@ class _Problem:
         raise ValueError("interior point: a cone (2 D_i - I) X u >= 0 has no strictly interior point reachable "
                          "from the gates (X g = 0 on a nonzero row); use the first-order solver (PDHG)")
 
+    def _weighted_grams(self, W: Tensor) -> Tensor:
+        """``X^T diag(W_g) X`` for every group ``g``: ``(G, d, d)``, over row chunks (bounded intermediates)."""
+        out = torch.zeros(self.G, self.d, self.d, dtype=self.X.dtype, device=self.X.device)
+        step = max(1, 2**22 // (self.G * self.d))
+        for start in range(0, self.n, step):
+            Xc = self.X[start:start + step]
+            out += torch.einsum("nd,ng,ne->gde", Xc, W[start:start + step], Xc)
+        return out
+
     def _factor(self, M: Tensor):
         G, d = self.G, self.d
         if self.direct:
             H = self.BtB.clone()
-            idx = torch.arange(G * d, device=H.device).view(G, d)
+            blocks = H.view(G, d, G, d)
             for g in range(G):
-                H[idx[g][:, None], idx[g][None, :]] += M[g]
+                blocks[g, :, g, :] += M[g]
             L = _cholesky(H)
             return lambda rhs: torch.cholesky_solve(rhs.reshape(-1, 1), L).view(G, d)
         Lm = _cholesky(M)  # (G, d, d)

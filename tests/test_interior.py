@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import convexrecon as cr
-from solvers.interior import solve_relu_program_ipm
+from solvers.interior import fits_interior_point, solve_relu_program_ipm
 from solvers.reference import solve_arrangement_program
 from solvers.report import Status
 
@@ -99,3 +99,10 @@ def test_fit_layer_interior_point_refuses_what_it_cannot_solve():
     with pytest.raises(ValueError, match="above its limit"):
         cr.fit_layer(big, big[:, :1], kernel_size=3, num_arrangements=64, beta=1.0, activation="relu",
                      relu_method="interior_point")
+
+
+def test_size_limits():
+    assert fits_interior_point(2000, 200, 50)  # the dense benchmark: Woodbury on 2000 x 2000
+    assert fits_interior_point(10_000, 16, 18)  # a small conv block: direct on 288 x 288
+    assert not fits_interior_point(20_000, 200, 50)  # system 10,000 but arrays of 2e8 numbers
+    assert not fits_interior_point(13_000, 128, 576)  # system 13,000
