@@ -189,9 +189,11 @@ class _Problem:
         self.P = D.shape[1]
         self.G = 2 * self.P
         self.sigma = 2 * self.D - 1  # (n, P)
+        self.row_signs = self.sigma.repeat(1, 2)  # (n, G): the cone rows of v and w groups share their signs
         self.e = torch.cat([torch.ones(self.P), -torch.ones(self.P)]).to(X)
         self.direct = system == "direct" or (system == "auto" and self.G * self.d <= self.n)
         self.BtB = self._gram() if self.direct else None
+        self.start_directions = self._interior_directions()
 
     # ---- operators on u (G, d) ----
     def xu(self, u: Tensor) -> Tensor:
@@ -201,7 +203,7 @@ class _Problem:
         return torch.sum(self.D * (xu[:, : self.P] - xu[:, self.P:]), dim=1)
 
     def slacks(self, xu: Tensor) -> Tensor:
-        return xu * self.sigma.repeat(1, 2)  # (n, G)
+        return xu * self.row_signs  # (n, G)
 
     def bt(self, r: Tensor) -> Tensor:
         """``B^T r`` for a residual-like ``r (n,)``: ``(G, d)``."""
@@ -210,7 +212,7 @@ class _Problem:
 
     def ct(self, m: Tensor) -> Tensor:
         """``C^T m`` for row values ``m (n, G)``: ``(G, d)``."""
-        return (m * self.sigma.repeat(1, 2)).T @ self.X
+        return (m * self.row_signs).T @ self.X
 
     def _gram(self) -> Tensor:
         """``B^T B`` of size ``(G d, G d)``, accumulated over row chunks."""
@@ -228,7 +230,7 @@ class _Problem:
     def solve(self, y_full: Tensor, beta: float, tol: float, max_iter: int, monitor: Monitor, done: int):
         y = y_full[self.keep]
         n, d, G = self.n, self.d, self.G
-        gates_dir = self._interior_directions()
+        gates_dir = self.start_directions
         # start: every group along its own gate direction, small against the data
         fit = self.predict(self.xu(torch.cat([gates_dir[: self.P], 0 * gates_dir[self.P:]])))
         scale = 0.5 * max(float(fit @ y), 0.0) / max(float(fit @ fit), 1e-300)  # half the best scale of the v part
@@ -292,15 +294,19 @@ class _Problem:
 
     def _interior_directions(self) -> Tensor:
         """Unit directions strictly inside each cone ``sigma_i * X u > 0``: the gates, else a least-squares sign fit."""
-        fit = torch.linalg.lstsq(self.X, self.sigma).solution.T  # (P, d)
-        candidates = [] if self.gates is None else [self.gates]
-        candidates += [fit] if self.gates is None else [self.gates + 1e-3 * fit * (self.gates.norm() / fit.norm().clamp(min=1e-300))]
-        for dirs in candidates:
-            if bool((self.sigma * (self.X @ dirs.T) > 0).all()):
-                dirs = dirs / dirs.norm(dim=1, keepdim=True)
-                return torch.cat([dirs, dirs])
-        raise ValueError("interior point: a cone (2 D_i - I) X u >= 0 has no strictly interior point reachable "
-                         "from the gates (X g = 0 on a nonzero row); use the first-order solver (PDHG)")
+        def inside(dirs: Tensor) -> bool:
+            return bool((self.sigma * (self.X @ dirs.T) > 0).all())
+
+        dirs = self.gates
+        if dirs is None or not inside(dirs):
+            fit = torch.linalg.lstsq(self.X, self.sigma).solution.T  # (P, d)
+            dirs = fit if dirs is None else dirs + 1e-3 * fit * (dirs.norm() / fit.norm().clamp(min=1e-300))
+            if not inside(dirs):
+                raise ValueError("interior point: a cone (2 D_i - I) X u >= 0 has no strictly interior point "
+                                 "reachable from the gates (X g = 0 on a nonzero row); use the first-order solver "
+                                 "(PDHG)")
+        dirs = dirs / dirs.norm(dim=1, keepdim=True)
+        return torch.cat([dirs, dirs])
 
     def _weighted_grams(self, W: Tensor) -> Tensor:
         """``X^T diag(W_g) X`` for every group ``g``: ``(G, d, d)``, over row chunks (bounded intermediates)."""
@@ -331,14 +337,11 @@ class _Problem:
         LK = _cholesky(K)
 
         def solve(rhs: Tensor) -> Tensor:
-            # M^{-1} rhs
-            z = torch.cholesky_solve(rhs[:, :, None], Lm)[:, :, 0]  # (G, d)
-            w = torch.linalg.solve_triangular(Lm, rhs[:, :, None], upper=False)  # L^{-1} rhs
-            Fw = F @ w.reshape(-1)  # B M^{-1} rhs  (as F (L^{-1} rhs))
-            s = torch.cholesky_solve(Fw[:, None], LK)[:, 0]
-            back = (F.T @ s).view(G, d, 1)  # F^T s, then L^{-T}
-            corr = torch.linalg.solve_triangular(Lm.transpose(1, 2), back, upper=True)[:, :, 0]
-            return z - corr
+            # (M + B^T B)^{-1} rhs = L^{-T} (w - F^T K^{-1} F w) with w = L^{-1} rhs, M = L L^T, F = B L^{-T}
+            w = torch.linalg.solve_triangular(Lm, rhs[:, :, None], upper=False)
+            s = torch.cholesky_solve((F @ w.reshape(-1))[:, None], LK)[:, 0]
+            inner = w - (F.T @ s).view(G, d, 1)
+            return torch.linalg.solve_triangular(Lm.transpose(1, 2), inner, upper=True)[:, :, 0]
 
         return solve
 
