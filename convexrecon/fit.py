@@ -11,6 +11,7 @@ Ergen, ICML 2020; Sahiner et al., ICLR 2021; conventions in DESIGN.md §1-3.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ def fit_layer(
     gate_chunk: int | None = None,
     shard: bool | None = None,
     relu_method: str = "pdhg",
+    allow_tf32: bool = False,
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
 
@@ -127,6 +129,15 @@ def fit_layer(
         has at most 12,000 unknowns and whose ``N H W x 2 P x C_in k^2``
         working arrays hold at most 2^27 numbers; far fewer iterations to a tight
         certificate, strictly feasible iterates). Ignored for gated blocks.
+    allow_tf32
+        On CUDA, let float32 convolutions and matrix products run in TF32
+        (10-bit mantissa; about 3e-4 relative error per product). Default
+        False: TF32 is switched off for the duration of the solve and the
+        previous settings are restored after, so GPU iterates carry float32
+        rounding only, as on the CPU. With True the solve is faster on
+        Ampere/Hopper GPUs but its gradient no longer matches the float64
+        certificate to float32 accuracy: the certificate stays honest, yet may
+        stall above a tight ``tol``. No effect on the CPU or in float64.
 
     Returns
     -------
@@ -148,7 +159,7 @@ def fit_layer(
                 activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling, device=device,
                 dtype=dtype, tol=tol,
                 max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
-                shard=shard, relu_method=relu_method)[0]
+                shard=shard, relu_method=relu_method, allow_tf32=allow_tf32)[0]
 
 
 def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
@@ -194,8 +205,50 @@ def _fit(
     gate_chunk: int | None = None,
     shard: bool | None = None,
     relu_method: str = "pdhg",
+    allow_tf32: bool = False,
 ) -> list[ConvexBlock]:
     """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be True or False; got {allow_tf32!r}")
+    with _tf32(allow_tf32):
+        return _fit_blocks(inputs, targets, betas, kernel_size=kernel_size, num_arrangements=num_arrangements,
+                           activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling,
+                           device=device, dtype=dtype, tol=tol, max_iter=max_iter, progress=progress,
+                           chunk_size=chunk_size, gate_chunk=gate_chunk, shard=shard, relu_method=relu_method)
+
+
+@contextmanager
+def _tf32(allowed: bool):
+    """Set torch's TF32 switches (cuDNN convolutions, CUDA matrix products) for a block; restore them after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _fit_blocks(
+    inputs: Any,
+    targets: Any,
+    betas: list[float | None],
+    *,
+    kernel_size: int,
+    num_arrangements: int,
+    activation: str,
+    gates: Any,
+    seed: int,
+    gate_sampling: str,
+    device: Any,
+    dtype: torch.dtype,
+    tol: float,
+    max_iter: int | None,
+    progress: bool,
+    chunk_size: int | None,
+    gate_chunk: int | None,
+    shard: bool | None,
+    relu_method: str,
+) -> list[ConvexBlock]:
     device = checks.device_of(device)
     dtype = checks.float_dtype(dtype)
     kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)

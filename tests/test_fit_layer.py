@@ -264,3 +264,31 @@ def test_antithetic_block_can_reproduce_the_previous_read_out():
     assert all(p <= bound * (1 + 1e-6) for p in primal["antithetic"])
     # without pairs the bound is no guarantee: i.i.d. gates miss it for some seeds (here 2 of 3)
     assert max(primal["gaussian"]) > 1.1 * bound
+
+
+def test_tf32_is_switched_off_during_the_solve_and_restored(monkeypatch):
+    import convexrecon.fit as fit_module
+
+    seen = []
+    real = fit_module.solve_group_lasso
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "solve_group_lasso", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    p = make_problem(0, c_out=1, k=3, activation="gated")
+    _fit(p, tol=1e-4)
+    assert seen[-1] == (False, False)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    _fit(p, tol=1e-4, allow_tf32=True)
+    assert seen[-1] == (True, True)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    with pytest.raises(ValueError, match="kernel_size"):  # restored after a refused call as well
+        cr.fit_layer(p.inputs, p.targets, kernel_size=2, allow_tf32=True)
+    assert torch.backends.cudnn.allow_tf32 is False
+    with pytest.raises(TypeError, match="allow_tf32 must be True or False; got 'yes'"):
+        _fit(p, allow_tf32="yes")

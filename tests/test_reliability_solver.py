@@ -277,6 +277,10 @@ def test_estimate_follows_the_settings() -> None:
     assert total(num_arrangements=16)["arrangement masks"] == 2 * base["arrangement masks"]
     assert "cone values and multipliers" in total(relu=True) and "cone values and multipliers" not in base
     assert total(input_shape=(32, 2, 8, 48, 48))["images"] > base["images"]  # any number of spatial axes
+    # cuDNN's weight gradient unfolds no patches: the CUDA estimate drops exactly that term
+    wide = dict(input_shape=(1, 256, 320, 320), num_arrangements=64, kernel_size=7)
+    unfolded = 256 * 49 * 320 * 320 * 4
+    assert total(**wide)["conv intermediates"] - total(**wide, device="cuda")["conv intermediates"] == unfolded
 
 
 # --- determinism ----------------------------------------------------------------------------------
