@@ -126,8 +126,9 @@ def fit_layer(
         ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
         interior-point method on the explicit patch matrix, float64, for
         in-memory problems whose Newton system ``min(N H W, 2 P C_in k^2)``
-        has at most 12,000 unknowns and whose ``N H W x 2 P x C_in k^2``
-        working arrays hold at most 2^27 numbers; far fewer iterations to a tight
+        has at most 12,000 unknowns, with at most 2^25 cone rows ``N H W x 2 P``
+        and, when ``N H W`` is the smaller side, a Woodbury factor
+        ``N H W x P C_in k^2`` of at most 2^27 numbers; far fewer iterations to a tight
         certificate, strictly feasible iterates). Ignored for gated blocks.
     allow_tf32
         On CUDA, let float32 convolutions and matrix products run in TF32
@@ -343,9 +344,9 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
     groups = 2 * gates.shape[0]
     if not fits_interior_point(n, groups, d):
         raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, 2*P*C_in*k^d) = "
-                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns with arrays of "
-                         f"N*H*W * 2*P * C_in*k^d = {n * groups * d} numbers, above its limits (12000 unknowns, "
-                         "2^27 numbers): use relu_method='pdhg'")
+                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns (N*H*W * 2*P = "
+                         f"{n * groups} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
+                         "Woodbury factor N*H*W * P*C_in*k^d; 2^25 cone rows): use relu_method='pdhg'")
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,

@@ -48,6 +48,7 @@ _POLISH_EVERY = 5
 _CORRECTORS = 6  # at most this many Gondzio correctors per iteration (dense benchmark: 47 -> 34 (2) -> 29 (4) -> 26)
 _MAX_SYSTEM = 12_000
 _MAX_ARRAY = 2**27
+_MAX_ROWS = 2**25
 
 
 def newton_system_size(n: int, groups: int, d: int) -> int:
@@ -56,13 +57,19 @@ def newton_system_size(n: int, groups: int, d: int) -> int:
 
 
 def fits_interior_point(n: int, groups: int, d: int, max_system: int = _MAX_SYSTEM) -> bool:
-    """Whether :func:`solve_relu_program_ipm` handles this size.
+    """Whether :func:`solve_relu_program_ipm` handles this size (with ``system="auto"``).
 
-    Its dense Newton system has at most ``max_system`` rows, and its largest
-    working array (``n x groups x d`` values, e.g. the Woodbury factor) at most
-    ``2^27`` float64 numbers (1 GiB).
+    Its dense Newton system has at most ``max_system`` rows; with the
+    Woodbury system (``n < groups * d``) its factor of ``n x groups/2 x d``
+    values holds at most ``2^27`` float64 numbers (1 GiB); and each of its
+    per-row arrays (slacks, multipliers, their steps: ``n x groups``) at most
+    ``2^25`` numbers (256 MiB, about 15 are alive).
     """
-    return newton_system_size(n, groups, d) <= max_system and n * groups * d <= _MAX_ARRAY
+    if n * groups > _MAX_ROWS:
+        return False
+    if groups * d <= n:  # direct: (groups d)^2 system, B^T B accumulated over row chunks
+        return groups * d <= max_system
+    return n <= max_system and n * (groups // 2 or 1) * d <= _MAX_ARRAY
 
 
 def solve_relu_program_ipm(
@@ -124,10 +131,14 @@ def solve_relu_program_ipm(
         raise ValueError(f"system must be one of ('auto', 'direct', 'woodbury'); got {system!r}")
     n, d = X.shape
     P, c = D.shape[1], Y.shape[1]
-    if not fits_interior_point(n, 2 * P, d):
-        raise ValueError(f"the interior-point method needs min(n, 2 P d) <= {_MAX_SYSTEM} and n * 2 P * d <= "
-                         f"{_MAX_ARRAY}; got n={n}, P={P}, d={d} (system {newton_system_size(n, 2 * P, d)}, "
-                         f"array {n * 2 * P * d})")
+    direct = system == "direct" or (system == "auto" and 2 * P * d <= n)
+    fits = (n * 2 * P <= _MAX_ROWS
+            and (2 * P * d <= _MAX_SYSTEM if direct else (n <= _MAX_SYSTEM and n * P * d <= _MAX_ARRAY)))
+    if not fits:
+        raise ValueError(f"the interior-point method needs a Newton system of at most {_MAX_SYSTEM} unknowns "
+                         f"({'2 P d' if direct else 'n'} = {2 * P * d if direct else n} with system={system!r}), "
+                         f"n * P * d <= {_MAX_ARRAY} for the Woodbury system and n * 2 P <= {_MAX_ROWS}; got n={n}, "
+                         f"P={P}, d={d}")
     monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
     U = torch.zeros(2, P, c, d, dtype=torch.float64, device=X.device)
     lam = torch.zeros(n, 2, P, c, dtype=torch.float64, device=X.device)
@@ -408,11 +419,11 @@ class _Problem:
 
         theta = -r
         bt = self.bt(theta).cpu().numpy()
-        signed = (self.row_signs[:, :, None] * self.X[:, None, :]).cpu().numpy()  # (n, G, d): rows of C_g
+        X, signs = self.X.cpu().numpy(), self.sigma.cpu().numpy()
         polished = torch.zeros_like(lam)
-        for g in range(self.G):
+        for g in range(self.G):  # the v and w groups of gate i share their rows C_g = diag(sigma_i) X
             try:
-                sol, _ = nnls(signed[:, g].T, -bt[g], maxiter=50 * self.n)
+                sol, _ = nnls((signs[:, g % self.P, None] * X).T, -bt[g], maxiter=50 * self.n)
             except RuntimeError:  # no convergence in the iteration budget: keep the interior-point multipliers
                 return cert, lam
             polished[:, g] = torch.from_numpy(sol).to(lam)
