@@ -46,7 +46,7 @@ _START_MU = 1.0  # the starting multipliers are mu / S with mu this many times t
 _POLISH_BELOW = 1e-2  # the multipliers are polished (NNLS) every few iterations once the gap is below this
 _POLISH_EVERY = 5
 _POLISH_ROWS = 1e-6  # rows offered to the polish: barrier weight lam / S at least this fraction of the group's largest
-_CORRECTORS = 6  # at most this many Gondzio correctors per iteration (dense benchmark: 47 -> 34 (2) -> 29 (4) -> 26)
+_CORRECTORS = 6  # at most this many Gondzio correctors per iteration (dense benchmark: 49 -> 29 iterations)
 _MAX_SYSTEM = 12_000
 _MAX_ARRAY = 2**27
 _MAX_ROWS = 2**25
@@ -250,8 +250,8 @@ class _Problem:
         gates_dir = self.start_directions
         # start: every group along its own gate direction (strictly inside its cone), scaled per gate by a
         # ridge least-squares fit of the targets with its v (c_i > 0) or w (c_i < 0) group, plus a margin
-        # of the mean scale on every group; on the dense benchmark this start and a 10x larger mu took
-        # 91 iterations down to 47 (the old start, half the best common scale, crept along the boundary)
+        # of the mean scale on every group; on the dense benchmark this start took 91 iterations down to 49
+        # (the old start, half the best common scale, crept along the boundary at steps of 0.05-0.15)
         F = self.D * (self.X @ gates_dir[: self.P].T)  # (n, P): prediction of gate i's unit direction
         FtF = F.T @ F
         ridge = _START_RIDGE * float(FtF.diagonal().mean()) + 1e-300
@@ -418,7 +418,8 @@ class _Problem:
         C_g^T l||`` (non-negative least squares, ``d`` equations); kept where it beats ``cert``.
 
         Near a degenerate optimum (rank-deficient patches, groups at zero) the interior-point multipliers can
-        stall while the primal has converged; any ``l >= 0`` gives a valid certificate, so this one is exact.
+        stall while the primal has converged; any ``l >= 0`` gives a valid certificate, so the polished one
+        is as honest as the interior-point one, only tighter.
         """
         from scipy.optimize import nnls
 
