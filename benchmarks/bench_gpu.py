@@ -91,9 +91,9 @@ def run_row(x, y, gates, activation: str, args, device: torch.device, allow_tf32
     del op
     ops = 4.0 * n * x.shape[1] * k * k * signs * P * outputs
     row.update(pair_seconds=pair, pair_tflops=ops / pair / 1e12)
-    estimate = guard.check_fit_memory(tuple(x.shape), outputs, P, k, relu=relu, chunk_size=None,
-                                      dtype=torch.float32, device=device)
-    row["memory_estimate_gib"] = estimate / 2 ** 30
+    terms = guard.fit_memory_terms(tuple(x.shape), outputs, P, k, relu=relu, chunk_size=None,
+                                   dtype=torch.float32, device=device)  # fit_layer itself refuses what won't fit
+    row["memory_estimate_gib"] = sum(terms.values()) / 2 ** 30
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
