@@ -341,11 +341,11 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
                          f"{comm.world_size} ranks: use relu_method='pdhg'")
     n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
     d = int(gates[0].numel())
-    groups = 2 * gates.shape[0]
-    if not fits_interior_point(n, groups, d):
-        raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, 2*P*C_in*k^d) = "
-                         f"min({n}, {groups * d}) = {newton_system_size(n, groups, d)} unknowns (N*H*W * 2*P = "
-                         f"{n * groups} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
+    P = gates.shape[0]
+    if not fits_interior_point(n, P, d):
+        raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, P*C_in*k^d) = "
+                         f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
+                         f"{n * 2 * P} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
                          "Woodbury factor N*H*W * P*C_in*k^d; 2^25 cone rows): use relu_method='pdhg'")
 
 

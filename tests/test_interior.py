@@ -102,12 +102,14 @@ def test_fit_layer_interior_point_refuses_what_it_cannot_solve():
 
 
 def test_size_limits():
-    assert fits_interior_point(2000, 200, 50)  # the dense benchmark: Woodbury on 2000 x 2000
-    assert fits_interior_point(10_000, 16, 18)  # a small conv block: direct on 288 x 288
-    assert fits_interior_point(20_000, 200, 50)  # direct on 10,000 unknowns, 4e6 cone rows
-    assert not fits_interior_point(11_000, 500, 50)  # Woodbury on 11,000, but a factor of 1.4e8 numbers > 2^27
-    assert not fits_interior_point(200_000, 200, 50)  # direct on 10,000, but 4e7 cone rows > 2^25
-    assert not fits_interior_point(13_000, 128, 576)  # system 13,000
+    # fits_interior_point(n, P, d): v and w are eliminated per gate, so the direct system has P d unknowns
+    assert fits_interior_point(2000, 100, 50)  # the dense benchmark: Woodbury on 2000 x 2000 (P d = 5000)
+    assert fits_interior_point(10_000, 8, 18)  # a small conv block: direct on 144 x 144
+    assert fits_interior_point(20_000, 100, 50)  # direct on 5,000 unknowns, 4e6 cone rows
+    assert fits_interior_point(15_000, 100, 100)  # direct on 10,000 (2 P d = 20,000 would not fit)
+    assert not fits_interior_point(11_000, 250, 50)  # Woodbury on 11,000, but a factor of 1.4e8 numbers > 2^27
+    assert not fits_interior_point(200_000, 100, 50)  # direct on 5,000, but 4e7 cone rows > 2^25
+    assert not fits_interior_point(13_000, 64, 576)  # system 13,000
 
 
 def test_woodbury_factor_solves_the_newton_system_exactly():
