@@ -112,22 +112,30 @@ def test_size_limits():
     assert not fits_interior_point(13_000, 64, 576)  # system 13,000
 
 
-def test_woodbury_factor_solves_the_newton_system_exactly():
-    """The v/w-combined Woodbury solve (lower-triangle Gram, shared D_i X) equals a dense solve of B^T B + M."""
+@pytest.mark.parametrize("system", ["direct", "woodbury"])
+def test_factor_solves_the_newton_system_exactly(system):
+    """Both reduced solves (v, w eliminated per gate: a P d system, or its n x n Woodbury form with the
+    lower-triangle Gram) equal a dense solve of B^T B + blockdiag(M); in float32 they agree to its precision."""
     from solvers.interior import _Problem
 
-    X, D, _, G = _dense(5, n=60, d=4, P=10)  # 2 P d = 80 > n: Woodbury
+    X, D, _, G = _dense(5, n=60, d=4, P=10)  # P d = 40 < n = 60 < 2 P d = 80
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D).double()
-    problem = _Problem(Xt, Dt, torch.from_numpy(G), system="woodbury")
+    problem = _Problem(Xt, Dt, torch.from_numpy(G), system=system)
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(20, 4, 4, generator=gen, dtype=torch.float64)
-    M = A @ A.transpose(1, 2) + 0.1 * torch.eye(4, dtype=torch.float64)
+    scale = torch.logspace(-3, 3, 20, dtype=torch.float64)[:, None, None]  # v and w blocks of very unequal size
+    M0 = A @ A.transpose(1, 2) + 0.1 * torch.eye(4, dtype=torch.float64)
     B = (Dt[:, :, None] * Xt[:, None, :])
     B = torch.cat([B, -B], dim=1).reshape(60, 80)
-    H = B.T @ B + torch.block_diag(*M)
     rhs = torch.randn(20, 4, generator=gen, dtype=torch.float64)
-    expected = torch.linalg.solve(H, rhs.reshape(-1)).view(20, 4)
-    assert torch.allclose(problem._factor(M)(rhs), expected, rtol=1e-10, atol=1e-12)
+    for M in (M0, scale * M0):
+        expected = torch.linalg.solve(B.T @ B + torch.block_diag(*M), rhs.reshape(-1)).view(20, 4)
+        assert torch.allclose(problem._factor(M)(rhs), expected, rtol=1e-9, atol=1e-11)
+    expected = torch.linalg.solve(B.T @ B + torch.block_diag(*M0), rhs.reshape(-1)).view(20, 4)
+    low = problem._factor(M0, low_precision=True)(rhs)
+    assert low.dtype == torch.float64
+    error = float((low - expected).norm() / expected.norm())
+    assert 1e-12 < error < 1e-4  # float32 was used (not exact), and its answer is still the solution
 
 
 def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
