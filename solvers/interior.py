@@ -220,6 +220,7 @@ class _Problem:
         self.direct = system == "direct" or (system == "auto" and self.P * self.d <= self.n)
         self.BtB = self._gram() if self.direct else None
         self.system_size = self.P * self.d if self.direct else self.n
+        self._xx_upper: Tensor | None = None  # products x_a x_b (a <= b) of every row, see _weighted_grams
         self.start_directions = self._interior_directions()
 
     # ---- operators on u (G, d) ----
@@ -389,12 +390,24 @@ class _Problem:
         return torch.cat([dirs, dirs])
 
     def _weighted_grams(self, W: Tensor) -> Tensor:
-        """``X^T diag(W_g) X`` for every group ``g``: ``(G, d, d)``, over row chunks (bounded intermediates)."""
-        out = torch.zeros(self.G, self.d, self.d, dtype=self.X.dtype, device=self.X.device)
-        step = max(1, 2**22 // (self.G * self.d))
-        for start in range(0, self.n, step):
-            Xc = self.X[start:start + step]
-            out += torch.einsum("nd,ng,ne->gde", Xc, W[start:start + step], Xc)
+        """``X^T diag(W_g) X`` for every group ``g``: ``(G, d, d)``, as one product ``W^T [x_a x_b]_{a <= b}``
+        over the upper-triangle products of each row (half of ``d^2``; kept from the first call when they fit
+        in 2^24 numbers, else formed per row chunk). Dense benchmark: 15 ms instead of 47 ms for the einsum."""
+        d = self.d
+        iu = torch.triu_indices(d, d, device=self.X.device)
+        if self._xx_upper is None and self.n * iu.shape[1] <= 2**24:
+            self._xx_upper = self.X[:, iu[0]] * self.X[:, iu[1]]
+        if self._xx_upper is not None:
+            upper = W.T @ self._xx_upper
+        else:
+            upper = torch.zeros(self.G, iu.shape[1], dtype=self.X.dtype, device=self.X.device)
+            step = max(1, 2**22 // iu.shape[1])
+            for start in range(0, self.n, step):
+                Xc = self.X[start:start + step]
+                upper += W[start:start + step].T @ (Xc[:, iu[0]] * Xc[:, iu[1]])
+        out = torch.empty(self.G, d, d, dtype=self.X.dtype, device=self.X.device)
+        out[:, iu[0], iu[1]] = upper
+        out[:, iu[1], iu[0]] = upper
         return out
 
     def _factor(self, M: Tensor, low_precision: bool = False):
@@ -504,7 +517,7 @@ class _Problem:
         return certify(U.reshape(2 * P * c, -1), theta, Y, direction, beta, violation)
 
 
-def _lower_gram(F: Tensor, blocks: int = 4) -> Tensor:
+def _lower_gram(F: Tensor, blocks: int = 8) -> Tensor:
     """The lower triangle of ``F F^T`` (diagonal blocks in full, zeros above them), by row blocks:
     (blocks + 1) / (2 blocks) of the products of ``F @ F.T``. Cholesky reads only the lower triangle."""
     n = F.shape[0]
