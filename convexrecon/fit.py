@@ -21,7 +21,8 @@ from torch import Tensor
 
 from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.group_lasso import solve_group_lasso
-from solvers.interior import fits_interior_point, newton_system_size, solve_relu_program_ipm
+from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
+                              solve_gated_program_ipm, solve_relu_program_ipm)
 from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
@@ -32,6 +33,7 @@ from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
 RELU_METHODS = ("pdhg", "interior_point")
+GATED_METHODS = ("fista", "interior_point")
 DEFAULT_BETA_RATIO = 1e-3
 
 
@@ -56,6 +58,7 @@ def fit_layer(
     shard: bool | None = None,
     relu_method: str = "pdhg",
     allow_tf32: bool = False,
+    gated_method: str = "fista",
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
 
@@ -125,11 +128,19 @@ def fit_layer(
         PDHG, :mod:`solvers.pdhg`; any size, streaming and sharding) or
         ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
         interior-point method on the explicit patch matrix, float64, for
-        in-memory problems whose Newton system ``min(N H W, 2 P C_in k^2)``
+        in-memory problems whose Newton system ``min(N H W, P C_in k^2)``
         has at most 12,000 unknowns, with at most 2^25 cone rows ``N H W x 2 P``
         and, when ``N H W`` is the smaller side, a Woodbury factor
         ``N H W x P C_in k^2`` of at most 2^27 numbers; far fewer iterations to a tight
         certificate, strictly feasible iterates). Ignored for gated blocks.
+    gated_method
+        Solver of the gated program: ``"fista"`` (matrix-free FISTA with a
+        Newton-CG tail, :mod:`solvers.group_lasso`; any size, streaming and
+        sharding) or ``"interior_point"`` (a barrier Newton method on the
+        explicit patch matrix, float64, :func:`solvers.interior.solve_gated_program_ipm`,
+        for in-memory problems with ``P C_in k^2 <= 12,000`` unknowns: a few
+        dozen small factorisations to a tight certificate). Ignored for relu
+        blocks.
     allow_tf32
         On CUDA, let float32 convolutions and matrix products run in TF32
         (10-bit mantissa; about 3e-4 relative error per product). Default
@@ -160,7 +171,7 @@ def fit_layer(
                 activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling, device=device,
                 dtype=dtype, tol=tol,
                 max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
-                shard=shard, relu_method=relu_method, allow_tf32=allow_tf32)[0]
+                shard=shard, relu_method=relu_method, allow_tf32=allow_tf32, gated_method=gated_method)[0]
 
 
 def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
@@ -207,6 +218,7 @@ def _fit(
     shard: bool | None = None,
     relu_method: str = "pdhg",
     allow_tf32: bool = False,
+    gated_method: str = "fista",
 ) -> list[ConvexBlock]:
     """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
     if not isinstance(allow_tf32, bool):
@@ -215,7 +227,8 @@ def _fit(
         return _fit_blocks(inputs, targets, betas, kernel_size=kernel_size, num_arrangements=num_arrangements,
                            activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling,
                            device=device, dtype=dtype, tol=tol, max_iter=max_iter, progress=progress,
-                           chunk_size=chunk_size, gate_chunk=gate_chunk, shard=shard, relu_method=relu_method)
+                           chunk_size=chunk_size, gate_chunk=gate_chunk, shard=shard, relu_method=relu_method,
+                           gated_method=gated_method)
 
 
 @contextmanager
@@ -249,6 +262,7 @@ def _fit_blocks(
     gate_chunk: int | None,
     shard: bool | None,
     relu_method: str,
+    gated_method: str,
 ) -> list[ConvexBlock]:
     device = checks.device_of(device)
     dtype = checks.float_dtype(dtype)
@@ -256,6 +270,7 @@ def _fit_blocks(
     activation = checks.choice("activation", activation, ACTIVATIONS)
     gate_sampling = checks.choice("gate_sampling", gate_sampling, GATE_SAMPLINGS)
     relu_method = checks.choice("relu_method", relu_method, RELU_METHODS)
+    gated_method = checks.choice("gated_method", gated_method, GATED_METHODS)
     tol = checks.positive_float("tol", tol)
     if max_iter is not None:
         max_iter = checks.positive_int("max_iter", max_iter)
@@ -285,9 +300,9 @@ def _fit_blocks(
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
     relu = activation == "relu"
-    interior = relu and relu_method == "interior_point"
+    interior = relu_method == "interior_point" if relu else gated_method == "interior_point"
     if interior:
-        _check_interior(x, y, gates, kernel_size, comm)
+        _check_interior(x, y, gates, kernel_size, comm, relu)
     if isinstance(x, streaming.ChunkSource):  # streamed: only the masks may be resident, within their own budget
         operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
     else:
@@ -307,7 +322,7 @@ def _fit_blocks(
         callback, bar = _progress(progress, tol)
         try:
             if interior:
-                v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback)
+                v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback, relu)
             elif relu:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
@@ -331,17 +346,25 @@ def _fit_blocks(
     return blocks
 
 
-def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Local) -> None:
-    """``relu_method="interior_point"`` needs the whole data in memory, in one process, and a small Newton system."""
+def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Local, relu: bool = True) -> None:
+    """The interior-point methods need the whole data in memory, in one process, and a small Newton system."""
+    name, other = ("relu_method", "pdhg") if relu else ("gated_method", "fista")
     if isinstance(x, streaming.ChunkSource):
-        raise ValueError("relu_method='interior_point' needs in-memory inputs (a tensor); got chunked/streamed "
-                         "inputs: use relu_method='pdhg'")
+        raise ValueError(f"{name}='interior_point' needs in-memory inputs (a tensor); got chunked/streamed "
+                         f"inputs: use {name}='{other}'")
     if comm.world_size > 1:
-        raise ValueError("relu_method='interior_point' runs in one process; got a sharded solve over "
-                         f"{comm.world_size} ranks: use relu_method='pdhg'")
+        raise ValueError(f"{name}='interior_point' runs in one process; got a sharded solve over "
+                         f"{comm.world_size} ranks: use {name}='{other}'")
     n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
     d = int(gates[0].numel())
     P = gates.shape[0]
+    if not relu:
+        if not fits_gated_interior_point(n, P, d):
+            raise ValueError(f"gated_method='interior_point' solves a dense Newton system of P*C_in*k^d = {P * d} "
+                             f"unknowns on an explicit patch matrix of N*H*W x C_in*k^d = {n} x {d}; its limits are "
+                             "12000 unknowns and 2^27 numbers in the patch matrix and in the masks (N*H*W x P): use "
+                             "gated_method='fista'")
+        return
     if not fits_interior_point(n, P, d):
         raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, P*C_in*k^d) = "
                          f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
@@ -350,13 +373,17 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
-                    tol: float, max_iter: int | None, callback):
-    """Exact-ReLU solve by the interior-point method on the explicit patch problem; ``v`` in the operator's layout."""
+                    tol: float, max_iter: int | None, callback, relu: bool = True):
+    """Interior-point solve on the explicit patch problem (exact ReLU, or gated by the barrier Newton method);
+    ``v`` in the operator's layout."""
     X, D, Y = patch_problem(x, operator.masks, y, kernel_size)
-    U, _, report = solve_relu_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(Y), beta,
-                                          gates=gates.double().reshape(gates.shape[0], -1).cpu(), tol=tol,
-                                          max_iter=max_iter or 200, callback=callback)
-    # U is (2, P, C_out, d): the operator's group order (s, i, c)
+    X, D, Y = torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(Y)
+    if relu:
+        U, _, report = solve_relu_program_ipm(X, D, Y, beta, gates=gates.double().reshape(gates.shape[0], -1).cpu(),
+                                              tol=tol, max_iter=max_iter or 200, callback=callback)
+    else:
+        U, report = solve_gated_program_ipm(X, D, Y, beta, tol=tol, max_iter=max_iter or 200, callback=callback)
+    # U is (2, P, C_out, d) for relu, (P, C_out, d) gated: the operator's group order
     v = U.reshape(operator.var_shape).to(device=x.device, dtype=x.dtype)
     return v, report
 

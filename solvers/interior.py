@@ -82,6 +82,13 @@ def fits_interior_point(n: int, num_gates: int, d: int, max_system: int = _MAX_S
     return n <= max_system and n * num_gates * d <= _MAX_ARRAY
 
 
+def fits_gated_interior_point(n: int, num_gates: int, d: int, max_system: int = _MAX_SYSTEM) -> bool:
+    """Whether :func:`solve_gated_program_ipm` handles ``n`` rows, ``P = num_gates`` and ``d`` features: a Newton
+    system of ``P d <= max_system`` unknowns, and at most ``2^27`` numbers in the patch matrix (``n d``) and in
+    the masks (``n P``)."""
+    return num_gates * d <= max_system and n * d <= _MAX_ARRAY and n * num_gates <= _MAX_ARRAY
+
+
 def solve_relu_program_ipm(
     X: Tensor,
     D: Tensor,
@@ -183,6 +190,133 @@ def solve_relu_program_ipm(
     return U, lam, report
 
 
+def solve_gated_program_ipm(
+    X: Tensor,
+    D: Tensor,
+    Y: Tensor,
+    beta: float,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+    callback: Callable[[IterationRecord], None] | None = None,
+) -> tuple[Tensor, SolveReport]:
+    r"""Solve the gated arrangement program by a barrier (path-following) Newton method, with explicit data.
+
+    For each output ``y`` (a column of ``Y``)
+
+    .. math:: \min_u \tfrac12\Big\|\sum_i D_i X u_i - y\Big\|^2 + \beta\sum_i \|u_i\|_2,
+
+    with the group norms smoothed by the same second-order-cone barrier as
+    :func:`solve_relu_program_ipm` (``t`` eliminated). Each iteration is one
+    damped Newton step on the ``P d`` system ``B^T B + blockdiag(\nabla^2 h_\mu)``
+    (``B^T B`` formed once, float64), with step ``1 / (1 + \lambda)`` while the
+    Newton decrement ``\lambda`` of ``f_\mu / \mu`` is above 1/4 (the
+    self-concordant damped step) and ``\mu`` divided by 10 once it is below;
+    every iterate is certified by the package's duality gap on the data.
+    For small blocks (``P d`` up to 12,000) this reaches tight certificates
+    in a few dozen factorisations where first-order methods need hundreds of
+    operator passes.
+
+    Parameters
+    ----------
+    X, D, Y, beta
+        ``(n, d)`` patches, ``(n, P)`` masks (bool or 0/1), ``(n, c)`` targets,
+        weight of the group norms > 0, as for :func:`solve_relu_program_ipm`.
+    tol
+        Relative duality-gap tolerance of every output.
+    max_iter
+        Newton steps per output.
+
+    Returns
+    -------
+    U, report
+        ``U (P, c, d)`` and the certificate of the whole program.
+
+    Raises
+    ------
+    ValueError
+        For inconsistent shapes, non-finite data, ``beta <= 0``, or
+        ``P d > 12,000``.
+    """
+    X, D, Y = _check(X, D, Y, beta)
+    n, d = X.shape
+    P, c = D.shape[1], Y.shape[1]
+    if P * d > _MAX_SYSTEM:
+        raise ValueError(f"the gated interior-point method solves a Newton system of P d unknowns, at most "
+                         f"{_MAX_SYSTEM}; got P={P}, d={d} (P d = {P * d})")
+    monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
+    Dm = D.to(X.dtype)
+    BtB = _Problem.gram_of(X, Dm)
+    U = torch.zeros(P, c, d, dtype=X.dtype, device=X.device)
+    total, statuses, exhausted = 0, [], False
+
+    def predict(u: Tensor) -> Tensor:  # (n,)
+        return torch.sum(Dm * (X @ u.T), dim=1)
+
+    def adjoint(r: Tensor) -> Tensor:  # (P, d): B^T r
+        return (X.T @ (Dm * r[:, None])).T
+
+    for out in range(c):
+        y = Y[:, out]
+        Bty = adjoint(y).reshape(-1)
+        u = torch.zeros(P, d, dtype=X.dtype, device=X.device)
+        mu = max(float(y @ y) / (4 * P), 1e-300)  # barrier gap ~ 2 P mu: half the objective at u = 0
+        best, iterations = None, 0
+        for it in range(1, max_iter + 1):
+            iterations = it
+            grad_h, M = _soc_barrier(u, beta, mu)
+            grad = BtB @ u.reshape(-1) - Bty + grad_h.reshape(-1)
+            H = BtB.clone()
+            torch.diagonal(H.view(P, d, P, d), dim1=0, dim2=2).add_(M.permute(1, 2, 0))
+            try:
+                L = _cholesky(H)
+            except ValueError:  # numerically singular: as accurate as this precision allows
+                break
+            du = -torch.cholesky_solve(grad[:, None], L)[:, 0]
+            decrement = math.sqrt(max(float(-(grad @ du)), 0.0) / mu)
+            step = 1.0 if decrement <= 0.25 else 1.0 / (1.0 + decrement)
+            u = u + step * du.view(P, d)
+            if decrement <= 0.25:
+                mu *= 0.1
+            theta = y - predict(u)
+            cert = certify(u, theta, y, adjoint(theta), beta)
+            monitor.record(total + it, cert)
+            if best is None or cert.relative_gap < best[0].relative_gap:
+                best = (cert, u.clone())
+            if cert.relative_gap <= tol or not math.isfinite(cert.primal):
+                break
+        if best is None:
+            raise ValueError("gated interior point: the first Newton system is numerically singular (data too "
+                             "ill-conditioned); use the first-order solver")
+        cert, u = best
+        U[:, out] = u
+        total += iterations
+        statuses.append(cert.relative_gap <= tol)
+        exhausted = exhausted or (iterations >= max_iter and cert.relative_gap > tol)
+
+    def certificate_all(U: Tensor) -> Certificate:
+        theta = Y - torch.einsum("np,npc->nc", Dm, torch.einsum("nd,pcd->npc", X, U))
+        return _sum_over_outputs(U, theta, Y, torch.einsum("nd,np,nc->pcd", X, Dm, theta), beta)
+
+    cert = certificate_all(U)
+    norms = U.reshape(-1, d).norm(dim=1)  # barrier iterates never reach zero: try the tiny groups at zero
+    tiny = norms <= _ZERO_GROUP * float(norms.max())
+    if bool(tiny.any()):
+        U_clean = (U.reshape(-1, d) * (~tiny)[:, None]).reshape(U.shape)
+        cert_clean = certificate_all(U_clean)
+        if cert_clean.relative_gap <= max(tol, cert.relative_gap):
+            U, cert = U_clean, cert_clean
+    if all(statuses) and monitor.converged(cert):
+        status = Status.OPTIMAL
+    elif exhausted:
+        status = Status.MAX_ITER
+    else:
+        status = Status.INACCURATE
+    report = monitor.report(cert, total, status, f"gated interior point (barrier Newton), {c} output(s), "
+                            f"Newton system of size {P * d}")
+    return U, report
+
+
 def _check(X, D, Y, beta):
     X = torch.as_tensor(X).to(torch.float64)
     D = torch.as_tensor(D)
@@ -243,13 +377,19 @@ class _Problem:
         return (m * self.row_signs).T @ self.X
 
     def _gram(self) -> Tensor:
+        return self.gram_of(self.X, self.D)
+
+    @staticmethod
+    def gram_of(X: Tensor, D: Tensor) -> Tensor:
         """``B_p^T B_p = [X^T D_i D_j X]_{ij}`` of size ``(P d, P d)``, accumulated over row chunks: the data
-        term of the reduced system in ``p_i = v_i - w_i`` (the only combination the prediction sees)."""
-        Pd = self.P * self.d
-        out = torch.zeros(Pd, Pd, dtype=self.X.dtype, device=self.X.device)
+        term of the reduced system in ``p_i = v_i - w_i`` (the only combination the prediction sees), and
+        the whole data term of the gated program."""
+        n, d = X.shape
+        Pd = D.shape[1] * d
+        out = torch.zeros(Pd, Pd, dtype=X.dtype, device=X.device)
         step = max(1, 2**22 // max(Pd, 1))
-        for start in range(0, self.n, step):
-            Xc, Dc = self.X[start:start + step], self.D[start:start + step]
+        for start in range(0, n, step):
+            Xc, Dc = X[start:start + step], D[start:start + step]
             Bc = (Dc[:, :, None] * Xc[:, None, :]).reshape(Xc.shape[0], Pd)  # (m, P d)
             out += Bc.T @ Bc
         return out
@@ -281,18 +421,7 @@ class _Problem:
             iterations = it
             mu_h = max(float((S * lam).sum()) / m_rows, 1e-300)
             mu_first = mu_first or mu_h
-            norms = u.norm(dim=1)
-            root = torch.sqrt(mu_h**2 + (beta * norms) ** 2)
-            t = (mu_h + root) / beta
-            grad_h = beta * u / t[:, None]
-            # Hessian of h: (beta/t) I - beta^2 / (t^2 root) u u^T = a (I - w w^T) + b w w^T with w = u / |u|,
-            # a = beta / t and the curvature along u, b = beta^2 mu / ((mu + root) root), written without the
-            # cancellation of a - beta^2 |u|^2 / (t^2 root) (which goes negative in rounding as mu -> 0)
-            a = beta / t
-            b = beta**2 * mu_h / ((mu_h + root) * root)
-            w = u / norms.clamp(min=1e-300)[:, None]
-            eye = torch.eye(d, dtype=u.dtype, device=u.device)
-            M = a[:, None, None] * eye + (b - a)[:, None, None] * w[:, :, None] * w[:, None, :]
+            grad_h, M = _soc_barrier(u, beta, mu_h)
             W = lam / S
             M = M + self._weighted_grams(W)
             base = self.bt(r) + grad_h  # gradient of the smooth part without the barrier
@@ -511,10 +640,35 @@ class _Problem:
         bt = torch.einsum("nd,np,nc->pcd", X, Dm, theta)
         ct_v = torch.einsum("nd,np,npc->pcd", X, sigma, lam[:, 0])
         ct_w = torch.einsum("nd,np,npc->pcd", X, sigma, lam[:, 1])
-        direction = torch.stack([bt + ct_v, -bt + ct_w]).reshape(2 * P * c, -1)
+        direction = torch.stack([bt + ct_v, -bt + ct_w])  # (2, P, c, d)
         slack = torch.stack([sigma[:, :, None] * xv, sigma[:, :, None] * xw])
         violation = float(torch.clamp(-slack, min=0).max()) / max(float(Y.abs().max()), 1e-300)
-        return certify(U.reshape(2 * P * c, -1), theta, Y, direction, beta, violation)
+        return _sum_over_outputs(U.reshape(2 * P, c, -1), theta, Y, direction.reshape(2 * P, c, -1), beta, violation)
+
+
+def _sum_over_outputs(U: Tensor, theta: Tensor, Y: Tensor, direction: Tensor, beta: float,
+                      violation: float = 0.0) -> Certificate:
+    """Certificate of the whole program from ``U, direction (G, c, d)`` and ``theta, Y (n, c)``: the outputs
+    share no group, so the program is a sum of ``c`` independent ones and the sum of their own (separately
+    scaled) dual bounds is a bound; one scaling of ``theta`` for all outputs would be a weaker one."""
+    certs = [certify(U[:, o], theta[:, o], Y[:, o], direction[:, o], beta) for o in range(Y.shape[1])]
+    return Certificate(sum(cert.primal for cert in certs), sum(cert.dual for cert in certs), violation)
+
+
+def _soc_barrier(u: Tensor, beta: float, mu: float) -> tuple[Tensor, Tensor]:
+    """Gradient ``(G, d)`` and Hessian blocks ``(G, d, d)`` of ``h_mu(u_g) = beta t - mu log(t^2 - |u_g|^2)`` at its
+    minimising ``t = (mu + root) / beta``, ``root = sqrt(mu^2 + beta^2 |u|^2)``: gradient ``beta u / t``."""
+    norms = u.norm(dim=1)
+    root = torch.sqrt(mu**2 + (beta * norms) ** 2)
+    t = (mu + root) / beta
+    # Hessian: (beta/t) I - beta^2 / (t^2 root) u u^T = a (I - w w^T) + b w w^T with w = u / |u|, a = beta / t
+    # and the curvature along u, b = beta^2 mu / ((mu + root) root), written without the cancellation of
+    # a - beta^2 |u|^2 / (t^2 root) (which goes negative in rounding as mu -> 0)
+    a = beta / t
+    b = beta**2 * mu / ((mu + root) * root)
+    w = u / norms.clamp(min=1e-300)[:, None]
+    eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+    return beta * u / t[:, None], a[:, None, None] * eye + (b - a)[:, None, None] * w[:, :, None] * w[:, None, :]
 
 
 def _lower_gram(F: Tensor, blocks: int = 8) -> Tensor:

@@ -160,3 +160,55 @@ def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
     assert float(polished.min()) >= 0
     assert cert.dual <= ref.report.primal * (1 + 1e-9)
     assert cert.primal >= ref.report.primal * (1 - 1e-9)
+
+
+GATED_CASES = [case for case in CASES if case[3] == "gated"]
+
+
+@pytest.mark.parametrize("seed,c_out,k,activation", GATED_CASES)
+def test_fit_layer_gated_interior_point_matches_cvxpy(seed, c_out, k, activation):
+    """The gated barrier-Newton path: the cvxpy optimum, certified to 1e-8, a block with that objective."""
+    p, ref = reference(seed, c_out, k, activation)
+    block = cr.fit_layer(p.inputs, p.targets, kernel_size=k, gates=p.gates, beta=p.beta, activation="gated",
+                         gated_method="interior_point", dtype=torch.float64, tol=1e-8)
+    rep = block.report
+    assert rep.status is Status.OPTIMAL and rep.relative_gap <= 1e-8
+    assert rep.primal == pytest.approx(ref.report.primal, rel=1e-7)
+    assert rep.dual <= ref.report.primal * (1 + 1e-9)
+    assert block.objective(p.inputs, p.targets) == pytest.approx(rep.primal, rel=1e-7)
+
+
+def test_gated_interior_point_zero_groups_and_bounds():
+    """Large beta: most groups are exactly zero; every certificate is a valid bound on the cvxpy optimum."""
+    from solvers.interior import solve_gated_program_ipm
+
+    X, D, y, _ = _dense(8, n=150, d=5, P=10)
+    beta_max = max(np.linalg.norm(X.T @ (D[:, i] * y)) for i in range(10))
+    for beta in (0.02 * beta_max, 0.6 * beta_max):
+        ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "gated")
+        U, rep = solve_gated_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(y), beta,
+                                         tol=1e-9)
+        norms = U.reshape(10, 5).norm(dim=1)
+        assert rep.status is Status.OPTIMAL and U.shape == (10, 1, 5)
+        assert rep.primal == pytest.approx(ref.report.primal, rel=1e-7)
+        assert rep.dual <= ref.report.primal * (1 + 1e-9)
+    assert 0 < int((norms > 0).sum()) < 10  # at 0.6 beta_max some groups vanish, exactly
+    with pytest.warns(cr.ConvergenceWarning):
+        _, rep = solve_gated_program_ipm(torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(y), 1.0,
+                                         tol=1e-12, max_iter=3)
+    assert rep.status is Status.MAX_ITER
+    with pytest.raises(ValueError, match="P d unknowns"):
+        solve_gated_program_ipm(torch.randn(20, 200), torch.ones(20, 61, dtype=torch.bool), torch.randn(20), 1.0)
+
+
+def test_fit_layer_gated_interior_point_refuses_what_it_cannot_solve():
+    p = make_problem(9, c_out=1, k=3, activation="gated")
+    common = dict(kernel_size=3, gates=p.gates, beta=p.beta, activation="gated")
+    with pytest.raises(ValueError, match="gated_method"):
+        cr.fit_layer(p.inputs, p.targets, gated_method="newton", **common)
+    with pytest.raises(ValueError, match="gated_method='fista'"):
+        cr.fit_layer([p.inputs[:1], p.inputs[1:]], p.targets, gated_method="interior_point", **common)
+    wide = torch.randn(1, 64, 12, 11, dtype=torch.float64)  # P d = 32 * 576 = 18,432 unknowns
+    with pytest.raises(ValueError, match="12000 unknowns"):
+        cr.fit_layer(wide, wide[:, :1], kernel_size=3, num_arrangements=32, beta=1.0, activation="gated",
+                     gated_method="interior_point")
