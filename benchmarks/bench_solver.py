@@ -68,8 +68,9 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
     beta = args.beta_ratio * cr.beta_max(op, y.double())
     row = {"n": x.shape[0] * x.shape[2] * x.shape[3], "P": P, "k": k, "activation": activation, "beta": beta,
            "C_in": channels, "image": f"{size[0]}x{size[1]}",
-           "relu_method": args.relu_method if activation == "relu" else None}
-    dtype = _dtype(args.dtype, activation)
+           "relu_method": args.relu_method if activation == "relu" else None,
+           "gated_method": args.gated_method if activation == "gated" else None}
+    dtype = _dtype(args.dtype, activation, args.gated_method)
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cr.ConvergenceWarning)
@@ -77,7 +78,7 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
             start = time.perf_counter()
             block = cr.fit_layer(x.to(dtype), y.to(dtype), kernel_size=k, gates=gates, beta=beta,
                                  activation=activation, tol=args.tol, dtype=dtype, max_iter=args.max_iter,
-                                 relu_method=args.relu_method)
+                                 relu_method=args.relu_method, gated_method=args.gated_method)
             times.append(time.perf_counter() - start)
     row["torch_seconds"] = min(times)
     rep = block.report
@@ -104,16 +105,18 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
     return row
 
 
-def _dtype(choice: str, activation: str) -> torch.dtype:
-    """``auto``: float32 for gated; float64 for relu, whose cone multipliers carry
-    float32 noise that keeps the certificate near 1e-3 (see README)."""
+def _dtype(choice: str, activation: str, gated_method: str = "fista") -> torch.dtype:
+    """``auto``: float32 for gated FISTA; float64 for relu, whose cone multipliers carry
+    float32 noise that keeps the certificate near 1e-3 (see README), and for the gated
+    interior point (float64 inside whatever the input)."""
     if choice == "auto":
-        return torch.float64 if activation == "relu" else torch.float32
+        return torch.float64 if activation == "relu" or gated_method == "interior_point" else torch.float32
     return {"float32": torch.float32, "float64": torch.float64}[choice]
 
 
 def _method(row) -> str:
-    return f" ({row['relu_method']})" if row.get("relu_method") else ""
+    method = row.get("relu_method") or row.get("gated_method")
+    return f" ({method})" if method else ""
 
 
 def markdown(rows, meta) -> str:
@@ -153,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", type=int, nargs="*", help="indices of grid rows to run")
     parser.add_argument("--relu-method", choices=["pdhg", "interior_point"], default="pdhg",
                         help="convexrecon's exact-ReLU solver (fit_layer's relu_method)")
+    parser.add_argument("--gated-method", choices=["fista", "interior_point"], default="fista",
+                        help="convexrecon's gated solver (fit_layer's gated_method)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "solver")
     parser.add_argument("--wide", action="store_true",
                         help="instead of the grid: gated blocks with C_in in {2, 64} on 64x64 to 320x320 images "
