@@ -170,22 +170,8 @@ def solve_relu_program_ipm(
         total_iterations += iterations
         statuses.append(ok)
         exhausted = exhausted or (iterations >= max_iter and not ok)
-    cert = problem.certificate_all(U, lam, Y, beta)
-    # interior iterates never reach zero: groups that are zero at the optimum end up tiny but nonzero. Zero
-    # them (0 lies in every cone) and keep that point when its own certificate is no worse than tol
-    norms = U.reshape(-1, d).norm(dim=1)
-    tiny = norms <= _ZERO_GROUP * float(norms.max())
-    if bool(tiny.any()):
-        U_clean = (U.reshape(-1, d) * (~tiny)[:, None]).reshape(U.shape)
-        cert_clean = problem.certificate_all(U_clean, lam, Y, beta)
-        if cert_clean.relative_gap <= max(tol, cert.relative_gap):
-            U, cert = U_clean, cert_clean
-    if all(statuses) and monitor.converged(cert):
-        status = Status.OPTIMAL
-    elif exhausted:
-        status = Status.MAX_ITER
-    else:
-        status = Status.INACCURATE
+    U, cert, status = _clean_and_judge(U, lambda V: problem.certificate_all(V, lam, Y, beta), tol, statuses,
+                                       exhausted, monitor)
     report = monitor.report(cert, total_iterations, status, f"interior point, {c} output(s), "
                             f"Newton system {'direct' if problem.direct else 'Woodbury'} of size "
                             f"{newton_system_size(n, P, d)}")
@@ -311,23 +297,29 @@ def solve_gated_program_ipm(
         theta = Y - torch.einsum("np,npc->nc", Dm, torch.einsum("nd,pcd->npc", X, U))
         return _sum_over_outputs(U, theta, Y, torch.einsum("nd,np,nc->pcd", X, Dm, theta), beta)
 
-    cert = certificate_all(U)
-    norms = U.reshape(-1, d).norm(dim=1)  # barrier iterates never reach zero: try the tiny groups at zero
-    tiny = norms <= _ZERO_GROUP * float(norms.max())
-    if bool(tiny.any()):
-        U_clean = (U.reshape(-1, d) * (~tiny)[:, None]).reshape(U.shape)
-        cert_clean = certificate_all(U_clean)
-        if cert_clean.relative_gap <= max(tol, cert.relative_gap):
-            U, cert = U_clean, cert_clean
-    if all(statuses) and monitor.converged(cert):
-        status = Status.OPTIMAL
-    elif exhausted:
-        status = Status.MAX_ITER
-    else:
-        status = Status.INACCURATE
+    U, cert, status = _clean_and_judge(U, certificate_all, tol, statuses, exhausted, monitor)
     report = monitor.report(cert, total, status, f"gated interior point (barrier Newton), {c} output(s), "
                             f"Newton system of size {P * d}")
     return U, report
+
+
+def _clean_and_judge(U: Tensor, certificate_of: Callable[[Tensor], Certificate], tol: float, statuses: list[bool],
+                     exhausted: bool, monitor: Monitor) -> tuple[Tensor, Certificate, Status]:
+    """Whole-program certificate and status of an interior-point answer. Interior iterates never reach zero:
+    groups that are zero at the optimum end up tiny but nonzero, so they are tried at exactly zero (0 lies in
+    every cone) and that point is kept when its own certificate is no worse than ``tol``."""
+    cert = certificate_of(U)
+    d = U.shape[-1]
+    norms = U.reshape(-1, d).norm(dim=1)
+    tiny = norms <= _ZERO_GROUP * float(norms.max())
+    if bool(tiny.any()):
+        U_clean = (U.reshape(-1, d) * (~tiny)[:, None]).reshape(U.shape)
+        cert_clean = certificate_of(U_clean)
+        if cert_clean.relative_gap <= max(tol, cert.relative_gap):
+            U, cert = U_clean, cert_clean
+    if all(statuses) and monitor.converged(cert):
+        return U, cert, Status.OPTIMAL
+    return U, cert, Status.MAX_ITER if exhausted else Status.INACCURATE
 
 
 def _check(X, D, Y, beta):
