@@ -98,7 +98,8 @@ def fit_layer(
         Relative duality-gap tolerance (and relative violation tolerance for
         relu).
     max_iter
-        Iteration budget (default 10,000 gated, 50,000 relu); for gated blocks
+        Iteration budget (default 10,000 gated, 50,000 relu; 200 Newton steps
+        per output for the interior-point methods); for gated FISTA blocks
         the conjugate-gradient iterations of the Newton steps count too (each
         is one forward and one adjoint, like a FISTA iteration).
     progress
