@@ -12,7 +12,11 @@ objective (and, for relu, its constraint violation relative to ``max|y|``);
 its *certified* suboptimality is ``(objective - L) / objective`` where ``L``
 is the best dual lower bound any solver certified (ours, or cvxpy's with its
 multipliers). Times include each solver's own setup (scnn's data
-processing; cvxpy's problem compilation).
+processing; cvxpy's problem compilation). Every solver gets ``--threads``
+threads: torch's, the BLAS threads of numpy/scipy (which scnn's solvers use;
+limited by threadpoolctl) and Clarabel's ``max_threads``. Before the seventh
+session only torch's were limited, so scnn and Clarabel ran on both cores of
+a 2-core machine against one thread for convexrecon.
 
     python benchmarks/bench_dense.py                      # n = 2000 without cvxpy (~3 min)
     python benchmarks/bench_dense.py --n 2000 20000 200000 --cvxpy 2000
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -111,9 +116,10 @@ def run_scnn(X, y, G, lam, activation, tol=None):
     return {"solver": name, "seconds": seconds, "status": "-", "objective": objective, "violation": violation}
 
 
-def run_cvxpy(X, y, G, beta, activation, solver, tol):
+def run_cvxpy(X, y, G, beta, activation, solver, tol, threads=1):
     D = (X @ G >= 0).astype(float)
-    options = {"tol_gap_rel": tol, "tol_gap_abs": 1e-12} if solver == "CLARABEL" else {"eps_abs": 1e-9, "eps_rel": tol}
+    options = ({"tol_gap_rel": tol, "tol_gap_abs": 1e-12, "max_threads": threads} if solver == "CLARABEL"
+               else {"eps_abs": 1e-9, "eps_rel": tol})
     start = time.perf_counter()
     ref = solve_arrangement_program(X, D, y[:, None], beta, activation, solver=solver, fallback=None,
                                     solver_options=options)
@@ -140,26 +146,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{'cuda' if torch.cuda.is_available() else 'cpu'}", "torch": torch.__version__, "threads": args.threads,
-            "tol": args.tol, "lam": args.lam, "d": 50, "P": 100}
+            "tol": args.tol, "lam": args.lam, "d": 50, "P": 100, "blas_threads": args.threads,
+            "clarabel_threads": args.threads}
     rows = []
-    for n in args.n:
-        X, y, G = problem(n)
-        beta = args.lam * n
-        for activation in args.activation:
-            methods = args.relu_methods if activation == "relu" else ["pdhg"]
-            runs = [run_ours(X, y, G, beta, activation, args.tol, args.max_iter, m) for m in methods]
-            if not args.no_scnn:
-                runs.append(run_scnn(X, y, G, args.lam, activation))
-                if activation == "gated":
-                    runs.append(run_scnn(X, y, G, args.lam, activation, tol=1e-10))
-            if n in args.cvxpy:
-                runs.append(run_cvxpy(X, y, G, beta, activation, "CLARABEL", args.tol))
-            lower = max(r.get("lower_bound", -np.inf) for r in runs)
-            for r in runs:
-                r.update(n=n, activation=activation, beta=beta, best_lower_bound=lower,
-                         certified_suboptimality=(r["objective"] - lower) / abs(r["objective"]))
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+    with threadpool_limits(limits=args.threads):
+        for n in args.n:
+            rows += run_size(n, args)
     table = markdown(rows, meta)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +159,28 @@ def main(argv=None) -> int:
     write_text(args.out / "results.md", table)
     return 0
 
+
+def run_size(n: int, args) -> list[dict]:
+    """Every solver on the problem of size ``n``, scored against the best certified lower bound."""
+    rows = []
+    X, y, G = problem(n)
+    beta = args.lam * n
+    for activation in args.activation:
+        methods = args.relu_methods if activation == "relu" else ["pdhg"]
+        runs = [run_ours(X, y, G, beta, activation, args.tol, args.max_iter, m) for m in methods]
+        if not args.no_scnn:
+            runs.append(run_scnn(X, y, G, args.lam, activation))
+            if activation == "gated":
+                runs.append(run_scnn(X, y, G, args.lam, activation, tol=1e-10))
+        if n in args.cvxpy:
+            runs.append(run_cvxpy(X, y, G, beta, activation, "CLARABEL", args.tol, args.threads))
+        lower = max(r.get("lower_bound", -np.inf) for r in runs)
+        for r in runs:
+            r.update(n=n, activation=activation, beta=beta, best_lower_bound=lower,
+                     certified_suboptimality=(r["objective"] - lower) / abs(r["objective"]))
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    return rows
 
 def markdown(rows, meta) -> str:
     lines = [

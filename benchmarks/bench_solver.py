@@ -7,7 +7,10 @@ references get the same problem (same gates) through
 ``solvers.reference.solve_arrangement_program`` with their own tolerances set
 to ``--tol``, and each reference solution is certified with the same duality
 gap. cvxpy is skipped above ``--max-cvxpy-n`` patches (it needs the explicit
-patch matrix).
+patch matrix). Every solver gets torch's thread count (set it with
+``OMP_NUM_THREADS``): also the BLAS threads of numpy/scipy (threadpoolctl) and
+Clarabel's ``max_threads`` — before the seventh session Clarabel ran on both
+cores of the 2-core machine against one torch thread.
 
     python benchmarks/bench_solver.py                # default grid (~10 min on 2 cores)
     python benchmarks/bench_solver.py --full         # n up to 1e6, P up to 256, k up to 7
@@ -28,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -84,7 +88,8 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
     rep = block.report
     row.update(torch_dtype=str(dtype).removeprefix("torch."), torch_status=rep.status.value, torch_primal=rep.primal, torch_relative_gap=rep.relative_gap,
                torch_violation=rep.max_violation, torch_iterations=rep.iterations)
-    for name, options in (("clarabel", {"tol_gap_rel": args.tol, "tol_gap_abs": 1e-12}),
+    threads = torch.get_num_threads()
+    for name, options in (("clarabel", {"tol_gap_rel": args.tol, "tol_gap_abs": 1e-12, "max_threads": threads}),
                           ("scs", {"eps_abs": 1e-9, "eps_rel": args.tol})):
         if row["n"] > args.max_cvxpy_n or name not in args.references:
             row[f"{name}_seconds"] = None
@@ -92,8 +97,9 @@ def run_case(n, P, k, activation, args, channels: int = 2, size: tuple[int, int]
         X, D, Y = patch_problem(x.double(), arrangement_masks(x, gates), y.double(), k)
         try:
             start = time.perf_counter()
-            ref = solve_arrangement_program(X, D, Y, beta, activation, solver=name.upper(), fallback=None,
-                                            solver_options=options)
+            with threadpool_limits(limits=threads):
+                ref = solve_arrangement_program(X, D, Y, beta, activation, solver=name.upper(), fallback=None,
+                                                solver_options=options)
             row[f"{name}_seconds"] = time.perf_counter() - start
             row[f"{name}_primal"] = ref.report.primal
             row[f"{name}_relative_gap"] = ref.report.relative_gap
@@ -172,7 +178,8 @@ def main(argv=None) -> int:
         grid = [grid[i] for i in args.only]
     meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{'cuda' if torch.cuda.is_available() else 'cpu'}", "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "tol": args.tol, "beta_ratio": args.beta_ratio, "repeat": args.repeat}
+            "threads": torch.get_num_threads(), "clarabel_threads": torch.get_num_threads(), "tol": args.tol,
+            "beta_ratio": args.beta_ratio, "repeat": args.repeat}
     if args.scaling:
         return run_scaling(args, meta)
     if args.wide:
