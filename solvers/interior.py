@@ -710,8 +710,9 @@ def _cholesky(A: Tensor) -> Tensor:
     L, info = torch.linalg.cholesky_ex(A)
     if not bool((info != 0).any()):
         return L
-    scale = A.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1, keepdim=True).clamp(min=1e-300)
-    for shift in (1e-14, 1e-12, 1e-10, 1e-8):
+    scale = A.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(A.dtype).tiny)
+    # shifts from ~50 units of rounding up (float32's 1e-6..1e-4 regularise the early, low-precision systems)
+    for shift in ((1e-14, 1e-12, 1e-10, 1e-8) if A.dtype == torch.float64 else (1e-6, 1e-5, 1e-4)):
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
         L, info = torch.linalg.cholesky_ex(A + (shift * scale)[..., None] * eye)
         if not bool((info != 0).any()):
