@@ -277,8 +277,17 @@ def test_tf32_is_switched_off_during_the_solve_and_restored(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fit_module, "solve_group_lasso", spy)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    # torch's switches are module properties, not attributes: monkeypatch cannot undo them on every
+    # pytest version (9.2 raises in teardown), so they are saved and restored by hand
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        _check_tf32_switching(seen)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _check_tf32_switching(seen):
     p = make_problem(0, c_out=1, k=3, activation="gated")
     _fit(p, tol=1e-4)
     assert seen[-1] == (False, False)
