@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
-from convexrecon.data.atomic import write_text
+from convexrecon.io import write_text
 from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
 from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 
 
 def problem(images: int, size: int, k: int, seed: int = 0):

@@ -8,7 +8,7 @@ P = 64 gates, C_out = 2 — the seed's width (issue 5's GPU row).
 
 For each row the script reports the solve's wall time (device synchronized),
 its iterations, status and certified relative gap (certificate in float64),
-the peak device memory against ``convexrecon.guard``'s estimate, and the time
+the peak device memory against ``convexrecon.block.guard``'s estimate, and the time
 of one forward + adjoint pair of the arrangement operator with the conv rate
 it achieves (``4 n C_in k^2 P' C_out`` operations per pair, P' = P gated,
 2P relu).
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
-from convexrecon import guard  # noqa: E402
-from convexrecon.arrangements import ArrangementConv, arrangement_masks, draw_gates  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.block import guard  # noqa: E402
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 
 
 def make_problem(images: int, size: tuple[int, int], channels: int, k: int, outputs: int, device, seed: int = 0):

@@ -36,8 +36,8 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
-from convexrecon.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 from solvers.report import SolverError  # noqa: E402
 

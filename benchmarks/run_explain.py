@@ -1,4 +1,4 @@
-"""Interpretability figures of a layer-wise convex network (``convexrecon.explain``).
+"""Interpretability figures of a layer-wise convex network (``convexrecon.analysis.explain``).
 
 Writes under ``--out`` (default ``benchmarks/results/explain``):
 
@@ -41,12 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from convexrecon import explain  # noqa: E402
+from convexrecon.analysis import explain  # noqa: E402
 from convexrecon.data import SliceDataset, make_synthetic  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
-from convexrecon.layerwise import BlockSettings, train_layerwise  # noqa: E402
-from convexrecon.network import load_network  # noqa: E402
-from convexrecon.train import stack_split  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
+from convexrecon.stack.persist import load_network  # noqa: E402
+from convexrecon.data.splits import stack_split  # noqa: E402
 
 DATA = {"volumes": 3, "slices": 2, "coils": 6, "shape": (128, 368), "snr": 25.0, "crop": 64}
 # i.i.d. gates, as in the recorded figures (the layer-wise default is now antithetic)

@@ -51,15 +51,16 @@ from tqdm.auto import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from knee_plots import plot_batch_size, plot_examples, plot_psnr_vs_layers  # noqa: E402
 
-from convexrecon.baselines import train_end_to_end, train_layerwise_adam  # noqa: E402
+from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam  # noqa: E402
 from convexrecon.data import FastMRIVolume, SliceDataset, make_synthetic  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 from convexrecon.data.classical import choose_lambda, l1_wavelet, slice_problem  # noqa: E402
-from convexrecon.layerwise import BlockSettings, train_layerwise, validation_metrics  # noqa: E402
-from convexrecon.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
+from convexrecon.metrics import validation_metrics  # noqa: E402
+from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.metrics import evaluate  # noqa: E402
-from convexrecon.network import ReconNet  # noqa: E402
-from convexrecon.train import holdout_mask, stack_split  # noqa: E402
+from convexrecon.stack.network import ReconNet  # noqa: E402
+from convexrecon.data.splits import holdout_mask, stack_split  # noqa: E402
 
 METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
 MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},

@@ -38,8 +38,8 @@ from run_knee import (CONFIGS, MASKS, beta_text, hidden_width, load_split, summa
                       train_convex, train_end_to_end_baseline)
 
 from convexrecon.data import make_synthetic  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
-from convexrecon.layerwise import validation_metrics  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
+from convexrecon.metrics import validation_metrics  # noqa: E402
 
 
 def subset(root: Path, files: list[Path], target: Path) -> Path:

@@ -11,7 +11,7 @@ The first volume is validation, the rest training.
   lr 1e-4 halved every 10 epochs, on whole training volumes;
 * ``layerwise_convex``: ``train_layerwise`` on seeded cubes of the training volumes.
 
-Memory (device-independent count of ``convexrecon.memory``, on the meta device):
+Memory (device-independent count of ``convexrecon.analysis.memory``, on the meta device):
 for 5-layer 3D networks (4 k^3 conv layers + 1 x 1 x 1 output), 64-256 channels,
 5^3 and 7^3 kernels and growing cubic patches, the bytes of one training step at
 batch 1 for end-to-end and for every layer-wise block, the largest batch and the
@@ -41,13 +41,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from convexrecon.baselines import train_end_to_end  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from convexrecon.stack.baselines import train_end_to_end  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 from convexrecon.data.volume import from_channels, l1_wavelet_volume, load_volume_set, make_synthetic_volumes  # noqa: E402
-from convexrecon.layerwise import BlockSettings, train_layerwise  # noqa: E402
-from convexrecon.memory import GIB, block_memory, end_to_end_memory, max_batch  # noqa: E402
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
+from convexrecon.analysis.memory import GIB, block_memory, end_to_end_memory, max_batch  # noqa: E402
 from convexrecon.metrics import evaluate  # noqa: E402
-from convexrecon.network import ReconNet  # noqa: E402
+from convexrecon.stack.network import ReconNet  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"volumes": 3, "shape": [12, 40, 36], "coils": 6, "snr": 25.0, "blocks": 2, "kernel_size": 3,
@@ -198,7 +198,7 @@ def memory_study() -> dict[str, Any]:
                 rows.append(row)
                 e_at[size], b_at[size] = e1, worst["batch_1"]
     largest = largest_cubes()
-    return {"method": "meta-device count (convexrecon.memory.step_memory): params + grads + Adam state + inputs "
+    return {"method": "meta-device count (convexrecon.analysis.memory.step_memory): params + grads + Adam state + inputs "
                       "+ tensors saved for backward; float32; 3D ReLU networks of 4 k^3 conv layers + 1x1x1 output",
             "budgets_gib": list(BUDGETS_GIB), "grid": MEMORY_GRID, "rows": rows, "largest_cube": largest,
             "end_to_end_does_not_fit_layerwise_does": does_not_fit(rows)}

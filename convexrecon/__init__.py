@@ -3,18 +3,32 @@
 Each two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` is trained by
 solving its convex reformulation to a certified global optimum
 (:func:`fit_layer`), then used as an ordinary torch module
-(:class:`ConvexBlock`).
+(:class:`ConvexBlock`); blocks are stacked into a :class:`ReconNet` by
+:func:`train_layerwise`. The layout follows the paper's concepts:
+:mod:`convexrecon.block` (one block), :mod:`convexrecon.stack` (the network
+and its training), :mod:`convexrecon.data` (fastMRI files, masks, SENSE),
+:mod:`convexrecon.recon` (k-space to image), :mod:`convexrecon.metrics`,
+:mod:`convexrecon.analysis`, :mod:`convexrecon.cli`. The mathematics is in
+``docs/design.md``.
 """
 
-from solvers.report import ConvergenceWarning, SolveReport, Status
+from solvers.report import SolveReport, Status
 
-from .arrangements import ArrangementConv, arrangement_masks, draw_gates, patch_problem
-from .block import ConvexBlock, block_from_solution
-from .fit import GlobalCheck, beta_max, fit_layer, fit_layer_path, global_check
+from convexrecon.block import (ArrangementConv, ConvexBlock, FitOptions, GlobalCheck, arrangement_masks, beta_max,
+                               block_from_solution, draw_gates, fit_layer, fit_layer_path, global_check,
+                               patch_problem, problem_beta_max)
+from convexrecon.errors import CheckpointError, ConvergenceWarning, DataWarning, MemoryBudgetError, SolverError
+from convexrecon.metrics import evaluate, nmse, psnr, ssim, validation_metrics
+from convexrecon.recon import reconstruct_slice
+from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, ReconNet, load_network, save_network,
+                               train_end_to_end, train_layerwise, train_layerwise_adam)
 
 __all__ = [
-    "ArrangementConv", "ConvergenceWarning", "ConvexBlock", "GlobalCheck", "SolveReport", "Status",
-    "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "fit_layer", "fit_layer_path", "global_check",
-    "patch_problem",
+    "ArrangementConv", "BlockSettings", "CheckpointError", "ConvergenceWarning", "ConvexBlock", "DataWarning",
+    "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MemoryBudgetError", "ReconNet", "SolveReport",
+    "SolverError", "Status", "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "evaluate",
+    "fit_layer", "fit_layer_path", "global_check", "load_network", "nmse", "patch_problem", "problem_beta_max", "psnr",
+    "reconstruct_slice", "save_network", "ssim", "train_end_to_end", "train_layerwise", "train_layerwise_adam",
+    "validation_metrics",
 ]
 __version__ = "0.1.0"

@@ -188,3 +188,52 @@ def evaluate(
         scores["ssim"].append(ssim(t, p))
         scores["nmse"].append(nmse(t, p))
     return {name: summarize(values) for name, values in scores.items()}
+
+
+def to_physical(images: torch.Tensor | np.ndarray, scales: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    """Complex images at physical scale from stored-scale ``(n, 2, ...)`` channels or complex ``(n, ...)``.
+
+    ``scales`` holds one factor per image (physical = stored × scale).
+    """
+    x = images.detach().cpu().double().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if not np.iscomplexobj(x):
+        if x.ndim < 2 or x.shape[1] != 2:
+            raise ValueError(f"The 'images' must be complex or have 2 channels (real, imaginary) at axis 1. "
+                             f"Got shape {x.shape} instead.")
+        x = x[:, 0] + 1j * x[:, 1]
+    s = np.asarray(scales.detach().cpu().double() if isinstance(scales, torch.Tensor) else scales, dtype=np.float64)
+    if s.shape != (len(x),):
+        raise ValueError(f"The 'scales' must hold one factor per image, shape ({len(x)},). Got {s.shape} instead.")
+    return x * s.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def score_slices(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
+                 scales: torch.Tensor | np.ndarray | Sequence[float], volumes: Sequence[str],
+                 convention: Convention = "slice") -> dict[str, Summary]:
+    """:func:`evaluate` on stored-scale images (2 channels or complex), one scale and volume name per image.
+
+    Volumes ``(n, 2, D, H, W)`` are scored as their ``D`` slices ``(H, W)``.
+    """
+    t, p = to_physical(targets, scales), to_physical(predictions, scales)
+    names = list(volumes)
+    if t.ndim == 4:  # volumes: every (H, W) slice along D, with its volume's name
+        names = [v for v in names for _ in range(t.shape[1])]
+        t, p = t.reshape(-1, *t.shape[2:]), p.reshape(-1, *p.shape[2:])
+    return evaluate(list(t), list(p), names, convention)
+
+
+@torch.no_grad()
+def validation_metrics(net: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, scales: torch.Tensor,
+                       volumes: Sequence[str], chunk_size: int = 8) -> dict[str, float]:
+    """Slice-wise PSNR/SSIM (mean ± std) of a network on 2-channel validation slices at physical scale.
+
+    ``net`` maps ``(n, 2, H, W)`` stored-scale inputs to outputs of the same shape (any module;
+    it runs ``chunk_size`` slices at a time, without autograd, in its parameters' dtype);
+    ``scales`` undo the per-slice scaling. Volumes ``(N, 2, D, H, W)`` are scored as their
+    ``D`` slices ``(H, W)``.
+    """
+    dtype = next(net.parameters()).dtype
+    pred = torch.cat([net(inputs[i:i + chunk_size].to(dtype)) for i in range(0, len(inputs), chunk_size)])
+    summary = score_slices(targets, pred, scales, volumes)
+    return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
+            "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}

@@ -108,3 +108,14 @@ class Monitor:
                 ConvergenceWarning, stacklevel=3,
             )
         return rep
+
+
+def status_of(reason: str, monitor: Monitor, cert: Certificate) -> Status:
+    """The report status of a first-order solve that stopped for ``reason`` with certificate ``cert``."""
+    if reason == "diverged" or not math.isfinite(cert.primal):
+        return Status.DIVERGED
+    if monitor.converged(cert):
+        return Status.OPTIMAL
+    if reason in ("checked", "stalled", "precision"):  # stopped by a stall test or the working precision
+        return Status.INACCURATE
+    return Status.MAX_ITER

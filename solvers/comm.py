@@ -94,3 +94,10 @@ class ShardedOperator:
 
     def zeros(self) -> Tensor:
         return self.operator.zeros()
+
+
+def sharded(operator, comm: Local):
+    """``operator`` with its adjoint summed over shards (unchanged for one process, and for None)."""
+    if operator is None or comm.world_size == 1:
+        return operator
+    return ShardedOperator(operator, comm)

@@ -24,13 +24,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .certificate import Certificate, Monitor, certify
-from .comm import Local, ShardedOperator
+from .certificate import Certificate, Monitor, certify, status_of
+from .comm import Local, sharded
 from .fista import fista, sq_norm
 from .groups import group_norms
 from .newton import newton_step
 from .operators import ConstrainedOperator, LinearOperator, operator_norm_sq
-from .report import IterationRecord, SolveReport, Status
+from .report import IterationRecord, SolveReport
 
 
 def solve_group_lasso(
@@ -83,7 +83,7 @@ def solve_group_lasso(
     v, report
     """
     comm = comm or Local()
-    operator, certify_operator = _sharded(operator, comm), _sharded(certify_operator, comm)
+    operator, certify_operator = sharded(operator, comm), sharded(certify_operator, comm)
     monitor = Monitor("fista", tol, 0.0, v0.dtype, callback)
     if lipschitz is None:
         lipschitz = 1.05 * operator_norm_sq(operator.forward, operator.adjoint, v0)
@@ -156,7 +156,7 @@ def solve_group_lasso(
         v_hi = v.double()
         y_hi = y.double()
         cert = certificate(v_hi, certify_operator.forward(v_hi), certify_operator, y_hi)
-    status = _status(reason, monitor, cert)
+    status = status_of(reason, monitor, cert)
     message = _message(reason, lip) + (f" {steps} Newton-CG steps." if steps else "")
     return v, monitor.report(cert, used, status, message)
 
@@ -202,7 +202,7 @@ def solve_cone_group_lasso(
     """
     feas_tol = tol if feas_tol is None else feas_tol
     comm = comm or Local()
-    operator, certify_operator = _sharded(operator, comm), _sharded(certify_operator, comm)
+    operator, certify_operator = sharded(operator, comm), sharded(certify_operator, comm)
     monitor = Monitor("augmented_lagrangian", tol, feas_tol, v0.dtype, callback)
     y_scale = max(comm.max(float(y.abs().max()) if y.numel() else 0.0), 1e-300)
     zero_r = torch.zeros_like(y)
@@ -278,7 +278,7 @@ def solve_cone_group_lasso(
         v_hi = v.double()
         cert, lam_out = certificate(v_hi, certify_operator.forward(v_hi), lam.double(), certify_operator, y.double(),
                                     step=step)
-    status = _status(reason, monitor, cert)
+    status = status_of(reason, monitor, cert)
     return v, lam_out, monitor.report(cert, done, status, _message(reason, lip) + f" rho={rho:.3g}")
 
 
@@ -286,23 +286,6 @@ def solve_cone_group_lasso(
 _RHO_FACTOR = 10.0  # initial penalty, in units of ||A||^2 / ||C||^2
 _INNER_TOL0 = 0.1  # first subproblem tolerance, in units of beta
 _INNER_DECAY = 0.3  # subproblem tolerance shrinks by this factor per multiplier update
-
-
-def _sharded(operator, comm: Local):
-    """``operator`` with its adjoint summed over shards (unchanged for one process)."""
-    if operator is None or comm.world_size == 1:
-        return operator
-    return ShardedOperator(operator, comm)
-
-
-def _status(reason: str, monitor: Monitor, cert: Certificate) -> Status:
-    if reason == "diverged" or not math.isfinite(cert.primal):
-        return Status.DIVERGED
-    if monitor.converged(cert):
-        return Status.OPTIMAL
-    if reason in ("checked", "stalled", "precision"):  # stopped by a stall test or the working precision
-        return Status.INACCURATE
-    return Status.MAX_ITER
 
 
 def _message(reason: str, lipschitz: float) -> str:

@@ -151,7 +151,7 @@ def solve_relu_program_ipm(
     """
     X, D, Y = _check(X, D, Y, beta)
     if system not in ("auto", "direct", "woodbury"):
-        raise ValueError(f"system must be one of ('auto', 'direct', 'woodbury'); got {system!r}")
+        raise ValueError(f"The 'system' parameter must be one of ('auto', 'direct', 'woodbury'). Got {system!r} instead.")
     n, d = X.shape
     P, c = D.shape[1], Y.shape[1]
     direct = system == "direct" or (system == "auto" and P * d <= n)
@@ -160,8 +160,8 @@ def solve_relu_program_ipm(
     if not fits:
         raise ValueError(f"the interior-point method needs a Newton system of at most {_MAX_SYSTEM} unknowns "
                          f"({'P d' if direct else 'n'} = {P * d if direct else n} with system={system!r}), "
-                         f"n * P * d <= {_MAX_ARRAY} for the Woodbury system and n * 2 P <= {_MAX_ROWS}; got n={n}, "
-                         f"P={P}, d={d}")
+                         f"n * P * d <= {_MAX_ARRAY} for the Woodbury system and n * 2 P <= {_MAX_ROWS}. Got n={n}, "
+                         f"P={P}, d={d} instead.")
     monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
     U = torch.zeros(2, P, c, d, dtype=torch.float64, device=X.device)
     lam = torch.zeros(n, 2, P, c, dtype=torch.float64, device=X.device)
@@ -236,7 +236,7 @@ def solve_gated_program_ipm(
     P, c = D.shape[1], Y.shape[1]
     if P * d > _MAX_SYSTEM:
         raise ValueError(f"the gated interior-point method solves a Newton system of P d unknowns, at most "
-                         f"{_MAX_SYSTEM}; got P={P}, d={d} (P d = {P * d})")
+                         f"{_MAX_SYSTEM}. Got P={P}, d={d} (P d = {P * d}) instead.")
     monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
     Dm = D.to(X.dtype)
     BtB = _Problem.gram_of(X, Dm)
@@ -333,14 +333,14 @@ def _check(X, D, Y, beta):
     if Y.ndim == 1:
         Y = Y[:, None]
     if X.ndim != 2 or D.ndim != 2 or Y.ndim != 2 or not (X.shape[0] == D.shape[0] == Y.shape[0]):
-        raise ValueError(f"X (n, d), D (n, P) and Y (n, c) must share n; got {tuple(X.shape)}, {tuple(D.shape)}, "
-                         f"{tuple(Y.shape)}")
+        raise ValueError(f"X (n, d), D (n, P) and Y (n, c) must share n. Got {tuple(X.shape)}, {tuple(D.shape)}, "
+                         f"{tuple(Y.shape)} instead.")
     if X.shape[0] == 0 or X.shape[1] == 0 or D.shape[1] == 0 or Y.shape[1] == 0:
         raise ValueError(f"empty problem: X {tuple(X.shape)}, D {tuple(D.shape)}, Y {tuple(Y.shape)}")
     if not (bool(torch.isfinite(X).all()) and bool(torch.isfinite(Y).all())):
-        raise ValueError("X and Y must be finite; found NaN/Inf")
+        raise ValueError("The 'X' and 'Y' parameters must be finite. Found NaN/Inf instead.")
     if not (beta > 0 and math.isfinite(beta)):
-        raise ValueError(f"beta must be a finite float > 0; got {beta!r}")
+        raise ValueError(f"The 'beta' parameter must be a finite float > 0. Got {beta!r} instead.")
     D = D.to(device=X.device) != 0
     return X, D, Y.to(X.device)
 

@@ -28,10 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .certificate import Certificate, Monitor, certify
-from .comm import Local
+from .certificate import Certificate, Monitor, certify, status_of
+from .comm import Local, sharded
 from .fista import sq_norm
-from .group_lasso import _sharded, _status
 from .groups import group_soft_threshold
 from .operators import ConstrainedOperator, operator_norm_sq
 from .report import IterationRecord, SolveReport
@@ -83,7 +82,7 @@ def solve_cone_group_lasso_pdhg(
     """
     feas_tol = tol if feas_tol is None else feas_tol
     comm = comm or Local()
-    operator, certify_operator = _sharded(operator, comm), _sharded(certify_operator, comm)
+    operator, certify_operator = sharded(operator, comm), sharded(certify_operator, comm)
     monitor = Monitor("pdhg", tol, feas_tol, v0.dtype, callback)
     y_scale = max(comm.max(float(y.abs().max()) if y.numel() else 0.0), 1e-300)
     z, c = operator.forward(v0)
@@ -158,7 +157,7 @@ def solve_cone_group_lasso_pdhg(
     if certify_operator is not None:
         v_hi, lam_hi = v.double(), lam.double()
         cert = certificate(v_hi, certify_operator.forward(v_hi), lam_hi, certify_operator, y.double())
-    status = _status("checked" if reason in ("stalled", "converged") else reason, monitor, cert)
+    status = status_of("checked" if reason in ("stalled", "converged") else reason, monitor, cert)
     message = f"stopped: {reason}; primal weight {omega:.3g}, kappa {kappa:.3g}."
     return v, lam, monitor.report(cert, k, status, message)
 

@@ -75,19 +75,19 @@ def solve_group_lasso_cvxpy(
     import cvxpy as cp
 
     if beta <= 0 or not np.isfinite(beta):
-        raise ValueError(f"beta must be a finite float > 0; got {beta!r}")
+        raise ValueError(f"The 'beta' parameter must be a finite float > 0. Got {beta!r} instead.")
     G, d = var_shape
     A = sp.csr_matrix(A)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if A.shape != (y.size, G * d):
-        raise ValueError(f"A must have shape ({y.size}, {G * d}); got {A.shape}")
+        raise ValueError(f"The 'A' parameter must have shape ({y.size}, {G * d}). Got {A.shape} instead.")
     x = cp.Variable(G * d)
     objective = 0.5 * cp.sum_squares(A @ x - y) + beta * cp.sum(cp.norm(cp.reshape(x, (G, d), order="C"), 2, axis=1))
     constraints = []
     if C is not None:
         C = sp.csr_matrix(C)
         if C.shape[1] != G * d:
-            raise ValueError(f"C must have {G * d} columns; got {C.shape}")
+            raise ValueError(f"The 'C' parameter must have {G * d} columns. Got {C.shape} instead.")
         constraints = [C @ x >= 0]
     problem = cp.Problem(cp.Minimize(objective), constraints)
     start = time.perf_counter()
@@ -144,7 +144,7 @@ def arrangement_matrices(X: np.ndarray, D: np.ndarray, num_outputs: int, activat
     D = np.asarray(D, dtype=bool)
     n, d = X.shape
     if D.ndim != 2 or D.shape[0] != n:
-        raise ValueError(f"D must have shape ({n}, P); got {D.shape}")
+        raise ValueError(f"The 'D' parameter must have shape ({n}, P). Got {D.shape} instead.")
     P = D.shape[1]
     signs = (1.0, -1.0) if activation == "relu" else (1.0,)
     masked = [sp.csr_matrix(D[:, i : i + 1] * X) for i in range(P)]
@@ -174,8 +174,8 @@ def solve_arrangement_program(
     """
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2 or Y.shape[0] != np.asarray(X).shape[0]:
-        raise ValueError(f"Y must have shape ({np.asarray(X).shape[0]}, c); got {Y.shape}")
+        raise ValueError(f"The 'Y' parameter must have shape ({np.asarray(X).shape[0]}, c). Got {Y.shape} instead.")
     if activation not in ("relu", "gated"):
-        raise ValueError(f"activation must be 'relu' or 'gated'; got {activation!r}")
+        raise ValueError(f"The 'activation' parameter must be 'relu' or 'gated'. Got {activation!r} instead.")
     A, C, var_shape = arrangement_matrices(X, D, Y.shape[1], activation)
     return solve_group_lasso_cvxpy(A, Y.T.reshape(-1), beta, var_shape, C, **kwargs)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from convexrecon.baselines import train_end_to_end
-from convexrecon.layerwise import BlockSettings, train_layerwise
-from convexrecon.network import ReconNet
+from convexrecon.stack.baselines import train_end_to_end
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise
+from convexrecon.stack.network import ReconNet
 
 
 def main(out: Path) -> None:

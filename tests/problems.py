@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 
-from convexrecon.arrangements import arrangement_masks, conv_functions, draw_gates, patch_problem
+from convexrecon.block.arrangements import arrangement_masks, conv_functions, draw_gates, patch_problem
 from solvers.reference import ReferenceSolution, solve_arrangement_program
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convexrecon.arrangements import ArrangementConv, arrangement_masks, draw_gates
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates
 from solvers.operators import MatrixOperator, StackedOperator
 
 from .operator_checks import assert_adjoint
@@ -117,7 +117,7 @@ def test_operator_matches_explicit_patch_matrix(shape):
     """The conv operator is sum_i D_i X v_ic with X from unfold (DESIGN.md §2), for images and volumes."""
     import numpy as np
 
-    from convexrecon.arrangements import patch_problem
+    from convexrecon.block.arrangements import patch_problem
     from solvers.reference import arrangement_matrices
 
     x = _randn(2, 2, *shape, dtype=torch.float64, seed=11)

@@ -26,34 +26,34 @@ def _inf(t):
 
 CASES = [
     # (kwargs overriding the defaults, exception, message fragment)
-    (dict(inputs=X[0]), ValueError, r"inputs must have shape \(N, C, H, W\); got ndim 3"),
-    (dict(targets=Y[0, 0]), ValueError, r"targets must have shape \(N, C, H, W\); got ndim 2"),
-    (dict(targets=Y[:1]), ValueError, "same number of images N; got 2 and 1"),
-    (dict(targets=torch.randn(2, 1, 6, 4)), ValueError, r"same spatial size \(H, W\); got \(6, 5\) and \(6, 4\)"),
-    (dict(kernel_size=4), ValueError, "kernel_size must be odd.*got 4"),
-    (dict(kernel_size=0), ValueError, "kernel_size must be an int >= 1; got 0"),
-    (dict(kernel_size=-3), ValueError, "kernel_size must be an int >= 1; got -3"),
-    (dict(kernel_size=3.0), TypeError, "kernel_size must be an int; got float"),
-    (dict(beta=0.0), ValueError, "beta must be a finite float > 0; got 0.0"),
-    (dict(beta=-1), ValueError, "beta must be a finite float > 0; got -1"),
-    (dict(beta=float("nan")), ValueError, "beta must be a finite float > 0; got nan"),
-    (dict(beta=float("inf")), ValueError, "beta must be a finite float > 0; got inf"),
-    (dict(beta="0.1"), TypeError, "beta must be a float > 0; got str"),
-    (dict(inputs=_nan(X)), ValueError, "inputs must be finite; found 1 NaN/Inf"),
-    (dict(targets=_inf(Y)), ValueError, "targets must be finite; found 1 NaN/Inf"),
-    (dict(activation="tanh"), ValueError, "activation must be one of 'relu', 'gated'; got 'tanh'"),
-    (dict(num_arrangements=0), ValueError, "num_arrangements must be an int >= 1; got 0"),
-    (dict(tol=0.0), ValueError, "tol must be a finite float > 0; got 0.0"),
-    (dict(tol=-1e-3), ValueError, "tol must be a finite float > 0"),
-    (dict(max_iter=0), ValueError, "max_iter must be an int >= 1; got 0"),
-    (dict(device="gpu7"), ValueError, "device must be a torch device.*'gpu7'"),
-    (dict(dtype=torch.float16), ValueError, "dtype must be torch.float32 or torch.float64"),
-    (dict(inputs=[[1.0]]), TypeError, "inputs must be a torch.Tensor or numpy.ndarray.*got list"),
-    (dict(inputs=torch.zeros(0, 2, 6, 5)), ValueError, "inputs must be non-empty"),
-    (dict(inputs=torch.randn(2, 2, 6, 5, dtype=torch.complex64)), TypeError, "inputs must be real; got complex"),
-    (dict(inputs=np.array([[["a"]]], dtype=object)), TypeError, "inputs must be a real numeric array"),
-    (dict(gates=torch.randn(4, 3, 3, 3)), ValueError, r"gates must have shape \(P, 2, 3, 3\).*got \(4, 3, 3, 3\)"),
-    (dict(gates=torch.full((2, 2, 3, 3), float("nan"))), ValueError, "gates must be finite"),
+    (dict(inputs=X[0]), ValueError, r"'inputs' parameter must have shape \(N, C, H, W\). Got ndim 3"),
+    (dict(targets=Y[0, 0]), ValueError, r"'targets' parameter must have shape \(N, C, H, W\). Got ndim 2"),
+    (dict(targets=Y[:1]), ValueError, "same number of images N. Got 2 and 1"),
+    (dict(targets=torch.randn(2, 1, 6, 4)), ValueError, r"same spatial size \(H, W\). Got \(6, 5\) and \(6, 4\)"),
+    (dict(kernel_size=4), ValueError, "'kernel_size' parameter must be odd.*Got 4"),
+    (dict(kernel_size=0), ValueError, "'kernel_size' parameter must be an int >= 1. Got 0"),
+    (dict(kernel_size=-3), ValueError, "'kernel_size' parameter must be an int >= 1. Got -3"),
+    (dict(kernel_size=3.0), TypeError, "'kernel_size' parameter must be an int. Got float"),
+    (dict(beta=0.0), ValueError, "'beta' parameter must be a finite float > 0. Got 0.0"),
+    (dict(beta=-1), ValueError, "'beta' parameter must be a finite float > 0. Got -1"),
+    (dict(beta=float("nan")), ValueError, "'beta' parameter must be a finite float > 0. Got nan"),
+    (dict(beta=float("inf")), ValueError, "'beta' parameter must be a finite float > 0. Got inf"),
+    (dict(beta="0.1"), TypeError, "'beta' parameter must be a float > 0. Got str"),
+    (dict(inputs=_nan(X)), ValueError, "'inputs' parameter must be finite. Found 1 NaN/Inf"),
+    (dict(targets=_inf(Y)), ValueError, "'targets' parameter must be finite. Found 1 NaN/Inf"),
+    (dict(activation="tanh"), ValueError, "'activation' parameter must be one of 'relu', 'gated'. Got 'tanh'"),
+    (dict(num_arrangements=0), ValueError, "'num_arrangements' parameter must be an int >= 1. Got 0"),
+    (dict(tol=0.0), ValueError, "'tol' parameter must be a finite float > 0. Got 0.0"),
+    (dict(tol=-1e-3), ValueError, "'tol' parameter must be a finite float > 0"),
+    (dict(max_iter=0), ValueError, "'max_iter' parameter must be an int >= 1. Got 0"),
+    (dict(device="gpu7"), ValueError, "'device' parameter must be a torch device.*'gpu7'"),
+    (dict(dtype=torch.float16), ValueError, "'dtype' parameter must be torch.float32 or torch.float64"),
+    (dict(inputs=[[1.0]]), TypeError, "'inputs' parameter must be a torch.Tensor or numpy.ndarray.*Got list"),
+    (dict(inputs=torch.zeros(0, 2, 6, 5)), ValueError, "'inputs' parameter must be non-empty"),
+    (dict(inputs=torch.randn(2, 2, 6, 5, dtype=torch.complex64)), TypeError, "'inputs' parameter must be real. Got complex"),
+    (dict(inputs=np.array([[["a"]]], dtype=object)), TypeError, "'inputs' parameter must be a real numeric array"),
+    (dict(gates=torch.randn(4, 3, 3, 3)), ValueError, r"'gates' parameter must have shape \(P, 2, 3, 3\).*Got \(4, 3, 3, 3\)"),
+    (dict(gates=torch.full((2, 2, 3, 3), float("nan"))), ValueError, "'gates' parameter must be finite"),
 ]
 
 
@@ -80,9 +80,9 @@ def test_zero_targets_need_explicit_beta():
 
 def test_global_check_rejects_mismatched_channels():
     block = cr.fit_layer(X, Y, kernel_size=3, num_arrangements=2, beta=0.1, activation="gated", dtype=torch.float64)
-    with pytest.raises(ValueError, match="inputs must have 2 channels for this block; got 3"):
+    with pytest.raises(ValueError, match="'inputs' parameter must have 2 channels for this block. Got 3"):
         cr.global_check(block, torch.randn(2, 3, 6, 5), Y)
-    with pytest.raises(ValueError, match="targets must have 1 channels for this block; got 2"):
+    with pytest.raises(ValueError, match="'targets' parameter must have 1 channels for this block. Got 2"):
         cr.global_check(block, X, torch.randn(2, 2, 6, 5))
-    with pytest.raises(ValueError, match="num_fresh must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match="'num_fresh' parameter must be an int >= 1. Got 0"):
         cr.global_check(block, X, Y, num_fresh=0)

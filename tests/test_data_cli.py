@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from convexrecon.__main__ import main
+from convexrecon.cli import main
 
 SMALL = ["--coils", "6", "--shape", "64", "45", "--crop", "31", "--max-iter", "20", "--lambdas", "1e-3", "3e-3"]
 

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import convexrecon as cr
-from convexrecon.arrangements import draw_gates
+from convexrecon.block.arrangements import draw_gates
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import convexrecon as cr
-from convexrecon import explain
-from convexrecon.network import HiddenLayer, ReconNet
+from convexrecon.analysis import explain
+from convexrecon.stack.network import HiddenLayer, ReconNet
 
 from .problems import make_problem
 
@@ -110,9 +110,9 @@ def test_one_block_network_filter_is_block_filter_plus_skip():
 
 def test_explain_bad_input():
     block, x = _block("gated")
-    with pytest.raises(ValueError, match=r"pixel must be \(n, h, w\) within \(2, 7, 5\); got \(0, 7, 0\)"):
+    with pytest.raises(ValueError, match=r"'pixel' parameter must be \(n, h, w\) within \(2, 7, 5\). Got \(0, 7, 0\)"):
         explain.effective_filter(block, x, (0, 7, 0))
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 2, H, W\) for this layer; got \(2, 2, 1, 7, 5\)"):
+    with pytest.raises(ValueError, match=r"'x' parameter must have shape \(N, 2, H, W\) for this layer. Got \(2, 2, 1, 7, 5\)"):
         explain.activation_patterns(block, x[:, :, None])
     with pytest.raises(TypeError, match="ConvexBlock or HiddenLayer"):
         explain.linear_regions(torch.nn.Conv2d(2, 2, 3), x)

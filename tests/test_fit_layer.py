@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
 import convexrecon as cr
-from convexrecon.arrangements import ArrangementConv, arrangement_masks
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks
 from solvers.report import Status
 
 from .problems import CASES, make_problem, reference
@@ -225,7 +224,7 @@ def test_gate_chunks_give_the_same_block(activation):
 
 @pytest.mark.parametrize("num", [6, 7])
 def test_antithetic_gates_come_in_complementary_pairs(num):
-    from convexrecon.arrangements import draw_gates
+    from convexrecon.block.arrangements import draw_gates
 
     gates = draw_gates(num, 3, 5, seed=11, sampling="antithetic")
     half = (num + 1) // 2
@@ -237,7 +236,7 @@ def test_antithetic_gates_come_in_complementary_pairs(num):
     assert bool((pairs == 1).all())  # D and I - D: no pixel of random data lies on a hyperplane
     with pytest.raises(ValueError, match="'sampling' of gates must be one of"):
         draw_gates(num, 3, 5, seed=11, sampling="sobol")
-    with pytest.raises(ValueError, match="gate_sampling must be one of"):
+    with pytest.raises(ValueError, match="'gate_sampling' parameter must be one of"):
         cr.fit_layer(x, x[:, :1], kernel_size=1, gate_sampling="pairs")
 
 
@@ -267,7 +266,7 @@ def test_antithetic_block_can_reproduce_the_previous_read_out():
 
 
 def test_tf32_is_switched_off_during_the_solve_and_restored(monkeypatch):
-    import convexrecon.fit as fit_module
+    import convexrecon.block.fit as fit_module
 
     seen = []
     real = fit_module.solve_group_lasso
@@ -299,5 +298,5 @@ def _check_tf32_switching(seen):
     with pytest.raises(ValueError, match="kernel_size"):  # restored after a refused call as well
         cr.fit_layer(p.inputs, p.targets, kernel_size=2, allow_tf32=True)
     assert torch.backends.cudnn.allow_tf32 is False
-    with pytest.raises(TypeError, match="allow_tf32 must be True or False; got 'yes'"):
+    with pytest.raises(TypeError, match="'allow_tf32' parameter must be True or False. Got 'yes'"):
         _fit(p, allow_tf32="yes")

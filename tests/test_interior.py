@@ -74,10 +74,10 @@ def test_interior_point_max_iter_is_reported():
 
 
 @pytest.mark.parametrize("args,message", [
-    (dict(beta=0.0), "beta must be a finite float > 0"),
+    (dict(beta=0.0), "'beta' parameter must be a finite float > 0"),
     (dict(D=np.ones((59, 6), bool)), "must share n"),
     (dict(y=np.full(60, np.nan)), "finite"),
-    (dict(system="qr"), "system must be one of"),
+    (dict(system="qr"), "'system' parameter must be one of"),
 ])
 def test_interior_point_rejects(args, message):
     X, D, y, G = _dense(6, n=60, d=4, P=6)

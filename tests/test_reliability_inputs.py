@@ -17,12 +17,13 @@ import pytest
 import torch
 
 import convexrecon as cr
-from convexrecon.__main__ import main
-from convexrecon.baselines import train_end_to_end, train_layerwise_adam
-from convexrecon.checkpoint import CheckpointError
+from convexrecon.cli import main
+from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
+from convexrecon.errors import CheckpointError
 from convexrecon.data import DataWarning, SliceDataset
-from convexrecon.layerwise import BlockSettings, check_same_device, train_layerwise
-from convexrecon.network import ReconNet, load_network
+from convexrecon.stack.layerwise import BlockSettings, check_same_device, train_layerwise
+from convexrecon.stack.network import ReconNet
+from convexrecon.stack.persist import load_network
 
 from .conftest import CROP
 
@@ -42,19 +43,19 @@ Y = torch.randn(2, 1, 6, 5, dtype=torch.float64, generator=torch.Generator().man
 
 FIT_CASES = [
     # (id, kwargs overriding the defaults, exception, message fragment)
-    ("meta-device", dict(inputs=torch.empty(2, 2, 6, 5, device="meta")), ValueError, "inputs must hold data.*'meta'"),
-    ("bool-dtype", dict(targets=torch.ones(2, 1, 6, 5, dtype=torch.bool)), TypeError, "targets must be a real floating"),
-    ("numpy-mismatched-n", dict(targets=np.zeros((3, 1, 6, 5))), ValueError, "same number of images N; got 2 and 3"),
-    ("device-number", dict(device=3.5), ValueError, "device must be a torch device.*3.5"),
-    ("device-unknown", dict(device="tpu"), ValueError, "device must be a torch device.*'tpu'"),
-    ("arrangements-negative", dict(num_arrangements=-2), ValueError, "num_arrangements must be an int >= 1; got -2"),
-    ("arrangements-float", dict(num_arrangements=2.5), TypeError, "num_arrangements must be an int; got float"),
-    ("activation-none", dict(activation=None), ValueError, "activation must be one of 'relu', 'gated'; got None"),
-    ("tol-nan", dict(tol=float("nan")), ValueError, "tol must be a finite float > 0; got nan"),
-    ("tol-inf", dict(tol=float("inf")), ValueError, "tol must be a finite float > 0; got inf"),
-    ("chunk-zero", dict(chunk_size=0), ValueError, "chunk_size must be an int >= 1; got 0"),
-    ("gates-list", dict(gates=[[1.0]]), TypeError, "gates must be a tensor of shape"),
-    ("beta-bool", dict(beta=True), TypeError, "beta must be a float > 0; got bool"),
+    ("meta-device", dict(inputs=torch.empty(2, 2, 6, 5, device="meta")), ValueError, "'inputs' parameter must hold data.*'meta'"),
+    ("bool-dtype", dict(targets=torch.ones(2, 1, 6, 5, dtype=torch.bool)), TypeError, "'targets' parameter must be a real floating"),
+    ("numpy-mismatched-n", dict(targets=np.zeros((3, 1, 6, 5))), ValueError, "same number of images N. Got 2 and 3"),
+    ("device-number", dict(device=3.5), ValueError, "'device' parameter must be a torch device.*3.5"),
+    ("device-unknown", dict(device="tpu"), ValueError, "'device' parameter must be a torch device.*'tpu'"),
+    ("arrangements-negative", dict(num_arrangements=-2), ValueError, "'num_arrangements' parameter must be an int >= 1. Got -2"),
+    ("arrangements-float", dict(num_arrangements=2.5), TypeError, "'num_arrangements' parameter must be an int. Got float"),
+    ("activation-none", dict(activation=None), ValueError, "'activation' parameter must be one of 'relu', 'gated'. Got None"),
+    ("tol-nan", dict(tol=float("nan")), ValueError, "'tol' parameter must be a finite float > 0. Got nan"),
+    ("tol-inf", dict(tol=float("inf")), ValueError, "'tol' parameter must be a finite float > 0. Got inf"),
+    ("chunk-zero", dict(chunk_size=0), ValueError, "'chunk_size' parameter must be an int >= 1. Got 0"),
+    ("gates-list", dict(gates=[[1.0]]), TypeError, "'gates' parameter must be a tensor of shape"),
+    ("beta-bool", dict(beta=True), TypeError, "'beta' parameter must be a float > 0. Got bool"),
 ]
 
 
@@ -109,12 +110,12 @@ def test_tensors_on_two_devices_are_refused() -> None:
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"tol": 0.0}, "'tol' setting must be a finite number > 0. Got 0.0"),
-    ({"tol": -1e-3}, "'tol' setting must be a finite number > 0"),
-    ({"max_iter": 0}, "'max_iter' setting must be an int > 0 or None. Got 0"),
+    ({"tol": 0.0}, "'tol' parameter must be a finite float > 0. Got 0.0 instead"),
+    ({"tol": -1e-3}, "'tol' parameter must be a finite float > 0"),
+    ({"max_iter": 0}, "'max_iter' parameter must be an int >= 1. Got 0 instead"),
     ({"beta": float("nan")}, "'beta' setting must be a finite number > 0 or None. Got nan"),
-    ({"beta_ratio": float("inf")}, "'beta_ratio' setting must be a finite number > 0. Got inf"),
-    ({"kernel_size": 2}, "'kernel_size' setting must be an odd int > 0. Got 2"),
+    ({"beta_ratio": float("inf")}, "'beta_ratio' parameter must be a finite float > 0. Got inf instead"),
+    ({"kernel_size": 2}, "'kernel_size' parameter must be odd .*Got 2 instead"),
 ])
 def test_block_settings_reject(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

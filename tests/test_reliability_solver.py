@@ -17,14 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convexrecon as cr
-import convexrecon.fit as fit_module
-from convexrecon import guard
-from convexrecon.baselines import train_end_to_end
-from convexrecon.guard import MemoryBudgetError
-from convexrecon.layerwise import BlockSettings, train_layerwise
-from convexrecon.network import HiddenLayer, ReconNet, load_network
+import convexrecon.block.fit as fit_module
+from convexrecon.block.options import DEFAULT_BETA_RATIO
+from convexrecon.block import guard
+from convexrecon.stack.baselines import train_end_to_end
+from convexrecon.errors import MemoryBudgetError
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise
+from convexrecon.stack.network import HiddenLayer, ReconNet
+from convexrecon.stack.persist import load_network
 from solvers.group_lasso import solve_cone_group_lasso, solve_group_lasso
-from solvers.operators import MatrixOperator
 from solvers.report import ConvergenceWarning, SolverError, Status
 
 
@@ -210,7 +211,7 @@ def test_never_optimal_with_a_gap_above_tol(seed, log_scale, log_ratio, activati
     x = torch.randn(2, 2, 5, 4, dtype=torch.float64, generator=gen) * 10.0 ** log_scale
     y = torch.randn(2, 1, 5, 4, dtype=torch.float64, generator=gen)
     probe = fit(x=x, y=y, max_iter=1, num_arrangements=3)
-    beta = 10.0 ** log_ratio * probe.beta / fit_module.DEFAULT_BETA_RATIO
+    beta = 10.0 ** log_ratio * probe.beta / DEFAULT_BETA_RATIO
     block = fit(x=x, y=y, num_arrangements=3, activation=activation, dtype=dtype, tol=tol, beta=beta, max_iter=400)
     assert_honest(block, tol)
     if activation == "gated" and dtype == torch.float64:  # the report's primal is the returned block's objective

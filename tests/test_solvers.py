@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import warnings
 
 import numpy as np
 import pytest
@@ -134,11 +132,11 @@ def test_reference_certifies_itself_and_validates():
         assert ref.report.status is Status.OPTIMAL
         assert 0 <= ref.report.relative_gap <= 1e-6
         assert ref.report.solver == "cvxpy:CLARABEL"
-    with pytest.raises(ValueError, match="beta must be a finite float > 0"):
+    with pytest.raises(ValueError, match="'beta' parameter must be a finite float > 0"):
         solve_arrangement_program(X, D, Y, 0.0, "gated")
-    with pytest.raises(ValueError, match="activation must be 'relu' or 'gated'"):
+    with pytest.raises(ValueError, match="'activation' parameter must be 'relu' or 'gated'"):
         solve_arrangement_program(X, D, Y, 0.5, "sigmoid")
-    with pytest.raises(ValueError, match=r"Y must have shape \(50, c\)"):
+    with pytest.raises(ValueError, match=r"'Y' parameter must have shape \(50, c\)"):
         solve_arrangement_program(X, D, Y[:10], 0.5, "gated")
 
 

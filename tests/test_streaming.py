@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import convexrecon as cr
-from convexrecon.arrangements import ArrangementConv, arrangement_masks, draw_gates
-from convexrecon.streaming import ChunkSource, StreamingArrangementConv
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates
+from convexrecon.block.streaming import ChunkSource, StreamingArrangementConv
 from tests.operator_checks import assert_adjoint
 from tests.problems import make_problem
 
@@ -70,10 +70,10 @@ def test_bad_chunks_are_named():
         cr.fit_layer([], y, kernel_size=3, activation="gated")
     bad = torch.randn(1, 2, 7, 5)
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="inputs chunk 1 must be finite"):
+    with pytest.raises(ValueError, match="'inputs chunk 1' parameter must be finite"):
         cr.fit_layer([x, bad], y, kernel_size=3, activation="gated")
     with pytest.raises(ValueError, match=r"one \(C_out, 7, 5\) image per input image \(3\)"):
         cr.fit_layer([x, x[:1]], y[:2], kernel_size=3, activation="gated")
-    with pytest.raises(TypeError, match="inputs must be a torch.Tensor or numpy.ndarray"):
+    with pytest.raises(TypeError, match="'inputs' parameter must be a torch.Tensor or numpy.ndarray"):
         cr.fit_layer([x, [1, 2]], y, kernel_size=3, activation="gated")
     assert np.isfinite(float(x.sum()))

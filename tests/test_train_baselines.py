@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convexrecon.baselines import train_end_to_end, train_layerwise_adam
-from convexrecon.network import ReconNet, load_network
+from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
+from convexrecon.stack.network import ReconNet
+from convexrecon.stack.persist import load_network
 
 
 def _data(n: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

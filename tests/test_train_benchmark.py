@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from convexrecon.memory import block_memory, end_to_end_memory, max_batch, memory_table
+from convexrecon.analysis.memory import block_memory, end_to_end_memory, max_batch, memory_table
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import h5py
 import pytest
 
-from convexrecon.__main__ import main
-from convexrecon.network import load_network
+from convexrecon.cli import main
+from convexrecon.stack.persist import load_network
 
 from .conftest import CROP, SLICES
 
@@ -80,7 +80,7 @@ def test_train_chooses_beta_on_held_out_training_volumes(tmp_path, capsys) -> No
 
 
 def test_holdout_mask_marks_the_last_volumes_by_name() -> None:
-    from convexrecon.train import holdout_mask
+    from convexrecon.data.splits import holdout_mask
 
     volumes = ["b.h5", "b.h5", "a.h5", "c.h5", "c.h5"]
     assert holdout_mask(volumes, 1).tolist() == [False, False, False, True, True]

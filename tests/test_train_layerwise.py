@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from convexrecon import fit_layer
-from convexrecon.layerwise import BlockSettings, train_layerwise
-from convexrecon.network import HiddenLayer, ReconNet, load_network
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise
+from convexrecon.stack.network import HiddenLayer, ReconNet
+from convexrecon.stack.persist import load_network
 
 BLOCKS = (BlockSettings(kernel_size=3, num_arrangements=3, tol=1e-3, max_iter=200),
           BlockSettings(kernel_size=3, num_arrangements=2, tol=1e-3, max_iter=200),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convexrecon import fit_layer
-from convexrecon.layerwise import BlockSettings, block_beta, train_layerwise
+from convexrecon.stack.layerwise import BlockSettings, block_beta, train_layerwise
 
 RATIOS = (0.001, 0.05, 0.6)
 SELECT = BlockSettings(kernel_size=3, num_arrangements=8, beta_ratios=RATIOS, tol=1e-5, max_iter=3000)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import convexrecon as cr
-import convexrecon.fit as fit_module
-from convexrecon.arrangements import ArrangementConv, draw_gates
+import convexrecon.block.fit as fit_module
+from convexrecon.block.arrangements import ArrangementConv, draw_gates
 from solvers.report import Status
 
 from .problems import VOLUME_CASES, VOLUME_SHAPE, make_problem, reference
@@ -86,10 +86,10 @@ def test_volume_global_check_and_default_gates():
 
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(inputs=torch.randn(2, 2, 4, 5, 6), targets=torch.randn(2, 1, 4, 5)), ValueError,
-     r"both be images \(N, C, H, W\) or both volumes \(N, C, D, H, W\); got shapes \(2, 2, 4, 5, 6\) and \(2, 1, 4, 5\)"),
+     r"both be images \(N, C, H, W\) or both volumes \(N, C, D, H, W\). Got shapes \(2, 2, 4, 5, 6\) and \(2, 1, 4, 5\)"),
     (dict(inputs=torch.randn(2, 2, 1, 4, 5, 6), targets=torch.randn(2, 1, 1, 4, 5, 6)), ValueError,
-     r"inputs must have shape \(N, C, H, W\); got ndim 6 .*volumes: \(N, C, D, H, W\)"),
-    (dict(gates=torch.randn(3, 2, 3, 3)), ValueError, r"gates must have shape \(P, 2, 3, 3, 3\).*got \(3, 2, 3, 3\)"),
+     r"'inputs' parameter must have shape \(N, C, H, W\). Got ndim 6 .*volumes: \(N, C, D, H, W\)"),
+    (dict(gates=torch.randn(3, 2, 3, 3)), ValueError, r"'gates' parameter must have shape \(P, 2, 3, 3, 3\).*Got \(3, 2, 3, 3\)"),
 ])
 def test_volume_bad_input(kwargs, error, match):
     args = dict(inputs=torch.randn(2, 2, 4, 5, 6), targets=torch.randn(2, 1, 4, 5, 6), kernel_size=3, beta=1.0,

@@ -6,10 +6,11 @@ import warnings
 
 import torch
 
-from convexrecon.baselines import train_end_to_end, train_layerwise_adam
-from convexrecon.layerwise import BlockSettings, train_layerwise
-from convexrecon.memory import block_memory, end_to_end_memory
-from convexrecon.network import ReconNet, load_network
+from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise
+from convexrecon.analysis.memory import block_memory, end_to_end_memory
+from convexrecon.stack.network import ReconNet
+from convexrecon.stack.persist import load_network
 
 BLOCKS = (BlockSettings(kernel_size=3, num_arrangements=2, tol=1e-3, max_iter=100),
           BlockSettings(kernel_size=3, num_arrangements=2, activation="relu", tol=1e-3, max_iter=100))

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from convexrecon.data.atomic import atomic_path
-from convexrecon.data.fastmri import DataWarning, FastMRIVolume, build_index
-from convexrecon.data.masks import MaskFunc
+from convexrecon.io import atomic_path
+from convexrecon.data.fastmri import FastMRIVolume, build_index
+from convexrecon.errors import DataWarning
+from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
 from convexrecon.data.sense import complex_to_channels, sense_images
 
 CACHE_VERSION = 1  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
@@ -148,7 +149,7 @@ class SliceDataset(torch.utils.data.Dataset):
         root: str | Path,
         mask: str = "poisson",
         acceleration: float = 4.0,
-        center_fraction: float = 0.04,
+        center_fraction: float = CENTER_FRACTION,
         calib: int = 16,
         crop: int = 320,
         seed: int = 0,

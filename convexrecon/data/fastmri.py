@@ -38,11 +38,9 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
+from convexrecon.errors import DataWarning
+
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
-
-
-class DataWarning(UserWarning):
-    """A data file or directory had a problem the reader could work around (named in the message)."""
 
 
 class MatrixSize(NamedTuple):

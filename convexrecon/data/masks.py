@@ -33,6 +33,8 @@ import numpy as np
 
 MaskKind = Literal["poisson", "lines", "equispaced"]
 MASK_KINDS: tuple[str, ...] = ("poisson", "lines", "equispaced")
+CENTER_FRACTION = 0.04
+"""Fully sampled centre band of the line masks, as a fraction of the columns (the seed's 1D masks)."""
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -209,7 +211,7 @@ def poisson_disc(
 
 
 def random_lines(
-    shape: tuple[int, int], acceleration: float = 4.0, center_fraction: float = 0.04, seed: int = 0
+    shape: tuple[int, int], acceleration: float = 4.0, center_fraction: float = CENTER_FRACTION, seed: int = 0
 ) -> np.ndarray:
     """Random 1D Cartesian phase-encode lines with a fully sampled centre band.
 
@@ -239,7 +241,7 @@ def random_lines(
 
 
 def equispaced_lines(
-    shape: tuple[int, int], acceleration: float = 4.0, center_fraction: float = 0.04, seed: int = 0
+    shape: tuple[int, int], acceleration: float = 4.0, center_fraction: float = CENTER_FRACTION, seed: int = 0
 ) -> np.ndarray:
     """Equispaced 1D phase-encode lines with a fully sampled centre band.
 
@@ -287,7 +289,7 @@ class MaskFunc:
 
     kind: str = "poisson"
     acceleration: float = 4.0
-    center_fraction: float = 0.04
+    center_fraction: float = CENTER_FRACTION
     calib: int = 16
     seed: int = 0
 

@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 import torch
 
-from convexrecon.data.atomic import atomic_path
+from convexrecon.io import atomic_path
 from convexrecon.data.masks import slice_seed
 from convexrecon.data.sense import center_crop, fft2c, ifft2c
 

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 import torch
 
-from convexrecon.data.atomic import atomic_path
+from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
 from convexrecon.data.sense import calibration_width, espirit_maps
 from convexrecon.data.synthetic import INTENSITY, birdcage_maps, phantom_slice

@@ -19,19 +19,9 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.atomic import atomic_path, ensure_writable_dir
-from .data.fastmri import FastMRIVolume, list_volumes
-from .data.masks import MaskFunc
-
-
-def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]:
-    """The ``(H, W)`` mask of every slice: the file's own ``mask`` or ``mask_func``'s."""
-    shape = volume.shape[-2:]
-    with h5py.File(volume.path, "r") as handle:
-        if "mask" in handle:
-            columns = np.asarray(handle["mask"]).astype(bool).reshape(-1)
-            return [np.broadcast_to(columns, shape).copy()] * volume.num_slices
-    return [mask_func.for_slice(shape, volume.path.name, s) for s in range(volume.num_slices)]
+from convexrecon.io import atomic_path, ensure_writable_dir
+from convexrecon.data.fastmri import FastMRIVolume, list_volumes
+from convexrecon.recon import mask_func_of, reconstruct_slice, volume_masks
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``reconstruct``; returns the exit code (usage errors exit with 2)."""
-    from .network import load_network
+    from convexrecon.stack.persist import load_network
 
     try:
         net = load_network(args.model)
@@ -65,9 +55,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ensure_writable_dir(args.out)
     except ValueError as error:
         parser.error(f"argument --out: {error}")
-    data = net.config.get("data", {})
-    mask_func = MaskFunc(data.get("mask", "poisson"), data.get("acceleration", 4.0), data.get("center_fraction", 0.04),
-                         data.get("calib", 16), data.get("seed", 0))
+    mask_func = mask_func_of(net.config)
     net.eval()
     for path in tqdm(files, desc="volumes", unit="volume"):
         try:
@@ -76,7 +64,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
         try:
             masks = volume_masks(volume, mask_func)
-            slices = [net.reconstruct(volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
+            slices = [reconstruct_slice(net, volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
                       for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
         except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice or mask
             parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from convexrecon.data.atomic import ensure_writable_dir, write_text
+from convexrecon.io import ensure_writable_dir, write_text
 from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, choose_lambda, reference_table, slice_problem
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import FastMRIVolume
-from convexrecon.data.masks import MASK_KINDS
+from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.synthetic import make_synthetic
 from convexrecon.metrics import Summary
 
@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
     p.add_argument("--mask", choices=MASK_KINDS, default="poisson", help="sampling pattern (default poisson)")
     p.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1 (default 4)")
-    p.add_argument("--center-fraction", type=float, default=0.04, help="line masks' centre band (default 0.04)")
+    p.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band (default 0.04)")
     p.add_argument("--calib", type=int, default=16, help="Poisson-disc calibration square (default 16)")
     p.add_argument("--crop", type=int, default=320, help="image side after cropping (default 320)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")

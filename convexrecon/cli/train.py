@@ -4,10 +4,10 @@
         [--method layerwise_convex|end_to_end|layerwise_adam] [--blocks 4] [--kernel-size 5] ...
 
 The first ``--val-volumes`` volumes (by name) are the validation split, the
-rest the training split (:func:`stack_split`, shared with
+rest the training split (:func:`convexrecon.data.splits.stack_split`, shared with
 ``benchmarks/run_knee.py``). Checkpoints go to ``MODEL_DIR/checkpoints``; the
 same command after an interruption resumes. The model is written with
-:meth:`~convexrecon.network.ReconNet.save` (``model.pt`` + ``config.json``).
+:meth:`~convexrecon.stack.network.ReconNet.save` (``model.pt`` + ``config.json``).
 """
 
 from __future__ import annotations
@@ -17,71 +17,17 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Sequence
 
 import torch
 
 from solvers.report import SolverError
 
-from .data.atomic import ensure_writable_dir
-from .data.dataset import SliceDataset
-from .data.masks import MASK_KINDS
+from convexrecon.io import ensure_writable_dir
+from convexrecon.data.dataset import SliceDataset
+from convexrecon.data.splits import Split, holdout_mask, stack_split
+from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
-
-
-class Split(NamedTuple):
-    """Stacked slices of some volumes (stored scale; physical = stored × scale)."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    scales: torch.Tensor
-    volumes: list[str]
-    pairs: list[tuple[Path, int]]
-
-    @property
-    def validation(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """``(inputs, targets, scales, volumes)`` as the trainers' ``validation`` argument."""
-        return self.inputs, self.targets, self.scales, self.volumes
-
-
-def stack_split(dataset: SliceDataset, val_volumes: int = 1) -> tuple[Split, Split]:
-    """Training and validation splits: the first ``val_volumes`` volumes by name validate.
-
-    Raises
-    ------
-    ValueError
-        When fewer than ``val_volumes + 1`` volumes are present.
-    """
-    files = sorted(dataset.volumes)
-    if not isinstance(val_volumes, int) or val_volumes < 1 or len(files) < val_volumes + 1:
-        raise ValueError(f"The data must hold more than 'val_volumes' = {val_volumes!r} volumes "
-                         f"(training needs at least one). Got {len(files)}.")
-    val_files = set(files[:val_volumes])
-    splits = []
-    for keep in (lambda p: p not in val_files, lambda p: p in val_files):
-        items = [(i, p, s) for i, (p, s) in enumerate(dataset.index) if keep(p)]
-        samples = [dataset[i] for i, _, _ in items]
-        splits.append(Split(torch.stack([s.input for s in samples]), torch.stack([s.target for s in samples]),
-                            torch.tensor([s.scale for s in samples], dtype=torch.float64),
-                            [s.fname for s in samples], [(p, s) for _, p, s in items]))
-    return splits[0], splits[1]
-
-
-def holdout_mask(volumes: Sequence[str], count: int) -> torch.Tensor:
-    """Boolean per slice: the slices of the last ``count`` volumes by name (for choosing beta).
-
-    Raises
-    ------
-    ValueError
-        When fewer than ``count + 1`` volumes are present (the fit needs at least one).
-    """
-    names = sorted(set(volumes))
-    if not isinstance(count, int) or count < 1 or len(names) < count + 1:
-        raise ValueError(f"Choosing beta on held-out volumes needs more than 'holdout_volumes' = {count!r} training "
-                         f"volumes (the fit keeps at least one). Got {len(names)}.")
-    held = set(names[-count:])
-    return torch.tensor([v in held for v in volumes], dtype=torch.bool)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -92,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--method", default="layerwise_convex", choices=METHODS)
     parser.add_argument("--acceleration", type=float, default=4.0)
-    parser.add_argument("--center-fraction", type=float, default=0.04)
+    parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION)
     parser.add_argument("--crop", type=int, default=320)
     parser.add_argument("--val-volumes", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=4, help="K blocks (K + 1 conv layers)")
@@ -124,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``train``; returns the exit code (usage errors exit with 2, training failures with 1)."""
-    from .layerwise import BlockSettings
+    from convexrecon.stack.layerwise import BlockSettings
 
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
@@ -177,9 +123,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
            width: int, holdout: torch.Tensor | None) -> tuple:
     """Run the chosen trainer; returns ``(network, records)``."""
-    from .baselines import train_end_to_end, train_layerwise_adam
-    from .layerwise import train_layerwise
-    from .network import ReconNet
+    from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
+    from convexrecon.stack.layerwise import train_layerwise
+    from convexrecon.stack.network import ReconNet
 
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():

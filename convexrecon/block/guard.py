@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .arrangements import default_chunk_size
+from convexrecon.block.arrangements import default_chunk_size
+from convexrecon.errors import MemoryBudgetError
 
 ENV_VAR = "CONVEXRECON_MEMORY_LIMIT"
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -40,10 +41,6 @@ _IMAGE_COPIES = 16  # (N, C_out, H, W): targets, predictions, residuals of x, y 
 _CHUNK_COPIES = 7  # (chunk, S P C_out, H, W): conv output, masked products, adjoint input and their temporaries
 _WORKSPACE = 32 * 2**20  # convolution workspaces and allocator slack, measured ~20-25 MiB on a tiny CPU solve
 _CONE_COPIES = 16  # (N, 2 P C_out, H, W), relu only: C v of x, y and trial points, multipliers, clamps, float64 certificate
-
-
-class MemoryBudgetError(MemoryError):
-    """A computation would need more memory than is available (the message says which setting to reduce)."""
 
 
 def parse_size(text: str) -> int:

@@ -2,14 +2,14 @@ r"""Layer-wise convex training of the reconstruction network (DESIGN.md §4; the
 
 With ``h_0 = x_0`` (zero-filled image) and residual target ``r = y - x_0``,
 block ``i = 1..K`` solves the convex program of a two-layer block on
-``(h_{i-1}, r)`` with :func:`~convexrecon.fit.fit_layer`,
+``(h_{i-1}, r)`` with :func:`~convexrecon.block.fit.fit_layer`,
 
 .. math:: \min\ \tfrac12\|\mathrm{second}_i(\sigma(\mathrm{first}_i(h_{i-1}))) - r\|^2
           + \tfrac\beta2(\|W_{\mathrm{first}_i}\|^2 + \|W_{\mathrm{second}_i}\|^2),
 
 keeps ``first_i``, drops ``second_i`` (except the last) and sets
 ``h_i = sigma(first_i(h_{i-1}))``. The network after block ``i`` is
-:class:`~convexrecon.network.ReconNet` ``(first_1..first_i, second_i)``.
+:class:`~convexrecon.stack.network.ReconNet` ``(first_1..first_i, second_i)``.
 
 Features ``h_{i-1}`` are recomputed through the frozen layers ``chunk_size``
 slices at a time; when ``patch_size`` is set, only a seeded set of
@@ -33,13 +33,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import guard
-from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
-from .arrangements import GATE_SAMPLINGS, ArrangementConv, arrangement_masks, draw_gates
-from .fit import ACTIVATIONS, beta_max, fit_layer, fit_layer_path
-from .metrics import evaluate
-from .block import ConvexBlock
-from .network import HiddenLayer, ReconNet
+from convexrecon.block import guard
+from convexrecon.errors import CheckpointError
+from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
+from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max
+from convexrecon.block.options import DEFAULT_BETA_RATIO, FitOptions
+from convexrecon.checks import check_images, check_same_device
+from convexrecon.metrics import validation_metrics
+from convexrecon.block.module import ConvexBlock
+from convexrecon.stack.network import HiddenLayer, ReconNet
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class BlockSettings:
         block holds every linear convolution of its input, including the previous
         block's read-out — an added block can always reproduce its predecessor's
         prediction. ``"gaussian"``: i.i.d. gates (``fit_layer``'s default). See
-        :func:`~convexrecon.arrangements.draw_gates`.
+        :func:`~convexrecon.block.arrangements.draw_gates`.
     tol, max_iter
         Passed to :func:`fit_layer`.
     """
@@ -81,24 +83,14 @@ class BlockSettings:
     num_arrangements: int = 8
     activation: str = "gated"
     beta: float | None = None
-    beta_ratio: float = 1e-3
+    beta_ratio: float = DEFAULT_BETA_RATIO
     beta_ratios: tuple[float, ...] | None = None
     gate_sampling: str = "antithetic"
     tol: float = 1e-4
     max_iter: int | None = None
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"The 'activation' setting must be one of {ACTIVATIONS}. Got {self.activation!r} instead.")
-        if self.gate_sampling not in GATE_SAMPLINGS:
-            raise ValueError(f"The 'gate_sampling' setting must be one of {GATE_SAMPLINGS}. "
-                             f"Got {self.gate_sampling!r} instead.")
-        if not (isinstance(self.kernel_size, int) and self.kernel_size > 0 and self.kernel_size % 2 == 1):
-            raise ValueError(f"The 'kernel_size' setting must be an odd int > 0. Got {self.kernel_size!r} instead.")
-        if not (isinstance(self.num_arrangements, int) and self.num_arrangements > 0):
-            raise ValueError(f"The 'num_arrangements' setting must be an int > 0. Got {self.num_arrangements!r} instead.")
-        if not (self.beta_ratio > 0 and math.isfinite(self.beta_ratio)):
-            raise ValueError(f"The 'beta_ratio' setting must be a finite number > 0. Got {self.beta_ratio!r} instead.")
+        self.fit_options()  # validates the settings shared with fit_layer, with fit_layer's messages
         if self.beta_ratios is not None:
             ratios = self.beta_ratios
             valid = lambda r: isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 and math.isfinite(r)  # noqa: E731
@@ -112,10 +104,13 @@ class BlockSettings:
             object.__setattr__(self, "beta_ratios", tuple(float(r) for r in ratios))
         if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
             raise ValueError(f"The 'beta' setting must be a finite number > 0 or None. Got {self.beta!r} instead.")
-        if not (isinstance(self.tol, (int, float)) and self.tol > 0 and math.isfinite(self.tol)):
-            raise ValueError(f"The 'tol' setting must be a finite number > 0. Got {self.tol!r} instead.")
-        if self.max_iter is not None and not (isinstance(self.max_iter, int) and self.max_iter > 0):
-            raise ValueError(f"The 'max_iter' setting must be an int > 0 or None. Got {self.max_iter!r} instead.")
+
+    def fit_options(self, **solve: Any) -> FitOptions:
+        """The :class:`~convexrecon.block.options.FitOptions` of this block (float32), with ``solve`` settings
+        (seed, device, chunk_size, progress, ...) added."""
+        return FitOptions(kernel_size=self.kernel_size, num_arrangements=self.num_arrangements,
+                          activation=self.activation, gate_sampling=self.gate_sampling, beta_ratio=self.beta_ratio,
+                          tol=self.tol, max_iter=self.max_iter, dtype=torch.float32, **solve)
 
 
 @dataclass
@@ -124,31 +119,6 @@ class LayerwiseResult:
 
     network: ReconNet
     records: list[dict[str, Any]]
-
-
-def check_images(name: str, x: Any) -> Tensor:
-    """A non-empty, finite float tensor: images ``(N, 2, H, W)`` or volumes ``(N, 2, D, H, W)`` (then every
-    block is 3D), with data (not on the ``meta`` device)."""
-    if not isinstance(x, Tensor) or x.ndim not in (4, 5) or x.shape[1] != 2 or not x.is_floating_point():
-        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W) (volumes: (N, 2, D, H, W)). "
-                         f"Got {shape} instead.")
-    if x.numel() == 0:
-        raise ValueError(f"The '{name}' parameter must be non-empty. Got shape {tuple(x.shape)} instead.")
-    if x.device.type == "meta":
-        raise ValueError(f"The '{name}' parameter must hold data; it is on the 'meta' device.")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"The '{name}' parameter must be finite. Found {bad} NaN/Inf values.")
-    return x
-
-
-def check_same_device(**tensors: Tensor) -> None:
-    """All ``tensors`` on one device (the trainers never move data behind the caller's back)."""
-    devices = {name: t.device for name, t in tensors.items() if t is not None}
-    if len(set(devices.values())) > 1:
-        found = ", ".join(f"'{name}' on {device}" for name, device in devices.items())
-        raise ValueError(f"The training tensors must be on one device. Got {found}.")
 
 
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
@@ -196,38 +166,14 @@ def block_problem(layers: Sequence[nn.Module], inputs: Tensor, targets: Tensor, 
     return torch.cat(xs), torch.cat(ys)
 
 
-@torch.no_grad()
-def validation_metrics(net: ReconNet, inputs: Tensor, targets: Tensor, scales: Tensor, volumes: Sequence[str],
-                       chunk_size: int = 8) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM (mean ± std) of ``net`` on validation slices at physical scale.
-
-    Volumes ``(N, 2, D, H, W)`` are scored as their ``D`` slices ``(H, W)``.
-    """
-    pred = net.predict(inputs.to(net.second.weight.dtype), chunk_size).double()
-    if pred.ndim == 5:  # volumes: every (H, W) slice along D, with its volume's scale and name
-        depth = pred.shape[2]
-        pred, targets = (t.movedim(2, 1).reshape(-1, *t.shape[1:2], *t.shape[3:]) for t in (pred, targets))
-        scales = scales.repeat_interleave(depth)
-        volumes = [v for v in volumes for _ in range(depth)]
-    s = scales.double().reshape(-1, 1, 1)
-    to_complex = lambda x: torch.complex(x[:, 0], x[:, 1])  # noqa: E731
-    t, p = (to_complex(targets.double()) * s).numpy(), (to_complex(pred) * s).numpy()
-    summary = evaluate(list(t), list(p), list(volumes), "slice")
-    return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
-            "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
-
-
 def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_size: int | None = None,
                ratio: float | None = None) -> float:
     """``settings.beta``, or ``ratio`` (default ``settings.beta_ratio``) ``* beta_max`` on ``(x, y)`` with the
-    block's gates."""
+    block's gates (:func:`~convexrecon.block.fit.problem_beta_max`)."""
     if settings.beta is not None:
         return float(settings.beta)
-    gates = draw_gates(settings.num_arrangements, x.shape[1], settings.kernel_size, seed, spatial_dims=x.ndim - 2,
-                       dtype=x.dtype, sampling=settings.gate_sampling)
-    operator = ArrangementConv(x, arrangement_masks(x, gates), settings.kernel_size, y.shape[1],
-                               relu=settings.activation == "relu", chunk_size=chunk_size)
-    value = (settings.beta_ratio if ratio is None else ratio) * beta_max(operator, y)
+    options = settings.fit_options(seed=seed, chunk_size=chunk_size, device=x.device)
+    value = (settings.beta_ratio if ratio is None else ratio) * problem_beta_max(x, y, options=options)
     if not value > 0:
         raise ValueError("The block's targets are zero on every arrangement: pass an explicit 'beta'.")
     return value
@@ -240,7 +186,7 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
 
     The candidates are ``settings.beta_ratios`` (or the single ``beta_ratio``, or the
     explicit ``beta``) times ``beta_max`` of the fit slices, solved as one warm-started
-    path (:func:`~convexrecon.fit.fit_layer_path`, same gates). The score is the squared
+    path (:func:`~convexrecon.block.fit.fit_layer_path`, same gates). The score is the squared
     error of the block's residual prediction on the held-out slices, i.e. the held-out
     error of the network ending with this block, provided ``x`` holds features of
     layers that never saw the held-out slices. Candidates without hidden channels are
@@ -255,10 +201,8 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
         ratios = list(settings.beta_ratios or (settings.beta_ratio,))
         scale = block_beta(settings, fit_x, fit_y, seed, solve_chunk_size, ratio=1.0)
         betas = [r * scale for r in ratios]
-    blocks = fit_layer_path(fit_x, fit_y, betas, kernel_size=settings.kernel_size,
-                            num_arrangements=settings.num_arrangements, activation=settings.activation, seed=seed,
-                            gate_sampling=settings.gate_sampling, dtype=torch.float32, tol=settings.tol,
-                            max_iter=settings.max_iter, progress=progress, chunk_size=solve_chunk_size)
+    options = settings.fit_options(seed=seed, chunk_size=solve_chunk_size, progress=progress, device=x.device)
+    blocks = fit_layer_path(fit_x, fit_y, betas, options=options)
     errors = []
     with torch.no_grad():
         for block in blocks:
@@ -418,11 +362,10 @@ def train_layerwise(
             if chosen.width > 0:
                 selection_layer = HiddenLayer.from_block(chosen)
                 selection_layers.append(selection_layer)
-        beta = block_beta(b, x, y, seed + i, solve_chunk_size, ratio=ratio)
-        block = fit_layer(x, y, kernel_size=b.kernel_size, num_arrangements=b.num_arrangements, beta=beta,
-                          activation=b.activation, seed=seed + i, gate_sampling=b.gate_sampling,
-                          dtype=torch.float32, tol=b.tol,
-                          max_iter=b.max_iter, progress=progress, chunk_size=solve_chunk_size)
+        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=progress, device=x.device)
+        if ratio is not None:
+            options = FitOptions.of(options, beta_ratio=ratio)
+        block = fit_layer(x, y, beta=b.beta, options=options)
         seconds = time.perf_counter() - start
         if block.width == 0 and i + 1 < len(blocks):
             raise ValueError(
@@ -482,7 +425,7 @@ def _check_holdout(holdout: Any, blocks: Sequence[BlockSettings], n: int, device
 
 def _check_feature_memory(i: int, layers: Sequence[HiddenLayer], inputs: Tensor, windows: np.ndarray | None,
                           patch_size: int | None, chunk_size: int, copies: int = 1) -> None:
-    """Raise :class:`~convexrecon.guard.MemoryBudgetError` if block ``i``'s features will not fit."""
+    """Raise :class:`~convexrecon.errors.MemoryBudgetError` if block ``i``'s features will not fit."""
     n, spatial = inputs.shape[0], inputs.shape[2:]  # images (H, W) or volumes (D, H, W)
     pixels = math.prod(spatial)
     channels = layers[-1].first.out_channels if layers else inputs.shape[1]

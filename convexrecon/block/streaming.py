@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import checks
-from .arrangements import ArrangementConv, arrangement_masks
+from convexrecon import checks
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks
 
 DEFAULT_STREAM_CHUNK = 8
 DEFAULT_MASK_CACHE_BYTES = 2**30
@@ -72,7 +72,7 @@ class ChunkSource:
             self._items = [(value, slice(s, min(s + step, value.shape[0]))) for s in range(0, value.shape[0], step)]
         else:
             if len(value) == 0:
-                raise ValueError(f"{name} must hold at least one chunk; got an empty {type(value).__name__}")
+                raise ValueError(f"The '{name}' parameter must hold at least one chunk. Got an empty {type(value).__name__} instead.")
             self._items = [(chunk, None) for chunk in value]
         self.counts: list[int] = []
         shape = None
@@ -111,7 +111,7 @@ class ChunkSource:
 
 
 class StreamingArrangementConv:
-    """:class:`~convexrecon.arrangements.ArrangementConv` over a :class:`ChunkSource`.
+    """:class:`~convexrecon.block.arrangements.ArrangementConv` over a :class:`ChunkSource`.
 
     Outputs (predictions, constraint values) are concatenated over chunks in
     order; adjoints are summed. Masks are cached as booleans when all of them

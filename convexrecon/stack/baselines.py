@@ -1,6 +1,6 @@
 r"""Non-convex baselines on the same architecture (DESIGN.md §4).
 
-* **End-to-end**: the whole :class:`~convexrecon.network.ReconNet` trained by
+* **End-to-end**: the whole :class:`~convexrecon.stack.network.ReconNet` trained by
   Adam (lr ``1e-4`` halved every ``halve_every`` epochs; the seed's schedule is every 10) on
 
   .. math:: \frac{1}{n}\sum_{\text{pixels}} \tfrac12\|\hat x - y\|^2 + \tfrac{\lambda}{2}\|W\|^2,
@@ -28,9 +28,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, fingerprint, load_checkpoint, run_payload, save_checkpoint
-from .layerwise import check_images, validation_metrics
-from .network import HiddenLayer, ReconNet
+from convexrecon.errors import CheckpointError
+from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
+from convexrecon.checks import check_images
+from convexrecon.metrics import validation_metrics
+from convexrecon.stack.network import HiddenLayer, ReconNet
 
 
 def pixel_loss(prediction: Tensor, target: Tensor) -> Tensor:

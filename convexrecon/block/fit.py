@@ -26,39 +26,23 @@ from solvers.interior import (fits_gated_interior_point, fits_interior_point, ne
 from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
-from . import checks, guard, streaming
-from .arrangements import (GATE_SAMPLINGS, ArrangementConv, arrangement_masks, conv_functions, draw_gates,
+from convexrecon import checks
+from convexrecon.block import guard, streaming
+from convexrecon.block.arrangements import (ArrangementConv, arrangement_masks, conv_functions, draw_gates,
                            patch_problem)
-from .block import ConvexBlock, block_from_solution
+from convexrecon.block.module import ConvexBlock, block_from_solution
+from convexrecon.block.options import FitOptions
 
-ACTIVATIONS = ("relu", "gated")
-RELU_METHODS = ("pdhg", "interior_point")
-GATED_METHODS = ("fista", "interior_point")
-DEFAULT_BETA_RATIO = 1e-3
 
 
 def fit_layer(
     inputs: Any,
     targets: Any,
     *,
-    kernel_size: int = 7,
-    num_arrangements: int = 64,
     beta: float | None = None,
-    activation: str = "relu",
     gates: Any = None,
-    seed: int = 0,
-    gate_sampling: str = "gaussian",
-    device: Any = None,
-    dtype: torch.dtype = torch.float32,
-    tol: float = 1e-6,
-    max_iter: int | None = None,
-    progress: bool = False,
-    chunk_size: int | None = None,
-    gate_chunk: int | None = None,
-    shard: bool | None = None,
-    relu_method: str = "pdhg",
-    allow_tf32: bool = False,
-    gated_method: str = "fista",
+    options: FitOptions | None = None,
+    **settings: Any,
 ) -> ConvexBlock:
     """Fit a two-layer block ``k x k conv -> ReLU -> 1 x 1 conv`` to its global optimum.
 
@@ -68,29 +52,40 @@ def fit_layer(
         ``(N, C_in, H, W)`` and ``(N, C_out, H, W)`` real tensors or arrays; or
         volumes ``(N, C_in, D, H, W)`` and ``(N, C_out, D, H, W)``, for which
         the block is ``Conv3d`` with ``k x k x k`` kernels (same operator and
-        solver, see :mod:`convexrecon.arrangements`);
+        solver, see :mod:`convexrecon.block.arrangements`);
         or, for data sets larger than memory, ``inputs`` as a list/tuple of
         chunks ``(N_i, C_in, H, W)`` or an ``h5py.Dataset``, streamed chunk by
-        chunk at every iteration (:mod:`convexrecon.streaming`, which states
+        chunk at every iteration (:mod:`convexrecon.block.streaming`, which states
         the memory needed); ``targets`` then may be chunked the same way and
         are gathered in memory.
+    beta
+        Weight on the group norms (= weight decay of the non-convex block).
+        Default: ``beta_ratio * beta_max`` (``beta_ratio`` 1e-3 unless set) where
+        ``beta_max = max_{i,c} ||X^T D_i y_c||`` is the smallest weight for which
+        the gated solution is zero; the value used is stored in ``block.beta``.
+    gates
+        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
+    options
+        A :class:`~convexrecon.block.options.FitOptions` holding the settings
+        below; keyword ``settings`` given as well override its fields.
+    **settings
+        Any field of :class:`~convexrecon.block.options.FitOptions` (defaults
+        there, one home for each):
+
     kernel_size
         Odd ``k`` of the first layer (zero padding ``k // 2``).
     num_arrangements
         ``P``, number of sampled gates (ignored when ``gates`` is given).
         The hidden width is at most ``2 P C_out`` (relu) or ``P C_out`` (gated).
-    beta
-        Weight on the group norms (= weight decay of the non-convex block).
-        Default: ``1e-3 * beta_max`` where ``beta_max = max_{i,c}
-        ||X^T D_i y_c||`` is the smallest weight for which the gated solution
-        is zero; the value used is stored in ``block.beta``.
     activation
         ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
-    gates
-        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
+    seed
+        Seed of the default gates.
+    beta_ratio
+        ``beta = beta_ratio * beta_max`` when ``beta`` is None (default 1e-3).
     gate_sampling
         How the default gates are drawn: ``"gaussian"`` (i.i.d.) or ``"antithetic"``
-        (complementary pairs ``g, -g``; see :func:`~convexrecon.arrangements.draw_gates`).
+        (complementary pairs ``g, -g``; see :func:`~convexrecon.block.arrangements.draw_gates`).
     device, dtype
         Where and in which precision to solve (float32 or float64). The final
         certificate is always evaluated in float64.
@@ -107,7 +102,7 @@ def fit_layer(
     chunk_size
         Images per chunk inside the operator (bounds temporary memory; default
         about 2 MiB of conv intermediate per chunk, see
-        :func:`convexrecon.arrangements.default_chunk_size`); for an
+        :func:`convexrecon.block.arrangements.default_chunk_size`); for an
         ``h5py.Dataset`` input, images read per chunk (default 8).
     gate_chunk
         Arrangements per convolution (in-memory inputs): bounds the conv
@@ -162,74 +157,53 @@ def fit_layer(
     ------
     ValueError, TypeError
         For invalid arguments (the message names the parameter).
-    convexrecon.guard.MemoryBudgetError
+    convexrecon.errors.MemoryBudgetError
         When the solve's buffers are estimated not to fit in memory.
-    solvers.report.SolverError
+    convexrecon.errors.SolverError
         When the solve diverges (non-finite iterates); never a block with
         non-finite weights.
     """
-    return _fit(inputs, targets, [beta], kernel_size=kernel_size, num_arrangements=num_arrangements,
-                activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling, device=device,
-                dtype=dtype, tol=tol,
-                max_iter=max_iter, progress=progress, chunk_size=chunk_size, gate_chunk=gate_chunk,
-                shard=shard, relu_method=relu_method, allow_tf32=allow_tf32, gated_method=gated_method)[0]
+    options = FitOptions.of(options, **settings)
+    betas = None if beta is None else [beta]
+    return _fit(inputs, targets, gates, options, betas=betas, ratios=None if betas else [options.beta_ratio])[0]
 
 
-def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float], **kwargs: Any) -> list[ConvexBlock]:
+def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float] | None = None, *,
+                   beta_ratios: Sequence[float] | None = None, gates: Any = None, options: FitOptions | None = None,
+                   **settings: Any) -> list[ConvexBlock]:
     """Blocks for several ``beta`` on the same data and gates, each solve warm-started from the previous.
 
-    ``betas`` are solved from the largest to the smallest (sparse to dense, where
-    warm starts help most) and returned in the order given. The data, masks and
-    operator are built once. Keyword arguments are those of :func:`fit_layer`
-    (except ``beta``); every block carries its own certified report. Only the
-    primal ``v`` is carried over: the gated FISTA path gains from it, the relu
-    PDHG (whose dual variables restart at zero) hardly does.
+    Give either ``betas`` or ``beta_ratios`` (each times ``beta_max`` of the data, computed once on
+    the block's operator). They are solved from the largest to the smallest (sparse to dense, where
+    warm starts help most) and returned in the order given. The data, masks and operator are built
+    once. ``gates``, ``options`` and ``settings`` are those of :func:`fit_layer`; every block carries
+    its own certified report. Only the primal ``v`` is carried over: the gated FISTA path gains from
+    it, the relu PDHG (whose dual variables restart at zero) hardly does.
     """
-    if "beta" in kwargs:
-        raise TypeError("fit_layer_path takes 'betas', not 'beta'")
-    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) == 0:
-        raise ValueError(f"betas must be a non-empty sequence of positive floats; got {betas!r}")
-    betas = [checks.positive_float("betas[]", b) for b in betas]
-    order = sorted(range(len(betas)), key=lambda j: -betas[j])
-    blocks = _fit(inputs, targets, [betas[j] for j in order], **kwargs)
-    out: list[ConvexBlock | None] = [None] * len(betas)
+    if "beta" in settings:
+        raise TypeError("fit_layer_path takes 'betas' (or 'beta_ratios'), not 'beta'")
+    if (betas is None) == (beta_ratios is None):
+        raise TypeError("fit_layer_path takes exactly one of 'betas' and 'beta_ratios'; "
+                        f"got {'both' if betas is not None else 'neither'}")
+    name, values = ("betas", betas) if betas is not None else ("beta_ratios", beta_ratios)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+        raise ValueError(f"The '{name}' parameter must be a non-empty sequence of positive floats. Got {values!r} instead.")
+    values = [checks.positive_float(f"{name}[]", b) for b in values]
+    order = sorted(range(len(values)), key=lambda j: -values[j])
+    ordered = [values[j] for j in order]
+    options = FitOptions.of(options, **settings)
+    blocks = _fit(inputs, targets, gates, options, **{"betas" if betas is not None else "ratios": ordered})
+    out: list[ConvexBlock | None] = [None] * len(values)
     for j, block in zip(order, blocks):
         out[j] = block
     return out
 
 
-def _fit(
-    inputs: Any,
-    targets: Any,
-    betas: list[float | None],
-    *,
-    kernel_size: int = 7,
-    num_arrangements: int = 64,
-    activation: str = "relu",
-    gates: Any = None,
-    seed: int = 0,
-    gate_sampling: str = "gaussian",
-    device: Any = None,
-    dtype: torch.dtype = torch.float32,
-    tol: float = 1e-6,
-    max_iter: int | None = None,
-    progress: bool = False,
-    chunk_size: int | None = None,
-    gate_chunk: int | None = None,
-    shard: bool | None = None,
-    relu_method: str = "pdhg",
-    allow_tf32: bool = False,
-    gated_method: str = "fista",
-) -> list[ConvexBlock]:
-    """``fit_layer`` for a list of ``betas`` (``None`` = the default), warm-starting each solve from the last."""
-    if not isinstance(allow_tf32, bool):
-        raise TypeError(f"allow_tf32 must be True or False; got {allow_tf32!r}")
-    with _tf32(allow_tf32):
-        return _fit_blocks(inputs, targets, betas, kernel_size=kernel_size, num_arrangements=num_arrangements,
-                           activation=activation, gates=gates, seed=seed, gate_sampling=gate_sampling,
-                           device=device, dtype=dtype, tol=tol, max_iter=max_iter, progress=progress,
-                           chunk_size=chunk_size, gate_chunk=gate_chunk, shard=shard, relu_method=relu_method,
-                           gated_method=gated_method)
+def _fit(inputs: Any, targets: Any, gates: Any, options: FitOptions, *, betas: list[float] | None = None,
+         ratios: list[float] | None = None) -> list[ConvexBlock]:
+    """``fit_layer`` for explicit ``betas``, or ``ratios`` of ``beta_max``, warm-starting each solve from the last."""
+    with _tf32(options.allow_tf32):
+        return _fit_blocks(inputs, targets, gates, options, betas, ratios)
 
 
 @contextmanager
@@ -243,42 +217,9 @@ def _tf32(allowed: bool):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _fit_blocks(
-    inputs: Any,
-    targets: Any,
-    betas: list[float | None],
-    *,
-    kernel_size: int,
-    num_arrangements: int,
-    activation: str,
-    gates: Any,
-    seed: int,
-    gate_sampling: str,
-    device: Any,
-    dtype: torch.dtype,
-    tol: float,
-    max_iter: int | None,
-    progress: bool,
-    chunk_size: int | None,
-    gate_chunk: int | None,
-    shard: bool | None,
-    relu_method: str,
-    gated_method: str,
-) -> list[ConvexBlock]:
-    device = checks.device_of(device)
-    dtype = checks.float_dtype(dtype)
-    kernel_size = checks.positive_int("kernel_size", kernel_size, odd=True)
-    activation = checks.choice("activation", activation, ACTIVATIONS)
-    gate_sampling = checks.choice("gate_sampling", gate_sampling, GATE_SAMPLINGS)
-    relu_method = checks.choice("relu_method", relu_method, RELU_METHODS)
-    gated_method = checks.choice("gated_method", gated_method, GATED_METHODS)
-    tol = checks.positive_float("tol", tol)
-    if max_iter is not None:
-        max_iter = checks.positive_int("max_iter", max_iter)
-    if chunk_size is not None:
-        chunk_size = checks.positive_int("chunk_size", chunk_size)
-    if gate_chunk is not None:
-        gate_chunk = checks.positive_int("gate_chunk", gate_chunk)
+def _problem(inputs: Any, targets: Any, gates: Any, o: FitOptions):
+    """Validated data, gates, communicator and the masked-conv operator of a block's convex program."""
+    device, dtype, kernel_size, chunk_size, gate_chunk = o.device, o.dtype, o.kernel_size, o.chunk_size, o.gate_chunk
     if streaming.is_chunked(inputs):
         x = streaming.ChunkSource("inputs", inputs, chunk_size=chunk_size, dtype=dtype, device=device)
         y = (streaming.ChunkSource("targets", targets, chunk_size=chunk_size, dtype=dtype, device=device).gather()
@@ -291,19 +232,15 @@ def _fit_blocks(
         checks.check_pair(x, y)
         channels, spatial_dims = x.shape[1], x.ndim - 2
     if gates is None:
-        num_arrangements = checks.positive_int("num_arrangements", num_arrangements)
-        gates = draw_gates(num_arrangements, channels, kernel_size, seed, spatial_dims=spatial_dims, dtype=dtype,
-                           device=device, sampling=gate_sampling)
+        gates = draw_gates(o.num_arrangements, channels, kernel_size, o.seed, spatial_dims=spatial_dims, dtype=dtype,
+                           device=device, sampling=o.gate_sampling)
     else:
         gates = _check_gates(gates, (channels,) + (kernel_size,) * spatial_dims, dtype, device)
-    comm = _communicator(shard, device)
+    comm = _communicator(o.shard, device)
     if comm.world_size > 1:
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
-    relu = activation == "relu"
-    interior = relu_method == "interior_point" if relu else gated_method == "interior_point"
-    if interior:
-        _check_interior(x, y, gates, kernel_size, comm, relu)
+    relu = o.relu
     if isinstance(x, streaming.ChunkSource):  # streamed: only the masks may be resident, within their own budget
         operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
     else:
@@ -311,19 +248,38 @@ def _fit_blocks(
                                chunk_size=chunk_size, gate_chunk=gate_chunk, dtype=dtype, device=device)
         operator = ArrangementConv(x, arrangement_masks(x, gates, gate_chunk), kernel_size, y.shape[1], relu=relu,
                                    chunk_size=chunk_size, gate_chunk=gate_chunk)
+    return x, y, gates, comm, operator
+
+
+def problem_beta_max(inputs: Any, targets: Any, *, gates: Any = None, options: FitOptions | None = None,
+                     **settings: Any) -> float:
+    """``beta_max`` of the block problem :func:`fit_layer` would solve with these arguments."""
+    options = FitOptions.of(options, **settings)
+    _, y, _, comm, operator = _problem(inputs, targets, gates, options)
+    return beta_max(ShardedOperator(operator, comm), y)
+
+
+def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: list[float] | None,
+                ratios: list[float] | None) -> list[ConvexBlock]:
+    x, y, gates, comm, operator = _problem(inputs, targets, gates, o)
+    relu, interior = o.relu, o.interior_point
+    if interior:
+        _check_interior(x, y, gates, o.kernel_size, comm, relu)
+    dtype = o.dtype
     certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
+    if betas is None:
+        scale = beta_max(ShardedOperator(operator, comm), y)
+        if scale == 0.0:
+            raise ValueError("targets are zero on every arrangement: beta cannot be chosen from beta_max; pass beta")
+        betas = [r * scale for r in ratios]
     blocks, v = [], operator.zeros()
+    tol, max_iter = o.tol, o.max_iter
     for beta in betas:
-        if beta is None:
-            beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
-            if beta == 0.0:
-                raise ValueError("targets are zero on every arrangement: beta cannot be chosen automatically; "
-                                 "pass beta")
         beta = checks.positive_float("beta", beta)
-        callback, bar = _progress(progress, tol)
+        callback, bar = _progress(o.progress, tol)
         try:
             if interior:
-                v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback, relu)
+                v, report = _solve_interior(x, y, operator, gates, o.kernel_size, beta, tol, max_iter, callback, relu)
             elif relu:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
@@ -343,7 +299,7 @@ def _fit_blocks(
                 f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |target| "
                 f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
             )
-        blocks.append(block_from_solution(v, gates, y.shape[1], activation, beta, report))
+        blocks.append(block_from_solution(v, gates, y.shape[1], o.activation, beta, report))
     return blocks
 
 
@@ -351,11 +307,11 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
     """The interior-point methods need the whole data in memory, in one process, and a small Newton system."""
     name, other = ("relu_method", "pdhg") if relu else ("gated_method", "fista")
     if isinstance(x, streaming.ChunkSource):
-        raise ValueError(f"{name}='interior_point' needs in-memory inputs (a tensor); got chunked/streamed "
-                         f"inputs: use {name}='{other}'")
+        raise ValueError(f"{name}='interior_point' needs in-memory inputs (a tensor). Got "
+                         f"chunked/streamed inputs instead: use {name}='{other}'.")
     if comm.world_size > 1:
-        raise ValueError(f"{name}='interior_point' runs in one process; got a sharded solve over "
-                         f"{comm.world_size} ranks: use {name}='{other}'")
+        raise ValueError(f"{name}='interior_point' runs in one process. Got a sharded solve over "
+                         f"{comm.world_size} ranks instead: use {name}='{other}'.")
     n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
     d = int(gates[0].numel())
     P = gates.shape[0]
@@ -424,12 +380,12 @@ def global_check(block: ConvexBlock, inputs: Any, targets: Any, num_fresh: int =
     y = checks.as_batch("targets", targets, dtype=dtype, device=device)
     checks.check_pair(x, y)
     if x.shape[1] != block.gates.shape[1]:
-        raise ValueError(f"inputs must have {block.gates.shape[1]} channels for this block; got {x.shape[1]}")
+        raise ValueError(f"The 'inputs' parameter must have {block.gates.shape[1]} channels for this block. Got {x.shape[1]} instead.")
     if y.shape[1] != block.second.out_channels:
-        raise ValueError(f"targets must have {block.second.out_channels} channels for this block; got {y.shape[1]}")
+        raise ValueError(f"The 'targets' parameter must have {block.second.out_channels} channels for this block. Got {y.shape[1]} instead.")
     theta = y - block.to(dtype)(x)
     if x.ndim != block.gates.ndim:
-        raise ValueError(f"inputs must have {block.gates.ndim} dimensions for this block; got shape {tuple(x.shape)}")
+        raise ValueError(f"The 'inputs' parameter must have {block.gates.ndim} dimensions for this block. Got shape {tuple(x.shape)} instead.")
     fresh = draw_gates(num_fresh, x.shape[1], block.kernel_size, seed, spatial_dims=x.ndim - 2, dtype=dtype,
                        device=device)
     scores = torch.cat([_dual_norms(x, g, theta) for g in fresh.split(chunk)]) / block.beta - 1.0
@@ -474,12 +430,12 @@ def _check_gates(gates: Any, filter_shape: tuple[int, ...], dtype: torch.dtype, 
     """``filter_shape`` is ``(C_in, k, k)`` or ``(C_in, k, k, k)``."""
     expected = "(P, " + ", ".join(str(n) for n in filter_shape) + ")"
     if not isinstance(gates, (Tensor,)) and not hasattr(gates, "__array__"):
-        raise TypeError(f"gates must be a tensor of shape {expected}; got {type(gates).__name__}")
+        raise TypeError(f"The 'gates' parameter must be a tensor of shape {expected}. Got {type(gates).__name__} instead.")
     gates = torch.as_tensor(gates)
     if gates.ndim != 1 + len(filter_shape) or tuple(gates.shape[1:]) != filter_shape or gates.shape[0] < 1:
-        raise ValueError(f"gates must have shape {expected} with P >= 1; got {tuple(gates.shape)}")
+        raise ValueError(f"The 'gates' parameter must have shape {expected} with P >= 1. Got {tuple(gates.shape)} instead.")
     if not bool(torch.isfinite(gates).all()):
-        raise ValueError("gates must be finite; found NaN/Inf values")
+        raise ValueError("The 'gates' parameter must be finite. Found NaN/Inf values instead.")
     return gates.to(device=device, dtype=dtype)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .data.sense import center_crop
-from .metrics import evaluate
+from convexrecon.data.sense import center_crop
+from convexrecon.metrics import evaluate
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

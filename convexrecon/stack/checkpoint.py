@@ -18,11 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data.atomic import atomic_path
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read, or was written by a run with other settings or data."""
+from convexrecon.errors import CheckpointError
+from convexrecon.io import atomic_path
 
 
 def fingerprint(*parts: Any) -> str:

@@ -11,7 +11,7 @@ with ``u_j`` the ``first`` filters and ``alpha_{cj}`` the ``second`` weights
 (Pilanci & Ergen, ICML 2020: the block is a sum of "piecewise linear filters").
 Pixels with the same pattern lie in the same *linear region*; the effective
 filter is constant on a region. For the stacked network
-(:class:`~convexrecon.network.ReconNet`) the local linear map is the exact
+(:class:`~convexrecon.stack.network.ReconNet`) the local linear map is the exact
 Jacobian :math:`J = \partial \hat x / \partial x_0`, from autograd:
 
 * the effective filter of the network at ``p`` is the row ``e_p^T J`` (how
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arrangements import arrangement_masks
+from convexrecon.block.arrangements import arrangement_masks
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class RegionMap:
 def activation_patterns(layer: nn.Module, x: Tensor) -> Tensor:
     """Which hidden neurons are on at every pixel: boolean ``(N, m, *spatial)``.
 
-    ``layer`` is a :class:`~convexrecon.block.ConvexBlock` or a
-    :class:`~convexrecon.network.HiddenLayer` (anything with ``first``,
+    ``layer`` is a :class:`~convexrecon.block.module.ConvexBlock` or a
+    :class:`~convexrecon.stack.network.HiddenLayer` (anything with ``first``,
     ``activation`` and, for ``"gated"``, ``gates`` and ``neuron_arrangement``).
     ReLU neuron ``j`` is on where ``first(x)_j > 0``; a gated neuron where its
     gate ``conv(x, g_{a(j)}) >= 0``.
@@ -98,7 +98,7 @@ def linear_regions(layer: nn.Module, x: Tensor) -> RegionMap:
 
 
 def network_regions(net: nn.Module, x: Tensor) -> list[RegionMap]:
-    """Region map of every hidden layer of a :class:`~convexrecon.network.ReconNet` on ``x``."""
+    """Region map of every hidden layer of a :class:`~convexrecon.stack.network.ReconNet` on ``x``."""
     maps, h = [], x
     with torch.no_grad():
         for layer in net.layers:
@@ -117,7 +117,7 @@ def effective_filter(block: nn.Module, x: Tensor, pixel: Sequence[int]) -> Tenso
     Parameters
     ----------
     block
-        A :class:`~convexrecon.block.ConvexBlock` (``first``, ``second``, activation).
+        A :class:`~convexrecon.block.module.ConvexBlock` (``first``, ``second``, activation).
     x
         ``(N, C_in, *spatial)`` inputs.
     pixel
@@ -191,16 +191,16 @@ def _check_layer(layer: nn.Module, x: Tensor) -> None:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         expected = "(N, {}, {})".format(layer.first.in_channels,
                                         ", ".join("DHW"[-(layer.first.weight.ndim - 2):]))
-        raise ValueError(f"x must have shape {expected} for this layer; got {shape}")
+        raise ValueError(f"The 'x' parameter must have shape {expected} for this layer. Got {shape} instead.")
 
 
 def _check_pixel(x: Tensor, pixel: Sequence[int]) -> tuple[int, ...]:
     if not isinstance(x, Tensor) or x.ndim not in (4, 5):
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must have shape (N, C, H, W) or (N, C, D, H, W); got {shape}")
+        raise ValueError(f"The 'x' parameter must have shape (N, C, H, W) or (N, C, D, H, W). Got {shape} instead.")
     pixel = tuple(int(p) for p in pixel)
     bounds = (x.shape[0],) + tuple(x.shape[2:])
     if len(pixel) != len(bounds) or not all(0 <= p < b for p, b in zip(pixel, bounds)):
         names = "(n, h, w)" if x.ndim == 4 else "(n, d, h, w)"
-        raise ValueError(f"pixel must be {names} within {bounds}; got {pixel}")
+        raise ValueError(f"The 'pixel' parameter must be {names} within {bounds}. Got {pixel} instead.")
     return pixel

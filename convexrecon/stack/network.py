@@ -5,34 +5,23 @@ r"""The stacked reconstruction network of layer-wise training (DESIGN.md §4).
 ``first_1 .. first_K`` are ``k x k`` convolutions, ``second`` the final
 ``1 x 1`` convolution and ``x_0`` (the zero-filled image, 2 channels) the skip.
 ``sigma_i`` is the ReLU, or for a block solved with the gated relaxation the
-gated ReLU of :class:`~convexrecon.block.ConvexBlock` (the gates are buffers of
+gated ReLU of :class:`~convexrecon.block.module.ConvexBlock` (the gates are buffers of
 the layer). The same module serves the convex layer-wise network and the
 baselines (end-to-end and non-convex layer-wise Adam), so all three are
-saved, loaded and applied in one way: :meth:`ReconNet.save`,
-:func:`load_network`, :meth:`ReconNet.reconstruct`.
+saved, loaded and applied in one way (:mod:`convexrecon.stack.persist`,
+:func:`convexrecon.recon.reconstruct_slice`).
 """
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arrangements import arrangement_masks
-from .block import CONV_MODULES, ConvexBlock
-from .data.atomic import atomic_path, write_text
-from .data.masks import MaskFunc
-from .data.sense import channels_to_complex, complex_to_channels, sense_images
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.pt"
-ACTIVATIONS = ("relu", "gated")
+from convexrecon.block.module import CONV_MODULES, ConvexBlock, activate
+from convexrecon.block.options import ACTIVATIONS
 
 
 class HiddenLayer(nn.Module):
@@ -46,7 +35,7 @@ class HiddenLayer(nn.Module):
         ``"relu"`` or ``"gated"``.
     gates, neuron_arrangement
         For ``"gated"``: the ``(P, C_in, k, k)`` gates and the gate index of each
-        of the ``m`` neurons (see :class:`~convexrecon.block.ConvexBlock`).
+        of the ``m`` neurons (see :class:`~convexrecon.block.module.ConvexBlock`).
     """
 
     def __init__(self, first: nn.Conv2d, activation: str = "relu", gates: Tensor | None = None,
@@ -72,11 +61,8 @@ class HiddenLayer(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         if self.first.out_channels == 0:  # a block whose groups were all zero (torch cannot run a 0-channel conv)
             return h.new_zeros((h.shape[0], 0) + tuple(h.shape[2:]))
-        pre = self.first(h)
-        if self.activation == "gated":
-            masks = arrangement_masks(h, self.gates)
-            return pre * masks[:, self.neuron_arrangement].to(pre.dtype)
-        return F.relu(pre)
+        return activate(self.first(h), h, self.activation, getattr(self, "gates", None),
+                        getattr(self, "neuron_arrangement", None))
 
     def spec(self) -> dict[str, Any]:
         """Shape description, enough to rebuild the module before loading weights."""
@@ -177,92 +163,11 @@ class ReconNet(nn.Module):
         """Forward pass chunk by chunk without autograd."""
         return torch.cat([self(inputs[i:i + chunk_size]) for i in range(0, len(inputs), chunk_size)])
 
-    @torch.no_grad()
-    def reconstruct(self, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> Tensor:
-        """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
-
-        The k-space is masked (entries outside ``mask`` are ignored), ESPIRiT maps
-        are estimated from it, the zero-filled SENSE image is cropped and scaled as
-        in training (``config["data"]``), passed through the network and scaled back.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(crop, crop)`` complex64 image at physical scale.
-        """
-        kspace = np.asarray(kspace.numpy() if isinstance(kspace, Tensor) else kspace)
-        mask = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask).astype(bool)
-        if kspace.ndim != 3 or not np.iscomplexobj(kspace):
-            raise ValueError(f"The 'kspace' must be complex (coils, H, W). Got {kspace.dtype} shape {kspace.shape}.")
-        if mask.shape != kspace.shape[-2:]:
-            raise ValueError(f"The 'mask' must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
-        data = self.config.get("data", {})
-        mask_func = MaskFunc(data.get("mask", "poisson"), data.get("acceleration", 4.0),
-                             data.get("center_fraction", 0.04), data.get("calib", 16), 0)
-        crop = int(data.get("crop", min(320, *kspace.shape[-2:])))
-        images = sense_images(kspace * mask, mask, mask_func.calibration_limit(mask.shape), crop)
-        weight = self.second.weight
-        x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=weight.device)
-        return channels_to_complex(self(x)[0].float().cpu()) * images.scale
-
     def spec(self) -> dict[str, Any]:
         return {"layers": [layer.spec() for layer in self.layers], "out_channels": self.second.out_channels}
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.pt`` (state_dict) and ``config.json`` (architecture + metadata) atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in self.state_dict().items()}, buffer)
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-        config = {"architecture": self.spec(), **self.config}
-        write_text(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True, default=_json_default))
-        return directory
+        """Write ``model.pt`` and ``config.json`` atomically (:func:`convexrecon.stack.persist.save_network`)."""
+        from convexrecon.stack.persist import save_network  # persist builds networks: imported on use
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
-def network_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> ReconNet:
-    """An untrained :class:`ReconNet` with the architecture ``spec`` (as :meth:`ReconNet.spec`)."""
-    layers = [HiddenLayer.from_spec(s) for s in spec["layers"]]
-    second = type(layers[-1].first)(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1, bias=False)
-    return ReconNet(layers, second, config)
-
-
-def load_network(directory: str | Path, map_location: str | torch.device = "cpu") -> ReconNet:
-    """Load a model written by :meth:`ReconNet.save`.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``directory`` lacks ``config.json`` or ``model.pt``.
-    ValueError
-        When either file is corrupt or they do not match each other.
-    """
-    directory = Path(directory)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"The 'model' directory must contain {name}. Not found in {directory}.")
-    try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        spec = config.pop("architecture")
-        net = network_from_spec(spec, config)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise ValueError(f"The model file {directory / CONFIG_NAME} is corrupt or not written by ReconNet.save "
-                         f"({type(error).__name__}: {error}).") from None
-    try:
-        state = torch.load(directory / WEIGHTS_NAME, map_location=map_location, weights_only=True)
-        dtype = next(iter(state.values())).dtype if state else torch.float32
-        net.to(dtype=dtype)
-        net.load_state_dict(state)
-    except Exception as error:  # unpickling a damaged file can fail in many ways; all mean "corrupt"
-        raise ValueError(f"The model file {directory / WEIGHTS_NAME} is corrupt, truncated or does not match "
-                         f"{CONFIG_NAME} ({type(error).__name__}: {error}).") from None
-    return net
+        return save_network(self, directory)

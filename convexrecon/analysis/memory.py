@@ -92,8 +92,8 @@ def max_batch(at_one: int, at_two: int, budget: int = 12 * GIB) -> int:
 
 def end_to_end_memory(widths: list[int], kernel_size: int, size: int, batch: int,
                       device: str | torch.device = "meta", spatial_dims: int = 2) -> StepMemory:
-    """One end-to-end step of a ReLU :class:`~convexrecon.network.ReconNet` on ``size^spatial_dims`` inputs."""
-    from .network import ReconNet
+    """One end-to-end step of a ReLU :class:`~convexrecon.stack.network.ReconNet` on ``size^spatial_dims`` inputs."""
+    from convexrecon.stack.network import ReconNet
 
     net = ReconNet.plain(widths, kernel_size, spatial_dims=spatial_dims).to(device)
     x = torch.zeros((batch, 2) + (size,) * spatial_dims, device=device)
@@ -109,7 +109,7 @@ def block_memory(in_channels: int, width: int, kernel_size: int, size: int, batc
     counted as inputs; the frozen earlier layers run without autograd and their
     temporaries are freed before the step.
     """
-    from .block import CONV_MODULES
+    from convexrecon.block.module import CONV_MODULES
 
     conv = CONV_MODULES[spatial_dims]
     block = nn.Sequential(conv(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),

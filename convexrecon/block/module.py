@@ -1,7 +1,7 @@
 r"""The solved two-layer block as an ordinary torch module.
 
 A solution ``v`` of the convex program (groups ``(s, i, c)``, see
-:mod:`convexrecon.arrangements`) becomes a network ``second(relu(first(x)))``:
+:mod:`convexrecon.block.arrangements`) becomes a network ``second(relu(first(x)))``:
 every nonzero group gives one hidden neuron with first-layer filter
 ``v_{sic} / sqrt(||v_{sic}||)`` and second-layer weight
 ``(+/-) sqrt(||v_{sic}||)`` to output ``c`` (sign ``-`` for the ``w``
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from solvers.report import SolveReport
 
-from .arrangements import arrangement_masks
+from convexrecon.block.arrangements import arrangement_masks
 
 
 class ConvexBlock(nn.Module):
@@ -82,11 +82,7 @@ class ConvexBlock(nn.Module):
         """Hidden features ``(N, m, H, W)`` (or ``(N, m, D, H, W)``): ``relu(first(x))`` (or gated, see class doc)."""
         if self.width == 0:  # every group was zero: no hidden neuron (torch cannot run a 0-channel conv)
             return x.new_zeros((x.shape[0], 0) + tuple(x.shape[2:]))
-        pre = self.first(x)
-        if self.activation == "gated":
-            masks = arrangement_masks(x, self.gates)
-            return pre * masks[:, self.neuron_arrangement].to(pre.dtype)
-        return F.relu(pre)
+        return activate(self.first(x), x, self.activation, self.gates, self.neuron_arrangement)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.width == 0:
@@ -105,6 +101,19 @@ class ConvexBlock(nn.Module):
 
 
 CONV_MODULES = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def activate(pre: Tensor, x: Tensor, activation: str, gates: Tensor | None = None,
+             neuron_arrangement: Tensor | None = None) -> Tensor:
+    """The hidden activation of a block or kept layer, given its pre-activation ``pre = first(x)``.
+
+    ``"relu"``: ``relu(pre)``. ``"gated"``: ``pre_j * 1[conv(x, g_{a(j)}) >= 0]`` with ``a(j)`` =
+    ``neuron_arrangement[j]``, the gated ReLU of the relaxed program.
+    """
+    if activation == "gated":
+        masks = arrangement_masks(x, gates)
+        return pre * masks[:, neuron_arrangement].to(pre.dtype)
+    return F.relu(pre)
 
 
 def block_from_solution(v: Tensor, gates: Tensor, num_outputs: int, activation: str, beta: float,

@@ -1,0 +1,28 @@
+"""Every exception and warning the package raises, in one place.
+
+Messages follow one style: they name the parameter (or file, or setting), what was
+expected and what was found, e.g. ``"The 'kernel_size' parameter must be odd ... Got 4 instead."``.
+
+``SolverError`` and ``ConvergenceWarning`` are defined in :mod:`solvers.report`
+(the solvers know nothing of this package) and re-exported here, so user code
+needs one import for everything it may catch.
+"""
+
+from __future__ import annotations
+
+from solvers.report import ConvergenceWarning, SolverError
+
+
+class DataWarning(UserWarning):
+    """A data file or directory had a problem the reader could work around (named in the message)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or was written by a run with other settings or data."""
+
+
+class MemoryBudgetError(MemoryError):
+    """A computation would need more memory than is available (the message says which setting to reduce)."""
+
+
+__all__ = ["CheckpointError", "ConvergenceWarning", "DataWarning", "MemoryBudgetError", "SolverError"]
