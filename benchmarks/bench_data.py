@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
-from convexrecon.io import write_text
+from common import write_results
 from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
 from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
 
@@ -128,8 +127,7 @@ def main() -> None:
               f"crop {args.crop}, mask {args.mask}; {results['machine']}; {results['date']}")
     print(header + "\n\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "bench_data.json", json.dumps(results, indent=2))
-    write_text(args.out / "bench_data.md", header + "\n\n" + table + "\n")
+    write_results(args.out, results, header + "\n\n" + table + "\n", "bench_data")
 
 
 if __name__ == "__main__":

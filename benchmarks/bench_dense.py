@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
+from common import write_results  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 
 
@@ -155,8 +155,7 @@ def main(argv=None) -> int:
     table = markdown(rows, meta)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    write_text(args.out / "results.md", table)
+    write_results(args.out, {"meta": meta, "rows": rows}, table)
     return 0
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import convexrecon as cr  # noqa: E402
 from convexrecon.block import guard  # noqa: E402
 from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
+from common import write_results  # noqa: E402
 
 
 def make_problem(images: int, size: tuple[int, int], channels: int, k: int, outputs: int, device, seed: int = 0):
@@ -172,8 +172,7 @@ def main(argv=None) -> int:
                 row = run_row(x, y, gates, activation, args, device, allow)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-                write_text(args.out / "results.md", markdown(rows, meta))
+                write_results(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
         del x, y
     print(markdown(rows, meta))
     return 0

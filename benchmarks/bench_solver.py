@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
 from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
+from common import write_results  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 from solvers.report import SolverError  # noqa: E402
 
@@ -192,8 +192,7 @@ def main(argv=None) -> int:
     table = markdown(rows, meta)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    write_text(args.out / "results.md", table)
+    write_results(args.out, {"meta": meta, "rows": rows}, table)
     return 0
 
 
@@ -228,8 +227,7 @@ def run_wide(args, meta) -> int:
     table = "\n".join(lines) + "\n"
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "wide.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    write_text(args.out / "wide.md", table)
+    write_results(args.out, {"meta": meta, "rows": rows}, table, "wide")
     return 0
 
 
@@ -266,8 +264,7 @@ def run_scaling(args, meta) -> int:
     table = "\n".join(lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "scaling.json", json.dumps({"meta": meta, "rows": rows, "slopes": summary}, indent=2))
-    write_text(args.out / "scaling.md", table)
+    write_results(args.out, {"meta": meta, "rows": rows, "slopes": summary}, table, "scaling")
     return 0
 
 

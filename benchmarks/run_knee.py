@@ -32,13 +32,9 @@ Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,77 +44,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from knee_plots import plot_batch_size, plot_examples, plot_psnr_vs_layers  # noqa: E402
+from common import (CONFIGS, MASKS, beta_text, command, convex_solver_bytes, hidden_width, load_split, machine,  # noqa: E402
+                    plot_batch_size, plot_examples, plot_psnr_vs_layers, scores, train_convex,
+                    train_end_to_end_baseline, utc_now, write_results)
 
-from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam  # noqa: E402
-from convexrecon.data import FastMRIVolume, SliceDataset, make_synthetic  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
+from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
+from convexrecon.data import FastMRIVolume, make_synthetic  # noqa: E402
 from convexrecon.data.classical import choose_lambda, l1_wavelet, slice_problem  # noqa: E402
-from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
-from convexrecon.metrics import evaluate  # noqa: E402
-from convexrecon.stack.network import ReconNet  # noqa: E402
-from convexrecon.data.splits import holdout_mask, stack_split  # noqa: E402
 
 METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
-MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
-         "lines": {"mask": "lines", "acceleration": 4.0, "center_fraction": 0.04}}
-
-CONFIGS: dict[str, dict[str, Any]] = {
-    "quick": {
-        "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
-        "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
-        "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-2, "beta_ratios": [3e-3, 3e-2], "holdout_volumes": 1,
-        "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
-        "patch_size": 16, "patches_per_slice": 4,
-        "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
-        "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
-    },
-    "default": {
-        "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
-        "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
-        "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-2, "beta_ratios": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "holdout_volumes": 1,
-        "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
-        "patch_size": None, "patches_per_slice": 1,
-        "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
-        "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-    },
-    "full": {
-        "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
-        "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
-        "activation": "gated", "gate_sampling": "antithetic",
-        "beta_ratio": 1e-3, "beta_ratios": [1e-4, 1e-3, 1e-2], "holdout_volumes": 1,
-        "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
-        "patch_size": None, "patches_per_slice": 1,
-        "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
-        "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-    },
-}
-
-
-def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
-    """Preprocess (cached) and stack the slices; validation = the first volumes by name."""
-    dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=cache, **MASKS[mask])
-    try:
-        train, val = stack_split(dataset, cfg["val_volumes"])
-    except ValueError as error:
-        raise SystemExit(f"run_knee: error: {error}") from None
-    return {"dataset": dataset, "train": train._asdict(), "val": val._asdict()}
-
-
-def beta_text(cfg: dict[str, Any]) -> str:
-    """How β is set, for the run's description."""
-    if cfg.get("beta_ratios") is None:
-        return f"beta = {cfg['beta_ratio']} beta_max"
-    return (f"beta per block chosen from {list(cfg['beta_ratios'])} x beta_max by the squared error on the last "
-            f"{cfg['holdout_volumes']} training volume(s) (held out from the fit; the validation volume is not "
-            f"used), then re-solved on all training slices")
-
-
 def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[float, float]]:
     """L1-wavelet CS on the validation slices, λ chosen on the first training slices."""
     func, crop = split["dataset"].mask_func, cfg["crop"]
@@ -130,19 +66,6 @@ def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarr
     return np.stack(preds), lamda, scores
 
 
-def summary(targets: torch.Tensor, preds: torch.Tensor | np.ndarray, scales: torch.Tensor,
-            volumes: list[str]) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM mean ± std at physical scale; ``preds`` complex or 2-channel."""
-    s = scales.double().numpy().reshape(-1, 1, 1)
-    t = (targets[:, 0].double() + 1j * targets[:, 1].double()).numpy() * s
-    p = np.asarray(preds)
-    if not np.iscomplexobj(p):
-        p = p[:, 0] + 1j * p[:, 1]
-    result = evaluate(list(t), list(p * s), volumes, "slice")
-    return {"psnr_mean": result["psnr"].mean, "psnr_std": result["psnr"].std,
-            "ssim_mean": result["ssim"].mean, "ssim_std": result["ssim"].std}
-
-
 def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -> tuple[dict[str, Any], dict]:
     """All five methods on one mask; returns the ``results.json`` entry and images for the figures."""
     split = load_split(root, mask, cfg, seed, out / "cache")
@@ -150,12 +73,12 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     entry: dict[str, Any] = {}
     images: dict[str, Any] = {"target": va["targets"][0], "zero_filled": va["inputs"][0]}
-    entry["zero_filled"] = {**summary(va["targets"], va["inputs"], va["scales"], va["volumes"]),
+    entry["zero_filled"] = {**scores(va["targets"], va["inputs"], va["scales"], va["volumes"]),
                             "train_seconds": 0.0, "peak_memory_bytes": 0}
     start = time.perf_counter()
-    cs, lamda, scores = cs_predictions(split, cfg)
-    entry["cs_l1_wavelet"] = {**summary(va["targets"], cs, va["scales"], va["volumes"]), "train_seconds": 0.0,
-                              "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": scores,
+    cs, lamda, lambda_scores = cs_predictions(split, cfg)
+    entry["cs_l1_wavelet"] = {**scores(va["targets"], cs, va["scales"], va["volumes"]), "train_seconds": 0.0,
+                              "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": lambda_scores,
                               "seconds": time.perf_counter() - start}
     images["cs_l1_wavelet"] = cs[0]
     k, K = cfg["kernel_size"], cfg["blocks"]
@@ -199,86 +122,6 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
     entry["layerwise_convex"]["warnings"] = sorted({str(w.message)[:200] for w in caught})
     images["scale"] = float(va["scales"][0])
     return entry, images
-
-
-def hidden_width(cfg: dict[str, Any]) -> int:
-    """Channels of every hidden layer: the most neurons a convex block of ``cfg`` can have."""
-    return (2 if cfg["activation"] == "gated" else 4) * cfg["num_arrangements"]
-
-
-def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: int,
-                 data_cfg: dict[str, Any]) -> tuple[Any, float, list]:
-    """Convex layer-wise training on ``split``; returns the result, solve seconds and caught warnings."""
-    tr, va = split["train"], split["val"]
-    ratios = cfg.get("beta_ratios")
-    settings = [BlockSettings(kernel_size=cfg["kernel_size"], num_arrangements=cfg["num_arrangements"],
-                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"],
-                              beta_ratios=None if ratios is None else tuple(ratios),
-                              gate_sampling=cfg.get("gate_sampling", "gaussian"), tol=cfg["tol"],
-                              max_iter=cfg["max_iter"])] * cfg["blocks"]
-    holdout = None if ratios is None else holdout_mask(tr["volumes"], cfg["holdout_volumes"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        convex = train_layerwise(tr["inputs"], tr["targets"], settings, val_inputs=va["inputs"],
-                                 val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
-                                 patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
-                                 seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"],
-                                 checkpoint_dir=ckpt, progress=True, config=data_cfg, holdout=holdout)
-    return convex, sum(r["seconds"] for r in convex.records), list(caught)
-
-
-def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays: list[float], ckpt: Path,
-                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float, dict[str, Any] | None]:
-    """The same architecture trained end to end by Adam.
-
-    Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective
-    per pixel). When the convex blocks choose β on a held-out volume (``beta_ratios``),
-    end-to-end gets the same chance: it is trained on the fit volumes with weight decay
-    0, ``d`` and ``10 d``, the one with the smallest squared error on the held-out volume
-    is kept, and the network is trained again on all training slices with it.
-    Returns the network, the wall time (selection included) and the selection record.
-    """
-    tr = split["train"]
-    start = time.perf_counter()
-
-    def train(inputs: torch.Tensor, targets: torch.Tensor, decay: float, where: Path) -> ReconNet:
-        net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
-        train_end_to_end(net, inputs, targets, epochs=cfg["epochs_end_to_end"], halve_every=cfg["halve_every"],
-                         batch_size=cfg["batch_size"], weight_decay=decay, seed=seed, checkpoint_dir=where,
-                         progress=True)
-        return net
-
-    decay, selection = float(np.mean(decays)), None
-    if cfg.get("beta_ratios") is not None:
-        held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
-        candidates = [0.0, decay, 10 * decay]
-        errors = []
-        for j, candidate in enumerate(candidates):
-            net = train(tr["inputs"][~held], tr["targets"][~held], candidate, ckpt / f"end_to_end_select_{j}")
-            with torch.no_grad():
-                errors.append(float((net.predict(tr["inputs"][held]) - tr["targets"][held]).double().pow(2).sum()))
-        best = int(np.argmin(errors))
-        selection = {"weight_decays": candidates, "holdout_sq_error": errors, "chosen": candidates[best],
-                     "fit_slices": int((~held).sum()), "holdout_slices": int(held.sum())}
-        decay = candidates[best]
-    net = train(tr["inputs"], tr["targets"], decay, ckpt)
-    return net, time.perf_counter() - start, selection
-
-
-def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> int:
-    """Analytic count of the gated solver's main tensors for the largest block (see results.md)."""
-    k, P, chunk = cfg["kernel_size"], cfg["num_arrangements"], 4
-    worst = 0
-    for i, r in enumerate(records):
-        c_in = 2 if i == 0 else records[i - 1]["width"]
-        n, side = r["num_patches"], cfg["patch_size"] or cfg["crop"]
-        pixels = n * side * side
-        data = 4 * pixels * (c_in + 2) * 3  # float32 inputs/targets + float64 certificate copies
-        masks = pixels * P  # bool arrangement masks
-        variables = 4 * 4 * (P * 2 * c_in * k * k)  # iterate, previous, momentum, gradient
-        temporaries = 4 * 2 * chunk * P * 2 * side * side  # one chunk of the P * C_out conv output, twice
-        worst = max(worst, data + masks + variables + temporaries)
-    return worst
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -385,24 +228,19 @@ def main(argv: list[str] | None = None) -> int:
         masks[mask], images[mask] = run_mask(mask, root, cfg, out, args.seed)
     print("\nmemory at the seed's full architecture (meta device) ...", flush=True)
     memory = memory_table([256] * 4, 7, 320)
-    cpu = platform.processor() or platform.machine()
     results = {
-        "config": {**cfg, "mode": name, "command": " ".join(["python", "benchmarks/run_knee.py", *(argv or sys.argv[1:])]),
-                   "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                              f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
-                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {**cfg, "mode": name, "command": command("run_knee.py", argv), "machine": machine(),
+                   "date": utc_now(),
                    "data_description": description, "seed": args.seed,
                    "total_seconds": time.perf_counter() - t0,
                    "peak_memory_method": ("end_to_end / layerwise_adam: meta-device count of params + grads + Adam "
                                           "state + inputs + saved_tensors_hooks at the benchmark's size and batch; "
-                                          "layerwise_convex: analytic count of the gated solver's main tensors "
-                                          "(data + float64 certificate copies, masks, 4 iterates, one chunk's "
-                                          "conv output twice) for the largest block")},
+                                          "layerwise_convex: fit_layer's own memory estimate "
+                                          "(convexrecon.block.guard.fit_memory_terms) of the largest block solve")},
         "masks": masks,
         "memory": memory,
     }
-    write_text(out / "results.json", json.dumps(results, indent=2, default=str))
-    write_text(out / "results.md", markdown(results))
+    write_results(out, results, markdown(results))
     plot_psnr_vs_layers(masks, out / "psnr_vs_layers.png")
     plot_examples(images, out / "examples.png")
     plot_batch_size(memory, out / "batch_size.png")
@@ -419,10 +257,8 @@ def recount_memory(out: Path, argv: list[str] | None) -> int:
     results = json.loads(path.read_text())
     results["memory"] = memory_table([256] * 4, 7, 320)
     results["config"]["memory_recounted"] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/run_knee.py", *(argv or sys.argv[1:])])}
-    write_text(path, json.dumps(results, indent=2, default=str))
-    write_text(out / "results.md", markdown(results))
+        "date": utc_now(), "command": command("run_knee.py", argv)}
+    write_results(out, results, markdown(results))
     plot_batch_size(results["memory"], out / "batch_size.png")
     print(markdown(results))
     return 0

@@ -20,11 +20,8 @@ killed run restarted with the same command resumes).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +30,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_knee import (CONFIGS, MASKS, beta_text, hidden_width, load_split, summary,  # noqa: E402
-                      train_convex, train_end_to_end_baseline)
+from common import (CONFIGS, MASKS, beta_text, command, hidden_width, load_split, machine, scores,  # noqa: E402
+                    train_convex, train_end_to_end_baseline, utc_now, write_results)
 
 from convexrecon.data import make_synthetic  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 
 
@@ -77,7 +72,7 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     return {
         "train_slices": int(split["train"]["inputs"].shape[0]), "num_arrangements": cfg["num_arrangements"],
         "width": hidden_width(cfg), "convex_widths": [r["width"] for r in convex.records],
-        "zero_filled_psnr": summary(va["targets"], va["inputs"], va["scales"], va["volumes"])["psnr_mean"],
+        "zero_filled_psnr": scores(va["targets"], va["inputs"], va["scales"], va["volumes"])["psnr_mean"],
         "convex_block_psnr": [r["psnr"] for r in convex.records],
         "convex_status": [r["status"] for r in convex.records],
         "convex_psnr": final["psnr"], "convex_ssim": final["ssim"],
@@ -158,16 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                 sub = subset(root, files[: n + cfg["val_volumes"]], args.out / "subsets" / f"train{n}")
                 masks[mask].append(run_size(sub, mask, {**cfg, "num_arrangements": P}, args.out, args.seed))
                 print(json.dumps(masks[mask][-1]), flush=True)
-    cpu = platform.processor() or platform.machine()
     results = {"config": {**cfg, "train_volumes": args.train_volumes, "arrangements": args.arrangements,
-                          "command": " ".join(["python", "benchmarks/run_knee_gap.py",
-                                               *(argv if argv is not None else sys.argv[1:])]),
-                          "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
-                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                          "command": command("run_knee_gap.py", argv), "machine": machine(), "date": utc_now(),
                           "total_seconds": time.perf_counter() - t0, "seed": args.seed},
                "masks": masks}
-    write_text(args.out / "results.json", json.dumps(results, indent=2, default=str))
-    write_text(args.out / "results.md", markdown(results))
+    write_results(args.out, results, markdown(results))
     print("\n" + markdown(results))
     return 0
 

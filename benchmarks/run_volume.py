@@ -26,11 +26,7 @@ does not fit at batch 1 while every layer-wise block does.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -42,12 +38,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convexrecon.stack.baselines import train_end_to_end  # noqa: E402
-from convexrecon.io import write_text  # noqa: E402
 from convexrecon.data.volume import from_channels, l1_wavelet_volume, load_volume_set, make_synthetic_volumes  # noqa: E402
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
 from convexrecon.analysis.memory import GIB, block_memory, end_to_end_memory, max_batch  # noqa: E402
-from convexrecon.metrics import evaluate  # noqa: E402
+from convexrecon.metrics import score_slices  # noqa: E402
 from convexrecon.stack.network import ReconNet  # noqa: E402
+from common import command, convex_solve_bytes, machine, utc_now, write_results  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"volumes": 3, "shape": [12, 40, 36], "coils": 6, "snr": 25.0, "blocks": 2, "kernel_size": 3,
@@ -66,16 +62,8 @@ def metrics(targets: torch.Tensor, preds: np.ndarray | torch.Tensor, scales: tor
             names: list[str]) -> dict[str, float]:
     """Volume-wise (fastMRI: data range = volume max) and slice-wise PSNR/SSIM over the readout slices."""
     out: dict[str, float] = {}
-    t_all, p_all, v_all = [], [], []
-    for t, p, s, name in zip(targets, preds, scales, names):
-        t = from_channels(t.double()).numpy() * float(s)
-        p = np.asarray(p)
-        p = (from_channels(torch.as_tensor(p).double()).numpy() if not np.iscomplexobj(p) else p) * float(s)
-        t_all += list(t)
-        p_all += list(p)
-        v_all += [name] * len(t)
     for convention in ("volume", "slice"):
-        result = evaluate(t_all, p_all, v_all, convention)
+        result = score_slices(targets, preds, scales, names, convention)
         out[f"psnr_{convention}"] = result["psnr"].mean
         out[f"ssim_{convention}"] = result["ssim"].mean
     return out
@@ -143,31 +131,6 @@ def run_reconstruction(cfg: dict[str, Any], out: Path, seed: int) -> tuple[dict[
 GATE_CHUNK = 8
 
 
-def convex_solver_bytes(in_channels: int, width: int, kernel_size: int, voxels: int,
-                        gate_chunk: int | None = None, certificate: bool = False) -> int:
-    """Analytic count of the gated convex solve of one block (C_out = 2, P = width / 2 gates), batch 1.
-
-    float32 inputs and targets, bool masks, their float copy (all of it, or one
-    gate chunk's), the operator's conv output and the adjoint's back-projection
-    tensor (``P * C_out`` channels, or ``gate_chunk * C_out`` with
-    ``ArrangementConv(gate_chunk=...)``), and four copies of the variable
-    (iterate, previous, momentum, gradient). ``certificate``: plus the float64
-    buffers of the final certificate (one volume's inputs, the targets and one
-    gate chunk's mask values cast to float64 — transient: the certificate
-    operator shares the float32 data and casts it chunk by chunk).
-    """
-    p = width // 2
-    g = p if gate_chunk is None else min(gate_chunk, p)
-    data = 4 * voxels * (in_channels + 2)
-    masks = voxels * p + 4 * voxels * g
-    temporaries = 2 * 4 * voxels * g * 2
-    variables = 4 * 4 * (p * 2 * in_channels * kernel_size**3)
-    total = data + masks + temporaries + variables
-    if certificate:
-        total += 8 * voxels * (in_channels + 2) + 8 * voxels * g
-    return total
-
-
 def memory_study() -> dict[str, Any]:
     """Meta-device counts for 5-layer 3D networks over the grid; largest batch and cube per budget."""
     rows = []
@@ -182,12 +145,12 @@ def memory_study() -> dict[str, Any]:
                 for i in range(4):
                     c_in = 2 if i == 0 else width
                     b1, b2 = (block_memory(c_in, width, k, size, b, spatial_dims=3).total for b in (1, 2))
+                    shape = (1, c_in, size, size, size)
                     blocks.append({"block": i + 1, "batch_1": b1, "batch_2": b2,
-                                   "convex_solver_batch_1": convex_solver_bytes(c_in, width, k, size**3),
-                                   "convex_solver_gate_chunked_batch_1": convex_solver_bytes(c_in, width, k, size**3,
-                                                                                             GATE_CHUNK),
-                                   "convex_solver_gate_chunked_certified_batch_1": convex_solver_bytes(
-                                       c_in, width, k, size**3, GATE_CHUNK, certificate=True)})
+                                   "convex_solver_batch_1": convex_solve_bytes(shape, width // 2, k, "gated",
+                                                                               device="cuda"),
+                                   "convex_solver_gate_chunked_batch_1": convex_solve_bytes(
+                                       shape, width // 2, k, "gated", GATE_CHUNK, device="cuda")})
                 worst = max(blocks, key=lambda b: b["batch_1"])
                 row = {"width": width, "kernel_size": k, "size": size, "end_to_end_batch_1": e1,
                        "end_to_end_batch_2": e2, "blocks": blocks, "worst_block": worst["block"]}
@@ -211,9 +174,7 @@ def does_not_fit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "worst_block_batch_1_gib": max(b["batch_1"] for b in r["blocks"]) / GIB,
              "convex_solve_batch_1_gib": max(b["convex_solver_batch_1"] for b in r["blocks"]) / GIB,
              "convex_solve_gate_chunked_batch_1_gib": max(b.get("convex_solver_gate_chunked_batch_1", 0)
-                                                          for b in r["blocks"]) / GIB,
-             "convex_solve_gate_chunked_certified_batch_1_gib": max(
-                 b.get("convex_solver_gate_chunked_certified_batch_1", 0) for b in r["blocks"]) / GIB}
+                                                          for b in r["blocks"]) / GIB}
             for r in rows for gib in BUDGETS_GIB
             if r[f"end_to_end_max_batch_{gib}gb"] == 0 and r[f"layerwise_max_batch_{gib}gb"] >= 1]
 
@@ -278,20 +239,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r[f'end_to_end_{g}gb']}³ / {r[f'layerwise_{g}gb']}³" for g in BUDGETS_GIB) + " |")
     fits = does_not_fit(mem["rows"])
     lines += ["", f"Configurations where end-to-end does not fit at batch 1 but every layer-wise (Adam) block does: "
-              f"{len(fits)}. The last two columns are the analytic count of the gated convex solve of the worst block "
-              f"(P = width / 2 gates): all gates at once, and {GATE_CHUNK} gates per chunk "
-              f"(`fit_layer(gate_chunk={GATE_CHUNK})`), and the latter plus the transient float64 buffers of the final "
-              f"certificate (one volume cast chunk by chunk); (over) marks counts above the budget.", "",
+              f"{len(fits)}. The last two columns are fit_layer's own memory estimate "
+              f"(`convexrecon.block.guard.fit_memory_terms` for a CUDA device, which the solve's guard checks) of the gated convex "
+              f"solve of the worst block (P = width / 2 gates): all gates at once, and {GATE_CHUNK} gates per chunk "
+              f"(`fit_layer(gate_chunk={GATE_CHUNK})`); (over) marks estimates above the budget.", "",
               "| channels | kernel | cube | budget | end-to-end | worst block (Adam) | convex solve | "
-              f"convex solve, {GATE_CHUNK} gates per chunk | + float64 certificate buffers |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              f"convex solve, {GATE_CHUNK} gates per chunk |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     over = lambda value, budget: f"{value:.1f} GiB" + ("" if value <= budget else " (over)")  # noqa: E731
     for f in fits:
         lines.append(f"| {f['width']} | {f['kernel_size']}³ | {f['size']}³ | {f['budget_gib']} GiB | "
                      f"{f['end_to_end_batch_1_gib']:.1f} GiB | {f['worst_block_batch_1_gib']:.1f} GiB | "
                      f"{over(f['convex_solve_batch_1_gib'], f['budget_gib'])} | "
-                     f"{over(f['convex_solve_gate_chunked_batch_1_gib'], f['budget_gib'])} | "
-                     f"{over(f['convex_solve_gate_chunked_certified_batch_1_gib'], f['budget_gib'])} |")
+                     f"{over(f['convex_solve_gate_chunked_batch_1_gib'], f['budget_gib'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -355,17 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         plot_examples(images, out / "examples.png")
     print("memory table (meta device) ...", flush=True)
     results["memory"] = memory_study()
-    cpu = platform.processor() or platform.machine()
     results["config"] = {**cfg, "mode": "memory-only" if args.memory_only else name,
-                         "command": " ".join(["python", "benchmarks/run_volume.py", *(argv or sys.argv[1:])]),
-                         "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                                    f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
-                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                         "command": command("run_volume.py", argv), "machine": machine(), "date": utc_now(),
                          "data_description": description, "seed": args.seed,
                          "total_seconds": time.perf_counter() - t0}
     stem = "memory" if args.memory_only else "results"
-    write_text(out / f"{stem}.json", json.dumps(results, indent=2, default=str))
-    write_text(out / f"{stem}.md", markdown(results))
+    write_results(out, results, markdown(results), stem)
     print("\n" + markdown(results))
     return 0
 

@@ -1,0 +1,272 @@
+"""The benchmark scripts' shared helper module: run metadata, results files, scores, figures, and the
+knee experiment's configurations and training steps (used by ``run_knee.py`` and ``run_knee_gap.py``).
+
+Everything here calls library functions; nothing re-implements them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from convexrecon.block.guard import fit_memory_terms  # noqa: E402
+from convexrecon.data import SliceDataset  # noqa: E402
+from convexrecon.data.masks import CENTER_FRACTION  # noqa: E402
+from convexrecon.data.splits import holdout_mask, stack_split  # noqa: E402
+from convexrecon.io import atomic_path, write_text  # noqa: E402
+from convexrecon.metrics import score_slices  # noqa: E402
+from convexrecon.stack.baselines import train_end_to_end  # noqa: E402
+from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: E402
+from convexrecon.stack.network import ReconNet  # noqa: E402
+
+
+# ---- run metadata and results files -------------------------------------------------------------
+
+def utc_now() -> str:
+    """The current time, ISO 8601 in UTC, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def machine() -> str:
+    """CPU, core count, torch version and whether CUDA is present."""
+    cpu = platform.processor() or platform.machine()
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+
+
+def command(script: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run."""
+    return " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def write_results(out: Path, results: dict[str, Any], markdown: str, stem: str = "results") -> None:
+    """``out/<stem>.json`` and ``out/<stem>.md``, each written atomically."""
+    write_text(out / f"{stem}.json", json.dumps(results, indent=2, default=str))
+    write_text(out / f"{stem}.md", markdown)
+
+
+def scores(targets: torch.Tensor, predictions: torch.Tensor | np.ndarray, scales: torch.Tensor,
+           volumes: list[str]) -> dict[str, float]:
+    """Slice-wise PSNR/SSIM mean ± std at physical scale (:func:`convexrecon.metrics.score_slices`)."""
+    result = score_slices(targets, predictions, scales, volumes, "slice")
+    return {"psnr_mean": result["psnr"].mean, "psnr_std": result["psnr"].std,
+            "ssim_mean": result["ssim"].mean, "ssim_std": result["ssim"].std}
+
+
+def convex_solve_bytes(input_shape: tuple[int, ...], num_arrangements: int, kernel_size: int, activation: str,
+                       gate_chunk: int | None = None, num_outputs: int = 2, device: str = "cpu") -> int:
+    """The library's own estimate of one float32 ``fit_layer`` solve's big buffers on ``device``'s kind, summed
+    (on ``"cuda"`` without the CPU's unfolded patches; no GPU is needed to count)."""
+    return sum(fit_memory_terms(tuple(input_shape), num_outputs, num_arrangements, kernel_size,
+                                relu=activation == "relu", chunk_size=None, dtype=torch.float32,
+                                gate_chunk=gate_chunk, device=device).values())
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A PNG written atomically; the figure is closed."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_psnr_vs_layers(masks: dict[str, Any], path: Path) -> None:
+    """Validation PSNR/SSIM after each block; end-to-end, zero-filled and CS as lines."""
+    fig, axes = plt.subplots(len(masks), 2, figsize=(10, 3.6 * len(masks)), squeeze=False)
+    for row, (mask, entry) in enumerate(masks.items()):
+        for col, metric in enumerate(("psnr", "ssim")):
+            ax = axes[row, col]
+            for method, style in (("layerwise_convex", "o-"), ("layerwise_adam", "s--")):
+                values = [b[metric] for b in entry[method]["blocks"]]
+                ax.plot(range(1, len(values) + 1), values, style, label=method.replace("_", " "))
+            for method, color in (("end_to_end", "k"), ("cs_l1_wavelet", "tab:green"), ("zero_filled", "tab:gray")):
+                ax.axhline(entry[method][f"{metric}_mean"], color=color, ls=":", label=method.replace("_", " "))
+            ax.set_xlabel("blocks (layers − 1)")
+            ax.set_ylabel(f"validation {metric.upper()}")
+            ax.set_title(f"{mask} 4×")
+            ax.set_xticks(range(1, len(entry["layerwise_convex"]["blocks"]) + 1))
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_examples(images: dict[str, Any], path: Path) -> None:
+    """Target, zero-filled, CS, end-to-end, layer-wise (convex and Adam) and error maps, per mask."""
+    order = ("target", "zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
+    fig, axes = plt.subplots(2 * len(images), len(order), figsize=(2.3 * len(order), 4.8 * len(images)),
+                             squeeze=False)
+    for m, (mask, imgs) in enumerate(images.items()):
+        mags = {}
+        for name in order:
+            x = np.asarray(imgs[name].detach().numpy() if hasattr(imgs[name], "detach") else imgs[name])
+            mags[name] = np.abs(x[0] + 1j * x[1]) if not np.iscomplexobj(x) and x.ndim == 3 else np.abs(x)
+        vmax = mags["target"].max()
+        for j, name in enumerate(order):
+            axes[2 * m, j].imshow(mags[name], cmap="gray", vmin=0, vmax=vmax)
+            axes[2 * m, j].set_title(f"{name.replace('_', ' ')}\n({mask})", fontsize=8)
+            err = np.abs(mags[name] - mags["target"])
+            axes[2 * m + 1, j].imshow(err, cmap="magma", vmin=0, vmax=0.2 * vmax)
+            axes[2 * m + 1, j].set_title("|error| (×5)", fontsize=8)
+        for ax in axes[2 * m:2 * m + 2].ravel():
+            ax.axis("off")
+    save_figure(fig, path)
+
+
+def plot_batch_size(memory: dict[str, Any], path: Path) -> None:
+    """Largest batch in 12 GiB: end-to-end against each layer-wise block (seed's full architecture)."""
+    names = ["end-to-end"] + [f"block {b['block']}" for b in memory["layerwise"]["blocks"]]
+    values = [memory["end_to_end"]["max_batch_12gb"]] + [b["max_batch_12gb"] for b in memory["layerwise"]["blocks"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bars = ax.bar(names, values, color=["k"] + ["tab:blue"] * (len(names) - 1))
+    ax.bar_label(bars)
+    ax.set_ylabel("max batch in 12 GiB")
+    arch = memory["architecture"]
+    ax.set_title(f"{len(arch['widths']) + 1} conv layers, {arch['widths'][0]} ch, "
+                 f"{arch['kernel_size']}×{arch['kernel_size']}, {arch['size']}²", fontsize=9)
+    save_figure(fig, path)
+
+
+# ---- the knee experiment ------------------------------------------------------------------------
+
+MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
+         "lines": {"mask": "lines", "acceleration": 4.0, "center_fraction": CENTER_FRACTION}}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
+        "crop": 48, "val_volumes": 1, "blocks": 2, "kernel_size": 3, "num_arrangements": 4,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-2, "beta_ratios": [3e-3, 3e-2], "holdout_volumes": 1,
+        "tol": 1e-3, "max_iter": 200, "solve_chunk_size": None,
+        "patch_size": 16, "patches_per_slice": 4,
+        "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
+        "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
+    },
+    "default": {
+        "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
+        "crop": 80, "val_volumes": 1, "blocks": 4, "kernel_size": 5, "num_arrangements": 8,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-2, "beta_ratios": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "holdout_volumes": 1,
+        "tol": 1e-3, "max_iter": 500, "solve_chunk_size": None,
+        "patch_size": None, "patches_per_slice": 1,
+        "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
+        "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+    },
+    "full": {
+        "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
+        "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 128,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-3, "beta_ratios": [1e-4, 1e-3, 1e-2], "holdout_volumes": 1,
+        "tol": 1e-4, "max_iter": None, "solve_chunk_size": 8,
+        "patch_size": None, "patches_per_slice": 1,
+        "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
+        "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+    },
+}
+
+
+def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
+    """Preprocess (cached) and stack the slices; validation = the first volumes by name."""
+    dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=cache, **MASKS[mask])
+    try:
+        train, val = stack_split(dataset, cfg["val_volumes"])
+    except ValueError as error:
+        raise SystemExit(f"run_knee: error: {error}") from None
+    return {"dataset": dataset, "train": train._asdict(), "val": val._asdict()}
+
+
+def beta_text(cfg: dict[str, Any]) -> str:
+    """How β is set, for the run's description."""
+    if cfg.get("beta_ratios") is None:
+        return f"beta = {cfg['beta_ratio']} beta_max"
+    return (f"beta per block chosen from {list(cfg['beta_ratios'])} x beta_max by the squared error on the last "
+            f"{cfg['holdout_volumes']} training volume(s) (held out from the fit; the validation volume is not "
+            f"used), then re-solved on all training slices")
+
+
+def hidden_width(cfg: dict[str, Any]) -> int:
+    """Channels of every hidden layer: the most neurons a convex block of ``cfg`` can have."""
+    return (2 if cfg["activation"] == "gated" else 4) * cfg["num_arrangements"]
+
+
+def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: int,
+                 data_cfg: dict[str, Any]) -> tuple[Any, float, list]:
+    """Convex layer-wise training on ``split``; returns the result, solve seconds and caught warnings."""
+    tr, va = split["train"], split["val"]
+    ratios = cfg.get("beta_ratios")
+    settings = [BlockSettings(kernel_size=cfg["kernel_size"], num_arrangements=cfg["num_arrangements"],
+                              activation=cfg["activation"], beta_ratio=cfg["beta_ratio"],
+                              beta_ratios=None if ratios is None else tuple(ratios),
+                              gate_sampling=cfg.get("gate_sampling", "gaussian"), tol=cfg["tol"],
+                              max_iter=cfg["max_iter"])] * cfg["blocks"]
+    holdout = None if ratios is None else holdout_mask(tr["volumes"], cfg["holdout_volumes"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convex = train_layerwise(tr["inputs"], tr["targets"], settings, val_inputs=va["inputs"],
+                                 val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
+                                 patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
+                                 seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"],
+                                 checkpoint_dir=ckpt, progress=True, config=data_cfg, holdout=holdout)
+    return convex, sum(r["seconds"] for r in convex.records), list(caught)
+
+
+def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays: list[float], ckpt: Path,
+                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float, dict[str, Any] | None]:
+    """The same architecture trained end to end by Adam.
+
+    Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective
+    per pixel). When the convex blocks choose β on a held-out volume (``beta_ratios``),
+    end-to-end gets the same chance: it is trained on the fit volumes with weight decay
+    0, ``d`` and ``10 d``, the one with the smallest squared error on the held-out volume
+    is kept, and the network is trained again on all training slices with it.
+    Returns the network, the wall time (selection included) and the selection record.
+    """
+    tr = split["train"]
+    start = time.perf_counter()
+
+    def train(inputs: torch.Tensor, targets: torch.Tensor, decay: float, where: Path) -> ReconNet:
+        net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
+        train_end_to_end(net, inputs, targets, epochs=cfg["epochs_end_to_end"], halve_every=cfg["halve_every"],
+                         batch_size=cfg["batch_size"], weight_decay=decay, seed=seed, checkpoint_dir=where,
+                         progress=True)
+        return net
+
+    decay, selection = float(np.mean(decays)), None
+    if cfg.get("beta_ratios") is not None:
+        held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
+        candidates = [0.0, decay, 10 * decay]
+        errors = []
+        for j, candidate in enumerate(candidates):
+            net = train(tr["inputs"][~held], tr["targets"][~held], candidate, ckpt / f"end_to_end_select_{j}")
+            with torch.no_grad():
+                errors.append(float((net.predict(tr["inputs"][held]) - tr["targets"][held]).double().pow(2).sum()))
+        best = int(np.argmin(errors))
+        selection = {"weight_decays": candidates, "holdout_sq_error": errors, "chosen": candidates[best],
+                     "fit_slices": int((~held).sum()), "holdout_slices": int(held.sum())}
+        decay = candidates[best]
+    net = train(tr["inputs"], tr["targets"], decay, ckpt)
+    return net, time.perf_counter() - start, selection
+
+
+def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> int:
+    """The library's memory estimate (:func:`convexrecon.block.guard.fit_memory_terms`) of the largest convex
+    block solve of a run, from its block records."""
+    side = cfg["patch_size"] or cfg["crop"]
+    return max(convex_solve_bytes((r["num_patches"], 2 if i == 0 else records[i - 1]["width"], side, side),
+                                  cfg["num_arrangements"], cfg["kernel_size"], cfg["activation"])
+               for i, r in enumerate(records))
