@@ -1,6 +1,6 @@
 """Seed-scale block on one device: time, iterations, certified gap and memory of ``fit_layer``.
 
-The problem is block 2 of the seed network (DESIGN.md §4): the inputs are the
+The problem is block 2 of the seed network (``docs/design.md`` §9): the inputs are the
 frozen ReLU features of a random first layer (2 -> C_in channels, k x k) on
 complex-valued random images, the targets a planted ReLU conv net of those
 features plus 10% noise. Default: 320 x 320 images, C_in = 256, 7 x 7 kernels,

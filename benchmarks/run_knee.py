@@ -15,7 +15,7 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
   the seed's 40 epochs are only 320 Adam steps and the loss is still falling;
 * ``layerwise_adam``: each block by Adam on the same objective (weight decay
   ``beta_i / n_i``), then frozen;
-* ``layerwise_convex``: each block by ``fit_layer`` (DESIGN.md §4) with antithetic
+* ``layerwise_convex``: each block by ``fit_layer`` (``docs/design.md`` §9) with antithetic
   gates (pairs ``g, -g``), β per block chosen from ``beta_ratios`` x β_max by the
   error on the last training volume (held out; never the validation volume), then
   re-solved on all training slices (``BlockSettings.beta_ratios``).

@@ -1,6 +1,6 @@
 r"""Image-quality metrics on magnitude images, and their summaries.
 
-Conventions (DESIGN.md §5):
+Conventions (``docs/design.md`` §8, Conventions):
 
 * Every metric takes ``(target, prediction)``; complex inputs are replaced by
   their magnitude, ``(2, H, W)`` real/imaginary inputs must be converted by the

@@ -114,7 +114,7 @@ def test_chunking_does_not_change_results(chunks):
 
 @pytest.mark.parametrize("shape", [(6, 5), (4, 6, 5)], ids=["2d", "3d"])
 def test_operator_matches_explicit_patch_matrix(shape):
-    """The conv operator is sum_i D_i X v_ic with X from unfold (DESIGN.md §2), for images and volumes."""
+    """The conv operator is sum_i D_i X v_ic with X from unfold (docs/design.md §3.4), for images and volumes."""
     import numpy as np
 
     from convexrecon.block.arrangements import patch_problem

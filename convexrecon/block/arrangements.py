@@ -5,7 +5,7 @@ For a batch ``x`` of shape ``(N, C_in, H, W)`` (images) or ``(N, C_in, D, H, W)`
 (``torch.nn.functional.unfold(x, k, padding=k//2)`` order in 2D,
 ``d = C_in k^2`` or ``C_in k^3`` columns). A gate ``g_i`` of shape ``(C_in, k, k)``
 (or ``(C_in, k, k, k)``) defines the arrangement ``D_i = diag(1[X g_i >= 0])``,
-i.e. the mask ``conv(x, g_i) >= 0``. The convex two-layer program (DESIGN.md §2) needs
+i.e. the mask ``conv(x, g_i) >= 0``. The convex two-layer program (``docs/design.md`` §3) needs
 
 .. math:: v \mapsto \Big(\sum_i D_i X v_{ic}\Big)_c, \qquad
           r \mapsto (X^\top D_i r_c)_{i,c},
@@ -56,7 +56,7 @@ def draw_gates(num: int, channels: int, kernel_size: int, seed: int, *, spatial_
                sampling: str = "gaussian") -> Tensor:
     """``num`` N(0, I) gate filters ``(num, channels, k, k)`` (or ``k, k, k``) from a seeded generator.
 
-    ``sampling="gaussian"``: i.i.d. (DESIGN.md §2). ``"antithetic"``: ``ceil(num / 2)``
+    ``sampling="gaussian"``: i.i.d. (``docs/design.md`` §3.3). ``"antithetic"``: ``ceil(num / 2)``
     i.i.d. gates followed by the negatives of the first ``floor(num / 2)``, so the
     arrangements come in complementary pairs ``D`` and ``I - D`` (equal up to the
     measure-zero pixels where ``X g = 0``). A pair of gated neurons with equal weights

@@ -6,7 +6,7 @@ r"""``fit_layer``: train one two-layer block by solving its convex program.
     \quad\text{s.t.}\quad (2D_i - I)Xv_{ic} \ge 0,\ (2D_i - I)Xw_{ic} \ge 0
 
 (exact ReLU; the gated program drops ``w`` and the constraints). Pilanci &
-Ergen, ICML 2020; Sahiner et al., ICLR 2021; conventions in DESIGN.md §1-3.
+Ergen, ICML 2020; Sahiner et al., ICLR 2021; the mathematics in ``docs/design.md`` §2-§7.
 """
 
 from __future__ import annotations
@@ -353,7 +353,7 @@ def beta_max(operator: ArrangementConv, y: Tensor) -> float:
 
 @dataclass(frozen=True)
 class GlobalCheck:
-    """Fresh-arrangement dual check of a solved block (DESIGN.md §3).
+    """Fresh-arrangement dual check of a solved block (``docs/design.md`` §5.5, The fresh-gate global check).
 
     ``score = max_{h,c} ||X^T D_h theta_c|| / beta - 1`` over fresh gates
     ``h``, with ``theta`` the block's residual on the data. ``score <= 0``

@@ -1,6 +1,6 @@
 """MRI data: fastMRI reader, masks, SENSE images, synthetic data, classical references.
 
-See ``docs/data.md`` for the layout and conventions (DESIGN.md §5).
+See ``docs/data.md`` for the layout and conventions (``docs/design.md`` §8).
 """
 
 from convexrecon.data.dataset import Batch, Sample, SliceDataset, collate, preprocess_slice

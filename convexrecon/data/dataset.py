@@ -1,7 +1,7 @@
 """``SliceDataset``: undersampled SENSE inputs and fully sampled targets.
 
 Each item is one slice of a fastMRI multi-coil file, preprocessed as
-DESIGN.md §5 states: a seeded mask per ``(file name, slice)``, ESPIRiT maps
+``docs/design.md`` §8 states: a seeded mask per ``(file name, slice)``, ESPIRiT maps
 from the calibration region of the undersampled k-space, zero-filled SENSE
 input, fully sampled SENSE target, centre crop, 2 channels, per-slice scale.
 

@@ -1,6 +1,6 @@
 r"""Centred FFTs, ESPIRiT sensitivity maps and the SENSE operator.
 
-FFT convention (DESIGN.md §5): centred and orthonormal over the last two
+FFT convention (``docs/design.md`` §8): centred and orthonormal over the last two
 axes, ``fftshift(fftn(ifftshift(x), norm="ortho"))`` — fastMRI's ``fft2c`` and
 sigpy's default.
 

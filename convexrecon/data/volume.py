@@ -6,7 +6,7 @@ variable-density Poisson-disc sampling is used in practice. Here
 
 * k-space is ``(coils, X, Y, Z)`` complex (readout first), the image volume
   ``(X, Y, Z)``; the FFT is centred and orthonormal over the last three axes
-  (:func:`fft3c`, the 3D version of DESIGN.md §5's convention);
+  (:func:`fft3c`, the 3D version of the convention in ``docs/design.md`` §8);
 * the mask is one ``sigpy.mri.poisson`` pattern over ``(ky, kz)``
   (:func:`convexrecon.data.masks.poisson_disc`, fully sampled ``calib x calib``
   centre), repeated along the readout;

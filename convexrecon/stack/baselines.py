@@ -1,4 +1,4 @@
-r"""Non-convex baselines on the same architecture (DESIGN.md §4).
+r"""Non-convex baselines on the same architecture (``docs/design.md`` §9, Baselines).
 
 * **End-to-end**: the whole :class:`~convexrecon.stack.network.ReconNet` trained by
   Adam (lr ``1e-4`` halved every ``halve_every`` epochs; the seed's schedule is every 10) on

@@ -1,4 +1,4 @@
-r"""Layer-wise convex training of the reconstruction network (DESIGN.md §4; the seed's Fig. 1).
+r"""Layer-wise convex training of the reconstruction network (``docs/design.md`` §9; the seed's Fig. 1).
 
 With ``h_0 = x_0`` (zero-filled image) and residual target ``r = y - x_0``,
 block ``i = 1..K`` solves the convex program of a two-layer block on

@@ -1,4 +1,4 @@
-r"""The stacked reconstruction network of layer-wise training (DESIGN.md §4).
+r"""The stacked reconstruction network of layer-wise training (``docs/design.md`` §9).
 
 .. math:: \hat x = x_0 + W_{K+1}\,\sigma_K(W_K \cdots \sigma_1(W_1 x_0))
 
