@@ -14,29 +14,15 @@ read is bounded by the disk's bandwidth, reported as MB per slice.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
-from common import write_results
+from common import machine, utc_now, write_results
 from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
 from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _stage_times(path: Path, func: MaskFunc, crop: int, classical: bool) -> dict[str, float]:
@@ -100,8 +86,8 @@ def main() -> None:
     per_slice_mb = cache_bytes / len(dataset) / 1e6
     rate = reads / read
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": utc_now(),
+        "machine": machine(),
         "settings": {"slices": args.slices, "coils": args.coils, "shape": list(args.shape), "crop": args.crop,
                      "mask": args.mask},
         "synthesis_s_per_slice": synth / args.slices,

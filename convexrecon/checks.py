@@ -100,14 +100,7 @@ def check_images(name: str, x: Any) -> Tensor:
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"The '{name}' parameter must be a float tensor (N, 2, H, W) (volumes: (N, 2, D, H, W)). "
                          f"Got {shape} instead.")
-    if x.numel() == 0:
-        raise ValueError(f"The '{name}' parameter must be non-empty. Got shape {tuple(x.shape)} instead.")
-    if x.device.type == "meta":
-        raise ValueError(f"The '{name}' parameter must hold data; it is on the 'meta' device.")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"The '{name}' parameter must be finite. Found {bad} NaN/Inf values.")
-    return x
+    return as_batch(name, x, dtype=x.dtype, device=x.device)  # non-empty, holds data, finite
 
 
 def check_same_device(**tensors: Tensor) -> None:

@@ -47,3 +47,13 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     make_synthetic(root, volumes=1, slices=2, coils=COILS, seed=1, shape=SHAPE, recon=RECON, snr=40.0)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny problems: the thread pool only adds contention on a busy
+    machine (10x slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -65,12 +65,12 @@ def _sense(dtype):
 
 
 def _sense3d(dtype):
-    from convexrecon.data.volume import VolumeSenseOperator
+    from convexrecon.data.sense import SenseOperator
 
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     cplx = lambda *shape, seed: torch.complex(_randn(*shape, dtype=dtype, seed=seed),  # noqa: E731
                                               _randn(*shape, dtype=dtype, seed=seed + 1)).to(cdtype)
-    op = VolumeSenseOperator(cplx(3, 5, 6, 4, seed=21), _randn(6, 4, dtype=dtype, seed=23) > 0)
+    op = SenseOperator(cplx(3, 5, 6, 4, seed=21), _randn(6, 4, dtype=dtype, seed=23) > 0)
     return op.forward, op.adjoint, cplx(5, 6, 4, seed=24), cplx(3, 5, 6, 4, seed=26)
 
 

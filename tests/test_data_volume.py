@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from convexrecon.data import volume as vol
+from convexrecon.data.sense import SenseOperator
 from convexrecon.metrics import psnr
 
 SHAPE = (6, 40, 36)
@@ -45,7 +46,7 @@ def test_sense_volumes_of_noiseless_data(noiseless):
     assert psnr(truth * support, np.abs(images.target.numpy())) > 35
     assert float(images.input.abs().max()) == pytest.approx(1.0)
     # the zero-filled volume is the adjoint of the masked operator applied to the data
-    op = vol.VolumeSenseOperator(torch.from_numpy(images.maps), torch.from_numpy(mask))
+    op = SenseOperator(torch.from_numpy(images.maps), torch.from_numpy(mask))
     torch.testing.assert_close(op.adjoint(torch.from_numpy(noiseless.kspace)) / images.scale, images.input,
                                rtol=0, atol=1e-5)
     channels = vol.to_channels(images.input)

@@ -29,13 +29,7 @@ from .conftest import CROP
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems: torch's thread pool only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (conftest)
 
 
 X = torch.randn(2, 2, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

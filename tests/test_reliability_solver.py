@@ -30,13 +30,7 @@ from solvers.report import ConvergenceWarning, SolverError, Status
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: torch's thread pool only adds contention on a busy machine (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems (conftest)
 
 
 GEN = torch.Generator().manual_seed(11)

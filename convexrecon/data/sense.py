@@ -24,16 +24,26 @@ import torch
 Array = np.ndarray | torch.Tensor
 
 
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D FFT over the last two axes."""
-    dims = (-2, -1)
+def fftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
+    """Centred orthonormal FFT over the last ``ndim`` axes (``ifftshift → fftn(norm="ortho") → fftshift``)."""
+    dims = tuple(range(-ndim, 0))
     return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
+
+
+def ifftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
+    """Centred orthonormal inverse FFT over the last ``ndim`` axes."""
+    dims = tuple(range(-ndim, 0))
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2D FFT over the last two axes (fastMRI's ``fft2c``)."""
+    return fftnc(x, 2)
 
 
 def ifft2c(x: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal 2D inverse FFT over the last two axes."""
-    dims = (-2, -1)
-    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
+    return ifftnc(x, 2)
 
 
 def center_crop(x: Array, shape: tuple[int, int]) -> Array:
@@ -54,16 +64,19 @@ def center_crop(x: Array, shape: tuple[int, int]) -> Array:
     return x[..., top : top + shape[0], left : left + shape[1]]
 
 
-def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
-    """``(..., H, W)`` complex → ``(..., 2, H, W)`` real (real, imaginary)."""
-    return torch.stack((x.real, x.imag), dim=-3)
+def complex_to_channels(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    """``(..., H, W)`` complex → ``(..., 2, H, W)`` real (real, imaginary); volumes (``spatial_dims=3``):
+    ``(..., D, H, W)`` → ``(..., 2, D, H, W)``."""
+    return torch.stack((x.real, x.imag), dim=-spatial_dims - 1)
 
 
-def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
-    """``(..., 2, H, W)`` real → ``(..., H, W)`` complex."""
-    if x.shape[-3] != 2:
-        raise ValueError(f"The input must have 2 channels at axis -3. Got shape {tuple(x.shape)} instead.")
-    return torch.complex(x[..., 0, :, :], x[..., 1, :, :])
+def channels_to_complex(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    """``(..., 2, H, W)`` real → ``(..., H, W)`` complex (volumes: ``(..., 2, D, H, W)``, ``spatial_dims=3``)."""
+    axis = -spatial_dims - 1
+    if x.ndim < spatial_dims + 1 or x.shape[axis] != 2:
+        raise ValueError(f"The input must have 2 channels (real, imaginary) at axis {axis}. "
+                         f"Got shape {tuple(x.shape)} instead.")
+    return torch.complex(x.select(axis, 0), x.select(axis, 1))
 
 
 def calibration_width(mask: np.ndarray, limit: int) -> int:
@@ -139,7 +152,7 @@ def espirit_maps(
 
 
 class SenseOperator:
-    r"""Multi-coil SENSE operator :math:`A x = M F (S x)` and its adjoint.
+    r"""Multi-coil SENSE operator :math:`A x = M F (S x)` and its adjoint, for images and volumes.
 
     Follows the project's operator protocol (``forward``, ``adjoint``).
     Works in the dtype of ``maps`` (complex64 or complex128) on its device.
@@ -147,36 +160,41 @@ class SenseOperator:
     Parameters
     ----------
     maps : torch.Tensor
-        ``(coils, H, W)`` complex sensitivities.
+        ``(coils, H, W)`` complex sensitivities of an image, or ``(coils, X, Y, Z)`` of a volume
+        (3D Cartesian: ``F`` is the 3D centred FFT).
     mask : torch.Tensor, optional
-        ``(H, W)`` sampling mask (bool or real); None means fully sampled.
+        Sampling mask (bool or real) of the image's shape ``(H, W)``; for a volume ``(Y, Z)``
+        (phase encodes, repeated along the fully sampled readout ``X``) or ``(X, Y, Z)``.
+        None means fully sampled.
     """
 
     def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        if not torch.is_tensor(maps) or not maps.is_complex() or maps.ndim != 3:
-            raise TypeError("The 'maps' parameter must be a complex torch.Tensor of shape (coils, H, W).")
-        if mask is not None and tuple(mask.shape) != tuple(maps.shape[-2:]):
-            raise ValueError(
-                f"The 'mask' parameter must have shape {tuple(maps.shape[-2:])}. Got {tuple(mask.shape)} instead."
-            )
+        if not torch.is_tensor(maps) or not maps.is_complex() or maps.ndim not in (3, 4):
+            raise TypeError("The 'maps' parameter must be a complex torch.Tensor of shape (coils, H, W) "
+                            "(volumes: (coils, X, Y, Z)).")
+        spatial = tuple(maps.shape[1:])
+        if mask is not None and tuple(mask.shape) not in (spatial, spatial[-2:]):
+            expected = f"{spatial}" if len(spatial) == 2 else f"{spatial[-2:]} (ky, kz) or {spatial}"
+            raise ValueError(f"The 'mask' parameter must have shape {expected}. Got {tuple(mask.shape)} instead.")
         self.maps = maps
+        self.ndim = len(spatial)
         self.mask = None if mask is None else mask.to(device=maps.device, dtype=maps.real.dtype)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        """``(H, W)``."""
-        return tuple(self.maps.shape[-2:])  # type: ignore[return-value]
+    def image_shape(self) -> tuple[int, ...]:
+        """``(H, W)`` (volumes: ``(X, Y, Z)``)."""
+        return tuple(self.maps.shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``(..., H, W)`` → masked multi-coil k-space ``(..., coils, H, W)``."""
-        y = fft2c(self.maps * x.unsqueeze(-3))
+        """Image ``(..., H, W)`` → masked multi-coil k-space ``(..., coils, H, W)`` (volumes alike)."""
+        y = fftnc(self.maps * x.unsqueeze(-self.ndim - 1), self.ndim)
         return y if self.mask is None else y * self.mask
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Multi-coil k-space ``(..., coils, H, W)`` → image ``(..., H, W)``."""
+        """Multi-coil k-space ``(..., coils, H, W)`` → image ``(..., H, W)`` (volumes alike)."""
         if self.mask is not None:
             y = y * self.mask
-        return (self.maps.conj() * ifft2c(y)).sum(dim=-3)
+        return (self.maps.conj() * ifftnc(y, self.ndim)).sum(dim=-self.ndim - 1)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`A^H A x`."""

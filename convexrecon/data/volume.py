@@ -16,7 +16,7 @@ variable-density Poisson-disc sampling is used in practice. Here
   calibration square (:func:`readout_espirit`);
 * the SENSE model is :math:`A v = (M\,F_3(S_c v))_c`; the zero-filled input
   is :math:`A^H(Mk)`, the target the same combination of fully sampled
-  k-space (:class:`VolumeSenseOperator`, :func:`volume_images`), both divided
+  k-space (:class:`~convexrecon.data.sense.SenseOperator`, :func:`volume_images`), both divided
   by the maximum magnitude of the zero-filled volume.
 
 The embedded default data set (:func:`synthesize_volume3d`,
@@ -39,21 +39,21 @@ import torch
 
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
-from convexrecon.data.sense import calibration_width, espirit_maps
+from convexrecon.data.sense import (SenseOperator, calibration_width, channels_to_complex, complex_to_channels,
+                                    espirit_maps, fftnc, ifftnc)
 from convexrecon.data.synthetic import INTENSITY, birdcage_maps, phantom_slice
 
-DIMS = (-3, -2, -1)
 DEFAULT_SHAPE = (24, 48, 40)
 
 
 def fft3c(x: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal 3D FFT over the last three axes."""
-    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=DIMS), dim=DIMS, norm="ortho"), dim=DIMS)
+    return fftnc(x, 3)
 
 
 def ifft3c(x: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal 3D inverse FFT over the last three axes."""
-    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=DIMS), dim=DIMS, norm="ortho"), dim=DIMS)
+    return ifftnc(x, 3)
 
 
 def _check_kspace(kspace: np.ndarray) -> np.ndarray:
@@ -98,37 +98,6 @@ def readout_espirit(kspace: np.ndarray, mask: np.ndarray, calib: int = 16) -> np
     return np.stack([espirit_maps(hybrid[:, x], width) for x in range(kspace.shape[1])], axis=1)
 
 
-class VolumeSenseOperator:
-    r"""Multi-coil 3D SENSE operator :math:`A v = M F_3 (S v)` and its adjoint (operator protocol).
-
-    Parameters
-    ----------
-    maps : torch.Tensor
-        ``(coils, X, Y, Z)`` complex sensitivities.
-    mask : torch.Tensor, optional
-        ``(Y, Z)`` phase-encode mask, repeated along the readout; None: fully sampled.
-    """
-
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        if not torch.is_tensor(maps) or not maps.is_complex() or maps.ndim != 4:
-            raise TypeError("The 'maps' parameter must be a complex torch.Tensor of shape (coils, X, Y, Z).")
-        if mask is not None and tuple(mask.shape) != tuple(maps.shape[-2:]):
-            raise ValueError(f"The 'mask' must have shape {tuple(maps.shape[-2:])} (ky, kz). Got {tuple(mask.shape)} instead.")
-        self.maps = maps
-        self.mask = None if mask is None else mask.to(device=maps.device, dtype=maps.real.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Volume ``(X, Y, Z)`` → masked k-space ``(coils, X, Y, Z)``."""
-        y = fft3c(self.maps * x.unsqueeze(-4))
-        return y if self.mask is None else y * self.mask
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """k-space ``(coils, X, Y, Z)`` → volume ``(X, Y, Z)``."""
-        if self.mask is not None:
-            y = y * self.mask
-        return (self.maps.conj() * ifft3c(y)).sum(dim=-4)
-
-
 class VolumeImages(NamedTuple):
     """SENSE images of one volume, divided by ``scale`` (physical = stored × scale).
 
@@ -149,7 +118,7 @@ def volume_images(kspace: np.ndarray, mask: np.ndarray, calib: int = 16, maps: n
     mask = _check_mask(mask, kspace)
     if maps is None:
         maps = readout_espirit(kspace, mask, calib)
-    op = VolumeSenseOperator(torch.from_numpy(np.asarray(maps, dtype=np.complex64)))
+    op = SenseOperator(torch.from_numpy(np.asarray(maps, dtype=np.complex64)))
     full = torch.from_numpy(kspace.astype(np.complex64))
     zero_filled = op.adjoint(full * torch.from_numpy(mask))
     target = op.adjoint(full)
@@ -159,14 +128,14 @@ def volume_images(kspace: np.ndarray, mask: np.ndarray, calib: int = 16, maps: n
 
 def to_channels(volume: torch.Tensor) -> torch.Tensor:
     """``(X, Y, Z)`` complex → ``(2, X, Y, Z)`` real (real, imaginary)."""
-    return torch.stack((volume.real, volume.imag))
+    return complex_to_channels(volume, spatial_dims=3)
 
 
 def from_channels(volume: torch.Tensor) -> torch.Tensor:
     """``(2, X, Y, Z)`` real → ``(X, Y, Z)`` complex."""
     if volume.ndim != 4 or volume.shape[0] != 2:
         raise ValueError(f"The volume must have shape (2, X, Y, Z). Got {tuple(volume.shape)} instead.")
-    return torch.complex(volume[0], volume[1])
+    return channels_to_complex(volume, spatial_dims=3)
 
 
 class SyntheticVolume3D(NamedTuple):

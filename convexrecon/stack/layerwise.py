@@ -194,15 +194,13 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
     (None for an explicit ``beta``), the scores, and the chosen block (fit slices only).
     """
     fit_x, fit_y, out_x, out_y = x[~held], y[~held], x[held], y[held]
+    options = settings.fit_options(seed=seed, chunk_size=solve_chunk_size, progress=progress, device=x.device)
     if settings.beta is not None:
         ratios: list[float | None] = [None]
-        betas = [float(settings.beta)]
-    else:
+        blocks = fit_layer_path(fit_x, fit_y, [float(settings.beta)], options=options)
+    else:  # the ratios times beta_max of the fit slices, on the path's own operator
         ratios = list(settings.beta_ratios or (settings.beta_ratio,))
-        scale = block_beta(settings, fit_x, fit_y, seed, solve_chunk_size, ratio=1.0)
-        betas = [r * scale for r in ratios]
-    options = settings.fit_options(seed=seed, chunk_size=solve_chunk_size, progress=progress, device=x.device)
-    blocks = fit_layer_path(fit_x, fit_y, betas, options=options)
+        blocks = fit_layer_path(fit_x, fit_y, beta_ratios=ratios, options=options)
     errors = []
     with torch.no_grad():
         for block in blocks:
