@@ -47,3 +47,9 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     make_synthetic(root, volumes=1, slices=2, coils=COILS, seed=1, shape=SHAPE, recon=RECON, snr=40.0)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _cache_outside_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's default cache directory ($CONVEXRECON_CACHE) points into the test session's temporary tree."""
+    monkeypatch.setenv("CONVEXRECON_CACHE", str(tmp_path_factory.getbasetemp() / "convexrecon-cache"))

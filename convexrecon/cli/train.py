@@ -241,6 +241,7 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
         best = 1 + max(range(len(records)), key=lambda j: records[j]["psnr"])
         if best < len(records) and not args.keep_all_blocks:
             net = result.truncated(best)
+        net.config["kept_blocks"] = net.num_blocks
     elif args.method == "end_to_end":
         net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)
         records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,

@@ -128,16 +128,12 @@ class LayerwiseResult:
     def truncated(self, depth: int) -> ReconNet:
         """The network of the first ``depth`` blocks, ``ReconNet(layers[:depth], seconds[depth - 1])``.
 
-        Its config is the full network's with ``blocks`` and ``solve_reports`` cut to ``depth``
-        and ``"trained_blocks"`` recording how many were trained.
+        Its config is the full network's (every trained block's record stays in ``blocks``) with
+        ``"kept_blocks": depth``.
         """
-        if not isinstance(depth, int) or not 1 <= depth <= len(self.seconds):
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= len(self.seconds):
             raise ValueError(f"The 'depth' parameter must be an int in [1, {len(self.seconds)}]. Got {depth!r}.")
-        config = dict(self.network.config)
-        for key in ("blocks", "solve_reports"):
-            if key in config:
-                config[key] = list(config[key])[:depth]
-        config["trained_blocks"] = len(self.seconds)
+        config = {**self.network.config, "kept_blocks": depth}
         return ReconNet(list(self.network.layers)[:depth], self.seconds[depth - 1], config)
 
 
