@@ -38,7 +38,7 @@ def cache_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message} [{category.__name__}]\n"
 
 

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _reconstruct(args, parser, net, volumes)
 
 
-def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volumes: list) -> int:  # noqa: ANN001
+def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volumes: list) -> int:
     mask_func = mask_func_of(net.config)
     trained = model_crop(net, volumes[0].shape[-2:])
     cache = MapCache(cache_dir_of(args))

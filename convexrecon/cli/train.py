@@ -190,7 +190,7 @@ def block_summary(records: list[dict], kept: int, tol: float) -> str:
     return "\n".join(lines)
 
 
-def comparison(net, val: Split) -> dict:  # noqa: ANN001
+def comparison(net, val: Split) -> dict:
     """Print model and zero-filled metrics per validation volume and overall; return the overall numbers."""
     dtype = next(net.parameters()).dtype
     with torch.no_grad():

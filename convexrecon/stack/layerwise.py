@@ -117,24 +117,24 @@ class BlockSettings:
 class LayerwiseResult:
     """The trained network, one record per block (metrics, β, gap, status, timing) and every block's output layer.
 
-    ``seconds[i]`` is block ``i + 1``'s ``1 x 1`` read-out, so the network after ``j`` blocks is
+    ``second_layers[i]`` is block ``i + 1``'s ``1 x 1`` read-out, so the network after ``j`` blocks is
     :meth:`truncated` ``(j)``.
     """
 
     network: ReconNet
     records: list[dict[str, Any]]
-    seconds: list[nn.Module] = field(default_factory=list)
+    second_layers: list[nn.Module] = field(default_factory=list)
 
     def truncated(self, depth: int) -> ReconNet:
-        """The network of the first ``depth`` blocks, ``ReconNet(layers[:depth], seconds[depth - 1])``.
+        """The network of the first ``depth`` blocks, ``ReconNet(layers[:depth], second_layers[depth - 1])``.
 
         Its config is the full network's (every trained block's record stays in ``blocks``) with
         ``"kept_blocks": depth``.
         """
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= len(self.seconds):
-            raise ValueError(f"The 'depth' parameter must be an int in [1, {len(self.seconds)}]. Got {depth!r}.")
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= len(self.second_layers):
+            raise ValueError(f"The 'depth' parameter must be an int in [1, {len(self.second_layers)}]. Got {depth!r}.")
         config = {**self.network.config, "kept_blocks": depth}
-        return ReconNet(list(self.network.layers)[:depth], self.seconds[depth - 1], config)
+        return ReconNet(list(self.network.layers)[:depth], self.second_layers[depth - 1], config)
 
 
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
