@@ -65,3 +65,16 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as error:
         raise ValueError(f"The output directory '{path}' is not writable: {error.strerror or error}.") from None
     return path
+
+
+def default_cache_dir() -> Path:
+    """The user cache directory of the package, never inside a data directory.
+
+    ``$CONVEXRECON_CACHE`` when set, else ``$XDG_CACHE_HOME/convexrecon``, else
+    ``~/.cache/convexrecon``. Nothing is created here.
+    """
+    explicit = os.environ.get("CONVEXRECON_CACHE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "convexrecon"

@@ -12,6 +12,7 @@ slice of a file its mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import channels_to_complex, complex_to_channels, sense_images
+from convexrecon.data.sense import center_crop, channels_to_complex, complex_to_channels, ifft2c, sense_images
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -31,27 +32,147 @@ def mask_func_of(config: dict[str, Any]) -> MaskFunc:
                     data.get("center_fraction", CENTER_FRACTION), data.get("calib", 16), data.get("seed", 0))
 
 
-def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]:
-    """The ``(H, W)`` mask of every slice: the file's own ``mask`` or ``mask_func``'s."""
+UNDERSAMPLED_FRACTION = 0.01  # more exactly-zero k-space entries than this: the data are already undersampled
+
+
+def sampled_entries(kspace: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: the k-space positions where any coil holds a nonzero value."""
+    return np.asarray(kspace != 0).any(axis=0)
+
+
+def mask_kind(mask: np.ndarray) -> str:
+    """``"lines"`` when every row of ``mask`` is the same (whole phase-encoding columns), else ``"2D"``."""
+    mask = np.asarray(mask, dtype=bool)
+    return "lines" if bool((mask == mask[:1]).all()) else "2D"
+
+
+def mask_acceleration(mask: np.ndarray) -> float:
+    """Acceleration of a mask: positions over sampled positions (inf for an empty mask)."""
+    count = int(np.count_nonzero(mask))
+    return float(mask.size) / count if count else float("inf")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Where the masks of a volume's slices come from.
+
+    Attributes
+    ----------
+    source : {"file mask", "zeroed k-space", "model mask"}
+        The file's ``mask`` dataset; the zero pattern of k-space that is already
+        undersampled (fastMRI challenge files without a mask); or the model's own
+        training mask, applied retrospectively to fully sampled k-space.
+    kind : {"lines", "2D"}
+        Column (line) sampling or 2D (e.g. Poisson-disc) sampling, seen on slice 0.
+    acceleration : float
+        Acceleration of slice 0's mask.
+    file_mask : numpy.ndarray or None
+        The file's ``(H, W)`` mask when ``source == "file mask"``.
+    """
+
+    source: str
+    kind: str
+    acceleration: float
+    file_mask: np.ndarray | None = None
+
+    def mask(self, kspace: np.ndarray, volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc) -> np.ndarray:
+        """The ``(H, W)`` mask of one slice whose k-space is ``kspace`` (already read)."""
+        if self.file_mask is not None:
+            return self.file_mask
+        if self.source == "zeroed k-space":
+            return sampled_entries(kspace)
+        return mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index)
+
+    def describe(self) -> str:
+        """One line for the user, e.g. ``"file mask: lines, 4.0x"``."""
+        return f"{self.source}: {self.kind}, {self.acceleration:.1f}x"
+
+    def mismatch(self, mask_func: MaskFunc) -> str | None:
+        """Why this sampling differs from the training one (kind or acceleration off by > 10 %), or None."""
+        if self.source == "model mask":
+            return None
+        trained = "2D" if mask_func.kind == "poisson" else "lines"
+        problems = []
+        if self.kind != trained:
+            problems.append(f"{self.kind} sampling, the model was trained on {mask_func.kind} masks")
+        if abs(self.acceleration - mask_func.acceleration) > 0.1 * mask_func.acceleration:
+            problems.append(f"acceleration {self.acceleration:.1f}x, the model was trained at "
+                            f"{mask_func.acceleration:g}x")
+        return "; ".join(problems) or None
+
+
+def volume_sampling(volume: FastMRIVolume, mask_func: MaskFunc) -> Sampling:
+    """Detect how a file is sampled: its ``mask`` dataset, zeroed k-space, or fully sampled.
+
+    Already undersampled data (a ``mask`` dataset, or more than 1 % of k-space
+    positions exactly zero in every coil on slice 0) keep their own sampling and
+    are never undersampled again; fully sampled data get ``mask_func``'s masks.
+
+    Raises
+    ------
+    ValueError
+        If the file's ``mask`` fits neither ``(W,)``, ``(H, W)`` nor the k-space's shape.
+    """
     shape = volume.shape[-2:]
     with h5py.File(volume.path, "r") as handle:
-        if "mask" in handle:
-            columns = np.asarray(handle["mask"]).astype(bool).reshape(-1)
-            return [np.broadcast_to(columns, shape).copy()] * volume.num_slices
-    return [mask_func.for_slice(shape, volume.path.name, s) for s in range(volume.num_slices)]
+        stored = np.asarray(handle["mask"]).astype(bool) if "mask" in handle else None
+    if stored is not None:
+        if stored.size == shape[1]:
+            mask = np.broadcast_to(stored.reshape(1, -1), shape).copy()
+        elif stored.shape[-2:] == tuple(shape):
+            mask = stored.reshape(-1, *shape)[0].copy()
+        else:
+            raise ValueError(f"The 'mask' dataset of '{volume.path.name}' must have shape ({shape[1]},) or "
+                             f"{tuple(shape)}. Got {stored.shape} instead.")
+        return Sampling("file mask", mask_kind(mask), mask_acceleration(mask), mask)
+    pattern = sampled_entries(volume.kspace(0))
+    if 1.0 - pattern.mean() > UNDERSAMPLED_FRACTION:
+        return Sampling("zeroed k-space", mask_kind(pattern), mask_acceleration(pattern))
+    first = mask_func.for_slice(shape, volume.path.name, 0)
+    return Sampling("model mask", mask_kind(first), mask_acceleration(first))
+
+
+def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]:
+    """The ``(H, W)`` mask of every slice (:func:`volume_sampling`): the file's own sampling when it has one
+    (a ``mask`` dataset or zeroed k-space), else ``mask_func``'s."""
+    sampling = volume_sampling(volume, mask_func)
+    if sampling.file_mask is not None:
+        return [sampling.file_mask] * volume.num_slices
+    if sampling.source == "zeroed k-space":
+        return [sampled_entries(volume.kspace(s)) for s in range(volume.num_slices)]
+    return [mask_func.for_slice(volume.shape[-2:], volume.path.name, s) for s in range(volume.num_slices)]
+
+
+def model_crop(net: nn.Module, shape: tuple[int, int]) -> int:
+    """The crop a model was trained at (``config["data"]["crop"]``), default ``min(320, H, W)``."""
+    return int(getattr(net, "config", {}).get("data", {}).get("crop", min(320, *shape)))
 
 
 @torch.no_grad()
-def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> Tensor:
+def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor, *,
+                      crop: int | None = None, maps: np.ndarray | None = None,
+                      return_input: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
 
-    Entries outside ``mask`` are ignored. The crop is the model's training crop
-    (``net.config["data"]["crop"]``, default ``min(320, H, W)``).
+    Parameters
+    ----------
+    net
+        A trained :class:`~convexrecon.stack.network.ReconNet` (fully convolutional: it runs at any crop).
+    kspace, mask
+        Entries outside ``mask`` are ignored.
+    crop
+        Output side; default the model's training crop (``net.config["data"]["crop"]``,
+        else ``min(320, H, W)``).
+    maps
+        Precomputed ``(coils, crop, crop)`` ESPIRiT maps (cropped, e.g. from
+        :class:`~convexrecon.data.mapcache.MapCache`); estimated from the calibration region when omitted.
+    return_input
+        Also return the zero-filled SENSE image the network was given.
 
     Returns
     -------
-    torch.Tensor
-        ``(crop, crop)`` complex64 image at physical scale.
+    torch.Tensor or (torch.Tensor, torch.Tensor)
+        ``(crop, crop)`` complex64 image at physical scale (and the zero-filled one).
     """
     kspace = np.asarray(kspace.numpy() if isinstance(kspace, Tensor) else kspace)
     mask = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask).astype(bool)
@@ -60,8 +181,29 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
     if mask.shape != kspace.shape[-2:]:
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
-    crop = int(config.get("data", {}).get("crop", min(320, *kspace.shape[-2:])))
-    images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop)
+    crop = model_crop(net, kspace.shape[-2:]) if crop is None else int(crop)
+    if maps is None:
+        images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop)
+        zero_filled, scale = images.input, images.scale
+    else:
+        zero_filled = cropped_adjoint(kspace * mask, maps, crop)
+        scale = float(zero_filled.abs().max()) or 1.0
+        zero_filled = zero_filled / scale
     weight = next(net.parameters())
-    x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=weight.device)
-    return channels_to_complex(net(x)[0].float().cpu()) * images.scale
+    x = complex_to_channels(zero_filled)[None].to(dtype=weight.dtype, device=weight.device)
+    image = channels_to_complex(net(x)[0].float().cpu()) * scale
+    return (image, zero_filled * scale) if return_input else image
+
+
+def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:
+    """``center_crop(A^H kspace)`` from maps already cropped to ``(coils, crop, crop)``.
+
+    The coil combination is pixel-wise, so cropping the coil images first gives the
+    same image as the full-size adjoint followed by the crop.
+    """
+    coil_images = center_crop(ifft2c(torch.from_numpy(np.asarray(kspace, dtype=np.complex64))), (crop, crop))
+    maps_t = torch.from_numpy(np.asarray(maps, dtype=np.complex64))
+    if tuple(maps_t.shape) != tuple(coil_images.shape):
+        raise ValueError(f"The 'maps' parameter must have shape {tuple(coil_images.shape)}. "
+                         f"Got {tuple(maps_t.shape)} instead.")
+    return (maps_t.conj() * coil_images).sum(dim=0)

@@ -57,3 +57,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _cache_outside_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's default cache directory ($CONVEXRECON_CACHE) points into the test session's temporary tree."""
+    monkeypatch.setenv("CONVEXRECON_CACHE", str(tmp_path_factory.getbasetemp() / "convexrecon-cache"))

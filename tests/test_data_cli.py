@@ -22,8 +22,12 @@ def test_prepare_synthetic_prints_table(tmp_path: Path, capsys: pytest.CaptureFi
     for method in ("zero-filled", "SENSE-CG", "L1-wavelet"):
         assert f"| {method} |" in out
     payload = json.loads((tmp_path / "t.json").read_text())
-    assert payload["lambda"] in (1e-3, 3e-3)
-    assert payload["table"]["zero-filled"]["slice"]["psnr"]["n"] == 1
+    # every file is scored; λ of each file chosen on the other one (leave-one-volume-out)
+    assert payload["lambda_selection"] == "leave-one-volume-out" and payload["reference"] == "rss"
+    assert sorted(payload["lambdas"]) == sorted(p.name for p in data.glob("*.h5"))
+    assert set(payload["lambdas"].values()) <= {1e-3, 3e-3}
+    assert payload["table"]["zero-filled"]["slice"]["psnr"]["n"] == 2
+    assert not (data / ".cache").exists()  # the cache lives in the user cache directory
     assert len(list(data.glob("*.h5"))) == 2
     assert main(["prepare", "--data", str(data), "--no-classical", "--crop", "31"]) == 0  # reuses the cache
 

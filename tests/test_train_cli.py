@@ -8,7 +8,7 @@ import pytest
 from convexrecon.cli import main
 from convexrecon.stack.persist import load_network
 
-from .conftest import CROP, SLICES
+from .conftest import CROP, RECON, SLICES
 
 TINY = ["--mask", "poisson", "--crop", str(CROP), "--blocks", "2", "--kernel-size", "3", "--arrangements", "2",
         "--max-iter", "30", "--tol", "1e-2", "--patch-size", "8", "--patches-per-slice", "2"]
@@ -20,13 +20,19 @@ def test_train_reconstruct_evaluate(synthetic_dir, tmp_path, capsys, method) -> 
     argv = ["train", "--data", str(synthetic_dir), "--out", str(model), "--method", method, "--epochs", "1", *TINY]
     assert main(argv) == 0
     net = load_network(model)
-    assert net.num_blocks == 2 and net.config["data"]["crop"] == CROP and net.config["method"] == method
+    assert net.config["data"]["crop"] == CROP and net.config["method"] == method
+    if method == "layerwise_convex":  # the CLI keeps the block count with the best validation PSNR
+        psnrs = [b["psnr"] for b in net.config["blocks"]]
+        assert len(psnrs) == 2 and net.num_blocks == net.config["kept_blocks"] == 1 + psnrs.index(max(psnrs))
+    else:
+        assert net.num_blocks == 2
     assert main(["reconstruct", "--model", str(model), "--data", str(synthetic_dir), "--out", str(tmp_path / "rec")]) == 0
     files = sorted((tmp_path / "rec").glob("*.h5"))
     assert len(files) == 2
     with h5py.File(files[0], "r") as handle:
         rec = handle["reconstruction"]
-        assert rec.shape == (SLICES, CROP, CROP) and rec.dtype == "float32"
+        # default crop: the side of the file's reconstruction_rss (fastMRI's evaluation size), not the training crop
+        assert rec.shape == (SLICES, RECON[0], RECON[0]) and rec.dtype == "float32"
     capsys.readouterr()
     assert main(["evaluate", "--recon", str(tmp_path / "rec"), "--data", str(synthetic_dir)]) == 0
     assert "PSNR" in capsys.readouterr().out
@@ -43,9 +49,11 @@ def test_train_reconstruct_evaluate(synthetic_dir, tmp_path, capsys, method) -> 
         (["train", "--data", "DATA", "--mask", "star", "--out", "x"], "--mask"),
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--beta-ratios", "0.1", "-1"], "--beta-ratios"),
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--holdout-volumes", "0"], "--holdout-volumes"),
-        # the tiny set has one training volume: nothing is left to fit on once it is held out
+        # the tiny set has one training volume: nothing is left to fit on once it is held out (checked before
+        # any preprocessing)
         (["train", "--data", "DATA", "--mask", "poisson", "--out", "x", "--beta-ratios", "0.1", *TINY[2:]],
-         "more than 'holdout_volumes' = 1 training volumes (the fit keeps at least one). Got 1."),
+         "argument --data: expected at least 3 readable volumes (--val-volumes (1) for validation, "
+         "--holdout-volumes (1) to choose beta, at least one to train on). Got 2"),
         (["reconstruct", "--model", "/nonexistent", "--data", "DATA", "--out", "x"], "--model"),
         (["evaluate", "--recon", "/nonexistent", "--data", "DATA"], "--recon"),
     ],

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``,
 which registers the command and sets ``handler(args) -> int`` as its
 default (bound to its own subparser, so it can report usage errors);
-:func:`main` parses and dispatches. Usage errors exit with code 2.
+:func:`main` parses and dispatches. Usage errors exit with code 2. Warnings
+are printed as one line each, ``warning: <message> [<category>]``.
 No library module imports this package.
 """
 
@@ -13,6 +14,7 @@ import argparse
 from typing import Sequence
 
 from convexrecon.cli import evaluate, prepare, reconstruct, train
+from convexrecon.cli.common import readable_warnings
 
 COMMANDS = (prepare, train, reconstruct, evaluate)
 
@@ -32,4 +34,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    with readable_warnings():  # one line each: "warning: <message> [<category>]"
+        return int(args.handler(args))

@@ -1,11 +1,21 @@
-"""The ``evaluate`` command: metrics of reconstructions against the data's references.
+"""The ``evaluate`` command: metrics of reconstructions, and of zero-filling, against one reference.
 
-    python -m convexrecon evaluate --recon OUT_DIR --data DIR
+    python -m convexrecon evaluate --recon OUT_DIR --data DIR [--reference rss|sense]
 
-For every ``OUT_DIR/<name>.h5`` (``reconstruction``, ``(slices, H, W)``), the
-reference is ``DIR/<name>.h5``'s ``reconstruction_rss``, centre-cropped to the
-common size (fastMRI's evaluation). Prints PSNR/SSIM/NMSE tables, slice-wise
-and volume-wise (:func:`convexrecon.metrics.evaluate`).
+For every ``OUT_DIR/<name>.h5`` written by ``reconstruct`` the reference comes from
+``DIR/<name>.h5``:
+
+* ``rss`` (default, fastMRI's convention): ``reconstruction_rss`` cropped to
+  ``(W, W)`` with ``W`` its last axis, the reconstruction cropped to the same
+  size, as fastMRI's ``evaluate.py`` does; reconstructions smaller than the
+  reference are refused (``reconstruct --crop W``);
+* ``sense``: the fully sampled SENSE image with the package's ESPIRiT maps (the
+  training target and ``prepare``'s reference), at the reconstruction's size;
+  needs fully sampled k-space.
+
+Prints one row per file (volume-wise: data range = the volume's maximum, SSIM the
+mean over its slices, fastMRI's numbers) for the model and for the zero-filled
+SENSE input it was given, then the mean over files and the slice-wise means.
 """
 
 from __future__ import annotations
@@ -16,17 +26,44 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from convexrecon.cli.common import (REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of,
+                                    markdown_table)
 from convexrecon.data.sense import center_crop
 from convexrecon.metrics import evaluate
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("evaluate", help="metrics of reconstructions against reconstruction_rss",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser("evaluate", help="metrics of reconstructions and zero-filling against a reference",
+                                   description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--recon", type=Path, required=True, help="directory written by `reconstruct`")
-    parser.add_argument("--data", type=Path, required=True, help="directory of the reference .h5 files")
+    parser.add_argument("--data", type=Path, required=True, help="directory of the data .h5 files (references)")
+    parser.add_argument("--reference", choices=REFERENCES, default="rss",
+                        help="rss: the files' reconstruction_rss (fastMRI); sense: fully sampled SENSE (the "
+                             "package's training target)")
+    add_cache_dir(parser)
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
+
+
+def _keys(path: Path) -> set[str]:
+    try:
+        with h5py.File(path, "r") as handle:
+            return set(handle.keys())
+    except (OSError, ValueError):
+        return set()
+
+
+def _check_roles(args: argparse.Namespace, parser: argparse.ArgumentParser, files: list[Path]) -> None:
+    """Refuse --recon / --data given the other way round (recon files: 'reconstruction', no 'kspace')."""
+    recon_keys = _keys(files[0])
+    if "reconstruction" in recon_keys and "kspace" not in recon_keys:
+        return
+    data_files = sorted(args.data.glob("*.h5"))
+    data_keys = _keys(data_files[0]) if data_files else set()
+    swapped = "kspace" in recon_keys and "reconstruction" in data_keys and "kspace" not in data_keys
+    hint = " The two directories look swapped: pass --recon OUT_DIR --data DATA_DIR." if swapped else ""
+    parser.error(f"argument --recon: expected files written by `reconstruct` (a 'reconstruction' dataset, no "
+                 f"'kspace'). Got {files[0].name} with {sorted(recon_keys)}.{hint}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -34,27 +71,102 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name in ("recon", "data"):
         if not getattr(args, name).is_dir():
             parser.error(f"argument --{name}: expected a directory. Got {getattr(args, name)}.")
-    files = sorted(args.recon.glob("*.h5"))
+    files = sorted(p for p in args.recon.glob("*.h5") if not p.name.startswith("."))
     if not files:
         parser.error(f"argument --recon: no .h5 files in {args.recon}.")
-    targets, predictions, volumes = [], [], []
+    _check_roles(args, parser, files)
+    rows, per_file = [], []
+    all_targets, all_model, all_zero, all_names = [], [], [], []
     for path in files:
         reference = args.data / path.name
         if not reference.is_file():
-            parser.error(f"argument --data: no reference {path.name} in {args.data}.")
-        with h5py.File(path, "r") as rec, h5py.File(reference, "r") as ref:
-            if "reconstruction_rss" not in ref:
-                parser.error(f"argument --data: {path.name} has no 'reconstruction_rss' dataset.")
-            pred, target = np.asarray(rec["reconstruction"]), np.asarray(ref["reconstruction_rss"])
-        side = min(pred.shape[-1], pred.shape[-2], target.shape[-1], target.shape[-2])
-        pred, target = center_crop(pred, (side, side)), center_crop(target, (side, side))
-        for t, p in zip(target, pred):
-            targets.append(t)
-            predictions.append(p)
-            volumes.append(path.name)
-    for convention in ("slice", "volume"):
-        table = evaluate(targets, predictions, volumes, convention)
-        print(f"\nConvention: {convention}-wise; {len(targets)} slices of {len(files)} volume(s); magnitude.\n")
-        print("| PSNR (dB) | SSIM | NMSE |\n| --- | --- | --- |")
-        print(f"| {table['psnr'].mean:.2f} ± {table['psnr'].std:.2f} | {table['ssim']} | {table['nmse']} |")
+            parser.error(f"argument --data: expected the reference {path.name} in {args.data}; it is missing.")
+        with h5py.File(path, "r") as rec:
+            pred = np.asarray(rec["reconstruction"])
+            zero = np.asarray(rec["zero_filled"]) if "zero_filled" in rec else None
+            widths = rec.attrs.get("calib_width")
+        if args.reference == "rss":
+            target = _rss(parser, reference, pred)
+        else:
+            target = _sense(args, parser, reference, pred, widths)
+        side = target.shape[-2:]
+        pred = center_crop(pred, side)
+        zero = None if zero is None else center_crop(zero, side)
+        model = evaluate(list(target), list(pred), [path.name] * len(target), "volume")
+        cells = [path.name, str(len(target)), *_cells(model)]
+        cells += _cells(evaluate(list(target), list(zero), [path.name] * len(target), "volume")) if zero is not None \
+            else ["–"] * 3
+        rows.append(cells)
+        per_file.append(side)
+        all_targets += list(target)
+        all_model += list(pred)
+        all_zero += list(zero) if zero is not None else [None] * len(target)
+        all_names += [path.name] * len(target)
+    sizes = sorted({f"{h}x{w}" for h, w in per_file})
+    print(f"Reference: {args.reference} = {REFERENCE_TEXT[args.reference]}; scored on the central "
+          f"{', '.join(sizes)} of the reconstructions; magnitude images.\n"
+          f"Per file: volume-wise (fastMRI's convention: data range = the volume's maximum, SSIM averaged over "
+          f"its slices). zero-filled = the zero-filled SENSE image the model was given.\n")
+    have_zero = all(z is not None for z in all_zero)
+    overall = {"volume": evaluate(all_targets, all_model, all_names, "volume"),
+               "slice": evaluate(all_targets, all_model, all_names, "slice")}
+    zero_overall = {c: evaluate(all_targets, all_zero, all_names, c) for c in ("volume", "slice")} if have_zero \
+        else None
+    rows.append([f"mean over {len(files)} file(s)", str(len(all_targets)), *_cells(overall["volume"]),
+                 *(_cells(zero_overall["volume"]) if zero_overall else ["–"] * 3)])
+    rows.append(["slice-wise mean (data range per slice)", str(len(all_targets)), *_cells(overall["slice"]),
+                 *(_cells(zero_overall["slice"]) if zero_overall else ["–"] * 3)])
+    header = ["file", "slices", "model PSNR (dB)", "model SSIM", "model NMSE",
+              "zero-filled PSNR (dB)", "zero-filled SSIM", "zero-filled NMSE"]
+    print(markdown_table(header, rows))
+    if not have_zero:
+        print("\n(–: the reconstruction files hold no 'zero_filled' dataset; rerun `reconstruct` to get it.)")
     return 0
+
+
+def _cells(table: dict) -> list[str]:
+    return [f"{table['psnr'].mean:.2f}", f"{table['ssim'].mean:.4f}", f"{table['nmse'].mean:.4f}"]
+
+
+def _rss(parser: argparse.ArgumentParser, reference: Path, pred: np.ndarray) -> np.ndarray:
+    """``reconstruction_rss`` cropped to ``(W, W)`` (fastMRI's ``evaluate.py``); refuses smaller reconstructions."""
+    with h5py.File(reference, "r") as ref:
+        if "reconstruction_rss" not in ref:
+            parser.error(f"argument --reference: rss needs a 'reconstruction_rss' dataset; {reference.name} has "
+                         f"none (try --reference sense).")
+        target = np.asarray(ref["reconstruction_rss"])
+    side = target.shape[-1]
+    if len(pred) != len(target):
+        parser.error(f"argument --recon: {reference.name} has {len(pred)} reconstructed slices, the reference "
+                     f"{len(target)}.")
+    if pred.shape[-1] < side or pred.shape[-2] < side or target.shape[-2] < side:
+        parser.error(f"argument --recon: {reference.name} holds {pred.shape[-2]}x{pred.shape[-1]} reconstructions, "
+                     f"smaller than the {side}x{side} its reconstruction_rss is scored on (fastMRI's convention); "
+                     f"reconstruct with --crop {side}.")
+    return center_crop(target, (side, side))
+
+
+def _sense(args: argparse.Namespace, parser: argparse.ArgumentParser, reference: Path, pred: np.ndarray,
+           widths: np.ndarray | None) -> np.ndarray:
+    """Fully sampled SENSE magnitude of every slice at the reconstruction's size (cached ESPIRiT maps)."""
+    from convexrecon.data.fastmri import FastMRIVolume
+    from convexrecon.data.mapcache import MapCache
+    from convexrecon.recon import cropped_adjoint, sampled_entries, UNDERSAMPLED_FRACTION
+
+    volume = FastMRIVolume(reference)
+    with h5py.File(reference, "r") as handle:
+        has_mask = "mask" in handle
+    if widths is None or len(widths) != volume.num_slices:
+        parser.error(f"argument --reference: sense needs the calibration widths `reconstruct` records; "
+                     f"{reference.name}'s reconstruction has none (rerun `reconstruct`).")
+    crop = pred.shape[-1]
+    cache = MapCache(cache_dir_of(args))
+    images = []
+    for s in range(volume.num_slices):
+        kspace = volume.kspace(s)
+        if has_mask or 1.0 - sampled_entries(kspace).mean() > UNDERSAMPLED_FRACTION:
+            parser.error(f"argument --reference: sense needs fully sampled k-space; {reference.name} is "
+                         f"undersampled. Use --reference rss.")
+        maps = cache.maps(reference, s, kspace, None, 0, crop, calib_width=int(widths[s]))
+        images.append(cropped_adjoint(kspace, maps, crop).abs().numpy())
+    return np.stack(images)

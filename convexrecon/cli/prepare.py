@@ -3,10 +3,14 @@
 ``python -m convexrecon prepare --data DIR --mask poisson [--make-synthetic]``
 
 1. optionally writes the synthetic default data set into an empty ``DIR``;
-2. preprocesses every slice into the cache (``SliceDataset`` with ``cache_dir``);
-3. chooses the L1-wavelet λ on the first ``--val-volumes`` volumes and prints
-   zero-filled, SENSE-CG and L1-wavelet metrics on the others, slice-wise (the
-   seed's convention) and volume-wise (fastMRI's), as Markdown tables.
+2. preprocesses every slice into the cache (``--cache-dir``, default the user
+   cache directory, never the data directory);
+3. prints zero-filled, SENSE-CG and L1-wavelet metrics on every file, slice-wise
+   (the seed's convention) and volume-wise (fastMRI's), as Markdown tables. The
+   L1-wavelet λ of a file's slices is chosen on the other files (leave-one-volume-out;
+   with one file, leave-one-slice-out). The reference is ``--reference``: ``rss``
+   (default; the files' ``reconstruction_rss``, centre-cropped to ``--crop``, as
+   ``evaluate``) or ``sense`` (the fully sampled SENSE target, the training target).
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+from tqdm.auto import tqdm
+
+from convexrecon.cli.common import REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of
 from convexrecon.io import ensure_writable_dir, write_text
-from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, choose_lambda, reference_table, slice_problem
+from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, cross_validated_table, slice_problem
+from convexrecon.data.sense import center_crop
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
@@ -37,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``prepare`` on the CLI's subparsers."""
     p = subparsers.add_parser(
         "prepare", help="prepare and cache a data set, print the classical references' table",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, formatter_class=HelpFormatter,
     )
     p.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
     p.add_argument("--mask", choices=MASK_KINDS, default="poisson", help="sampling pattern (default poisson)")
@@ -46,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--calib", type=int, default=16, help="Poisson-disc calibration square (default 16)")
     p.add_argument("--crop", type=int, default=320, help="image side after cropping (default 320)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default DATA/.cache)")
+    add_cache_dir(p)
     g = p.add_argument_group("synthetic data")
     g.add_argument("--make-synthetic", action="store_true", help="write the synthetic data set if DATA has none")
     g.add_argument("--volumes", type=int, default=4, help="synthetic volumes (default 4)")
@@ -57,8 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--snr", type=float, default=25.0, help="synthetic per-coil SNR (default 25)")
     c = p.add_argument_group("classical references")
     c.add_argument("--no-classical", action="store_true", help="only prepare the cache")
-    c.add_argument("--val-volumes", type=int, default=1, help="volumes used to choose λ (default 1)")
-    c.add_argument("--max-slices", type=int, default=None, help="at most this many slices per split")
+    c.add_argument("--reference", choices=REFERENCES, default="rss",
+                   help="rss: the files' reconstruction_rss (fastMRI, as `evaluate`); sense: fully sampled SENSE")
+    c.add_argument("--max-slices", type=int, default=None, help="at most this many slices per file")
     c.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDA_GRID), help="L1-wavelet λ grid")
     c.add_argument("--max-iter", type=int, default=100, help="L1-wavelet iterations (default 100)")
     c.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
@@ -81,7 +91,7 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         )
     if args.data.exists() and not args.data.is_dir():
         parser.error(f"argument --data: '{args.data}' is not a directory")
-    for option, directory in (("--cache-dir", args.cache_dir or args.data / ".cache"),
+    for option, directory in (("--cache-dir", cache_dir_of(args)),
                               ("--json", None if args.json is None else args.json.parent)):
         if directory is not None:
             try:
@@ -104,9 +114,33 @@ def format_table(table: dict[str, dict[str, dict[str, Summary]]], convention: st
     return "\n".join(lines)
 
 
-def _problems(dataset: SliceDataset, files: Sequence[Path], limit: int | None) -> list[SliceProblem]:
-    pairs = [(p, s) for p, s in dataset.index if p in set(files)][:limit]
-    return [slice_problem(FastMRIVolume(p), s, dataset.mask_func, dataset.crop) for p, s in pairs]
+def _problems(dataset: SliceDataset, limit: int | None) -> list[SliceProblem]:
+    """The classical problems of every file (at most ``limit`` slices each), with a progress bar."""
+    pairs, count = [], {}
+    for path, s in dataset.index:
+        count[path] = count.get(path, 0) + 1
+        if limit is None or count[path] <= limit:
+            pairs.append((path, s))
+    return [slice_problem(FastMRIVolume(p), s, dataset.mask_func, dataset.crop)
+            for p, s in tqdm(pairs, desc="classical problems (ESPIRiT)", unit="slice")]
+
+
+def _rss_references(parser: argparse.ArgumentParser, problems: Sequence[SliceProblem], dataset: SliceDataset
+                    ) -> list[np.ndarray]:
+    """Each problem's ``reconstruction_rss`` slice, centre-cropped to the crop."""
+    images = []
+    for problem in problems:
+        volume = next(v for p, v in dataset.volumes.items() if p.name == problem.fname)
+        rss = volume.rss(problem.slice_index)
+        if rss is None:
+            parser.error(f"argument --reference: rss needs 'reconstruction_rss'; {problem.fname} has none "
+                         f"(use --reference sense).")
+        if min(rss.shape[-2:]) < problem.crop:
+            parser.error(f"argument --crop: the reconstruction_rss of {problem.fname} is {rss.shape[-2]}x"
+                         f"{rss.shape[-1]}, smaller than --crop {problem.crop}; use --crop {min(rss.shape[-2:])} or "
+                         f"--reference sense.")
+        images.append(np.asarray(center_crop(rss, (problem.crop, problem.crop))))
+    return images
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -120,30 +154,28 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                            shape=tuple(args.shape), snr=args.snr)
         dataset = SliceDataset(
             args.data, mask=args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction,
-            calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=args.cache_dir or args.data / ".cache",
+            calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=cache_dir_of(args),
         )
-        print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}")
+        print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}", flush=True)
         if args.no_classical:
             return 0
-        files = list(dataset.volumes)
-        n_val = min(max(args.val_volumes, 1), len(files))
-        val_files, test_files = files[:n_val], files[n_val:] or files[:n_val]
-        if not files[n_val:]:
-            print("note: only one split available; λ is chosen and evaluated on the same volumes")
-        lamda, scores = choose_lambda(_problems(dataset, val_files, args.max_slices), args.lambdas, args.max_iter)
-        test = _problems(dataset, test_files, args.max_slices)
-        table = reference_table(test, lamda, args.max_iter)
+        problems = _problems(dataset, args.max_slices)
+        references = _rss_references(parser, problems, dataset) if args.reference == "rss" else None
+        table, lambdas, how = cross_validated_table(problems, args.lambdas, args.max_iter, references, progress=True)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    files = sorted({p.fname for p in problems})
     print(f"\nClassical references: mask {args.mask}, acceleration {args.acceleration:g}, crop {args.crop}; "
-          f"{len(test)} test slices of {len(test_files)} volume(s); L1-wavelet λ = {lamda:g} chosen on "
-          f"{len(val_files)} validation volume(s) by mean slice-wise PSNR "
-          f"({', '.join(f'{k:g}: {v:.2f} dB' for k, v in scores.items())}); SENSE-CG: 10 CG iterations.\n")
+          f"{len(problems)} slices of {len(files)} volume(s), every file scored.\n"
+          f"Reference: {args.reference} = {REFERENCE_TEXT[args.reference]}.\n"
+          f"L1-wavelet λ chosen {how} by mean slice-wise PSNR from {list(args.lambdas)}: "
+          f"{', '.join(f'{name}: {lam:g}' for name, lam in lambdas.items())}. SENSE-CG: 10 CG iterations.\n")
     for convention in ("slice", "volume"):
         print(format_table(table, convention) + "\n")
     if args.json is not None:
         payload = {
-            "settings": dataset.settings(), "lambda": lamda, "lambda_scores": scores,
+            "settings": dataset.settings(), "reference": args.reference, "lambda_selection": how,
+            "lambdas": lambdas,
             "table": {m: {c: {k: vars(v) for k, v in r.items()} for c, r in res.items()} for m, res in table.items()},
         }
         write_text(args.json, json.dumps(payload, indent=2))

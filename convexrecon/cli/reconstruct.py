@@ -1,37 +1,109 @@
 """The ``reconstruct`` command: apply a saved model to fastMRI multi-coil files.
 
-    python -m convexrecon reconstruct --model MODEL_DIR --data DIR_OR_FILE --out OUT_DIR
+    python -m convexrecon reconstruct --model MODEL_DIR --data DIR_OR_FILE --out OUT_DIR [--crop N]
 
 Writes one HDF5 file per input volume, same name, with a ``reconstruction``
 dataset ``(slices, crop, crop)`` float32 magnitude at physical scale (fastMRI's
-submission layout). A file with a ``mask`` dataset (fastMRI's test split) is
-used as undersampled; otherwise the model's training mask settings
-(``config.json``) undersample it retrospectively, with the per-slice seeds of
-:class:`~convexrecon.data.masks.MaskFunc`.
+submission layout, readable by fastMRI's ``evaluate.py``), the zero-filled SENSE
+magnitude the network was given (``zero_filled``) and, as attributes, the crop,
+the sampling used and each slice's ESPIRiT calibration width.
+
+Sampling: a file that is already undersampled keeps its own sampling and is never
+undersampled again: its ``mask`` dataset (fastMRI's test split), or, without one,
+the zero pattern of its k-space (more than 1 % of the positions exactly zero in
+every coil, e.g. fastMRI challenge files). Only fully sampled files are
+undersampled retrospectively with the model's training mask (``config.json``,
+per-slice seeds of :class:`~convexrecon.data.masks.MaskFunc`). Each file's
+sampling is printed; a warning says when it differs from the training one.
+
+Crop: ``--crop``, else the side of the file's ``reconstruction_rss`` (what
+fastMRI's evaluation compares against), else the model's training crop. ESPIRiT
+maps are cached (``--cache-dir``) and reused by later runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from convexrecon.io import atomic_path, ensure_writable_dir
+from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, output_dir
 from convexrecon.data.fastmri import FastMRIVolume, list_volumes
-from convexrecon.recon import mask_func_of, reconstruct_slice, volume_masks
+from convexrecon.data.mapcache import MapCache
+from convexrecon.data.sense import calibration_width
+from convexrecon.errors import DataWarning
+from convexrecon.io import atomic_path, ensure_writable_dir
+from convexrecon.recon import mask_func_of, model_crop, reconstruct_slice, volume_sampling
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("reconstruct", help="reconstruct fastMRI files with a saved model",
-                                   description=__doc__.split("\n\n")[0])
+                                   description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="directory written by `train`")
-    parser.add_argument("--data", type=Path, required=True, help="a .h5 file or a directory of them")
+    parser.add_argument("--data", type=Path, required=True, help="a fastMRI .h5 file or a directory of them")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="output side; default: the side of the file's reconstruction_rss, else the model's "
+                             "training crop")
+    add_cache_dir(parser)
+    parser.add_argument("--verbose", action="store_true", help="one progress bar per volume instead of one in all")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
+
+
+def _open_volumes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[FastMRIVolume]:
+    """The readable volumes of ``--data``; unreadable files of a directory are skipped with a warning."""
+    if args.data.is_file():
+        try:
+            return [FastMRIVolume(args.data)]
+        except ValueError as error:
+            parser.error(f"argument --data: {error}")
+    if not args.data.is_dir():
+        parser.error(f"argument --data: expected a .h5 file or a directory. Got {args.data}.")
+    try:
+        files = list_volumes(args.data)
+    except ValueError as error:
+        parser.error(f"argument --data: {error}")
+    volumes = []
+    for path in files:
+        try:
+            volumes.append(FastMRIVolume(path))
+        except ValueError as error:
+            warnings.warn(f"Skipping a file of '{args.data}': {error}", DataWarning, stacklevel=2)
+    if not volumes:
+        parser.error(f"argument --data: no readable fastMRI file in {args.data}.")
+    return volumes
+
+
+def _reference_side(volume: FastMRIVolume) -> int | None:
+    """The side fastMRI's evaluation crops to: the last axis of ``reconstruction_rss`` (None without one)."""
+    if not volume.has_rss:
+        return None
+    with h5py.File(volume.path, "r") as handle:
+        return int(handle["reconstruction_rss"].shape[-1])
+
+
+def _crop_of(args: argparse.Namespace, parser: argparse.ArgumentParser, volume: FastMRIVolume, trained: int) -> int:
+    height, width = volume.shape[-2:]
+    reference = _reference_side(volume)
+    if args.crop is not None:
+        crop = args.crop
+        if not 1 <= crop <= min(height, width):
+            parser.error(f"argument --crop: expected an int in [1, {min(height, width)}] (the k-space image "
+                         f"{height}x{width} of {volume.path.name}). Got {crop}.")
+    elif reference is not None and reference <= min(height, width):
+        crop = reference
+    else:
+        crop = min(trained, height, width)
+    if reference is not None and crop < reference:
+        warnings.warn(f"{volume.path.name}: reconstructions of {crop}x{crop} are smaller than its "
+                      f"reconstruction_rss ({reference} wide): fastMRI's evaluate.py cannot score them and "
+                      f"`convexrecon evaluate` refuses them; pass --crop {reference}.", DataWarning, stacklevel=2)
+    return crop
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -42,34 +114,70 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         net = load_network(args.model)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --model: {error}")
-    if args.data.is_file():
-        files = [args.data]
-    elif args.data.is_dir():
+    volumes = _open_volumes(args, parser)
+    with output_dir(args.out):
         try:
-            files = list_volumes(args.data)
+            ensure_writable_dir(args.out)
         except ValueError as error:
-            parser.error(f"argument --data: {error}")
-    else:
-        parser.error(f"argument --data: expected a .h5 file or a directory. Got {args.data}.")
-    try:
-        ensure_writable_dir(args.out)
-    except ValueError as error:
-        parser.error(f"argument --out: {error}")
+            parser.error(f"argument --out: {error}")
+        return _reconstruct(args, parser, net, volumes)
+
+
+def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volumes: list) -> int:
     mask_func = mask_func_of(net.config)
+    trained = model_crop(net, volumes[0].shape[-2:])
+    cache = MapCache(cache_dir_of(args))
     net.eval()
-    for path in tqdm(files, desc="volumes", unit="volume"):
+    print(f"model: {args.model} (trained on {mask_func.kind} masks, {mask_func.acceleration:g}x, crop {trained}); "
+          f"ESPIRiT maps cached in {cache.directory}", flush=True)
+    plans = []
+    for volume in volumes:
         try:
-            volume = FastMRIVolume(path)
+            sampling = volume_sampling(volume, mask_func)
         except ValueError as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
+        crop = _crop_of(args, parser, volume, trained)
+        own = sampling.source != "model mask"
+        print(f"{volume.path.name}: {volume.num_slices} slices, k-space {volume.shape[-2]}x{volume.shape[-1]}, "
+              f"crop {crop}; sampling: {sampling.describe()}"
+              + (" (the file's own sampling; not undersampled again)" if own else
+                 " (fully sampled file, undersampled retrospectively)"), flush=True)
+        mismatch = sampling.mismatch(mask_func)
+        if mismatch:
+            warnings.warn(f"{volume.path.name}: {mismatch}; expect worse reconstructions than on validation.",
+                          DataWarning, stacklevel=2)
+        if crop != trained:
+            warnings.warn(f"{volume.path.name}: the model was trained on {trained}x{trained} crops and is applied "
+                          f"at {crop}x{crop} (the network is convolutional; pass --crop {trained} for the training "
+                          f"size).", DataWarning, stacklevel=2)
+        plans.append((volume, sampling, crop))
+    total = sum(v.num_slices for v, _, _ in plans)
+    bar = tqdm(total=total, desc="reconstructing slices", unit="slice", disable=args.verbose)
+    for volume, sampling, crop in plans:
+        recon, zero, widths = [], [], []
         try:
-            masks = volume_masks(volume, mask_func)
-            slices = [reconstruct_slice(net, volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
-                      for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
-        except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice or mask
+            for s in tqdm(range(volume.num_slices), desc=volume.path.name, unit="slice", disable=not args.verbose):
+                kspace = volume.kspace(s)
+                mask = sampling.mask(kspace, volume, s, mask_func)
+                limit = mask_func.calibration_limit(mask.shape)
+                masked = kspace * mask
+                maps = cache.maps(volume.path, s, masked, mask, limit, crop)
+                image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True)
+                recon.append(image.abs().numpy().astype(np.float32))
+                zero.append(zero_filled.abs().numpy().astype(np.float32))
+                widths.append(calibration_width(mask, limit))
+                bar.update(1)
+        except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice, no calibration region
+            bar.close()
             parser.exit(2, f"{parser.prog}: error: {error}\n")
-        with atomic_path(args.out / path.name) as tmp, h5py.File(tmp, "w") as handle:
-            handle.create_dataset("reconstruction", data=np.stack(slices))
+        with atomic_path(args.out / volume.path.name) as tmp, h5py.File(tmp, "w") as handle:
+            handle.create_dataset("reconstruction", data=np.stack(recon))
+            handle.create_dataset("zero_filled", data=np.stack(zero))
             handle.attrs["model"] = str(args.model)
-    print(f"{len(files)} volume(s) reconstructed into {args.out}")
+            handle.attrs["crop"] = crop
+            handle.attrs["sampling"] = sampling.describe()
+            handle.attrs["calib_width"] = np.asarray(widths, dtype=np.int64)
+    bar.close()
+    print(f"{len(plans)} volume(s) reconstructed into {args.out} (ESPIRiT maps: {cache.computed} estimated, "
+          f"{cache.reused} reused from the cache)")
     return 0

@@ -8,6 +8,13 @@ rest the training split (:func:`convexrecon.data.splits.stack_split`, shared wit
 ``benchmarks/run_knee.py``). Checkpoints go to ``MODEL_DIR/checkpoints``; the
 same command after an interruption resumes. The model is written with
 :meth:`~convexrecon.stack.network.ReconNet.save` (``model.pt`` + ``config.json``).
+
+With ``layerwise_convex`` the model keeps the number of blocks with the best
+validation PSNR (``--keep-all-blocks`` keeps them all); the summary lists every
+block's solver status and relative duality gap against ``--tol`` and says loudly
+when a block is not certified. Every run ends with a table of the model and the
+zero-filled input per validation volume, against the fully sampled SENSE target
+(the training target). Preprocessed slices are cached in ``--cache-dir``.
 """
 
 from __future__ import annotations
@@ -22,29 +29,35 @@ import torch
 
 from solvers.report import SolverError
 
+from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
 from convexrecon.io import ensure_writable_dir
 from convexrecon.data.dataset import SliceDataset
+from convexrecon.data.fastmri import build_index
 from convexrecon.data.splits import Split, holdout_mask, stack_split
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
+from convexrecon.metrics import score_slices
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train a reconstruction network",
-                                   description=__doc__.split("\n\n")[0])
+                                   description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
-    parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS])
+    parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS], help="sampling pattern")
     parser.add_argument("--out", type=Path, required=True, help="model directory")
-    parser.add_argument("--method", default="layerwise_convex", choices=METHODS)
-    parser.add_argument("--acceleration", type=float, default=4.0)
-    parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION)
-    parser.add_argument("--crop", type=int, default=320)
-    parser.add_argument("--val-volumes", type=int, default=1)
+    parser.add_argument("--method", default="layerwise_convex", choices=METHODS, help="trainer")
+    parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
+    parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
+    parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
+    parser.add_argument("--val-volumes", type=int, default=1, help="the first N volumes by name validate")
+    add_cache_dir(parser)
     parser.add_argument("--blocks", type=int, default=4, help="K blocks (K + 1 conv layers)")
-    parser.add_argument("--kernel-size", type=int, default=5)
+    parser.add_argument("--keep-all-blocks", action="store_true",
+                        help="layerwise_convex: keep all K blocks instead of the count with the best validation PSNR")
+    parser.add_argument("--kernel-size", type=int, default=5, help="odd k of every k x k layer")
     parser.add_argument("--arrangements", type=int, default=8, help="P gates per block")
-    parser.add_argument("--activation", default="gated", choices=["gated", "relu"])
+    parser.add_argument("--activation", default="gated", choices=["gated", "relu"], help="block activation")
     parser.add_argument("--gates", default="antithetic", choices=["antithetic", "gaussian"],
                         help="gate sampling: complementary pairs g, -g (each block then holds every linear "
                              "convolution of its input) or i.i.d.")
@@ -54,24 +67,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "predicts the held-out training volumes (--holdout-volumes), then is solved on all")
     parser.add_argument("--holdout-volumes", type=int, default=1,
                         help="with --beta-ratios: the last N training volumes by name score the candidates")
-    parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--max-iter", type=int, default=400)
+    parser.add_argument("--tol", type=float, default=1e-3, help="relative duality gap a block solve must reach")
+    parser.add_argument("--max-iter", type=int, default=400, help="solver iterations per block")
     parser.add_argument("--patch-size", type=int, default=24, help="0: whole slices")
     parser.add_argument("--patches-per-slice", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="Adam epochs (default 40 end-to-end, 30 per block)")
     parser.add_argument("--halve-every", type=int, default=10,
                         help="epochs between halvings of Adam's learning rate 1e-4 (the seed's 10)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2, help="Adam batch size (baselines)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (baselines)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds masks, windows, gates and initialisations")
+    parser.add_argument("--verbose", action="store_true", help="also show the progress bars inside every solve")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``train``; returns the exit code (usage errors exit with 2, training failures with 1)."""
-    from convexrecon.stack.layerwise import BlockSettings
-
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
     for name in ("blocks", "kernel_size", "arrangements", "max_iter", "batch_size", "patches_per_slice", "halve_every",
@@ -86,15 +98,42 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
     if not args.acceleration > 1:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
-    for option, directory in (("--out", args.out), ("--data (its preprocessing cache)", args.data / ".cache")):
+    _check_volume_count(args, parser)
+    cache_dir = cache_dir_of(args)
+    try:
+        ensure_writable_dir(cache_dir)
+    except ValueError as error:
+        parser.error(f"argument --cache-dir: {error}")
+    with output_dir(args.out):
         try:
-            ensure_writable_dir(directory)
+            ensure_writable_dir(args.out)
         except ValueError as error:
-            parser.error(f"argument {option}: {error}")
+            parser.error(f"argument --out: {error}")
+        return _run(args, parser, cache_dir)
+
+
+def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each)."""
+    try:
+        count = len({path for path, _ in build_index(args.data)})
+    except ValueError as error:
+        parser.error(f"argument --data: {error}")
+    holdout = args.holdout_volumes if args.beta_ratios is not None and args.method == "layerwise_convex" else 0
+    needed = args.val_volumes + 1 + holdout
+    if args.val_volumes < 1 or count < needed:
+        what = f"--val-volumes ({args.val_volumes}) for validation, " + (
+            f"--holdout-volumes ({holdout}) to choose beta, " if holdout else "")
+        parser.error(f"argument --data: expected at least {needed} readable volumes ({what}at least one to train "
+                     f"on). Got {count} in {args.data}.")
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path) -> int:
+    from convexrecon.stack.layerwise import BlockSettings
+
     try:
         dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
-                               cache_dir=args.data / ".cache")
+                               cache_dir=cache_dir)
         train, val = stack_split(dataset, args.val_volumes)
         settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
                                   activation=args.activation, beta_ratio=args.beta_ratio,
@@ -114,10 +153,73 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
-    last = records[-1] if records else {}
-    print(json.dumps({"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
-                      "val_slices": len(val.inputs), "val_psnr": last.get("psnr"), "val_ssim": last.get("ssim")}))
+    summary = {"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
+               "val_slices": len(val.inputs)}
+    if args.method == "layerwise_convex":
+        print(block_summary(records, net.num_blocks, args.tol))
+    summary.update(comparison(net, val))
+    print(json.dumps(summary))
     return 0
+
+
+def block_summary(records: list[dict], kept: int, tol: float) -> str:
+    """Per block: solver status, relative gap vs ``tol``, validation PSNR; which blocks were kept; a loud
+    note on every block whose solve is not certified to ``tol``."""
+    rows = [[str(r["block"]), str(r["status"]), f"{r['relative_gap']:.2e}" if r.get("relative_gap") is not None
+             else "–", f"{tol:g}", str(r.get("iterations")), str(r["width"]),
+             f"{r['psnr']:.2f}" if r.get("psnr") is not None else "–",
+             "kept" if r["block"] <= kept else "dropped"] for r in records]
+    lines = ["", "Blocks (validation: slice-wise PSNR against the fully sampled SENSE target):", "",
+             markdown_table(["block", "status", "relative gap", "tol", "iterations", "width", "val PSNR (dB)",
+                             "model"], rows), ""]
+    if kept < len(records):
+        lines.append(f"Kept {kept} of {len(records)} blocks: validation PSNR peaked after block {kept} "
+                     f"({records[kept - 1]['psnr']:.2f} dB; {records[-1]['psnr']:.2f} dB with all {len(records)}). "
+                     f"The validation numbers chose the depth, so they are optimistic; --keep-all-blocks keeps all.")
+    else:
+        lines.append(f"Kept all {len(records)} blocks.")
+    failed = [r for r in records if r["status"] != "optimal"]
+    if failed:
+        gaps = ", ".join(f"block {r['block']}: {r['status']}, gap {r['relative_gap']:.1e}"
+                         if r.get("relative_gap") is not None else f"block {r['block']}: {r['status']}"
+                         for r in failed)
+        lines.append(f"WARNING: {len(failed)} of {len(records)} block solves did NOT reach the relative duality gap "
+                     f"tol {tol:g} ({gaps}); those blocks are not certified optima. Raise --max-iter or --tol.")
+    else:
+        lines.append(f"Every block solve is certified: relative duality gap <= tol {tol:g}.")
+    return "\n".join(lines)
+
+
+def comparison(net, val: Split) -> dict:
+    """Print model and zero-filled metrics per validation volume and overall; return the overall numbers."""
+    dtype = next(net.parameters()).dtype
+    with torch.no_grad():
+        pred = net.predict(val.inputs.to(dtype)).float()
+    rows = []
+    for name in sorted(set(val.volumes)):
+        keep = [i for i, v in enumerate(val.volumes) if v == name]
+        scores = [score_slices(val.targets[keep], x[keep], val.scales[keep], [name] * len(keep), "volume")
+                  for x in (pred, val.inputs)]
+        rows.append([name, str(len(keep)), *(f"{s['psnr'].mean:.2f}" for s in scores),
+                     *(f"{s['ssim'].mean:.4f}" for s in scores)])
+    overall = {c: [score_slices(val.targets, x, val.scales, val.volumes, c) for x in (pred, val.inputs)]
+               for c in ("volume", "slice")}
+    for convention, label in (("volume", f"mean over {len(rows)} volume(s)"),
+                              ("slice", "slice-wise mean (data range per slice)")):
+        m, z = overall[convention]
+        rows.append([label, str(len(val.volumes)), f"{m['psnr'].mean:.2f}", f"{z['psnr'].mean:.2f}",
+                     f"{m['ssim'].mean:.4f}", f"{z['ssim'].mean:.4f}"])
+    print("\nValidation volumes, model vs zero-filled input; reference: the fully sampled SENSE target; per volume "
+          "volume-wise (data range = the volume's maximum):\n")
+    print(markdown_table(["volume", "slices", "model PSNR (dB)", "zero-filled PSNR (dB)", "model SSIM",
+                          "zero-filled SSIM"], rows))
+    m, z = overall["slice"]
+    if m["psnr"].mean < z["psnr"].mean:
+        print(f"WARNING: the model ({m['psnr'].mean:.2f} dB) is worse than its zero-filled input "
+              f"({z['psnr'].mean:.2f} dB) on the validation slices.")
+    print()
+    return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
+            "zero_filled_ssim": z["ssim"].mean, "reference": "sense"}
 
 
 def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
@@ -134,8 +236,12 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
                                      val_targets=val.targets, val_scales=val.scales, val_volumes=val.volumes,
                                      patch_size=args.patch_size or None, patches_per_slice=args.patches_per_slice,
                                      seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config,
-                                     holdout=holdout)
+                                     holdout=holdout, solve_progress=args.verbose)
         net, records = result.network, result.records
+        best = 1 + max(range(len(records)), key=lambda j: records[j]["psnr"])
+        if best < len(records) and not args.keep_all_blocks:
+            net = result.truncated(best)
+        net.config["kept_blocks"] = net.num_blocks
     elif args.method == "end_to_end":
         net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)
         records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,

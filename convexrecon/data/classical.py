@@ -14,12 +14,14 @@ then centre-cropped; k-space is divided by the slice's scale factor (so that one
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from convexrecon.data.fastmri import FastMRIVolume
+from convexrecon.errors import DataWarning
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import calibration_width, center_crop, espirit_maps, sense_images
 from convexrecon.metrics import Summary, evaluate, psnr
@@ -135,7 +137,106 @@ def choose_lambda(
         float(lam): float(np.mean([psnr(p.target, l1_wavelet(p, lam, max_iter)) for p in problems]))
         for lam in grid
     }
-    return max(scores, key=scores.__getitem__), scores
+    best = max(scores, key=scores.__getitem__)
+    warn_lambda_at_edge(best, grid, "on the validation slices")
+    return best, scores
+
+
+def warn_lambda_at_edge(lamda: float, grid: Sequence[float], where: str = "") -> bool:
+    """Warn (``DataWarning``) when ``lamda`` is the smallest or largest of ``grid``; returns whether it is.
+
+    The best value may then lie outside the grid, so the L1-wavelet numbers may understate CS.
+    """
+    values = sorted(float(g) for g in grid)
+    if len(values) < 2 or float(lamda) not in (values[0], values[-1]):
+        return False
+    side, other = ("smallest", "smaller") if float(lamda) == values[0] else ("largest", "larger")
+    warnings.warn(f"The L1-wavelet λ chosen {where} is {lamda:g}, the {side} value of the grid {values}: the best "
+                  f"λ may lie outside it; extend the grid (--lambdas) with {other} values.".replace("  ", " "),
+                  DataWarning, stacklevel=2)
+    return True
+
+
+def cross_validated_table(
+    problems: Sequence[SliceProblem], grid: Sequence[float] = LAMBDA_GRID, max_iter: int = 100,
+    references: Sequence[np.ndarray] | None = None, progress: bool = False,
+) -> tuple[dict[str, dict[str, dict[str, Summary]]], dict[str, float], str]:
+    """Zero-filled, SENSE-CG and L1-wavelet metrics on every problem, λ chosen without the scored volume.
+
+    Every λ of ``grid`` is solved on every slice once. With two or more volumes the λ of a
+    volume's slices is the one of best mean slice-wise PSNR on the *other* volumes
+    (leave-one-volume-out); with one volume, on the other slices (leave-one-slice-out);
+    with a single slice, on that slice itself (said in the returned description). A λ at
+    either end of the grid warns (:func:`warn_lambda_at_edge`).
+
+    Parameters
+    ----------
+    problems
+        The slices to score (physical scale = stored × ``problem.scale``).
+    grid, max_iter
+        Candidate λ and L1-wavelet iterations.
+    references
+        One physical-scale ``(crop, crop)`` magnitude reference per problem (e.g. the file's
+        ``reconstruction_rss``, cropped); default the fully sampled SENSE targets.
+    progress
+        A progress bar over the solves.
+
+    Returns
+    -------
+    table : dict
+        As :func:`reference_table`.
+    lambdas : dict
+        The λ used for each volume name.
+    how : str
+        ``"leave-one-volume-out"``, ``"leave-one-slice-out"`` or ``"on the scored slice itself"``.
+    """
+    from tqdm.auto import tqdm
+
+    if not problems:
+        raise ValueError("cross_validated_table needs at least one slice.")
+    targets = [p.target * p.scale for p in problems] if references is None else list(references)
+    if len(targets) != len(problems):
+        raise ValueError(f"The 'references' must hold one image per problem ({len(problems)}). Got {len(targets)}.")
+    grid = [float(g) for g in grid]
+    names = [p.fname for p in problems]
+    with tqdm(total=len(problems) * (len(grid) + 1), desc="classical references", unit="solve",
+              disable=not progress) as bar:
+        solutions = {}
+        for lam in grid:
+            solutions[lam] = []
+            for p in problems:
+                solutions[lam].append(l1_wavelet(p, lam, max_iter) * p.scale)
+                bar.update(1)
+        cg = []
+        for p in problems:
+            cg.append(sense_cg(p) * p.scale)
+            bar.update(1)
+    quality = {lam: [psnr(t, x) for t, x in zip(targets, solutions[lam])] for lam in grid}
+    volumes = list(dict.fromkeys(names))
+    how = "leave-one-volume-out" if len(volumes) > 1 else (
+        "leave-one-slice-out" if len(problems) > 1 else "on the scored slice itself")
+    chosen: list[float] = []
+    for i, name in enumerate(names):
+        if how == "leave-one-volume-out":
+            others = [j for j, n in enumerate(names) if n != name]
+        elif how == "leave-one-slice-out":
+            others = [j for j in range(len(problems)) if j != i]
+        else:
+            others = [i]
+        chosen.append(max(grid, key=lambda lam: float(np.mean([quality[lam][j] for j in others]))))
+    lambdas = {}
+    for name, lam in zip(names, chosen):
+        lambdas.setdefault(name, lam)
+    for lam in sorted(set(chosen)):
+        warn_lambda_at_edge(lam, grid, f"({how}) for {', '.join(n for n in lambdas if lambdas[n] == lam)}")
+    predictions = {
+        "zero-filled": [p.zero_filled * p.scale for p in problems],
+        "SENSE-CG": cg,
+        "L1-wavelet": [solutions[lam][i] for i, lam in enumerate(chosen)],
+    }
+    table = {method: {c: evaluate(targets, preds, names, c) for c in ("slice", "volume")}
+             for method, preds in predictions.items()}
+    return table, lambdas, how
 
 
 def reference_table(

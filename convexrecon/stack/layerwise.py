@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,10 +115,26 @@ class BlockSettings:
 
 @dataclass
 class LayerwiseResult:
-    """The trained network and one record per block (metrics, β, gap, status, timing)."""
+    """The trained network, one record per block (metrics, β, gap, status, timing) and every block's output layer.
+
+    ``second_layers[i]`` is block ``i + 1``'s ``1 x 1`` read-out, so the network after ``j`` blocks is
+    :meth:`truncated` ``(j)``.
+    """
 
     network: ReconNet
     records: list[dict[str, Any]]
+    second_layers: list[nn.Module] = field(default_factory=list)
+
+    def truncated(self, depth: int) -> ReconNet:
+        """The network of the first ``depth`` blocks, ``ReconNet(layers[:depth], second_layers[depth - 1])``.
+
+        Its config is the full network's (every trained block's record stays in ``blocks``) with
+        ``"kept_blocks": depth``.
+        """
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= len(self.second_layers):
+            raise ValueError(f"The 'depth' parameter must be an int in [1, {len(self.second_layers)}]. Got {depth!r}.")
+        config = {**self.network.config, "kept_blocks": depth}
+        return ReconNet(list(self.network.layers)[:depth], self.second_layers[depth - 1], config)
 
 
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
@@ -238,6 +254,7 @@ def train_layerwise(
     progress: bool = False,
     config: dict[str, Any] | None = None,
     holdout: Any = None,
+    solve_progress: bool | None = None,
 ) -> LayerwiseResult:
     """Train ``len(blocks)`` convex blocks one after the other.
 
@@ -265,7 +282,9 @@ def train_layerwise(
     stop_after
         Stop after this many blocks (simulates an interruption; the result holds them).
     progress
-        Progress bars for the blocks and the solves.
+        Progress bar over the blocks (and, unless ``solve_progress`` says otherwise, the solves').
+    solve_progress
+        Progress bars inside every solve (default: ``progress``).
     config
         Extra metadata stored in the network's config (e.g. data settings).
     holdout
@@ -313,6 +332,8 @@ def train_layerwise(
     selection_layers: list[HiddenLayer] = []
     last_selecting = max((j for j, b in enumerate(blocks) if b.beta_ratios is not None), default=-1)
     records: list[dict[str, Any]] = []
+    read_outs: list[nn.Module] = []
+    solve_progress = progress if solve_progress is None else bool(solve_progress)
     second: nn.Conv2d | None = None
     last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
     bar = tqdm(range(last), desc="layer-wise convex blocks", unit="block", disable=not progress)
@@ -334,6 +355,7 @@ def train_layerwise(
                 raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
                                       f"delete it to recompute block {i + 1}.") from None
             layers.append(layer)
+            read_outs.append(second)
             records.append(payload["record"])
             continue
         b = blocks[i]
@@ -353,14 +375,14 @@ def train_layerwise(
                                                          chunk_size)
             ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
                                                          last=i + 1 == len(blocks), chunk_size=chunk_size,
-                                                         solve_chunk_size=solve_chunk_size, progress=progress)
+                                                         solve_chunk_size=solve_chunk_size, progress=solve_progress)
             del xs, ys
             if b.beta_ratios is None:
                 ratio = None  # a fixed β: the path only extended the selection chain
             if chosen.width > 0:
                 selection_layer = HiddenLayer.from_block(chosen)
                 selection_layers.append(selection_layer)
-        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=progress, device=x.device)
+        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=solve_progress, device=x.device)
         if ratio is not None:
             options = FitOptions.of(options, beta_ratio=ratio)
         block = fit_layer(x, y, beta=b.beta, options=options)
@@ -373,6 +395,7 @@ def train_layerwise(
             )
         layer, second = HiddenLayer.from_block(block), block.second
         layers.append(layer)
+        read_outs.append(second)
         report = block.report
         record: dict[str, Any] = {
             "block": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation,
@@ -400,7 +423,7 @@ def train_layerwise(
     meta = {"method": "layerwise_convex", "training": settings,
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r["report"] for r in records], **(config or {})}
-    return LayerwiseResult(ReconNet(layers, second, meta), records)
+    return LayerwiseResult(ReconNet(layers, second, meta), records, read_outs)
 
 
 def _check_holdout(holdout: Any, blocks: Sequence[BlockSettings], n: int, device: torch.device) -> Tensor | None:

@@ -1,0 +1,79 @@
+"""Helpers shared by the CLI commands: help formatting, warnings, output directories, tables.
+
+Nothing here is used by the library; every command module imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from convexrecon.io import default_cache_dir
+
+REFERENCES = ("rss", "sense")
+REFERENCE_TEXT = {
+    "rss": "the file's 'reconstruction_rss' (root-sum-of-squares of the fully sampled coil images, fastMRI's "
+           "reference), centre-cropped",
+    "sense": "the fully sampled SENSE image with the package's ESPIRiT maps (the training target), centre-cropped",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default and keeps the description's line breaks."""
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cache-dir`` (default: :func:`convexrecon.io.default_cache_dir`, never the data directory)."""
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"where preprocessed slices and ESPIRiT maps are cached (default: $CONVEXRECON_CACHE, "
+                             f"else $XDG_CACHE_HOME/convexrecon or ~/.cache/convexrecon; now {default_cache_dir()})")
+
+
+def cache_dir_of(args: argparse.Namespace) -> Path:
+    """The cache directory a command uses: ``--cache-dir`` or the user default."""
+    return Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message} [{category.__name__}]\n"
+
+
+@contextlib.contextmanager
+def readable_warnings() -> Iterator[None]:
+    """Print warnings as one line ``warning: <message> [<category>]``, each distinct message once."""
+    saved = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield
+    finally:
+        warnings.formatwarning = saved
+
+
+@contextlib.contextmanager
+def output_dir(path: Path) -> Iterator[Path]:
+    """Yield ``path``; if this run created it and fails (any exception or exit) leaving it empty, remove it."""
+    created = not path.exists()
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and not _has_files(path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _has_files(path: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".write-test.") for p in path.rglob("*"))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table from a header and rows of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
