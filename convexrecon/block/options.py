@@ -24,7 +24,11 @@ ACTIVATIONS = ("relu", "gated")
 RELU_METHODS = ("pdhg", "interior_point")
 GATED_METHODS = ("fista", "interior_point")
 DEFAULT_BETA_RATIO = 1e-3
-"""``beta = DEFAULT_BETA_RATIO * beta_max`` when no ``beta`` is given (library and CLI alike)."""
+"""``beta = DEFAULT_BETA_RATIO * beta_max`` when no ``beta`` is given to ``fit_layer`` or ``BlockSettings``."""
+CLI_BETA_RATIO = 1e-2
+"""The ``train`` command's default ratio: its blocks are fitted on small windows (24 px, P = 8) within a
+400-iteration budget, where the larger weight regularises more and converges faster. Kept from the earlier
+CLI default, not re-tuned; ``--beta-ratios`` chooses per block on held-out volumes instead."""
 
 
 @dataclass(frozen=True)

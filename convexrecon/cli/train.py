@@ -29,6 +29,7 @@ import torch
 
 from solvers.report import SolverError
 
+from convexrecon.block.options import CLI_BETA_RATIO
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
 from convexrecon.io import ensure_writable_dir
 from convexrecon.data.dataset import SliceDataset
@@ -61,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--gates", default="antithetic", choices=["antithetic", "gaussian"],
                         help="gate sampling: complementary pairs g, -g (each block then holds every linear "
                              "convolution of its input) or i.i.d.")
-    parser.add_argument("--beta-ratio", type=float, default=1e-2, help="beta = ratio * beta_max per block")
+    parser.add_argument("--beta-ratio", type=float, default=CLI_BETA_RATIO, help="beta = ratio * beta_max per block")
     parser.add_argument("--beta-ratios", type=float, nargs="+", default=None, metavar="RATIO",
                         help="candidate ratios instead of --beta-ratio: every block keeps the one whose network best "
                              "predicts the held-out training volumes (--holdout-volumes), then is solved on all")
