@@ -171,7 +171,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="160 x 92 k-space, 8 coils, crop 80")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--masks", nargs="+", default=["poisson", "lines"])
+    parser.add_argument("--masks", nargs="*", default=["poisson", "lines"],
+                        help="masks of the classical table (none: skip it)")
     parser.add_argument("--classical-families", nargs="+", choices=FAMILIES, default=None,
                         help="families that get the classical table (default: all of --families)")
     parser.add_argument("--shape", type=int, nargs=2, default=None)
