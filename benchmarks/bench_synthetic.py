@@ -35,13 +35,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convexrecon.data.atomic import write_text  # noqa: E402
-from convexrecon.data.classical import choose_lambda, reference_table, slice_problem  # noqa: E402
-from convexrecon.data.fastmri import FastMRIVolume  # noqa: E402
-from convexrecon.data.masks import MaskFunc, slice_seed  # noqa: E402
-from convexrecon.data.sense import center_crop, fft2c  # noqa: E402
-from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility  # noqa: E402
-from convexrecon.data.synthetic import (  # noqa: E402
+from convexrecon.data.atomic import write_text
+from convexrecon.data.classical import choose_lambda, reference_table, slice_problem
+from convexrecon.data.fastmri import FastMRIVolume
+from convexrecon.data.masks import MaskFunc, slice_seed
+from convexrecon.data.sense import center_crop, fft2c
+from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility
+from convexrecon.data.synthetic import (
     INTENSITY,
     birdcage_maps,
     make_synthetic,
@@ -49,7 +49,7 @@ from convexrecon.data.synthetic import (  # noqa: E402
     synthesize_volume,
     write_fastmri,
 )
-from tests.legacy_phantom import legacy_phantom_slice  # noqa: E402
+from tests.legacy_phantom import legacy_phantom_slice
 
 FAMILIES = ("knee", "brain", "legacy")
 

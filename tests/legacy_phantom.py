@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates in units of a quarter readout: the recon crop is [-1, 1]."""
     height, width = shape

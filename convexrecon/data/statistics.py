@@ -28,7 +28,7 @@ def wavelet_compressibility(image: np.ndarray, keep: float = 0.05, wavelet: str 
     coeffs = pywt.wavedec2(magnitude, wavelet, level=levels, mode="periodization")
     array, _ = pywt.coeffs_to_array(coeffs)
     flat = np.abs(array).ravel()
-    count = max(1, int(round(keep * flat.size)))
+    count = max(1, round(keep * flat.size))
     threshold = np.partition(flat, flat.size - count)[flat.size - count]
     dropped = np.where(np.abs(array) >= threshold, 0.0, array)
     return float(np.linalg.norm(dropped) / (np.linalg.norm(array) + 1e-30))

@@ -39,8 +39,9 @@ it should not be expected to transfer to real scans.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import h5py
 import numpy as np

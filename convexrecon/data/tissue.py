@@ -44,7 +44,7 @@ class Canvas:
     px: float
 
     @classmethod
-    def for_shape(cls, shape: tuple[int, int], oversample: int) -> "Canvas":
+    def for_shape(cls, shape: tuple[int, int], oversample: int) -> Canvas:
         """The canvas ``oversample`` times finer than the acquired grid ``shape``.
 
         Pixel ``j`` of the acquired grid sits at fine pixel ``oversample · j`` offset so
@@ -116,7 +116,7 @@ def chord(z: float, centre: float, half_extent: float) -> float:
 
 
 def slow_field(
-    rng: np.random.Generator, canvas: "Canvas", z: float, correlation: float, anisotropy: float = 1.0
+    rng: np.random.Generator, canvas: Canvas, z: float, correlation: float, anisotropy: float = 1.0
 ) -> np.ndarray:
     """A smooth subject-level random field that changes continuously with the slice position ``z``.
 
