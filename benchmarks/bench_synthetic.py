@@ -14,7 +14,7 @@ used before, kept in ``tests/legacy_phantom.py``) this script
    runs), for each mask at the requested acceleration;
 4. saves a figure of target slices (``--figure``).
 
-    PYTHONPATH=. python benchmarks/bench_synthetic.py                 # full size (about 15 min, 2 cores)
+    PYTHONPATH=. python benchmarks/bench_synthetic.py                 # full size (3-5 min per family and mask, 2 cores)
     PYTHONPATH=. python benchmarks/bench_synthetic.py --quick         # 160 x 92, 8 coils (about 2 min)
 
 Results go to ``benchmarks/results/synthetic[-quick]/`` (``results.json``, ``results.md``).
