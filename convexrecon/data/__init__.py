@@ -25,10 +25,10 @@ from convexrecon.data.sense import (
     ifft2c,
     sense_images,
 )
-from convexrecon.data.synthetic import make_synthetic, synthesize_volume
+from convexrecon.data.synthetic import ANATOMIES, make_synthetic, synthesize_volume
 
 __all__ = [
-    "Batch", "collate", "DataWarning", "FastMRIVolume", "Header", "MaskFunc", "MatrixSize", "Sample", "SenseOperator", "SliceDataset",
+    "ANATOMIES", "Batch", "collate", "DataWarning", "FastMRIVolume", "Header", "MaskFunc", "MatrixSize", "Sample", "SenseOperator", "SliceDataset",
     "build_index", "calibration_width", "center_crop", "channels_to_complex", "complex_to_channels",
     "equispaced_lines", "espirit_maps", "fft2c", "ifft2c", "list_volumes", "make_synthetic",
     "parse_header", "poisson_disc", "preprocess_slice", "random_lines", "sense_images", "slice_seed",

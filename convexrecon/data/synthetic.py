@@ -7,34 +7,39 @@ complex64 with a 2× oversampled readout, ``reconstruction_rss``,
 ``ismrmrd_header`` XML, attributes ``acquisition``, ``max``, ``norm``,
 ``patient_id``).
 
-The phantom (one "subject" per volume seed) is a knee-like cross-section:
+Two families of subjects (``anatomy=``):
 
-* a lobed limb outline with a subcutaneous fat ring;
-* muscle with fibre texture and thin dark fascial septa (level lines of a
-  smooth random field);
-* two or three bones with a dark cortical rim, fatty marrow and trabecular
-  texture, capped by a thin bright cartilage band;
-* small vessels and fluid pockets (a few pixels across);
-* smooth multiplicative intensity variation (receive-bias-like contrast) and
-  a smooth background phase (up to about ±π);
-* anatomy that changes continuously from slice to slice.
+* ``"knee"`` (default): coronal proton-density knee-like slices
+  (:mod:`convexrecon.data.knee`): bones with cortex and trabecular marrow,
+  cartilage, menisci, ligaments, muscle with fibres, fat with septa, vessels;
+* ``"brain"``: axial T2-weighted brain-like slices (:mod:`convexrecon.data.brain`):
+  scalp, skull, cerebrospinal fluid, folded cortex, white matter, nuclei,
+  ventricles.
 
-Coils: birdcage-like ring of loops around the limb (three rows along z),
+Each slice is drawn on a grid twice as fine as the acquired one, with
+analytic partial-volume edges, multiplied by a smooth receive-bias field and a
+smooth phase, and reduced to the acquired grid by keeping the central k-space
+(:func:`convexrecon.data.tissue.band_limit`): what an acquisition does to a
+continuous object, partial volume and Gibbs ringing included.
+
+Coils: birdcage-like ring of loops around the object (three rows along z),
 sensitivity falling off with distance as a loop's near field, with a phase
 that winds around each loop; normalised to unit root-sum-of-squares, so the
 SENSE combination of noiseless data is exactly the phantom image.
-Noise: complex white Gaussian in k-space with per-coil standard deviation
-``mean(|x| over the object) / snr`` (orthonormal FFT: the same in image space).
+Noise: complex Gaussian in k-space, white in k-space, with per-coil standard
+deviation ``mean(|x| over the object) / snr`` (orthonormal FFT: the same in
+image space) and correlation ``0.25^d`` between coils ``d`` places apart on
+the ring (receive arrays' noise is correlated between neighbours).
 
-What it lacks: real tissue relaxation contrast and partial-volume physics,
-anatomically correct topology, motion, flow and chemical-shift artefacts,
-noise correlation between coils, fastMRI's zero-padded phase-encode edges,
-and the detailed texture statistics of real tissue. Learned reconstructions
-trained on it should not be expected to transfer to real scans.
+What it lacks: relaxation physics (contrasts are typical relative values),
+anatomically exact shapes, motion, flow and chemical-shift artefacts, and
+fastMRI's zero-padded phase-encode edges. Learned reconstructions trained on
+it should not be expected to transfer to real scans.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,12 +47,23 @@ import h5py
 import numpy as np
 import torch
 
+from convexrecon.data.brain import brain_slice
+from convexrecon.data.knee import knee_slice
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import slice_seed
 from convexrecon.data.sense import center_crop, fft2c, ifft2c
+from convexrecon.data.tissue import Canvas, band_limit, slow_field
 
 FULL_SHAPE = (640, 368)
 INTENSITY = 3e-4  # order of magnitude of fastMRI knee image values
+OVERSAMPLE = 2  # the phantom is drawn on a grid this many times finer, then band-limited
+COIL_CORRELATION = 0.25  # noise correlation of neighbouring coils (0.25^d at ring distance d)
+
+ANATOMIES: dict[str, Callable[[Canvas, int, float, np.random.Generator], np.ndarray]] = {
+    "knee": knee_slice,
+    "brain": brain_slice,
+}
+ACQUISITION = {"knee": "CORPD_FBK", "brain": "AXT2"}
 
 
 class SyntheticVolume(NamedTuple):
@@ -78,104 +94,44 @@ def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(y, x, indexing="ij")
 
 
-def _smooth_field(
-    rng: np.random.Generator, y: np.ndarray, x: np.ndarray, z: float, modes: int, max_freq: float
-) -> np.ndarray:
-    """Zero-mean, unit-scale random field continuous in (y, x, z)."""
-    freq = rng.uniform(-max_freq, max_freq, size=(modes, 3)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=modes).astype(np.float32)
-    amp = rng.standard_normal(modes).astype(np.float32) / np.sqrt(modes)
-    field = np.zeros_like(y)
-    for (fy, fx, fz), p, a in zip(freq, phase, amp):
-        field += a * np.cos(2 * np.pi * (fy * y + fx * x + fz * z) + p)
-    return field
-
-
-def _texture(rng: np.random.Generator, shape: tuple[int, int], scale: float, anisotropy: float) -> np.ndarray:
-    """Band-limited Gaussian noise of correlation length ``scale`` pixels, unit std."""
-    noise = rng.standard_normal(shape).astype(np.float32)
-    ky = np.fft.fftfreq(shape[0])[:, None]
-    kx = np.fft.rfftfreq(shape[1])[None, :]
-    envelope = np.exp(-0.5 * ((ky * scale * anisotropy) ** 2 + (kx * scale / anisotropy) ** 2) * (2 * np.pi) ** 2)
-    field = np.fft.irfft2(np.fft.rfft2(noise) * envelope, s=shape).astype(np.float32)
-    return field / (field.std() + 1e-12)
-
-
-def _soft(d: np.ndarray, width: float) -> np.ndarray:
-    """Smooth step: 1 inside (d < 0), 0 outside, edge ``width`` wide."""
-    return 0.5 * (1 - np.tanh(d / width))
+def _check_anatomy(anatomy: str) -> None:
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"The 'anatomy' parameter must be one of {sorted(ANATOMIES)}. Got {anatomy!r} instead.")
 
 
 def phantom_slice(
-    shape: tuple[int, int], subject: int, z: float, texture_seed: int
+    shape: tuple[int, int], subject: int, z: float, texture_seed: int, anatomy: str = "knee"
 ) -> np.ndarray:
-    """One complex knee-like slice at position ``z`` in [-1, 1] of ``subject``.
+    """One complex slice of ``subject`` at position ``z`` in [-1, 1].
 
     Parameters
     ----------
     shape : tuple of int
-        Image grid ``(H, W)``; the object lies in the central ``H/2 × H/2``.
+        Image grid ``(H, W)``; the reconstruction crop is the central ``H/2 × H/2``.
     subject : int
-        Subject seed: anatomy, contrast and phase are functions of it.
+        Subject seed: anatomy, contrast variation and phase are functions of it.
     z : float
         Slice position; anatomy changes continuously with ``z``.
     texture_seed : int
-        Seed of the fine texture of this slice.
+        Seed of the fine texture of this slice (fibres, trabeculae, septa, 1/f texture).
+    anatomy : {"knee", "brain"}
+        Family of subjects (see the module doc).
 
     Returns
     -------
     numpy.ndarray
-        ``(H, W)`` complex64 image, values of order 1.
+        ``(H, W)`` complex64 image, band-limited to the grid; magnitudes of order 1
+        (knee: subcutaneous fat ≈ 1; brain: cerebrospinal fluid ≈ 1).
     """
-    y, x = _grid(shape)
-    px = 4 / shape[0]  # one pixel in grid units
-    rng = np.random.default_rng([subject, 17])  # subject-level anatomy, same for every slice
-    tex = np.random.default_rng([subject, texture_seed, 29])
-
-    # Limb outline: lobed ellipse that slowly changes with z.
-    theta, radius = np.arctan2(y, x), np.hypot(y / 0.88, x / 0.8)
-    lobes = sum(rng.normal(0, 0.04) * np.cos(k * theta + rng.uniform(0, 6.3) + 0.5 * z * k) for k in range(2, 6))
-    outline = radius - (0.9 + 0.05 * z) * (1 + lobes)
-    body = _soft(outline, 1.2 * px)
-    muscle_region = _soft(outline + 0.07 + 0.02 * np.cos(3 * theta + rng.uniform(0, 6.3)), 1.5 * px)
-    fat = body - muscle_region
-
-    # Muscle: fibre texture and fascial septa.
-    septa_field = _smooth_field(rng, y, x, z, 12, 1.6)
-    septa = np.exp(-((septa_field / (0.6 * px * 12)) ** 2))
-    fibres = _texture(tex, shape, scale=2.0, anisotropy=2.5)
-    image = fat * (0.9 + 0.05 * _texture(tex, shape, 3.0, 1.0))
-    image += muscle_region * (0.45 + 0.04 * fibres) * (1 - 0.6 * septa)
-
-    # Bones: cortical rim, marrow with trabeculae, cartilage cap.
-    trabeculae = _texture(tex, shape, scale=1.2, anisotropy=1.0)
-    for b in range(int(rng.integers(2, 4))):
-        cy, cx = rng.uniform(-0.35, 0.35), rng.uniform(-0.35, 0.35) + 0.25 * (b - 1)
-        ry, rx = rng.uniform(0.14, 0.24) * (1 + 0.3 * z * (-1) ** b), rng.uniform(0.12, 0.2)
-        d_bone = np.hypot((y - cy) / ry, (x - cx) / rx) - 1
-        bone_outer = _soft(d_bone * min(ry, rx), 0.8 * px)
-        marrow = _soft((d_bone + 0.12) * min(ry, rx), 0.8 * px)
-        cortex = bone_outer - marrow
-        cap = _soft(np.abs(d_bone * min(ry, rx) - 0.02) - 0.008, 0.6 * px) * (
-            np.cos(np.arctan2(y - cy, x - cx) - rng.uniform(0, 6.3)) > 0.2
-        )
-        inside = muscle_region * bone_outer
-        image = image * (1 - inside) + inside * (0.04 * cortex + marrow * (0.78 + 0.12 * np.tanh(trabeculae)))
-        image = image * (1 - muscle_region * cap) + muscle_region * cap * 0.72
-
-    # Vessels and fluid pockets: small structures of a few pixels.
-    for _ in range(int(rng.integers(6, 12))):
-        cy, cx = rng.uniform(-0.7, 0.7), rng.uniform(-0.6, 0.6)
-        r = rng.uniform(1.5, 5.0) * px
-        level = rng.choice([0.05, 1.0])
-        drift = 0.05 * z * rng.normal()
-        spot = _soft(np.hypot(y - cy - drift, x - cx) - r, 0.5 * px) * muscle_region
-        image = image * (1 - spot) + spot * level
-
-    # Smooth contrast variation and background phase.
-    bias = np.exp(0.2 * _smooth_field(rng, y, x, z, 8, 0.5))
-    phase = 0.7 * np.pi * _smooth_field(rng, y, x, z, 6, 0.4)
-    return (np.clip(image, 0, None) * bias * np.exp(1j * phase)).astype(np.complex64)
+    _check_anatomy(anatomy)
+    canvas = Canvas.for_shape(shape, OVERSAMPLE)
+    texture = np.random.default_rng([subject, texture_seed, 29])
+    magnitude = ANATOMIES[anatomy](canvas, subject, z, texture)
+    rng = np.random.default_rng([subject, 31])
+    bias = np.exp(0.15 * slow_field(rng, canvas, z, 0.35))
+    ramp = rng.normal(0, 1.0) * canvas.y + rng.normal(0, 1.0) * canvas.x
+    phase = 0.8 * np.pi * slow_field(rng, canvas, z, 0.3) + ramp
+    return band_limit(magnitude * bias * np.exp(1j * phase), shape).astype(np.complex64)
 
 
 def birdcage_maps(coils: int, shape: tuple[int, int], z: float = 0.0) -> np.ndarray:
@@ -204,12 +160,24 @@ def birdcage_maps(coils: int, shape: tuple[int, int], z: float = 0.0) -> np.ndar
     return maps
 
 
+def coil_noise_correlation(coils: int, rho: float = COIL_CORRELATION) -> np.ndarray:
+    """Noise correlation matrix of the coil ring: ``rho ** d``, ``d`` the distance of two coils on the ring.
+
+    Positive definite for ``rho < 1/3`` at any number of coils (the matrix is diagonally dominant).
+    """
+    index = np.arange(coils)
+    distance = np.abs(index[:, None] - index[None, :])
+    distance = np.minimum(distance, coils - distance)
+    return (rho ** distance).astype(np.float64)
+
+
 def synthesize_volume(
     shape: tuple[int, int] = FULL_SHAPE,
     slices: int = 8,
     coils: int = 15,
     seed: int = 0,
     snr: float | None = 25.0,
+    anatomy: str = "knee",
 ) -> SyntheticVolume:
     """Ground truth, coil maps and k-space of one synthetic volume.
 
@@ -222,7 +190,10 @@ def synthesize_volume(
     seed : int
         Subject seed; different seeds give different anatomy.
     snr : float or None
-        ``mean(|x| over the object) / noise std`` per coil; None: noiseless.
+        ``mean(|x| over the object) / noise std`` per coil, the object being where
+        ``|x|`` exceeds 5 % of its maximum; None: noiseless.
+    anatomy : {"knee", "brain"}
+        Family of subjects (see the module doc).
 
     Returns
     -------
@@ -234,8 +205,9 @@ def synthesize_volume(
         raise ValueError(f"The 'slices' parameter must be >= 1. Got {slices} instead.")
     if snr is not None and not snr > 0:
         raise ValueError(f"The 'snr' parameter must be > 0 or None. Got {snr} instead.")
+    _check_anatomy(anatomy)
     zs = np.linspace(-0.6, 0.6, slices) if slices > 1 else np.zeros(1)
-    images = np.stack([phantom_slice(shape, seed, float(z), k) for k, z in enumerate(zs)]) * INTENSITY
+    images = np.stack([phantom_slice(shape, seed, float(z), k, anatomy) for k, z in enumerate(zs)]) * INTENSITY
     maps = birdcage_maps(coils, shape)
     coil_images = torch.from_numpy(images[:, None] * maps[None])
     kspace = fft2c(coil_images).numpy().astype(np.complex64)
@@ -243,7 +215,9 @@ def synthesize_volume(
         magnitude = np.abs(images)
         sigma = magnitude[magnitude > 0.05 * magnitude.max()].mean() / snr
         rng = np.random.default_rng([seed, 101])
-        noise = rng.standard_normal(kspace.shape + (2,), dtype=np.float32) * (sigma / np.sqrt(2))
+        white = rng.standard_normal(kspace.shape + (2,), dtype=np.float32) * (sigma / np.sqrt(2))
+        mix = torch.from_numpy(np.linalg.cholesky(coil_noise_correlation(coils)).astype(np.float32))
+        noise = torch.einsum("ij,sjhwc->sihwc", mix, torch.from_numpy(white.astype(np.float32))).numpy()
         kspace = kspace + (noise[..., 0] + 1j * noise[..., 1]).astype(np.complex64)
     return SyntheticVolume(images.astype(np.complex64), maps, kspace.astype(np.complex64))
 
@@ -276,7 +250,9 @@ def ismrmrd_header(shape: tuple[int, int], recon: tuple[int, int]) -> bytes:
     ).format("{coils}", enc, rec, limits).encode()
 
 
-def write_fastmri(path: str | Path, kspace: np.ndarray, recon: tuple[int, int], patient_id: str) -> Path:
+def write_fastmri(
+    path: str | Path, kspace: np.ndarray, recon: tuple[int, int], patient_id: str, acquisition: str = "CORPD_FBK"
+) -> Path:
     """Write one volume in the fastMRI multi-coil layout, atomically.
 
     The file is written to a temporary name in the target directory and renamed.
@@ -290,7 +266,7 @@ def write_fastmri(path: str | Path, kspace: np.ndarray, recon: tuple[int, int], 
         handle.create_dataset("kspace", data=kspace)
         handle.create_dataset("reconstruction_rss", data=rss)
         handle.create_dataset("ismrmrd_header", data=np.bytes_(header))
-        handle.attrs["acquisition"] = "CORPD_FBK"
+        handle.attrs["acquisition"] = acquisition
         handle.attrs["max"] = float(rss.max())
         handle.attrs["norm"] = float(np.linalg.norm(rss))
         handle.attrs["patient_id"] = patient_id
@@ -306,6 +282,7 @@ def make_synthetic(
     shape: tuple[int, int] = FULL_SHAPE,
     recon: tuple[int, int] | None = None,
     snr: float | None = 25.0,
+    anatomy: str = "knee",
 ) -> list[Path]:
     """Write a deterministic synthetic data set in the fastMRI multi-coil layout.
 
@@ -323,21 +300,28 @@ def make_synthetic(
         ``reconstruction_rss`` size; default ``(H // 2, H // 2)`` (320×320).
     snr : float or None
         Per-coil SNR (see :func:`synthesize_volume`); None: noiseless.
+    anatomy : {"knee", "brain"}
+        Family of subjects: knee-like (the default) or brain-like (see the module doc).
+        The two families draw their subjects from different seeds.
 
     Returns
     -------
     list of Path
-        The files written, ``file_synth_{seed}_{v:04d}.h5``.
+        The files written, ``file_synth_{seed}_{v:04d}.h5`` (knee) or
+        ``file_synth_brain_{seed}_{v:04d}.h5`` (brain).
     """
+    _check_anatomy(anatomy)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     recon = recon or (shape[0] // 2, shape[0] // 2)
     if recon[0] > shape[0] or recon[1] > shape[1]:
         raise ValueError(f"The 'recon' size must fit the shape {shape}. Got {recon} instead.")
     paths = []
+    family = "" if anatomy == "knee" else f"{anatomy}_"
     for v in range(volumes):
-        subject = slice_seed(seed, "volume", v)
-        volume = synthesize_volume(shape, slices, coils, subject, snr)
-        name = f"file_synth_{seed}_{v:04d}.h5"
-        paths.append(write_fastmri(root / name, volume.kspace, recon, f"synthetic-seed{seed}-subject{subject}"))
+        subject = slice_seed(seed, "volume" if anatomy == "knee" else anatomy, v)
+        volume = synthesize_volume(shape, slices, coils, subject, snr, anatomy)
+        name = f"file_synth_{family}{seed}_{v:04d}.h5"
+        patient = f"synthetic-{anatomy}-seed{seed}-subject{subject}"
+        paths.append(write_fastmri(root / name, volume.kspace, recon, patient, ACQUISITION[anatomy]))
     return paths

@@ -20,12 +20,14 @@ variable-density Poisson-disc sampling is used in practice. Here
   by the maximum magnitude of the zero-filled volume.
 
 The embedded default data set (:func:`synthesize_volume3d`,
-:func:`make_synthetic_volumes`) stacks the 2D knee-like phantom of
-:mod:`convexrecon.data.synthetic` along the readout axis, which runs along
-the limb: anatomy (outline, bones, vessels) changes continuously along ``x``
-and the fine texture (muscle fibres, trabeculae) is constant along it, like
-fibres along a limb. Coils are the 2D birdcage maps, varying along ``x``.
-It shares the 2D set's limits (no real contrast or artefact physics).
+:func:`make_synthetic_volumes`) stacks slices of the 2D coronal knee-like
+generator of :mod:`convexrecon.data.synthetic` along the readout axis, which
+runs anterior to posterior: anatomy (bones, notch, menisci, ligaments,
+vessels) changes continuously along ``x``, and the fine texture (muscle
+fibres, trabeculae, septa) is the same in every plane, as if it ran straight
+through the slab. Coils are the 2D birdcage maps, varying along ``x``. It
+shares the 2D set's limits (contrasts are typical relative values, no
+artefact physics).
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ class SyntheticVolume3D(NamedTuple):
 
 def synthesize_volume3d(shape: tuple[int, int, int] = DEFAULT_SHAPE, coils: int = 8, seed: int = 0,
                         snr: float | None = 25.0) -> SyntheticVolume3D:
-    """One synthetic knee-like volume; readout ``X`` along the limb (see the module doc).
+    """One synthetic knee-like volume; readout ``X`` anterior to posterior (see the module doc).
 
     ``snr`` is ``mean(|x| over the object) / noise std`` per coil (None: noiseless).
     """
