@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import channels_to_complex, complex_to_channels, sense_images
+from convexrecon.data.sense import channels_to_complex, complex_to_channels, data_device, sense_images
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -42,11 +42,15 @@ def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]
 
 
 @torch.no_grad()
-def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> Tensor:
+def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor,
+                      device: str | torch.device | None = None) -> Tensor:
     """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
 
     Entries outside ``mask`` are ignored. The crop is the model's training crop
-    (``net.config["data"]["crop"]``, default ``min(320, H, W)``).
+    (``net.config["data"]["crop"]``, default ``min(320, H, W)``). ESPIRiT, the SENSE
+    image and the network run on ``device``; None: the device of ``net``'s parameters.
+    With an explicit ``device``, ``net`` must already be there (``net.to(device)``), else
+    ``ValueError`` naming both.
 
     Returns
     -------
@@ -61,7 +65,11 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
     crop = int(config.get("data", {}).get("crop", min(320, *kspace.shape[-2:])))
-    images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop)
     weight = next(net.parameters())
-    x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=weight.device)
+    run = weight.device if device is None else data_device(device)
+    if weight.device != run:
+        raise ValueError(f"The 'device' parameter must be the device of 'net'. Got {str(run)!r} with 'net' on "
+                         f"{str(weight.device)!r} instead (move it with net.to(device)).")
+    images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop, device=run)
+    x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=run)
     return channels_to_complex(net(x)[0].float().cpu()) * images.scale
