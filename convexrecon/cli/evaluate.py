@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from convexrecon.cli.device import add_device_argument
 from convexrecon.data.sense import center_crop
 from convexrecon.metrics import evaluate
 
@@ -25,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--recon", type=Path, required=True, help="directory written by `reconstruct`")
     parser.add_argument("--data", type=Path, required=True, help="directory of the reference .h5 files")
+    add_device_argument(parser, "accepted and validated as in the other commands; the metrics are "
+                                "computed in NumPy on the host whatever the device")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
 from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, choose_lambda, reference_table, slice_problem
 from convexrecon.data.dataset import SliceDataset
@@ -47,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--crop", type=int, default=320, help="image side after cropping (default 320)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default DATA/.cache)")
+    add_device_argument(p, "device of the preprocessing (ESPIRiT, SENSE images)")
     g = p.add_argument_group("synthetic data")
     g.add_argument("--make-synthetic", action="store_true", help="write the synthetic data set if DATA has none")
     g.add_argument("--volumes", type=int, default=4, help="synthetic volumes (default 4)")
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         dataset = SliceDataset(
             args.data, mask=args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction,
             calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=args.cache_dir or args.data / ".cache",
+            device=args.device,
         )
         print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}")
         if args.no_classical:

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from convexrecon.cli.device import add_device_argument
 from convexrecon.io import atomic_path, ensure_writable_dir
 from convexrecon.data.fastmri import FastMRIVolume, list_volumes
 from convexrecon.recon import mask_func_of, reconstruct_slice, volume_masks
@@ -30,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--model", type=Path, required=True, help="directory written by `train`")
     parser.add_argument("--data", type=Path, required=True, help="a .h5 file or a directory of them")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_device_argument(parser, "device of ESPIRiT, the SENSE images and the network")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from convexrecon.stack.persist import load_network
 
     try:
-        net = load_network(args.model)
+        net = load_network(args.model, map_location=args.device)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --model: {error}")
     if args.data.is_file():
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
         try:
             masks = volume_masks(volume, mask_func)
-            slices = [reconstruct_slice(net, volume.kspace(s), masks[s]).abs().numpy().astype(np.float32)
+            slices = [reconstruct_slice(net, volume.kspace(s), masks[s], args.device).abs().numpy().astype(np.float32)
                       for s in tqdm(range(volume.num_slices), desc=path.name, unit="slice", leave=False)]
         except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice or mask
             parser.exit(2, f"{parser.prog}: error: {error}\n")
