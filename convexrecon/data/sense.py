@@ -209,8 +209,9 @@ def _espirit_torch(kspace: np.ndarray, calib_width: int, kernel_width: int, thre
     calib = x[:, top:top + cw, left:left + cw]
     blocks = calib.unfold(1, kw, 1).unfold(2, kw, 1)  # (C, nb, nb, kw, kw): sigpy.array_to_blocks
     mat = blocks.reshape(coils, -1, kw * kw).transpose(0, 1).reshape(-1, coils * kw * kw)
-    _, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    vh = vh[s > thresh * s.max()]  # kernels (K, C * kw * kw)
+    # a small matrix ((cw - kw + 1)^2 x C kw^2): LAPACK via NumPy on the host (torch's CPU complex SVD is ~50x slower)
+    _, s, vh = np.linalg.svd(mat.cpu().numpy(), full_matrices=False)
+    vh = torch.from_numpy(np.ascontiguousarray(vh[s > thresh * s.max()])).to(device)  # kernels (K, C * kw * kw)
     # A^H A = (HW / kw^2) sum_k g_k g_k^H with g_k the centred orthonormal IFFT of kernel k zero-padded to
     # (H, W) (sigpy). Products of IFFTs are IFFTs of correlations: sum_k g_k[c] conj(g_k[c']) is
     # IFFT(R[c, c']) / sqrt(HW), R the kernels' cross-correlation at lags d in [-(kw-1), kw-1]^2.
