@@ -254,7 +254,8 @@ def synthetic_parallel(root: Path, workers: int, **settings: Any) -> list[Path]:
     if workers <= 1 or volumes <= 1:
         return make_synthetic(root, volumes=volumes, **settings)
     root.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(max_workers=min(workers, volumes)) as pool:
+    import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
+    with ProcessPoolExecutor(max_workers=min(workers, volumes), mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(_one_volume, root, v, settings) for v in range(volumes)]
         return [job.result() for job in jobs]
 

@@ -73,7 +73,8 @@ def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarr
     workers = min(len(pairs), os.cpu_count() or 1)
     if workers > 1:  # one process per slice (sigpy's L1-wavelet is single-threaded numpy)
         from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             preds = list(pool.map(_cs_slice, [(p, s, func, crop, lamda, cfg["cs_max_iter"]) for p, s in pairs]))
     else:
         preds = [l1_wavelet(problem(p, s), lamda, cfg["cs_max_iter"])
