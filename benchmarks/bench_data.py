@@ -18,11 +18,49 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
 from common import machine, utc_now, write_results
 from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
 from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _espirit_times(path: Path, func: MaskFunc, devices: list[torch.device], sigpy_reference: bool) -> dict[str, float]:
+    """Seconds of one slice's ESPIRiT per device (torch path; the second of two runs, the first warms up) and,
+    with ``sigpy_reference``, of sigpy's EspiritCalib on the CPU; agreement of the maps with it."""
+    import numpy as np
+
+    kspace = FastMRIVolume(path).kspace(0)
+    mask = func.for_slice(kspace.shape[-2:], path.name, 0)
+    masked, width = kspace * mask, calibration_width(mask, func.calibration_limit(mask.shape))
+    out: dict[str, float] = {}
+    reference = None
+    if sigpy_reference:
+        t = time.perf_counter()
+        reference = espirit_maps(masked, width, method="sigpy")
+        out["ESPIRiT, sigpy EspiritCalib, cpu (before)"] = time.perf_counter() - t
+    for device in devices:
+        for _ in range(2 if device.type == "cuda" else 1):
+            _sync(device)
+            t = time.perf_counter()
+            maps = espirit_maps(masked, width, device=device)
+            _sync(device)
+            seconds = time.perf_counter() - t
+        out[f"ESPIRiT, torch, {device}"] = seconds
+        t = time.perf_counter()
+        sense_images(kspace, mask, func.calibration_limit(mask.shape), 320, maps=maps, device=device)
+        _sync(device)
+        out[f"SENSE images, {device}"] = time.perf_counter() - t
+        if reference is not None:
+            out[f"maps relative difference torch {device} vs sigpy"] = float(
+                np.linalg.norm(maps - reference) / np.linalg.norm(reference))
+    return out
 
 
 def _stage_times(path: Path, func: MaskFunc, crop: int, classical: bool) -> dict[str, float]:
@@ -60,7 +98,12 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=200, help="cached slice reads to time")
     parser.add_argument("--classical", action="store_true", help="also time SENSE-CG and L1-wavelet on one slice")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/data"))
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="devices to time ESPIRiT on (default: cpu, and cuda when available)")
+    parser.add_argument("--no-sigpy", action="store_true", help="skip the sigpy EspiritCalib reference timing")
+    parser.add_argument("--espirit-only", action="store_true", help="only the per-device ESPIRiT timings")
     args = parser.parse_args()
+    devices = [torch.device(d) for d in (args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
@@ -69,6 +112,15 @@ def main() -> None:
         synth = time.perf_counter() - t
         func = MaskFunc(args.mask)
         func((64, 45), 0)  # load sigpy's numba-compiled sampler outside the timings
+        espirit = _espirit_times(path, func, devices, not args.no_sigpy)
+        for k, v in espirit.items():
+            print(f"{k}: {v:.3g}", flush=True)
+        if args.espirit_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_results(args.out, {"settings": vars(args) | {"out": str(args.out)}, "espirit": espirit,
+                                     "machine": machine()},
+                          "\n".join(f"| {k} | {v:.3g} |" for k, v in espirit.items()) + "\n", "bench_espirit")
+            return
         stages = _stage_times(path, func, args.crop, args.classical)
 
         t = time.perf_counter()
@@ -92,6 +144,7 @@ def main() -> None:
                      "mask": args.mask},
         "synthesis_s_per_slice": synth / args.slices,
         "stage_s_one_slice": stages,
+        "espirit_s_per_slice": espirit,
         "preprocess_slices_per_s": args.slices / prep,
         "preprocess_s_per_slice": prep / args.slices,
         "cache_mb_per_slice": per_slice_mb,
@@ -102,6 +155,7 @@ def main() -> None:
     rows = [
         ("synthetic data generation", f"{synth / args.slices:.2f} s/slice"),
         *((f"one slice: {k}", f"{v:.2f} s") for k, v in stages.items()),
+        *((f"one slice: {k}", f"{v:.3g}") for k, v in espirit.items()),
         ("preprocessing (mask + ESPIRiT + SENSE + cache write)",
          f"{args.slices / prep:.3f} slices/s ({prep / args.slices:.1f} s/slice)"),
         ("cache size", f"{per_slice_mb:.1f} MB/slice"),

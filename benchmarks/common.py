@@ -188,12 +188,93 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
         "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     },
+    # one H100/H200 in 8 minutes including data and preprocessing (run_knee.py --config gpu); every reduction from
+    # the seed's settings ("full") is listed in REDUCTIONS and printed with the results
+    "gpu": {
+        "synthetic": {"volumes": 5, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
+        "crop": 320, "val_volumes": 1, "blocks": 4, "kernel_size": 7, "num_arrangements": 32,
+        "activation": "gated", "gate_sampling": "antithetic",
+        "beta_ratio": 1e-3, "beta_ratios": [1e-3, 1e-2], "holdout_volumes": 1,
+        "tol": 1e-3, "max_iter": 300, "solve_chunk_size": None,
+        "patch_size": 64, "patches_per_slice": 4,
+        "epochs_end_to_end": 20, "epochs_layerwise": 15, "halve_every": 5, "batch_size": 4,
+        "cs_lambda_slices": 1, "cs_max_iter": 30, "cs_lambdas": [3e-3, 1e-2], "cs_val_slices": 4,
+        "allow_tf32": True,
+    },
+}
+
+REDUCTIONS = {
+    "gpu": [
+        "hidden width 64 (P = 32 gated gates) instead of 256 (P = 128): the estimate at 256 is several times the "
+        "8-minute budget (docs/benchmarks.md: one 320x320 slice, C_in 256, k 7, P 64 takes ~10 s per solve with TF32)",
+        "convex blocks fit on 4 seeded 64x64 windows per training slice instead of whole slices",
+        "convex tolerance 1e-3 (max 300 iterations) instead of 1e-4",
+        "beta ratio candidates (1e-3, 1e-2) instead of (1e-4, 1e-3, 1e-2)",
+        "Adam: 20 end-to-end epochs (lr halved every 5) and 15 per layer-wise block instead of 40 / 30 (every 10)",
+        "L1-wavelet CS: 30 iterations, lambda from (3e-3, 1e-2) on 1 training slice, scored on the first 4 "
+        "validation slices",
+        "TF32 on for every method alike (convex solves, feature computation, both Adam baselines)",
+        "40 synthetic slices (5 volumes x 8: 1 validation volume, 4 training volumes = 32 slices, the last held out "
+        "for beta selection) instead of 32 training + real data",
+    ],
 }
 
 
-def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
-    """Preprocess (cached) and stack the slices; validation = the first volumes by name."""
-    dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=cache, **MASKS[mask])
+def estimate_seconds(cfg: dict[str, Any], device: str, masks: int = 2) -> dict[str, float]:
+    """A rough wall-time estimate of run_knee with ``cfg`` on ``device`` (seconds per phase), from the timings in
+    docs/benchmarks.md: synthesis ~4.8 s per full-size slice per core; ESPIRiT + SENSE ~10 s per full-size 15-coil
+    slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one H100/H200; L1-wavelet ~0.29 s per iteration and
+    slice on one core; a gated solve ~10 s per (320x320 slice, C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6
+    without TF32), scaled by pixels x C_in x P, assumed x0.5 at tol 1e-3, x200 on a CPU; Adam at ~2e13 useful flop/s on a GPU (4e10 on 2 CPU cores)."""
+    syn = cfg["synthetic"]
+    n = syn["volumes"] * syn["slices"]
+    scale = syn["coils"] * syn["shape"][0] * syn["shape"][1] / (15 * 640 * 368)
+    gpu = device.startswith("cuda")
+    cores = os.cpu_count() or 1
+    out = {"synthetic data": 4.8 * n * scale / min(cores, syn["volumes"])}
+    out["preprocessing (both masks)"] = masks * n * scale * (1.0 if gpu else 10.0)
+    val = syn["slices"] * cfg["val_volumes"]
+    cs_slices = cfg["cs_lambda_slices"] * len(cfg["cs_lambdas"]) + min(val, cfg.get("cs_val_slices", val))
+    out["L1-wavelet CS (both masks)"] = masks * cs_slices * scale * (0.29 * cfg["cs_max_iter"] + 10.0) / max(1, min(cores, cs_slices))
+    train = n - val
+    side = cfg["patch_size"] or cfg["crop"]
+    pixels = train * cfg["patches_per_slice"] * side ** 2 if cfg["patch_size"] else train * cfg["crop"] ** 2
+    width = hidden_width(cfg)
+    solves = len(cfg.get("beta_ratios") or [0]) + 1
+    per_solve = [10.0 * pixels / 320 ** 2 * (2 if i == 0 else width) / 256 * cfg["num_arrangements"] / 64
+                 * (1.0 if cfg["tol"] < 1e-3 else 0.5) * (1.0 if cfg.get("allow_tf32") else 6.0)
+                 for i in range(cfg["blocks"])]
+    out["convex layer-wise (both masks)"] = masks * solves * sum(per_solve) * (1.0 if gpu else 200.0)
+    k = cfg["kernel_size"]
+    flops = 6 * cfg["crop"] ** 2 * (2 * width * k * k + (cfg["blocks"] - 1) * width * width * k * k + 2 * width)
+    rate = (2e13 if cfg.get("allow_tf32") else 1e13) if gpu else 4e10
+    e2e_runs = 1 + (3 * (train - syn["slices"]) / train if cfg.get("beta_ratios") else 0)
+    out["end-to-end Adam (both masks)"] = masks * e2e_runs * cfg["epochs_end_to_end"] * train * flops / rate
+    out["layer-wise Adam (both masks)"] = masks * cfg["epochs_layerwise"] * train * flops / rate * 1.5
+    return out
+
+
+def synthetic_parallel(root: Path, workers: int, **settings: Any) -> list[Path]:
+    """:func:`convexrecon.data.make_synthetic`'s files, one volume per process (``make_synthetic(only=[v])``:
+    each volume depends on its index alone, so the files are those of one call)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from convexrecon.data import make_synthetic
+
+    volumes = settings.pop("volumes")
+    if workers <= 1 or volumes <= 1:
+        return make_synthetic(root, volumes=volumes, **settings)
+    root.mkdir(parents=True, exist_ok=True)
+    import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
+    with ProcessPoolExecutor(max_workers=min(workers, volumes), mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(make_synthetic, root, volumes=volumes, only=[v], **settings) for v in range(volumes)]
+        return [job.result()[0] for job in jobs]
+
+
+def load_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path,
+               device: Any = None) -> dict[str, Any]:
+    """Preprocess (cached, ESPIRiT and SENSE on ``device``) and stack the slices; validation = the first volumes."""
+    dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=cache, device=device, **MASKS[mask])
     try:
         train, val = stack_split(dataset, cfg["val_volumes"])
     except ValueError as error:
@@ -216,7 +297,7 @@ def hidden_width(cfg: dict[str, Any]) -> int:
 
 
 def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: int,
-                 data_cfg: dict[str, Any]) -> tuple[Any, float, list]:
+                 data_cfg: dict[str, Any], device: Any = None) -> tuple[Any, float, list]:
     """Convex layer-wise training on ``split``; returns the result, solve seconds and caught warnings."""
     tr, va = split["train"], split["val"]
     ratios = cfg.get("beta_ratios")
@@ -232,12 +313,14 @@ def train_convex(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, seed: i
                                  val_targets=va["targets"], val_scales=va["scales"], val_volumes=va["volumes"],
                                  patch_size=cfg["patch_size"], patches_per_slice=cfg["patches_per_slice"],
                                  seed=seed, chunk_size=4, solve_chunk_size=cfg["solve_chunk_size"],
-                                 checkpoint_dir=ckpt, progress=True, config=data_cfg, holdout=holdout)
+                                 checkpoint_dir=ckpt, progress=True, config=data_cfg, holdout=holdout,
+                                 device=device, allow_tf32=bool(cfg.get("allow_tf32", False)))
     return convex, sum(r["seconds"] for r in convex.records), list(caught)
 
 
 def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays: list[float], ckpt: Path,
-                              seed: int, data_cfg: dict[str, Any]) -> tuple[ReconNet, float, dict[str, Any] | None]:
+                              seed: int, data_cfg: dict[str, Any],
+                              device: Any = None) -> tuple[ReconNet, float, dict[str, Any] | None]:
     """The same architecture trained end to end by Adam.
 
     Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective
@@ -254,7 +337,7 @@ def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays
         net = ReconNet.plain([hidden_width(cfg)] * cfg["blocks"], cfg["kernel_size"], seed=seed, config=data_cfg)
         train_end_to_end(net, inputs, targets, epochs=cfg["epochs_end_to_end"], halve_every=cfg["halve_every"],
                          batch_size=cfg["batch_size"], weight_decay=decay, seed=seed, checkpoint_dir=where,
-                         progress=True)
+                         progress=True, device=device, allow_tf32=bool(cfg.get("allow_tf32", False)))
         return net
 
     decay, selection = float(np.mean(decays)), None
@@ -265,7 +348,8 @@ def train_end_to_end_baseline(split: dict[str, Any], cfg: dict[str, Any], decays
         for j, candidate in enumerate(candidates):
             net = train(tr["inputs"][~held], tr["targets"][~held], candidate, ckpt / f"end_to_end_select_{j}")
             with torch.no_grad():
-                errors.append(float((net.predict(tr["inputs"][held]) - tr["targets"][held]).double().pow(2).sum()))
+                held_inputs = tr["inputs"][held].to(next(net.parameters()).device)
+                errors.append(float((net.predict(held_inputs).cpu() - tr["targets"][held]).double().pow(2).sum()))
         best = int(np.argmin(errors))
         selection = {"weight_decays": candidates, "holdout_sq_error": errors, "chosen": candidates[best],
                      "fit_slices": int((~held).sum()), "holdout_slices": int(held.sum())}

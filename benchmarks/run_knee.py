@@ -27,6 +27,12 @@ Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
     PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU, ~11 min)
     PYTHONPATH=. python benchmarks/run_knee.py --quick    # < 10 min, every method
     PYTHONPATH=. python benchmarks/run_knee.py --full --data /data/knee_multicoil  # seed's settings, GPU
+    PYTHONPATH=. python benchmarks/run_knee.py --config gpu   # one H100/H200 in ~8 min, reductions printed
+
+``--device`` (default ``cuda`` when available) runs preprocessing (ESPIRiT, SENSE) and every trainer there.
+On CUDA the memory table (Fig. 4) is measured by real allocation under a 12 GiB cap
+(``convexrecon.analysis.memory.measured_max_batch``); on the CPU it stays the meta-device count, a
+lower bound on the real peak, labelled as such in ``results.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +51,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from common import (CONFIGS, MASKS, beta_text, command, convex_solver_bytes, hidden_width, load_split, machine,  # noqa: E402
-                    plot_batch_size, plot_examples, plot_psnr_vs_layers, scores, train_convex,
-                    train_end_to_end_baseline, utc_now, write_results)
+from common import (CONFIGS, MASKS, REDUCTIONS, beta_text, command, convex_solver_bytes, estimate_seconds,  # noqa: E402
+                    hidden_width, load_split, machine, plot_batch_size, plot_examples, plot_psnr_vs_layers, scores,
+                    synthetic_parallel, train_convex, train_end_to_end_baseline, utc_now, write_results)
 
 from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
-from convexrecon.data import FastMRIVolume, make_synthetic  # noqa: E402
+from convexrecon.data import FastMRIVolume  # noqa: E402
 from convexrecon.data.classical import choose_lambda, l1_wavelet, slice_problem  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
+from convexrecon.cli.device import default_device, parse_device  # noqa: E402
 
 METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
 def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[float, float]]:
@@ -61,14 +69,30 @@ def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarr
     problem = lambda p, s: slice_problem(FastMRIVolume(p), s, func, crop)  # noqa: E731
     tune = [problem(p, s) for p, s in split["train"]["pairs"][: cfg["cs_lambda_slices"]]]
     lamda, scores = choose_lambda(tune, cfg["cs_lambdas"], cfg["cs_max_iter"])
-    preds = [l1_wavelet(problem(p, s), lamda, cfg["cs_max_iter"])
-             for p, s in tqdm(split["val"]["pairs"], desc="L1-wavelet CS", unit="slice")]
+    pairs = split["val"]["pairs"][: cfg.get("cs_val_slices")]
+    workers = min(len(pairs), os.cpu_count() or 1)
+    if workers > 1:  # one process per slice (sigpy's L1-wavelet is single-threaded numpy)
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            preds = list(pool.map(_cs_slice, [(p, s, func, crop, lamda, cfg["cs_max_iter"]) for p, s in pairs]))
+    else:
+        preds = [l1_wavelet(problem(p, s), lamda, cfg["cs_max_iter"])
+                 for p, s in tqdm(pairs, desc="L1-wavelet CS", unit="slice")]
     return np.stack(preds), lamda, scores
 
 
-def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -> tuple[dict[str, Any], dict]:
+def _cs_slice(job: tuple) -> np.ndarray:
+    path, s, func, crop, lamda, max_iter = job
+    return l1_wavelet(slice_problem(FastMRIVolume(path), s, func, crop), lamda, max_iter)
+
+
+def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
+             device: torch.device = torch.device("cpu")) -> tuple[dict[str, Any], dict]:
     """All five methods on one mask; returns the ``results.json`` entry and images for the figures."""
-    split = load_split(root, mask, cfg, seed, out / "cache")
+    t0 = time.perf_counter()
+    split = load_split(root, mask, cfg, seed, out / "cache", device=device)
+    print(f"preprocessing ({device}): {time.perf_counter() - t0:.0f} s", flush=True)
     tr, va = split["train"], split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     entry: dict[str, Any] = {}
@@ -77,26 +101,30 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
                             "train_seconds": 0.0, "peak_memory_bytes": 0}
     start = time.perf_counter()
     cs, lamda, lambda_scores = cs_predictions(split, cfg)
-    entry["cs_l1_wavelet"] = {**scores(va["targets"], cs, va["scales"], va["volumes"]), "train_seconds": 0.0,
+    ncs = len(cs)
+    entry["cs_l1_wavelet"] = {**scores(va["targets"][:ncs], cs, va["scales"][:ncs], va["volumes"][:ncs]),
+                              "scored_slices": ncs, "train_seconds": 0.0,
                               "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": lambda_scores,
                               "seconds": time.perf_counter() - start}
     images["cs_l1_wavelet"] = cs[0]
     k, K = cfg["kernel_size"], cfg["blocks"]
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
     ckpt = out / "checkpoints" / mask
-    convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
+    print(f"CS: {time.perf_counter() - start:.0f} s", flush=True)
+    convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg, device)
     convex.network.save(out / "models" / mask / "layerwise_convex")
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     width = hidden_width(cfg)
     widths = [width] * K
-    net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg)
+    net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg, device)
     net.save(out / "models" / mask / "end_to_end")
     # non-convex layer-wise
     start = time.perf_counter()
     adam_net, adam_records = train_layerwise_adam(
         tr["inputs"], tr["targets"], widths, k, epochs=cfg["epochs_layerwise"], halve_every=cfg["halve_every"],
         batch_size=cfg["batch_size"],
-        weight_decay=decays, seed=seed, checkpoint_dir=ckpt, validation=val, progress=True)
+        weight_decay=decays, seed=seed, checkpoint_dir=ckpt, validation=val, progress=True, device=device,
+        allow_tf32=bool(cfg.get("allow_tf32", False)))
     adam_seconds = time.perf_counter() - start
     adam_net.config.update(data_cfg)
     adam_net.save(out / "models" / mask / "layerwise_adam")
@@ -111,7 +139,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int) -
         entry[name] = {"psnr_mean": metrics["psnr"], "psnr_std": metrics["psnr_std"],
                        "ssim_mean": metrics["ssim"], "ssim_std": metrics["ssim_std"],
                        "train_seconds": seconds, "peak_memory_bytes": int(memory)}
-        images[name] = model.predict(va["inputs"][:1])[0]
+        images[name] = model.predict(va["inputs"][:1].to(next(model.parameters()).device))[0].cpu()
     entry["end_to_end"]["weight_decay_selection"] = e2e_selection
     entry["layerwise_adam"]["blocks"] = [{"psnr": r["psnr"], "ssim": r["ssim"], "duality_gap": None,
                                           "relative_gap": None, "status": None} for r in adam_records]
@@ -163,6 +191,8 @@ def markdown(results: dict[str, Any]) -> str:
               f"| end-to-end | {mem['end_to_end']['batch_1']['total']:,} | {mem['end_to_end']['max_batch_12gb']} |"]
     for b in mem["layerwise"]["blocks"]:
         lines.append(f"| layer-wise block {b['block']} | {b['batch_1']['total']:,} | {b['max_batch_12gb']} |")
+    if "convex_solve" in mem:
+        lines.append(f"| convex block solve, in memory (320×320 slices) | — | {mem['convex_solve']['max_slices_12gb']} |")
     ratio = mem["layerwise"]["max_batch_12gb"] / max(mem["end_to_end"]["max_batch_12gb"], 1)
     lines += ["", f"Layer-wise (worst block) / end-to-end max batch: {ratio:.2f}× (target ≥ 1.6×).", ""]
     return "\n".join(lines)
@@ -173,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny configuration (< 10 min on 2 cores)")
     mode.add_argument("--full", action="store_true", help="the seed's settings (needs a GPU and real data)")
+    mode.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                      help="a named configuration: quick, default, full, or gpu (the seed's geometry reduced to fit "
+                           "8 minutes on one H100/H200; every reduction is printed)")
+    parser.add_argument("--device", type=parse_device, default=parse_device(default_device()), metavar="DEVICE",
+                        help=f"preprocessing and training device: cpu, cuda or cuda:N (default {default_device()}; "
+                             f"cuda when available)")
     parser.add_argument("--data", type=Path, default=None, help="directory of fastMRI multi-coil .h5 files")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default benchmarks/results/knee, knee-quick or knee-full by mode)")
@@ -181,11 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-only", action="store_true",
                         help="recount only the memory table (Fig. 4) of an existing run in --out and rewrite its "
                              "results and batch_size.png; the trained methods are kept as they are")
+    parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and the reductions, then exit")
     args = parser.parse_args(argv)
     if args.data is not None and not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
-    name = "quick" if args.quick else "full" if args.full else "default"
+    name = args.config or ("quick" if args.quick else "full" if args.full else "default")
     cfg = CONFIGS[name]
+    device = args.device
+    estimate = estimate_seconds(cfg, str(device), masks=len(args.masks))
+    print(f"run_knee ({name}) on {device}: estimated {sum(estimate.values()) / 60:.1f} min "
+          f"({', '.join(f'{k} {v:.0f} s' for k, v in estimate.items())}; a rough estimate from docs/benchmarks.md's "
+          f"timings, not a measurement)", flush=True)
+    for reduction in REDUCTIONS.get(name, []):
+        print(f"  reduction from the seed's settings: {reduction}", flush=True)
+    if args.estimate_only:
+        return 0
     torch.manual_seed(args.seed)
     # each mode has its own default directory, so --quick never overwrites the recorded default run
     out = args.out or Path("benchmarks/results") / ("knee" if name == "default" else f"knee-{name}")
@@ -198,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         root = out / f"data_{syn['volumes']}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x{syn['shape'][1]}"
         if not any(root.glob("*.h5")):
             print(f"writing synthetic data to {root}: {syn}", flush=True)
-            make_synthetic(root, volumes=syn["volumes"], slices=syn["slices"], coils=syn["coils"],
-                           shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+            t = time.perf_counter()
+            synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
+                               coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+            print(f"synthetic data: {time.perf_counter() - t:.0f} s", flush=True)
         description = (f"synthetic knee-like set (convexrecon.data.make_synthetic): {syn['volumes']} volumes × "
                        f"{syn['slices']} slices, {syn['coils']} coils, k-space {syn['shape'][0]}×{syn['shape'][1]}, "
                        f"SNR {syn['snr']}")
@@ -225,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     images: dict[str, Any] = {}
     for mask in args.masks:
         print(f"\n=== mask {mask} ===", flush=True)
-        masks[mask], images[mask] = run_mask(mask, root, cfg, out, args.seed)
-    print("\nmemory at the seed's full architecture (meta device) ...", flush=True)
-    memory = memory_table([256] * 4, 7, 320)
+        masks[mask], images[mask] = run_mask(mask, root, cfg, out, args.seed, device)
+    if device.type == "cuda":
+        print("\nmemory at the seed's full architecture, measured on CUDA under a 12 GiB cap ...", flush=True)
+        memory = measured_memory_table(device)
+    else:
+        print("\nmemory at the seed's full architecture (meta-device count, a lower bound) ...", flush=True)
+        memory = memory_table([256] * 4, 7, 320)
+        memory["method"] = "count (lower bound), not measured: " + memory["method"]
     results = {
         "config": {**cfg, "mode": name, "command": command("run_knee.py", argv), "machine": machine(),
+                   "device": str(device), "estimated_seconds": estimate, "reductions": REDUCTIONS.get(name, []),
                    "date": utc_now(),
                    "data_description": description, "seed": args.seed,
                    "total_seconds": time.perf_counter() - t0,
@@ -247,6 +301,73 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown(results))
     print(f"written: {', '.join(p.name for p in sorted(out.glob('*.*')))} in {out}")
     return 0
+
+
+def measured_memory_table(device: torch.device, budget: int = 12 * 2**30) -> dict[str, Any]:
+    """Fig. 4 by measurement on CUDA: the largest batch of 320x320 slices that runs within ``budget`` for one
+    end-to-end Adam step, one Adam step of every layer-wise block, and one in-memory convex block solve
+    (seed width: C_in 256, P 128 gated, k 7; a 2-iteration solve allocates what a full one does). Streaming
+    (inputs as chunks) removes the convex solve's limit; it is not measured here."""
+    from convexrecon import fit_layer
+    from convexrecon.analysis.memory import measured_max_batch
+    from convexrecon.errors import MemoryBudgetError
+    from convexrecon.stack.baselines import pixel_loss
+    from convexrecon.stack.network import ReconNet
+
+    widths, k, size = [256] * 4, 7, 320
+
+    def adam_step(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+        loss = pixel_loss(module(x), y)
+        loss.backward()
+        optimizer.step()
+        del optimizer, loss
+
+    def end_to_end(b: int) -> None:
+        net = ReconNet.plain(widths, k).to(device)
+        x = torch.zeros(b, 2, size, size, device=device)
+        adam_step(net, x, x)
+
+    def block(c_in: int):
+        def step(b: int) -> None:
+            module = torch.nn.Sequential(torch.nn.Conv2d(c_in, 256, k, padding=k // 2, bias=False), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(256, 2, 1, bias=False)).to(device)
+            h = torch.zeros(b, c_in, size, size, device=device)
+            adam_step(module, h, torch.zeros(b, 2, size, size, device=device))
+        return step
+
+    def convex(b: int) -> None:
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.rand(b, 256, size, size, device=device, generator=gen)
+        y = torch.randn(b, 2, size, size, device=device, generator=gen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit_layer(x, y, kernel_size=k, num_arrangements=128, activation="gated", max_iter=2, device=device,
+                      allow_tf32=True)
+
+    rows = {"end_to_end": measured_max_batch(end_to_end, budget, device, limit=256)}
+    blocks = []
+    for i in range(len(widths)):
+        result = measured_max_batch(block(2 if i == 0 else widths[i - 1]), budget, device, limit=256)
+        blocks.append({"block": i + 1, "max_batch_12gb": result["max_batch"], "measurement": result})
+    rows["convex_solve"] = measured_max_batch(convex, budget, device, limit=256, refusals=(MemoryBudgetError,))
+    count = memory_table(widths, k, size, budget)  # kept next to the measurement, labelled as a count
+    for b, c in zip(blocks, count["layerwise"]["blocks"]):
+        b["batch_1"], b["batch_2"] = c["batch_1"], c["batch_2"]
+    return {
+        "architecture": count["architecture"], "budget_bytes": budget,
+        "method": "measured on CUDA (" + str(torch.cuda.get_device_name(device)) + "): largest batch whose real step "
+                  "ran under torch.cuda.set_per_process_memory_fraction(12 GiB); batch_1/batch_2 byte columns are "
+                  "the meta-device count",
+        "end_to_end": {"max_batch_12gb": rows["end_to_end"]["max_batch"], "measurement": rows["end_to_end"],
+                       "batch_1": count["end_to_end"]["batch_1"], "batch_2": count["end_to_end"]["batch_2"]},
+        "layerwise": {"blocks": blocks, "max_batch_12gb": min(b["max_batch_12gb"] for b in blocks),
+                      "worst_block": min(blocks, key=lambda b: b["max_batch_12gb"])["block"]},
+        "convex_solve": {"max_slices_12gb": rows["convex_solve"]["max_batch"], "measurement": rows["convex_solve"],
+                         "note": "one in-memory fit_layer solve, C_in 256, P 128 gated, k 7, TF32; streaming "
+                                 "inputs (lists of chunks, HDF5) remove this limit"},
+        "count": count,
+    }
 
 
 def recount_memory(out: Path, argv: list[str] | None) -> int:

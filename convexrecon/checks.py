@@ -83,7 +83,11 @@ def device_of(value: Any) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"The 'device' parameter must be a torch device such as 'cpu' or 'cuda:0'. Got {value!r} instead.") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {value!r} was requested but CUDA is not available on this machine")
+        raise ValueError(f"The 'device' parameter must name a device of this machine. Got {value!r} instead "
+                         f"(CUDA is not available on this machine).")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"The 'device' parameter must name a device of this machine. Got {value!r} instead "
+                         f"(this machine has {torch.cuda.device_count()} CUDA device(s)).")
     return device
 
 
@@ -109,3 +113,24 @@ def check_same_device(**tensors: Tensor) -> None:
     if len(set(devices.values())) > 1:
         found = ", ".join(f"'{name}' on {device}" for name, device in devices.items())
         raise ValueError(f"The training tensors must be on one device. Got {found}.")
+
+
+def training_device(device: Any, **tensors: Tensor | None) -> torch.device:
+    """The device a trainer runs on: ``device``, or where ``tensors`` are when ``device`` is None.
+
+    With ``device=None`` every tensor must already be on one device (:func:`check_same_device`);
+    an explicit ``device`` is validated (:func:`device_of`) and the caller moves its tensors
+    there once, at the boundary.
+    """
+    present = {name: t for name, t in tensors.items() if isinstance(t, Tensor)}
+    if device is None:
+        check_same_device(**present)
+        return next(iter(present.values())).device if present else torch.device("cpu")
+    return device_of(device)
+
+
+def bool_flag(name: str, value: Any) -> bool:
+    """A plain bool (``allow_tf32``, ``progress``): numbers and strings are refused."""
+    if not isinstance(value, bool):
+        raise TypeError(f"The '{name}' parameter must be a bool. Got {type(value).__name__} {value!r} instead.")
+    return value

@@ -230,10 +230,12 @@ def validation_metrics(net: torch.nn.Module, inputs: torch.Tensor, targets: torc
     ``net`` maps ``(n, 2, H, W)`` stored-scale inputs to outputs of the same shape (any module;
     it runs ``chunk_size`` slices at a time, without autograd, in its parameters' dtype);
     ``scales`` undo the per-slice scaling. Volumes ``(N, 2, D, H, W)`` are scored as their
-    ``D`` slices ``(H, W)``.
+    ``D`` slices ``(H, W)``. Each chunk runs on the device of ``net``'s parameters (the inputs may
+    be elsewhere, e.g. on the host); the scores are computed on the host.
     """
-    dtype = next(net.parameters()).dtype
-    pred = torch.cat([net(inputs[i:i + chunk_size].to(dtype)) for i in range(0, len(inputs), chunk_size)])
+    weight = next(net.parameters())
+    pred = torch.cat([net(inputs[i:i + chunk_size].to(device=weight.device, dtype=weight.dtype)).cpu()
+                      for i in range(0, len(inputs), chunk_size)])
     summary = score_slices(targets, pred, scales, volumes)
     return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
             "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}

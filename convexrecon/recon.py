@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import center_crop, channels_to_complex, complex_to_channels, ifft2c, sense_images
+from convexrecon.data.sense import (center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c,
+                                    sense_images)
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -150,8 +151,8 @@ def model_crop(net: nn.Module, shape: tuple[int, int]) -> int:
 
 @torch.no_grad()
 def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor, *,
-                      crop: int | None = None, maps: np.ndarray | None = None,
-                      return_input: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                      crop: int | None = None, maps: np.ndarray | None = None, return_input: bool = False,
+                      device: str | torch.device | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
 
     Parameters
@@ -168,6 +169,10 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
         :class:`~convexrecon.data.mapcache.MapCache`); estimated from the calibration region when omitted.
     return_input
         Also return the zero-filled SENSE image the network was given.
+    device
+        Where ESPIRiT, the SENSE image and the network run; None: the device of ``net``'s
+        parameters. With an explicit ``device``, ``net`` must already be there
+        (``net.to(device)``), else ``ValueError`` naming both.
 
     Returns
     -------
@@ -182,17 +187,22 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
     crop = model_crop(net, kspace.shape[-2:]) if crop is None else int(crop)
+    weight = next(net.parameters())
+    run = weight.device if device is None else data_device(device)
+    if weight.device != run:
+        raise ValueError(f"The 'device' parameter must be the device of 'net'. Got {str(run)!r} with 'net' on "
+                         f"{str(weight.device)!r} instead (move it with net.to(device)).")
     if maps is None:
-        images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop)
+        images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop,
+                              device=run)
         zero_filled, scale = images.input, images.scale
     else:
         zero_filled = cropped_adjoint(kspace * mask, maps, crop)
         scale = float(zero_filled.abs().max()) or 1.0
         zero_filled = zero_filled / scale
-    weight = next(net.parameters())
-    x = complex_to_channels(zero_filled)[None].to(dtype=weight.dtype, device=weight.device)
+    x = complex_to_channels(zero_filled)[None].to(dtype=weight.dtype, device=run)
     image = channels_to_complex(net(x)[0].float().cpu()) * scale
-    return (image, zero_filled * scale) if return_input else image
+    return (image, zero_filled.cpu() * scale) if return_input else image
 
 
 def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:

@@ -149,3 +149,77 @@ def cuda_peak_bytes(step: Callable[[], None]) -> int | None:
     step()
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated())
+
+
+def measured_max_batch(step: Callable[[int], None], budget: int = 12 * GIB, device: str | torch.device = "cuda",
+                       limit: int = 4096, refusals: tuple[type[BaseException], ...] = ()) -> dict[str, Any]:
+    """The largest batch whose step runs within ``budget`` bytes on a CUDA device, found by real allocation.
+
+    ``step(b)`` runs one training step (or solve) at batch ``b``. The peak
+    (``torch.cuda.max_memory_allocated``) at batches 1 and 2 gives an affine prediction ``B``;
+    then, with the process capped at ``budget`` (``torch.cuda.set_per_process_memory_fraction``),
+    real steps confirm it: upward while they fit, downward (bisection) after an out-of-memory
+    error, so the answer is the largest batch that ran, never an extrapolation. Exceptions in
+    ``refusals`` (e.g. :class:`~convexrecon.errors.MemoryBudgetError`, raised by a solve's memory
+    guard before it allocates) count as "does not fit" too.
+
+    Returns
+    -------
+    dict
+        ``max_batch``, ``peak_batch_1``, ``peak_batch_2``, ``predicted``, ``tried`` (batch -> "ok"/"oom"),
+        ``method``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise ValueError(f"The 'device' parameter must be an available CUDA device. Got {str(device)!r} instead.")
+    total = torch.cuda.get_device_properties(device).total_memory
+    if budget > total:
+        raise ValueError(f"The 'budget' parameter must be at most the device's {total} bytes. Got {budget} instead.")
+
+    def peak(b: int) -> int | None:
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        try:
+            step(b)
+            torch.cuda.synchronize(device)
+        except (torch.cuda.OutOfMemoryError, *refusals):
+            torch.cuda.empty_cache()
+            return None
+        return int(torch.cuda.max_memory_allocated(device)) - base
+
+    torch.cuda.set_per_process_memory_fraction(budget / total, device)
+    tried: dict[int, str] = {}
+    try:
+        p1, p2 = peak(1), peak(2)
+        tried.update({1: "ok" if p1 is not None else "oom", 2: "ok" if p2 is not None else "oom"})
+        if p1 is None:
+            return {"max_batch": 0, "peak_batch_1": None, "peak_batch_2": None, "predicted": 0, "tried": tried,
+                    "method": "measured: batch 1 does not fit"}
+        predicted = 1 if p2 is None else (limit if p2 <= p1 else max_batch(p1, p2, budget))
+        predicted = min(predicted, limit)
+        good, bad = 1 if p2 is None else 2, 2 if p2 is None else None
+        b = max(predicted, good)
+        while bad is None or bad - good > 1:
+            if b in tried:
+                b = good + 1 if bad is None else (good + bad) // 2
+                if b in tried or b > limit:
+                    break
+            ok = peak(b) is not None
+            tried[b] = "ok" if ok else "oom"
+            if ok:
+                good = max(good, b)
+                if bad is None and b >= limit:
+                    break
+                b = b + max(1, b // 16) if bad is None else (good + bad) // 2
+            else:
+                bad = b if bad is None else min(bad, b)
+                b = (good + bad) // 2
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()
+    return {"max_batch": good, "peak_batch_1": p1, "peak_batch_2": p2, "predicted": predicted,
+            "tried": {str(k): v for k, v in sorted(tried.items())},
+            "method": "measured on CUDA: max_memory_allocated at batches 1 and 2 predicts B, real steps under "
+                      "set_per_process_memory_fraction(budget) confirm it (largest batch that ran)"}

@@ -202,19 +202,24 @@ def fit_layer_path(inputs: Any, targets: Any, betas: Sequence[float] | None = No
 def _fit(inputs: Any, targets: Any, gates: Any, options: FitOptions, *, betas: list[float] | None = None,
          ratios: list[float] | None = None) -> list[ConvexBlock]:
     """``fit_layer`` for explicit ``betas``, or ``ratios`` of ``beta_max``, warm-starting each solve from the last."""
-    with _tf32(options.allow_tf32):
+    with tf32_mode(options.allow_tf32):
         return _fit_blocks(inputs, targets, gates, options, betas, ratios)
 
 
 @contextmanager
-def _tf32(allowed: bool):
-    """Set torch's TF32 switches (cuDNN convolutions, CUDA matrix products) for a block; restore them after."""
+def tf32_mode(allowed: bool):
+    """Set torch's TF32 switches (cuDNN convolutions, CUDA matrix products) inside the block; restore them after.
+
+    The package's default everywhere is ``allowed=False`` (full float32), so that solves, trainers and
+    baselines compare at the same precision; no effect on the CPU.
+    """
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
     try:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
 
 
 def _problem(inputs: Any, targets: Any, gates: Any, o: FitOptions):

@@ -28,6 +28,7 @@ import numpy as np
 
 from convexrecon.cli.common import (REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of,
                                     markdown_table)
+from convexrecon.cli.device import add_device_argument
 from convexrecon.data.sense import center_crop
 from convexrecon.metrics import evaluate
 
@@ -41,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="rss: the files' reconstruction_rss (fastMRI); sense: fully sampled SENSE (the "
                              "package's training target)")
     add_cache_dir(parser)
+    add_device_argument(parser, "accepted and validated as in the other commands; the metrics are "
+                                "computed in NumPy on the host whatever the device")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from convexrecon.cli.common import REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of
+from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
 from convexrecon.data.classical import LAMBDA_GRID, SliceProblem, cross_validated_table, slice_problem
 from convexrecon.data.sense import center_crop
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--crop", type=int, default=320, help="image side after cropping (default 320)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     add_cache_dir(p)
+    add_device_argument(p, "device of the preprocessing (ESPIRiT, SENSE images)")
     g = p.add_argument_group("synthetic data")
     g.add_argument("--make-synthetic", action="store_true", help="write the synthetic data set if DATA has none")
     g.add_argument("--volumes", type=int, default=4, help="synthetic volumes (default 4)")
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         dataset = SliceDataset(
             args.data, mask=args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction,
             calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=cache_dir_of(args),
+            device=args.device,
         )
         print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}", flush=True)
         if args.no_classical:

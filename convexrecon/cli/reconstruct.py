@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, output_dir
+from convexrecon.cli.device import add_device_argument
 from convexrecon.data.fastmri import FastMRIVolume, list_volumes
 from convexrecon.data.mapcache import MapCache
 from convexrecon.data.sense import calibration_width
@@ -51,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "training crop")
     add_cache_dir(parser)
     parser.add_argument("--verbose", action="store_true", help="one progress bar per volume instead of one in all")
+    add_device_argument(parser, "device of ESPIRiT, the SENSE images and the network")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from convexrecon.stack.persist import load_network
 
     try:
-        net = load_network(args.model)
+        net = load_network(args.model, map_location=args.device)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --model: {error}")
     volumes = _open_volumes(args, parser)
@@ -162,7 +164,8 @@ def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net,
                 limit = mask_func.calibration_limit(mask.shape)
                 masked = kspace * mask
                 maps = cache.maps(volume.path, s, masked, mask, limit, crop)
-                image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True)
+                image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True,
+                                                       device=args.device)
                 recon.append(image.abs().numpy().astype(np.float32))
                 zero.append(zero_filled.abs().numpy().astype(np.float32))
                 widths.append(calibration_width(mask, limit))

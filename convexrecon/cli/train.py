@@ -31,6 +31,7 @@ from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
+from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
@@ -79,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (baselines)")
     parser.add_argument("--seed", type=int, default=0, help="seeds masks, windows, gates and initialisations")
     parser.add_argument("--verbose", action="store_true", help="also show the progress bars inside every solve")
+    add_device_argument(parser, "device of the preprocessing (ESPIRiT, SENSE) and the training")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
 
@@ -134,7 +136,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: P
     try:
         dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
-                               cache_dir=cache_dir)
+                               cache_dir=cache_dir, device=args.device)
         train, val = stack_split(dataset, args.val_volumes)
         settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
                                   activation=args.activation, beta_ratio=args.beta_ratio,
@@ -237,7 +239,8 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
                                      val_targets=val.targets, val_scales=val.scales, val_volumes=val.volumes,
                                      patch_size=args.patch_size or None, patches_per_slice=args.patches_per_slice,
                                      seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config,
-                                     holdout=holdout, solve_progress=args.verbose)
+                                     holdout=holdout, solve_progress=args.verbose,
+                                     device=args.device)
         net, records = result.network, result.records
         best = 1 + max(range(len(records)), key=lambda j: records[j]["psnr"])
         if best < len(records) and not args.keep_all_blocks:
@@ -248,12 +251,13 @@ def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, c
         records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,
                                    halve_every=args.halve_every, batch_size=args.batch_size,
                                    weight_decay=args.weight_decay, seed=args.seed,
-                                   checkpoint_dir=ckpt, validation=val.validation, progress=True)
+                                   checkpoint_dir=ckpt, validation=val.validation, progress=True,
+                                   device=args.device)
     else:
         net, records = train_layerwise_adam(train.inputs, train.targets, [width] * args.blocks, args.kernel_size,
                                             epochs=args.epochs or 30, halve_every=args.halve_every,
                                             batch_size=args.batch_size,
                                             weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                            validation=val.validation, progress=True)
+                                            validation=val.validation, progress=True, device=args.device)
         net.config.update(config)
     return net, records

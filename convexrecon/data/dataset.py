@@ -30,9 +30,9 @@ from convexrecon.io import atomic_path
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import complex_to_channels, sense_images
+from convexrecon.data.sense import complex_to_channels, data_device, sense_images
 
-CACHE_VERSION = 1  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+CACHE_VERSION = 2  # 2: ESPIRiT in torch (same maps to float32 rounding). Bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 
 
 class Sample(NamedTuple):
@@ -98,11 +98,12 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def preprocess_slice(
-    kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int
+    kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int, device: object = None
 ) -> Sample:
-    """Preprocess one fully sampled slice ``(coils, H, W)`` into a :class:`Sample`."""
+    """Preprocess one fully sampled slice ``(coils, H, W)`` into a :class:`Sample` (ESPIRiT and SENSE on
+    ``device``, None: the CPU; the sample is on the host)."""
     mask = mask_func.for_slice(kspace.shape[-2:], fname, slice_index)
-    images = sense_images(kspace, mask, mask_func.calibration_limit(mask.shape), crop)
+    images = sense_images(kspace, mask, mask_func.calibration_limit(mask.shape), crop, device=device)
     return Sample(
         input=complex_to_channels(images.input).float(),
         target=complex_to_channels(images.target).float(),
@@ -137,6 +138,9 @@ class SliceDataset(torch.utils.data.Dataset):
         Where to cache preprocessed volumes; None preprocesses on every access.
     progress : bool
         Show a progress bar while preprocessing.
+    device : str or torch.device, optional
+        Where ESPIRiT and the SENSE images are computed (None: the CPU). Not part of the
+        settings: CPU and GPU preprocessing agree to float32 rounding and share a cache.
 
     Raises
     ------
@@ -155,7 +159,9 @@ class SliceDataset(torch.utils.data.Dataset):
         seed: int = 0,
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        device: object = None,
     ) -> None:
+        self.device = data_device(device)
         self.mask_func = MaskFunc(mask, acceleration, center_fraction, calib, seed)
         if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
             raise ValueError(f"The 'crop' parameter must be a positive int. Got {crop!r} instead.")
@@ -197,7 +203,7 @@ class SliceDataset(torch.utils.data.Dataset):
         path, slice_index = self.index[i]
         if self.cache_dir is None:
             kspace = self.volumes[path].kspace(slice_index)
-            return preprocess_slice(kspace, self.mask_func, path.name, slice_index, self.crop)
+            return preprocess_slice(kspace, self.mask_func, path.name, slice_index, self.crop, self.device)
         handle = self._handle(path)
         return Sample(
             input=torch.from_numpy(handle["input"][slice_index]),
@@ -279,7 +285,7 @@ class SliceDataset(torch.utils.data.Dataset):
             d_mk = handle.create_dataset("mask", (slices, height, width), bool, chunks=(1, height, width))
             d_sc = handle.create_dataset("scale", (slices,), np.float64)
             for s in range(slices):
-                sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop)
+                sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop, self.device)
                 d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
                 d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale
                 bar.update(1)

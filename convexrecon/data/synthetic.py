@@ -39,7 +39,7 @@ it should not be expected to transfer to real scans.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -283,6 +283,7 @@ def make_synthetic(
     recon: tuple[int, int] | None = None,
     snr: float | None = 25.0,
     anatomy: str = "knee",
+    only: Sequence[int] | None = None,
 ) -> list[Path]:
     """Write a deterministic synthetic data set in the fastMRI multi-coil layout.
 
@@ -303,6 +304,9 @@ def make_synthetic(
     anatomy : {"knee", "brain"}
         Family of subjects: knee-like (the default) or brain-like (see the module doc).
         The two families draw their subjects from different seeds.
+    only : sequence of int, optional
+        Write only these volume indices (each volume depends on its index alone, so
+        several processes can write one data set in parts).
 
     Returns
     -------
@@ -318,7 +322,10 @@ def make_synthetic(
         raise ValueError(f"The 'recon' size must fit the shape {shape}. Got {recon} instead.")
     paths = []
     family = "" if anatomy == "knee" else f"{anatomy}_"
-    for v in range(volumes):
+    indices = range(volumes) if only is None else [int(v) for v in only]
+    if any(not 0 <= v < volumes for v in indices):
+        raise ValueError(f"The 'only' parameter must hold volume indices in [0, {volumes}). Got {list(only)} instead.")
+    for v in indices:
         subject = slice_seed(seed, "volume" if anatomy == "knee" else anatomy, v)
         volume = synthesize_volume(shape, slices, coils, subject, snr, anatomy)
         name = f"file_synth_{family}{seed}_{v:04d}.h5"

@@ -12,6 +12,11 @@ r"""Non-convex baselines on the same architecture (``docs/design.md`` §9, Basel
   (``first_i -> relu -> second_i``) trained by Adam on the same objective
   on ``(h_{i-1}, y - x_0)``, then frozen; ``second_i`` kept only for the last block.
 
+Both run on one device: ``device=None`` trains where the inputs are (every tensor given on that
+device), an explicit ``device`` moves the data and the network there once. TF32 is off unless
+``allow_tf32=True`` (the package's default everywhere, so the methods compare at one precision).
+bfloat16 autocast is not offered: its effect on the reached PSNR cannot be checked on a CPU.
+
 Both write a checkpoint atomically after every epoch (model, optimizer,
 scheduler, epoch); the same call on the same directory resumes there. Batches
 are shuffled by a generator seeded with ``(seed, epoch)``, so a resumed run
@@ -30,7 +35,8 @@ from tqdm.auto import tqdm
 
 from convexrecon.errors import CheckpointError
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.checks import check_images
+from convexrecon.block.fit import tf32_mode
+from convexrecon.checks import bool_flag, check_images, training_device
 from convexrecon.metrics import validation_metrics
 from convexrecon.stack.network import HiddenLayer, ReconNet
 
@@ -69,6 +75,10 @@ def adam_train(
         raise ValueError(f"The 'lr' parameter must be > 0. Got {lr!r} instead.")
     if not weight_decay >= 0:
         raise ValueError(f"The 'weight_decay' parameter must be >= 0. Got {weight_decay!r} instead.")
+    params = list(module.parameters())
+    if params and params[0].device != inputs.device:
+        raise ValueError(f"The module and the 'inputs' must be on one device. Got the module on {params[0].device}, "
+                         f"'inputs' on {inputs.device} instead.")
     optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
@@ -128,6 +138,8 @@ def train_end_to_end(
     stop_after: int | None = None,
     validation: tuple[Tensor, Tensor, Tensor, Sequence[str]] | None = None,
     progress: bool = False,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``net`` (in place) end to end; returns per-epoch loss (and validation PSNR/SSIM).
 
@@ -137,14 +149,29 @@ def train_end_to_end(
         Epochs between halvings of the learning rate (the seed's 10).
     validation
         ``(inputs, targets, scales, volumes)``; evaluated after every epoch when given.
+    device
+        None: train where ``inputs`` are (``targets`` and the validation tensors must be on the
+        same device); ``net`` is moved there. An explicit device moves the data and ``net`` there
+        once. ``net`` stays on this device afterwards.
+    allow_tf32
+        TF32 convolutions and matrix products (CUDA only; default False, as in every trainer).
     """
+    validation = _validation_tuple(validation)
+    run_device = training_device(device, inputs=inputs, targets=targets,
+                                 **({} if validation is None else {"val_inputs": validation[0],
+                                                                   "val_targets": validation[1]}))
+    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
     inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
+    inputs, targets = inputs.to(run_device), targets.to(run_device)
+    validation = _validation_on(validation, run_device)
+    net.to(run_device)
     ckpt = _checkpoint_file(checkpoint_dir, "end_to_end.pt")
     on_epoch = None if validation is None else (lambda e: validation_metrics(net, *validation))
-    history = adam_train(net, net, inputs, targets, epochs=epochs, batch_size=batch_size, lr=lr,
-                         halve_every=halve_every, weight_decay=weight_decay, seed=seed, checkpoint=ckpt,
-                         stop_after=stop_after,
-                         desc="end-to-end (Adam)", progress=progress, on_epoch=on_epoch)
+    with tf32_mode(allow_tf32):
+        history = adam_train(net, net, inputs, targets, epochs=epochs, batch_size=batch_size, lr=lr,
+                             halve_every=halve_every, weight_decay=weight_decay, seed=seed, checkpoint=ckpt,
+                             stop_after=stop_after,
+                             desc="end-to-end (Adam)", progress=progress, on_epoch=on_epoch)
     net.config.update({"method": "end_to_end", "training": {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
         "halve_every": halve_every, "schedule": f"lr halved every {halve_every} epochs"}, "history": history})
@@ -166,15 +193,38 @@ def train_layerwise_adam(
     checkpoint_dir: str | Path | None = None,
     validation: tuple[Tensor, Tensor, Tensor, Sequence[str]] | None = None,
     progress: bool = False,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> tuple[ReconNet, list[dict[str, Any]]]:
     """Non-convex layer-wise training: each two-layer block by Adam, then frozen.
+
+    ``device`` and ``allow_tf32`` as in :func:`train_end_to_end`: None trains where ``inputs``
+    are; the features of every block stay on that device; the network is returned on it.
 
     Returns the network and one record per block (validation metrics when
     ``validation`` is given, seconds, final loss).
     """
+    validation = _validation_tuple(validation)
+    run_device = training_device(device, inputs=inputs, targets=targets,
+                                 **({} if validation is None else {"val_inputs": validation[0],
+                                                                   "val_targets": validation[1]}))
+    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
     inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
+    inputs, targets = inputs.to(run_device), targets.to(run_device)
+    validation = _validation_on(validation, run_device)
+    with tf32_mode(allow_tf32):
+        return _train_layerwise_adam(inputs, targets, widths, kernel_size, epochs, batch_size, lr, halve_every,
+                                     weight_decay, seed, checkpoint_dir, validation, progress)
+
+
+def _train_layerwise_adam(inputs: Tensor, targets: Tensor, widths: Sequence[int], kernel_size: int, epochs: int,
+                          batch_size: int, lr: float, halve_every: int, weight_decay: float | Sequence[float],
+                          seed: int, checkpoint_dir: str | Path | None,
+                          validation: tuple[Tensor, Tensor, Tensor, Sequence[str]] | None,
+                          progress: bool) -> tuple[ReconNet, list[dict[str, Any]]]:
+    """:func:`train_layerwise_adam` on validated tensors on one device."""
     decays = [float(weight_decay)] * len(widths) if isinstance(weight_decay, (int, float)) else list(weight_decay)
-    template = ReconNet.plain(widths, kernel_size, seed=seed, spatial_dims=inputs.ndim - 2)
+    template = ReconNet.plain(widths, kernel_size, seed=seed, spatial_dims=inputs.ndim - 2).to(inputs.device)
     layers: list[HiddenLayer] = []
     records: list[dict[str, Any]] = []
     residual = targets - inputs
@@ -185,7 +235,7 @@ def train_layerwise_adam(
             for frozen in layers:
                 h = frozen(h)
         torch.manual_seed(seed + 1000 + i)
-        head = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
+        head = type(layer.first)(layer.first.out_channels, 2, 1, bias=False).to(inputs.device)
         block = nn.Sequential(layer, head)
         start = time.perf_counter()
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -208,6 +258,25 @@ def train_layerwise_adam(
         "weight_decay": decays, "seed": seed}})
     net.requires_grad_(True)
     return net, records
+
+
+def _validation_tuple(validation: Any) -> tuple[Tensor, Tensor, Tensor, Sequence[str]] | None:
+    if validation is None:
+        return None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 4:
+        raise ValueError("The 'validation' parameter must be a tuple (inputs, targets, scales, volumes) or None. "
+                         f"Got {type(validation).__name__} instead.")
+    return tuple(validation)  # type: ignore[return-value]
+
+
+def _validation_on(validation: tuple[Tensor, Tensor, Tensor, Sequence[str]] | None,
+                   device: torch.device) -> tuple[Tensor, Tensor, Tensor, Sequence[str]] | None:
+    """The validation images moved to ``device`` once (scales and names stay where they are)."""
+    if validation is None:
+        return None
+    val_inputs, val_targets, scales, volumes = validation
+    return (check_images("val_inputs", val_inputs).to(device), check_images("val_targets", val_targets).to(device),
+            scales, volumes)
 
 
 def _checkpoint_file(directory: str | Path | None, name: str) -> Path | None:

@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 from convexrecon.block import guard
 from convexrecon.errors import CheckpointError
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max
+from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max, tf32_mode
 from convexrecon.block.options import DEFAULT_BETA_RATIO, FitOptions
-from convexrecon.checks import check_images, check_same_device
+from convexrecon.checks import bool_flag, check_images, check_same_device, training_device
 from convexrecon.metrics import validation_metrics
 from convexrecon.block.module import ConvexBlock
 from convexrecon.stack.network import HiddenLayer, ReconNet
@@ -160,8 +160,11 @@ def block_problem(layers: Sequence[nn.Module], inputs: Tensor, targets: Tensor, 
                   patch_size: int | None, chunk_size: int) -> tuple[Tensor, Tensor]:
     """Features ``h_{i-1}`` and residual targets of a block, computed chunk by chunk.
 
-    Only the windows (or whole slices when ``windows`` is None) are kept in memory.
+    Only the windows (or whole slices when ``windows`` is None) are kept, on the device of ``inputs``:
+    with CUDA inputs the features never pass through host memory. ``layers`` must be on that device.
     """
+    check_same_device(inputs=inputs, targets=targets,
+                      **{f"layer {j + 1}": p for j, layer in enumerate(layers) for p in list(layer.parameters())[:1]})
     xs, ys = [], []
     for start in range(0, len(inputs), chunk_size):
         x0 = inputs[start:start + chunk_size]
@@ -197,7 +200,7 @@ def block_beta(settings: BlockSettings, x: Tensor, y: Tensor, seed: int, chunk_s
 
 def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tensor, seed: int, *, last: bool,
                       chunk_size: int, solve_chunk_size: int | None,
-                      progress: bool) -> tuple[float | None, dict[str, Any], ConvexBlock]:
+                      progress: bool, allow_tf32: bool = False) -> tuple[float | None, dict[str, Any], ConvexBlock]:
     """Solve a block on the slices outside ``held`` for each candidate β and score it on ``held``.
 
     The candidates are ``settings.beta_ratios`` (or the single ``beta_ratio``, or the
@@ -210,7 +213,9 @@ def select_beta_ratio(settings: BlockSettings, x: Tensor, y: Tensor, held: Tenso
     (None for an explicit ``beta``), the scores, and the chosen block (fit slices only).
     """
     fit_x, fit_y, out_x, out_y = x[~held], y[~held], x[held], y[held]
-    options = settings.fit_options(seed=seed, chunk_size=solve_chunk_size, progress=progress, device=x.device)
+    check_same_device(x=x, y=y, held=held)
+    options = settings.fit_options(seed=seed, chunk_size=solve_chunk_size, progress=progress, device=x.device,
+                                   allow_tf32=allow_tf32)
     if settings.beta is not None:
         ratios: list[float | None] = [None]
         blocks = fit_layer_path(fit_x, fit_y, [float(settings.beta)], options=options)
@@ -255,6 +260,8 @@ def train_layerwise(
     config: dict[str, Any] | None = None,
     holdout: Any = None,
     solve_progress: bool | None = None,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> LayerwiseResult:
     """Train ``len(blocks)`` convex blocks one after the other.
 
@@ -292,12 +299,44 @@ def train_layerwise(
         of blocks with ``beta_ratios`` (hold out whole volumes, e.g. the last training
         volume). Needed when any block has ``beta_ratios``; the chosen block is then
         solved on all ``N`` slices.
+    device
+        Where features are computed, blocks solved and validation run. None: where ``inputs``
+        are (every tensor given must then be on that one device, else ``ValueError`` naming
+        them). An explicit device (``"cpu"``, ``"cuda:0"``) moves the training and validation
+        tensors there once; the data then stay on it from block to block, and a resumed
+        checkpoint is loaded onto it. The returned network lives on this device.
+    allow_tf32
+        TF32 for the solves, the feature computation and the validation (CUDA only; the package's
+        default False everywhere, as in :func:`~convexrecon.block.fit.fit_layer` and the Adam
+        baselines, so methods compare at the same precision).
 
     Returns
     -------
     LayerwiseResult
     """
+    run_device = training_device(device, inputs=inputs, targets=targets, val_inputs=val_inputs,
+                                 val_targets=val_targets)
+    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
     inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
+    inputs, targets = inputs.to(run_device), targets.to(run_device)
+    if val_inputs is not None:
+        val_inputs = check_images("val_inputs", val_inputs).to(run_device)
+    if isinstance(val_targets, Tensor):
+        val_targets = val_targets.to(run_device)
+    with tf32_mode(allow_tf32):
+        return _train_layerwise(inputs, targets, blocks, val_inputs, val_targets, val_scales, val_volumes, patch_size,
+                                patches_per_slice, seed, chunk_size, solve_chunk_size, checkpoint_dir, stop_after,
+                                progress, config, holdout, allow_tf32,
+                                progress if solve_progress is None else bool(solve_progress))
+
+
+def _train_layerwise(inputs: Tensor, targets: Tensor, blocks: Sequence[BlockSettings], val_inputs: Tensor | None,
+                     val_targets: Tensor | None, val_scales: Tensor | None, val_volumes: Sequence[str] | None,
+                     patch_size: int | None, patches_per_slice: int, seed: int, chunk_size: int,
+                     solve_chunk_size: int | None, checkpoint_dir: str | Path | None, stop_after: int | None,
+                     progress: bool, config: dict[str, Any] | None, holdout: Any,
+                     allow_tf32: bool, solve_progress: bool) -> LayerwiseResult:
+    """:func:`train_layerwise` on validated tensors that are all on one device."""
     if inputs.shape != targets.shape:
         raise ValueError(f"The 'targets' must have the shape of 'inputs' {tuple(inputs.shape)}. "
                          f"Got {tuple(targets.shape)} instead.")
@@ -333,7 +372,6 @@ def train_layerwise(
     last_selecting = max((j for j, b in enumerate(blocks) if b.beta_ratios is not None), default=-1)
     records: list[dict[str, Any]] = []
     read_outs: list[nn.Module] = []
-    solve_progress = progress if solve_progress is None else bool(solve_progress)
     second: nn.Conv2d | None = None
     last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
     bar = tqdm(range(last), desc="layer-wise convex blocks", unit="block", disable=not progress)
@@ -351,6 +389,9 @@ def train_layerwise(
                     selection_layers[-1].load_state_dict(state)
                 second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
                 second.load_state_dict(payload["second_state"])
+                layer, second = layer.to(inputs.device), second.to(inputs.device)  # resumed onto the run's device
+                if selection_layers:
+                    selection_layers[-1] = selection_layers[-1].to(inputs.device)
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
                                       f"delete it to recompute block {i + 1}.") from None
@@ -375,14 +416,16 @@ def train_layerwise(
                                                          chunk_size)
             ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
                                                          last=i + 1 == len(blocks), chunk_size=chunk_size,
-                                                         solve_chunk_size=solve_chunk_size, progress=solve_progress)
+                                                         solve_chunk_size=solve_chunk_size, progress=solve_progress,
+                                                         allow_tf32=allow_tf32)
             del xs, ys
             if b.beta_ratios is None:
                 ratio = None  # a fixed β: the path only extended the selection chain
             if chosen.width > 0:
                 selection_layer = HiddenLayer.from_block(chosen)
                 selection_layers.append(selection_layer)
-        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=solve_progress, device=x.device)
+        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=solve_progress, device=x.device,
+                                allow_tf32=allow_tf32)
         if ratio is not None:
             options = FitOptions.of(options, beta_ratio=ratio)
         block = fit_layer(x, y, beta=b.beta, options=options)
@@ -421,6 +464,7 @@ def train_layerwise(
                                               (selection_layer.spec(), selection_layer.state_dict())))
     assert second is not None
     meta = {"method": "layerwise_convex", "training": settings,
+            "device": {"type": inputs.device.type, "allow_tf32": allow_tf32},
             "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r["report"] for r in records], **(config or {})}
     return LayerwiseResult(ReconNet(layers, second, meta), records, read_outs)

@@ -51,7 +51,7 @@ def network_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None
 
 
 def load_network(directory: str | Path, map_location: str | torch.device = "cpu") -> ReconNet:
-    """Load a model written by :meth:`ReconNet.save`.
+    """Load a model written by :meth:`ReconNet.save` onto ``map_location`` (its parameters and buffers).
 
     Raises
     ------
@@ -76,6 +76,7 @@ def load_network(directory: str | Path, map_location: str | torch.device = "cpu"
         dtype = next(iter(state.values())).dtype if state else torch.float32
         net.to(dtype=dtype)
         net.load_state_dict(state)
+        net.to(map_location)  # load_state_dict copies into the module's own (host) tensors
     except Exception as error:  # unpickling a damaged file can fail in many ways; all mean "corrupt"
         raise ValueError(f"The model file {directory / WEIGHTS_NAME} is corrupt, truncated or does not match "
                          f"{CONFIG_NAME} ({type(error).__name__}: {error}).") from None
