@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import channels_to_complex, complex_to_channels, sense_images
+from convexrecon.data.sense import (calibration_width, channels_to_complex, complex_to_channels, espirit_maps,
+                                    sense_images)
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -60,8 +61,22 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
     if mask.shape != kspace.shape[-2:]:
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
+    if getattr(net, "needs_measurements", False):  # unrolled networks: data consistency with the k-space
+        return _reconstruct_with_measurements(net, kspace, mask, config)
     crop = int(config.get("data", {}).get("crop", min(320, *kspace.shape[-2:])))
     images = sense_images(kspace * mask, mask, mask_func_of(config).calibration_limit(mask.shape), crop)
     weight = next(net.parameters())
     x = complex_to_channels(images.input)[None].to(dtype=weight.dtype, device=weight.device)
     return channels_to_complex(net(x)[0].float().cpu()) * images.scale
+
+
+def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray,
+                                   config: dict[str, Any]) -> Tensor:
+    """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps and the masked k-space divided by
+    the slice scale (as in training, :func:`convexrecon.data.classical.slice_problem`), passed to
+    ``net.reconstruct_measured``; the ``(crop, crop)`` result is scaled back."""
+    limit = mask_func_of(config).calibration_limit(mask.shape)
+    masked = kspace * mask
+    maps = espirit_maps(masked, calibration_width(mask, limit))
+    images = sense_images(masked, mask, limit, int(net.crop), maps=maps)
+    return net.reconstruct_measured(masked / images.scale, maps, mask) * images.scale
