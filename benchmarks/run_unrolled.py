@@ -44,8 +44,8 @@ METHODS = ("zero_filled", "cs_l1_wavelet", "seed_layerwise_convex", "unrolled_co
 UNROLLED: dict[str, dict[str, Any]] = {
     "quick": {"seed_config": "quick", "stages": 3, "kernel_size": 3, "num_arrangements": 4,
               "beta_ratios": [3e-3, 3e-2], "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200,
-              "gated_method": "interior_point", "cg_iterations": 8, "concat_input": True,
-              "epochs_end_to_end": 60, "epochs_layerwise": 40, "halve_every": 30, "lr": 1e-3, "batch_size": 2},
+              "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True,
+              "epochs_end_to_end": 15, "epochs_layerwise": 10, "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     "default": {"seed_config": "default", "stages": 5, "kernel_size": 5, "num_arrangements": 8,
                 "beta_ratios": [1e-3, 1e-2, 1e-1], "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4,
                 "max_iter": 500, "gated_method": "interior_point", "cg_iterations": 10, "concat_input": True,

@@ -187,7 +187,19 @@ def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam:
         return phase[:, 0].conj() * ifft2c(w)
     ls = lam_b.reshape(-1, 1, 1)
     rhs = sense_adjoint(kspace, maps, mask) + ls * z
-    return conjugate_gradient(lambda x: sense_normal(x, maps, mask) + ls * x, rhs, z, iterations)
+    # CG in ifftshifted coordinates: ifft2c(M² fft2c(u)) = fftshift(ifft(ifftshift(M²) fft(ifftshift(u)))),
+    # so with shifted maps and images the iterations need no shifts (they cost more than the FFTs)
+    dims = (-2, -1)
+    maps_s = torch.fft.ifftshift(maps, dim=dims)
+    weight = torch.fft.ifftshift(mask, dim=dims).pow(2).unsqueeze(-3)
+
+    def normal(x: Tensor) -> Tensor:
+        coil = torch.fft.ifftn(weight * torch.fft.fftn(maps_s * x.unsqueeze(-3), dim=dims, norm="ortho"), dim=dims,
+                               norm="ortho")
+        return (maps_s.conj() * coil).sum(dim=-3) + ls * x
+
+    x = conjugate_gradient(normal, torch.fft.ifftshift(rhs, dim=dims), torch.fft.ifftshift(z, dim=dims), iterations)
+    return torch.fft.fftshift(x, dim=dims)
 
 
 # ---- crops of full-grid images ------------------------------------------------------------------

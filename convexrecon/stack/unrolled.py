@@ -97,14 +97,33 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
 
 
 class UnrolledStage(nn.Module):
-    """One stage: a block on the cropped estimate (and input) and the DC weight ``lam`` (stored as ``log λ``)."""
+    """One stage: a block on the cropped estimate (and input) and the DC weight ``lam`` (stored as ``log λ``).
 
-    def __init__(self, block: ConvexBlock, lam: float, learn_lambda: bool = False) -> None:
+    ``limit`` bounds the block's correction pixel by pixel: its complex magnitude is clipped at
+    ``limit * max|P^T x_i|`` of the slice (positively homogeneous, so independent of the data's
+    scale). :func:`train_unrolled` sets it to twice the largest ratio met on the training slices,
+    so it never acts on them (the convex fit and its certificate are untouched); on inputs unlike
+    the training data it keeps a stage from adding more than that (``inf``: no bound).
+    """
+
+    def __init__(self, block: ConvexBlock, lam: float, learn_lambda: bool = False, limit: float = math.inf) -> None:
         super().__init__()
         if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
             raise ValueError(f"The 'lam' parameter must be a finite number > 0. Got {lam!r} instead.")
+        if not (isinstance(limit, (int, float)) and limit > 0):
+            raise ValueError(f"The 'limit' parameter must be a number > 0 (inf: no bound). Got {limit!r} instead.")
         self.block = block
         self.log_lam = nn.Parameter(torch.tensor(math.log(lam), dtype=torch.float32), requires_grad=learn_lambda)
+        self.register_buffer("limit", torch.tensor(float(limit)))
+
+    def correction(self, features: Tensor, h: Tensor) -> Tensor:
+        """The block's output on ``features``, clipped at ``limit * max|h|`` per slice (``h`` the cropped estimate)."""
+        r = self.block(features)
+        if not bool(torch.isfinite(self.limit)):
+            return r
+        bound = self.limit.to(h.dtype) * h.pow(2).sum(1).sqrt().flatten(1).max(1).values.reshape(-1, 1, 1, 1)
+        magnitude = r.pow(2).sum(1, keepdim=True).sqrt()
+        return r * torch.clamp(bound / magnitude.clamp_min(torch.finfo(r.dtype).tiny), max=1.0)
 
     @property
     def lam(self) -> Tensor:
@@ -172,7 +191,7 @@ class UnrolledNet(nn.Module):
              lam: Any = None) -> Tensor:
         """One stage on full-grid estimates ``x`` (``x1`` the zero-filled image); ``lam`` overrides the stage's λ."""
         h = complex_to_channels(crop_center(x, self.crop))
-        z = h + stage.block(self.features(x, x1))
+        z = h + stage.correction(self.features(x, x1), h)
         z_full = embed_crop(x, channels_to_complex(z))
         dtype = x.dtype
         return data_consistency(z_full, kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device),
@@ -203,7 +222,8 @@ class UnrolledNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
                 "cg_iterations": self.cg_iterations,
-                "stages": [{"block": block_spec(s.block), "lam": float(s.lam)} for s in self.stages]}
+                "stages": [{"block": block_spec(s.block), "lam": float(s.lam), "limit": float(s.limit)}
+                           for s in self.stages]}
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.pt`` and ``config.json`` atomically, the :mod:`convexrecon.stack.persist` layout, with
@@ -217,7 +237,8 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
     """An untrained :class:`UnrolledNet` of the architecture ``spec`` (:meth:`UnrolledNet.spec`)."""
     if spec.get("kind") != ARCHITECTURE:
         raise ValueError(f"The architecture 'kind' must be {ARCHITECTURE!r}. Got {spec.get('kind')!r} instead.")
-    stages = [UnrolledStage(block_from_spec(s["block"]), float(s["lam"])) for s in spec["stages"]]
+    stages = [UnrolledStage(block_from_spec(s["block"]), float(s["lam"]), limit=float(s.get("limit", math.inf)))
+              for s in spec["stages"]]
     return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config)
 
 
@@ -416,9 +437,10 @@ def train_unrolled(
     for i in bar:
         path = ckpt / f"stage_{i + 1:02d}.pt" if ckpt is not None else None
         if path is not None and path.is_file():
-            payload = load_checkpoint(path, settings, key, ("block", "lam", "record", "selection"))
+            payload = load_checkpoint(path, settings, key, ("block", "lam", "limit", "record", "selection"))
             try:
                 stage = _stage_from(payload["block"], payload["lam"], inputs)
+                stage.limit.fill_(float(payload["limit"]))
                 sel_stage = None if payload["selection"] is None else _stage_from(*payload["selection"], inputs)
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
@@ -435,6 +457,7 @@ def train_unrolled(
             if path is not None:
                 save_checkpoint(path, run_payload(
                     settings, key, block=(block_spec(stage.block), stage.block.state_dict()), lam=float(stage.lam),
+                    limit=float(stage.limit),
                     record=record, selection=None if sel_stage is None else
                     ((block_spec(sel_stage.block), sel_stage.block.state_dict()), float(sel_stage.lam))))
         main_net.stages.append(stage)
@@ -503,9 +526,14 @@ def _train_stage(i: int, b: BlockSettings, lambdas: tuple[float, ...], held: Ten
         options = FitOptions.of(options, beta_ratio=ratio)
     block = fit_layer(x, y, beta=b.beta, options=options)
     report = block.report
-    stage = UnrolledStage(block, lam)
+    with torch.no_grad():  # the correction bound: twice the largest ratio on the training slices (never active there)
+        r = block(x).pow(2).sum(1).sqrt().flatten(1).max(1).values
+        h = complex_to_channels(crop_center(main.x, crop)).to(x.dtype).pow(2).sum(1).sqrt().flatten(1).max(1).values
+        ratio_max = float((r / h.clamp_min(torch.finfo(h.dtype).tiny)).max())
+    stage = UnrolledStage(block, lam, limit=2.0 * ratio_max if ratio_max > 0 else math.inf)
     record: dict[str, Any] = {
         "stage": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation, "lam": lam,
+        "correction_limit": float(stage.limit),
         "gates_seed": seed + i, "num_pixels": int(y[:, 0].numel()), "seconds": time.perf_counter() - start,
         "duality_gap": None if report is None else report.gap,
         "relative_gap": None if report is None else report.relative_gap,
