@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import (center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c,
-                                    sense_images)
+from convexrecon.data.sense import (calibration_width, center_crop, channels_to_complex, complex_to_channels,
+                                    data_device, espirit_maps, ifft2c, sense_images)
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -186,6 +186,9 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
     if mask.shape != kspace.shape[-2:]:
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
+    if getattr(net, "needs_measurements", False):  # unrolled networks: data consistency with the k-space
+        image, zero_filled = _reconstruct_with_measurements(net, kspace, mask, config)
+        return (image, zero_filled) if return_input else image
     crop = model_crop(net, kspace.shape[-2:]) if crop is None else int(crop)
     weight = next(net.parameters())
     run = weight.device if device is None else data_device(device)
@@ -217,3 +220,16 @@ def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:
         raise ValueError(f"The 'maps' parameter must have shape {tuple(coil_images.shape)}. "
                          f"Got {tuple(maps_t.shape)} instead.")
     return (maps_t.conj() * coil_images).sum(dim=0)
+
+
+def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray,
+                                   config: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps and the masked k-space divided by
+    the slice scale (as in training, :func:`convexrecon.data.classical.slice_problem`), passed to
+    ``net.reconstruct_measured``; the ``(crop, crop)`` result and the zero-filled image, scaled back."""
+    limit = mask_func_of(config).calibration_limit(mask.shape)
+    masked = kspace * mask
+    maps = espirit_maps(masked, calibration_width(mask, limit))
+    images = sense_images(masked, mask, limit, int(net.crop), maps=maps)
+    image = net.reconstruct_measured(masked / images.scale, maps, mask) * images.scale
+    return image, images.input * images.scale

@@ -44,7 +44,15 @@ def _json_default(obj: Any) -> Any:
 
 
 def network_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> ReconNet:
-    """An untrained :class:`ReconNet` with the architecture ``spec`` (as :meth:`ReconNet.spec`)."""
+    """An untrained :class:`ReconNet` with the architecture ``spec`` (as :meth:`ReconNet.spec`).
+
+    A spec with ``kind == "unrolled"`` builds an :class:`~convexrecon.stack.unrolled.UnrolledNet`
+    instead; specs without ``kind`` are the seed architecture.
+    """
+    if spec.get("kind", "seed") == "unrolled":
+        from convexrecon.stack.unrolled import unrolled_from_spec  # unrolled imports persist: imported on use
+
+        return unrolled_from_spec(spec, config)  # type: ignore[return-value]
     layers = [HiddenLayer.from_spec(s) for s in spec["layers"]]
     second = type(layers[-1].first)(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1, bias=False)
     return ReconNet(layers, second, config)

@@ -1,0 +1,306 @@
+r"""Data consistency with the measured k-space: batched SENSE operators and the DC step.
+
+The multi-coil SENSE model of one slice with maps :math:`S_c`, sampling mask :math:`M`
+and centred orthonormal FFT :math:`F` (``docs/design.md`` §8) is
+
+.. math:: A x = (M F S_c x)_{c=1}^{C}, \qquad A^H y = \sum_c \overline{S_c} F^{-1}(M y_c).
+
+The **data-consistency (DC) step** of an unrolled network (MoDL, Aggarwal et al., IEEE TMI
+2019; GLEAM, Ozturkler et al., 2022) maps a network estimate :math:`z` to
+
+.. math:: \operatorname{DC}_\lambda(z) = \arg\min_x \|A x - k\|_2^2 + \lambda \|x - z\|_2^2
+          = (A^H A + \lambda I)^{-1} (A^H k + \lambda z),
+
+with :math:`k` the measured (masked) k-space. :func:`data_consistency` solves the normal
+equation by a fixed number of conjugate-gradient iterations warm-started at :math:`z`
+(batched, every slice with its own maps, mask and λ; differentiable through autograd, on
+any device, in the dtype of the data). The **closed form** (``method="exact"``) is used only
+where it is exact: one coil whose map has constant magnitude :math:`s` over the grid
+(:math:`S = s\Phi` with :math:`\Phi` a unitary phase), where
+:math:`A^H A + \lambda I = \Phi^H F^H (s^2 M^2 + \lambda) F \Phi` is diagonal in k-space and
+
+.. math:: \operatorname{DC}_\lambda(z) = \Phi^H F^H \frac{s M k + \lambda F \Phi z}{s^2 M^2 + \lambda}.
+
+With several coils (ESPIRiT maps, normalised to unit sum of squares or not) the
+k-space projection coil by coil is *not* the minimiser of the objective above, so it is not
+offered: ``"auto"`` picks the closed form only in the exact case and CG otherwise.
+
+**Cropped images, full-grid data.** The networks see centre crops of the SENSE image, but
+the k-space belongs to the full grid. The DC step therefore acts on the full grid: the
+cropped estimate replaces the crop window of the current full-grid estimate
+(:func:`embed_crop`), outside the window the previous estimate is kept, and the DC solve
+runs with the full maps and mask. This is exact (the same objective as above on the full
+grid) whatever the object's extent; where the object extends beyond the crop, the outside
+part is only refined by the DC steps themselves (a proximal-point iteration towards the
+data), never by the network (``docs/design.md`` §9.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from convexrecon.data.sense import fft2c, ifft2c
+
+DC_METHODS = ("auto", "cg", "exact")
+
+
+# ---- batched SENSE operators --------------------------------------------------------------------
+
+def sense_forward(x: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+    """:math:`A x`: images ``(B, H, W)`` complex → masked k-space ``(B, C, H, W)``.
+
+    ``maps`` ``(B, C, H, W)`` complex, ``mask`` ``(B, H, W)`` real (0/1 or weights).
+    """
+    return fft2c(maps * x.unsqueeze(-3)) * mask.unsqueeze(-3)
+
+
+def sense_adjoint(y: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+    """:math:`A^H y`: k-space ``(B, C, H, W)`` → images ``(B, H, W)``."""
+    return (maps.conj() * ifft2c(y * mask.unsqueeze(-3))).sum(dim=-3)
+
+
+def sense_normal(x: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+    """:math:`A^H A x` (the mask enters squared)."""
+    return sense_adjoint(sense_forward(x, maps, mask), maps, mask)
+
+
+def _inner(a: Tensor, b: Tensor) -> Tensor:
+    """Real part of :math:`\\langle a, b\\rangle` per batch element, ``(B,)``."""
+    return (a.conj() * b).real.flatten(1).sum(1)
+
+
+def conjugate_gradient(normal: Any, rhs: Tensor, x0: Tensor, iterations: int) -> Tensor:
+    """``iterations`` CG steps on ``normal(x) = rhs`` (Hermitian positive semi-definite), batched.
+
+    Every batch element has its own step sizes; an element whose residual is exactly zero
+    stays where it is. The loop has a fixed length, so it is differentiable by autograd.
+    """
+    x = x0
+    r = rhs - normal(x)
+    p = r
+    rs = _inner(r, r)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    for _ in range(iterations):
+        ap = normal(p)
+        pap = _inner(p, ap)
+        alpha = torch.where(pap > 0, rs / pap.clamp_min(torch.finfo(pap.dtype).tiny), torch.zeros_like(pap))
+        x = x + alpha.reshape(shape) * p
+        r = r - alpha.reshape(shape) * ap
+        rs_new = _inner(r, r)
+        beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), torch.zeros_like(rs))
+        p = r + beta.reshape(shape) * p
+        rs = rs_new
+    return x
+
+
+def exact_dc_applies(maps: Tensor, rtol: float = 1e-5) -> bool:
+    """Whether the closed-form DC step is exact: one coil whose map has one magnitude over the grid."""
+    if maps.shape[-3] != 1:
+        return False
+    magnitude = maps.abs().flatten(1)
+    top, low = magnitude.max(dim=1).values, magnitude.min(dim=1).values
+    return bool((low > 0).all() and ((top - low) <= rtol * top).all())
+
+
+def _lam(lam: Any, batch: int, like: Tensor) -> Tensor:
+    """λ as a ``(B,)`` real tensor (a float, a 0-d tensor or one value per slice), checked ≥ 0."""
+    value = torch.as_tensor(lam, dtype=like.real.dtype, device=like.device) if not torch.is_tensor(lam) else \
+        lam.to(dtype=like.real.dtype, device=like.device)
+    if value.ndim == 0:
+        value = value.expand(batch)
+    if value.shape != (batch,):
+        raise ValueError(f"The 'lam' parameter must be a number or one value per slice, shape ({batch},). "
+                         f"Got shape {tuple(value.shape)} instead.")
+    if not bool(torch.isfinite(value.detach()).all()) or bool((value.detach() < 0).any()):
+        raise ValueError(f"The 'lam' parameter must be finite and >= 0. Got {value.detach().cpu().tolist()} instead.")
+    return value
+
+
+def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam: Any, *,
+                     iterations: int = 10, method: str = "auto") -> Tensor:
+    r"""The DC step :math:`\arg\min_x \|A x - k\|^2 + \lambda\|x - z\|^2`, batched.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        ``(B, H, W)`` complex estimates on the full k-space grid.
+    kspace : torch.Tensor
+        ``(B, C, H, W)`` complex measured k-space (entries outside ``mask`` are ignored).
+    maps : torch.Tensor
+        ``(B, C, H, W)`` complex coil maps.
+    mask : torch.Tensor
+        ``(B, H, W)`` sampling mask (bool or real).
+    lam : float or torch.Tensor
+        λ ≥ 0: one number, a 0-d tensor (e.g. a learned parameter) or ``(B,)``.
+        ``λ = 0`` gives the data fit reached by CG from ``z``.
+    iterations : int
+        CG iterations (warm start at ``z``; ignored by the closed form).
+    method : {"auto", "cg", "exact"}
+        ``"exact"``: the closed form, only for one coil with a constant-magnitude map
+        (raises otherwise); ``"auto"``: the closed form when it is exact, CG otherwise.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, H, W)`` complex, in the dtype of ``z``.
+    """
+    if method not in DC_METHODS:
+        raise ValueError(f"The 'method' parameter must be one of {DC_METHODS}. Got {method!r} instead.")
+    if not torch.is_tensor(z) or not z.is_complex() or z.ndim != 3:
+        raise ValueError(f"The 'z' parameter must be a complex tensor (B, H, W). "
+                         f"Got {getattr(z, 'dtype', type(z).__name__)} {tuple(getattr(z, 'shape', ()))} instead.")
+    batch, height, width = z.shape
+    if not torch.is_tensor(maps) or not maps.is_complex() or maps.ndim != 4 or maps.shape[0] != batch \
+            or tuple(maps.shape[-2:]) != (height, width):
+        raise ValueError(f"The 'maps' parameter must be complex (B, C, H, W) = ({batch}, C, {height}, {width}). "
+                         f"Got {getattr(maps, 'dtype', None)} {tuple(getattr(maps, 'shape', ()))} instead.")
+    if not torch.is_tensor(kspace) or tuple(kspace.shape) != tuple(maps.shape) or not kspace.is_complex():
+        raise ValueError(f"The 'kspace' parameter must be complex with the shape of 'maps' {tuple(maps.shape)}. "
+                         f"Got {getattr(kspace, 'dtype', None)} {tuple(getattr(kspace, 'shape', ()))} instead.")
+    if not torch.is_tensor(mask) or tuple(mask.shape) != (batch, height, width):
+        raise ValueError(f"The 'mask' parameter must have shape ({batch}, {height}, {width}). "
+                         f"Got {tuple(getattr(mask, 'shape', ()))} instead.")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"The 'iterations' parameter must be an int >= 0. Got {iterations!r} instead.")
+    mask = mask.to(dtype=z.real.dtype)
+    maps, kspace = maps.to(z.dtype), kspace.to(z.dtype)
+    lam_b = _lam(lam, batch, z)
+    exact = exact_dc_applies(maps)
+    if method == "exact" and not exact:
+        raise ValueError("The 'method' parameter 'exact' needs one coil whose map has a constant magnitude over the "
+                         f"grid (the only case where the closed form is exact). Got {maps.shape[1]} coils"
+                         + ("" if maps.shape[1] != 1 else " with a varying map magnitude") + " instead; use 'cg'.")
+    if exact and method != "cg":
+        s = maps.abs()  # (B, 1, H, W): one magnitude per slice
+        phase = maps / s
+        v = fft2c(phase[:, 0] * z)
+        ls = lam_b.reshape(-1, 1, 1)
+        s0, m = s[:, 0], mask
+        data = s0 * m * kspace[:, 0]
+        denominator = s0 ** 2 * m ** 2 + ls
+        safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+        w = torch.where(denominator > 0, (data + ls * v) / safe, v)
+        return phase[:, 0].conj() * ifft2c(w)
+    ls = lam_b.reshape(-1, 1, 1)
+    rhs = sense_adjoint(kspace, maps, mask) + ls * z
+    # CG in ifftshifted coordinates: ifft2c(M² fft2c(u)) = fftshift(ifft(ifftshift(M²) fft(ifftshift(u)))),
+    # so with shifted maps and images the iterations need no shifts (they cost more than the FFTs)
+    dims = (-2, -1)
+    maps_s = torch.fft.ifftshift(maps, dim=dims)
+    weight = torch.fft.ifftshift(mask, dim=dims).pow(2).unsqueeze(-3)
+
+    def normal(x: Tensor) -> Tensor:
+        coil = torch.fft.ifftn(weight * torch.fft.fftn(maps_s * x.unsqueeze(-3), dim=dims, norm="ortho"), dim=dims,
+                               norm="ortho")
+        return (maps_s.conj() * coil).sum(dim=-3) + ls * x
+
+    x = conjugate_gradient(normal, torch.fft.ifftshift(rhs, dim=dims), torch.fft.ifftshift(z, dim=dims), iterations)
+    return torch.fft.fftshift(x, dim=dims)
+
+
+# ---- crops of full-grid images ------------------------------------------------------------------
+
+def crop_window(shape: Sequence[int], crop: int) -> tuple[slice, slice]:
+    """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.data.sense.center_crop`."""
+    height, width = int(shape[-2]), int(shape[-1])
+    if not 1 <= crop <= min(height, width):
+        raise ValueError(f"The 'crop' parameter must be between 1 and {min(height, width)}. Got {crop!r} instead.")
+    top, left = height // 2 - crop // 2, width // 2 - crop // 2
+    return slice(top, top + crop), slice(left, left + crop)
+
+
+def crop_center(x: Tensor, crop: int) -> Tensor:
+    """The centre ``crop × crop`` window of ``(..., H, W)``."""
+    rows, cols = crop_window(x.shape, crop)
+    return x[..., rows, cols]
+
+
+def embed_crop(full: Tensor, cropped: Tensor) -> Tensor:
+    """``full`` with its centre window replaced by ``cropped`` (a new tensor; differentiable in both)."""
+    rows, cols = crop_window(full.shape, cropped.shape[-1])
+    out = full.clone()
+    out[..., rows, cols] = cropped
+    return out
+
+
+# ---- measured data of a split -------------------------------------------------------------------
+
+class MeasuredData(NamedTuple):
+    """The measurements of ``N`` slices on the full grid, divided by each slice's scale.
+
+    Attributes
+    ----------
+    kspace : torch.Tensor
+        ``(N, C, H, W)`` complex64 masked k-space / ``scale`` (so that the centre crop of
+        :math:`A^H k` is the stored zero-filled input).
+    maps : torch.Tensor
+        ``(N, C, H, W)`` complex64 full-grid ESPIRiT maps (those of the input and target).
+    mask : torch.Tensor
+        ``(N, H, W)`` float32 sampling masks.
+    crop : int
+        Side of the network's images.
+    """
+
+    kspace: Tensor
+    maps: Tensor
+    mask: Tensor
+    crop: int
+
+    def __len__(self) -> int:
+        return int(self.kspace.shape[0])
+
+    def subset(self, index: Any) -> "MeasuredData":
+        """The slices ``index`` (a slice, an index tensor or a boolean mask)."""
+        return MeasuredData(self.kspace[index], self.maps[index], self.mask[index], self.crop)
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "MeasuredData":
+        """On ``device``; ``dtype`` (complex64 or complex128) for k-space and maps."""
+        complex_dtype = dtype or self.kspace.dtype
+        return MeasuredData(self.kspace.to(device=device, dtype=complex_dtype),
+                            self.maps.to(device=device, dtype=complex_dtype),
+                            self.mask.to(device=device, dtype=torch.float64 if complex_dtype == torch.complex128
+                                         else torch.float32), self.crop)
+
+    def zero_filled(self) -> Tensor:
+        """:math:`A^H k` on the full grid, ``(N, H, W)`` complex."""
+        return sense_adjoint(self.kspace, self.maps, self.mask)
+
+
+def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
+    """Stack :class:`~convexrecon.data.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`."""
+    if len(problems) == 0:
+        raise ValueError("The 'problems' parameter must hold at least one slice. Got none.")
+    shapes = {tuple(p.kspace.shape) for p in problems}
+    if len(shapes) != 1:
+        raise ValueError(f"The 'problems' must share one (coils, H, W) shape to be stacked. Got {sorted(shapes)} "
+                         "instead; group the slices by shape.")
+    crops = {p.crop for p in problems}
+    if len(crops) != 1:
+        raise ValueError(f"The 'problems' must share one crop. Got {sorted(crops)} instead.")
+    return MeasuredData(torch.from_numpy(np.stack([p.kspace for p in problems]).astype(np.complex64)),
+                        torch.from_numpy(np.stack([p.maps for p in problems]).astype(np.complex64)),
+                        torch.from_numpy(np.stack([p.mask for p in problems]).astype(np.float32)),
+                        int(crops.pop()))
+
+
+def measured_data(dataset: Any, pairs: Sequence[tuple[Any, int]]) -> tuple[MeasuredData, list[Any]]:
+    """The measurements of the slices ``pairs`` of a :class:`~convexrecon.data.SliceDataset`.
+
+    Each slice is rebuilt by :func:`~convexrecon.data.classical.slice_problem` (same mask and
+    ESPIRiT settings as the dataset's samples, with the full-grid maps, which the dataset's
+    cache does not keep; one ESPIRiT run per slice). Returns the stacked data and the
+    problems (reusable, e.g. for L1-wavelet CS on the same slices).
+    """
+    from convexrecon.data.classical import slice_problem
+    from convexrecon.data.fastmri import FastMRIVolume
+
+    volumes: dict[Any, FastMRIVolume] = {}
+    problems = []
+    for path, s in pairs:
+        volume = volumes.setdefault(path, FastMRIVolume(path))
+        problems.append(slice_problem(volume, s, dataset.mask_func, dataset.crop))
+    return measured_from_problems(problems), problems

@@ -1,0 +1,272 @@
+"""Data consistency (SENSE adjoint, CG, closed form, λ limits) and the convex unrolled network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency,
+                                          embed_crop, exact_dc_applies, sense_adjoint, sense_forward,
+                                          sense_normal)
+
+
+def random_problem(batch=2, coils=3, height=6, width=5, seed=0, rate=0.5, dtype=torch.complex128):
+    g = torch.Generator().manual_seed(seed)
+    c = lambda *shape: torch.complex(torch.randn(*shape, generator=g, dtype=torch.float64),  # noqa: E731
+                                     torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+    maps = c(batch, coils, height, width)
+    mask = (torch.rand(batch, height, width, generator=g, dtype=torch.float64) < rate).to(torch.float64)
+    return c(batch, height, width), c(batch, coils, height, width), maps, mask
+
+
+def dense_normal(maps, mask):
+    """A^H A of one slice as a dense matrix, built column by column from the operator."""
+    h, w = mask.shape
+    n = h * w
+    cols = []
+    for j in range(n):
+        e = torch.zeros(n, dtype=maps.dtype)
+        e[j] = 1
+        cols.append(sense_normal(e.reshape(1, h, w), maps[None], mask[None]).reshape(n))
+    return torch.stack(cols, dim=1)
+
+
+def test_sense_adjoint_float64():
+    x, y, maps, mask = random_problem()
+    lhs = (sense_forward(x, maps, mask).conj() * y).sum()
+    rhs = (x.conj() * sense_adjoint(y, maps, mask)).sum()
+    assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+def test_cg_decreases_residual_and_matches_dense_solve():
+    z, k, maps, mask = random_problem(batch=2, coils=2, height=5, width=4, seed=1)
+    lam = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    previous = None
+    for it in (1, 3, 8):
+        x = data_consistency(z, k, maps, mask, lam, iterations=it, method="cg")
+        rhs = sense_adjoint(k, maps, mask) + lam[:, None, None] * z
+        res = (sense_normal(x, maps, mask) + lam[:, None, None] * x - rhs).abs().pow(2).sum()
+        if previous is not None:
+            assert res < previous
+        previous = res
+    x = data_consistency(z, k, maps, mask, lam, iterations=60, method="cg")
+    for b in range(2):
+        a = dense_normal(maps[b], mask[b]) + lam[b] * torch.eye(20, dtype=torch.complex128)
+        rhs = (sense_adjoint(k[b:b + 1], maps[b:b + 1], mask[b:b + 1]) + lam[b] * z[b:b + 1]).reshape(20)
+        dense = torch.linalg.solve(a, rhs).reshape(5, 4)
+        assert torch.allclose(x[b], dense, atol=1e-9, rtol=1e-9)
+    # the objective: the DC output is no worse than z itself
+    for b in range(2):
+        f = lambda v: float((sense_forward(v[None], maps[b:b+1], mask[b:b+1]) - k[b:b+1] * mask[b]).abs().pow(2).sum()  # noqa: E731
+                            + lam[b] * (v - z[b]).abs().pow(2).sum())
+        assert f(x[b]) <= f(z[b])
+
+
+def test_exact_projection_single_coil():
+    z, k, _, mask = random_problem(batch=2, coils=1, height=6, width=6, seed=2)
+    phase = torch.exp(1j * torch.rand(2, 1, 6, 6, dtype=torch.float64) * 6).to(torch.complex128)
+    maps = 0.7 * phase
+    assert exact_dc_applies(maps)
+    x_exact = data_consistency(z, k, maps, mask, 0.5, method="exact")
+    x_cg = data_consistency(z, k, maps, mask, 0.5, iterations=80, method="cg")
+    assert torch.allclose(x_exact, x_cg, atol=1e-10)
+    # λ → 0: the closed form reproduces the measurements on every sampled location
+    x0 = data_consistency(z, k, maps, mask, 0.0, method="exact")
+    sampled = mask.bool()[:, None].expand_as(k)
+    assert torch.allclose(sense_forward(x0, maps, mask)[sampled], k[sampled], atol=1e-12)
+    # and keeps z's k-space where nothing was measured
+    unsampled = ~sampled
+    v = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(maps[:, 0] * z, dim=(-2, -1)), dim=(-2, -1),
+                                          norm="ortho"), dim=(-2, -1))[:, None]
+    w = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(maps[:, 0] * x0, dim=(-2, -1)), dim=(-2, -1),
+                                          norm="ortho"), dim=(-2, -1))[:, None]
+    assert torch.allclose(w[unsampled], v[unsampled], atol=1e-12)
+
+
+def test_exact_refused_for_multicoil():
+    z, k, maps, mask = random_problem()
+    assert not exact_dc_applies(maps)
+    with pytest.raises(ValueError, match="'method' parameter 'exact'"):
+        data_consistency(z, k, maps, mask, 1.0, method="exact")
+
+
+def test_lambda_limits():
+    z, k, maps, mask = random_problem(seed=3)
+    truth, _, _, _ = random_problem(seed=30)
+    k = sense_forward(truth, maps, mask)  # consistent data: some image fits them exactly
+    far = data_consistency(z, k, maps, mask, 1e12, iterations=10)
+    assert torch.allclose(far, z, atol=1e-8)
+    near = data_consistency(z, k, maps, mask, 1e-10, iterations=200)
+    residual = (sense_forward(near, maps, mask) - k * mask[:, None]).abs().pow(2).sum()
+    start = (sense_forward(z, maps, mask) - k * mask[:, None]).abs().pow(2).sum()
+    assert residual < 1e-10 * start
+
+
+def test_dc_is_differentiable_in_z_and_lambda():
+    z, k, maps, mask = random_problem(batch=1, seed=4)
+    z = z.clone().requires_grad_(True)
+    lam = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    x = data_consistency(z, k, maps, mask, lam, iterations=5)
+    x.abs().pow(2).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad.abs()).all() and lam.grad is not None
+
+
+def test_bad_lambda_and_shapes():
+    z, k, maps, mask = random_problem()
+    with pytest.raises(ValueError, match="'lam' parameter"):
+        data_consistency(z, k, maps, mask, -1.0)
+    with pytest.raises(ValueError, match="'mask' parameter"):
+        data_consistency(z, k, maps, mask[:, :-1], 1.0)
+
+
+def test_embed_and_crop():
+    full = torch.zeros(2, 9, 8, dtype=torch.complex64)
+    small = torch.ones(2, 4, 4, dtype=torch.complex64)
+    out = embed_crop(full, small)
+    assert torch.equal(crop_center(out, 4), small) and float(out.abs().sum()) == 32
+
+
+# ---- the convex unrolled network -------------------------------------------------------------------
+
+
+import convexrecon as cr  # noqa: E402
+from convexrecon.data.consistency import data_consistency as _dc  # noqa: E402,F401
+from convexrecon.data.sense import complex_to_channels  # noqa: E402
+from convexrecon.data.synthetic import birdcage_maps  # noqa: E402
+from convexrecon.stack.unrolled import (UnrolledNet, train_unrolled, train_unrolled_end_to_end,  # noqa: E402
+                                        train_unrolled_layerwise_adam, unrolled_plain)
+
+SIZE, CROP = 32, 20
+
+
+def blobs(n, seed, size=SIZE, crop=CROP):
+    """Smooth complex objects inside the centre crop."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    out = np.zeros((n, size, size), np.complex64)
+    for i in range(n):
+        for _ in range(4):
+            cy, cx = g.uniform(-crop / 4, crop / 4, 2)
+            r = g.uniform(2, crop / 4)
+            out[i] += g.uniform(0.3, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2)) \
+                * np.exp(1j * g.uniform(0, np.pi))
+    return torch.from_numpy(out)
+
+
+def toy_data(n, seed, images=None):
+    """Stored-scale inputs/targets and MeasuredData of ``n`` noisy, line-undersampled 4-coil slices."""
+    images = blobs(n, seed) if images is None else images
+    maps = torch.from_numpy(np.repeat(birdcage_maps(4, (SIZE, SIZE))[None], n, axis=0))
+    g = torch.Generator().manual_seed(seed)
+    cols = torch.rand(n, SIZE, generator=g) < 0.3
+    cols[:, SIZE // 2 - 2:SIZE // 2 + 2] = True
+    mask = cols[:, None, :].expand(n, SIZE, SIZE).float()
+    noise = 0.01 * torch.complex(torch.randn(n, 4, SIZE, SIZE, generator=g), torch.randn(n, 4, SIZE, SIZE, generator=g))
+    kspace = sense_forward(images, maps, mask) + noise * mask[:, None]
+    zf = sense_adjoint(kspace, maps, mask)
+    scale = crop_center(zf, CROP).abs().flatten(1).max(1).values
+    kspace = kspace / scale[:, None, None, None]
+    target = crop_center(sense_adjoint(fft2c_full(images, maps), maps, torch.ones_like(mask)), CROP) / scale[:, None, None]
+    inputs = complex_to_channels(crop_center(zf, CROP) / scale[:, None, None]).float()
+    return inputs, complex_to_channels(target).float(), MeasuredData(kspace, maps, mask, CROP), scale.double()
+
+
+def fft2c_full(images, maps):
+    return sense_forward(images, maps, torch.ones(images.shape, dtype=torch.float32))
+
+
+SETTINGS = [cr.BlockSettings(kernel_size=3, num_arrangements=2, beta_ratios=(1e-3, 1e-2), tol=1e-4)] * 2
+SOLVE = {"gated_method": "interior_point"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    inputs, targets, data, _ = toy_data(6, seed=0)
+    held = torch.tensor([False] * 4 + [True] * 2)
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                            solve_options=SOLVE, checkpoint_dir=ckpt)
+    return inputs, targets, data, held, result, ckpt
+
+
+def sq_error(pred, targets):
+    return float((pred - targets).double().pow(2).sum())
+
+
+def test_unrolled_stages_are_certified_and_improve(trained):
+    inputs, targets, data, _, result, _ = trained
+    for r in result.records:
+        assert r["status"] == "optimal" and r["relative_gap"] <= 1e-4
+        assert r["lam"] in (0.1, 1.0) and r["selection"]["holdout_slices"] == 2
+    net = result.network
+    # every stage lowers the training error below the zero-filled input's
+    errors = [sq_error(net.predict(data, stages=s), targets) for s in (0, 1, 2)]
+    assert errors[0] == pytest.approx(sq_error(inputs, targets), rel=1e-4)
+    assert errors[1] < errors[0] and errors[2] < errors[0]
+    # the correction bound never acts on the training slices: output as without it
+    limits = [float(s.limit) for s in net.stages]
+    for s in net.stages:
+        s.limit.fill_(math.inf)
+    unbounded = net.predict(data)
+    for s, v in zip(net.stages, limits):
+        s.limit.fill_(v)
+    assert torch.allclose(unbounded, net.predict(data), atol=1e-6)
+
+
+def test_unrolled_save_load_and_resume(trained, tmp_path):
+    inputs, targets, data, held, result, ckpt = trained
+    result.network.save(tmp_path / "model")
+    loaded = cr.load_network(tmp_path / "model")
+    assert isinstance(loaded, UnrolledNet)
+    assert torch.equal(loaded.predict(data), result.network.predict(data))
+    again = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                           solve_options=SOLVE, checkpoint_dir=ckpt)  # both stages from the checkpoints
+    assert torch.equal(again.network.predict(data), result.network.predict(data))
+    with pytest.raises(cr.CheckpointError, match="lambdas"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 3.0), holdout=held, cg_iterations=6,
+                       solve_options=SOLVE, checkpoint_dir=ckpt)
+
+
+def test_unrolled_out_of_distribution_is_bounded(trained):
+    _, _, _, _, result, _ = trained
+    net = result.network
+    # a different structure (checkerboard with sharp edges, not smooth blobs) at a very different scale
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    board = ((yy // 3 + xx // 3) % 2).astype(np.complex64) * (np.abs(yy - SIZE // 2) < CROP // 2) \
+        * (np.abs(xx - SIZE // 2) < CROP // 2)
+    images = torch.from_numpy(np.stack([board * 1e4, board * 1e-3 * np.exp(0.7j)]).astype(np.complex64))
+    inputs, targets, data, _ = toy_data(2, seed=5, images=images)
+    out = net.predict(data)
+    assert torch.isfinite(out).all()
+    norm = lambda t: t.double().flatten(1).norm(dim=1)  # noqa: E731
+    # (the second slice is almost pure noise: measured 2.4x its input's norm; the first 1.2x)
+    assert (norm(out) <= 4 * norm(inputs) + norm(targets)).all()
+    # positively homogeneous: scaling the k-space scales the output
+    scaled = MeasuredData(data.kspace * 1e3, data.maps, data.mask, data.crop)
+    assert torch.allclose(net.predict(scaled), 1e3 * out, rtol=1e-3, atol=1e-3 * float(out.abs().max()) * 1e3)
+
+
+def test_unrolled_adam_baselines_run(trained):
+    _, targets, data, _, result, _ = trained
+    lambdas = [r["lam"] for r in result.records]
+    e2e = unrolled_plain(2, 4, 3, lambdas, CROP, cg_iterations=3, seed=0)
+    history = train_unrolled_end_to_end(e2e, targets, data, epochs=2, batch_size=3, lr=1e-3)
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert any(abs(float(s.lam) - v) > 0 for s, v in zip(e2e.stages, lambdas))  # λ learned
+    net, records = train_unrolled_layerwise_adam(targets, data, 4, 3, lambdas, cg_iterations=3, epochs=2,
+                                                 batch_size=3, lr=1e-3)
+    assert len(records) == 2 and torch.isfinite(net.predict(data)).all()
+    assert [float(s.lam) for s in net.stages] == pytest.approx(lambdas)
+
+
+def test_train_unrolled_checks_inputs(trained):
+    inputs, targets, data, held, _, _ = trained
+    with pytest.raises(ValueError, match="'holdout'"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0))
+    with pytest.raises(ValueError, match="does not match the inputs"):
+        train_unrolled(inputs.flip(0), targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held)
+    with pytest.raises(ValueError, match="'lambdas'"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.0,), holdout=held)
