@@ -20,12 +20,16 @@ from convexrecon.block import (ArrangementConv, ConvexBlock, FitOptions, GlobalC
 from convexrecon.errors import CheckpointError, ConvergenceWarning, DataWarning, MemoryBudgetError, SolverError
 from convexrecon.metrics import evaluate, nmse, psnr, ssim, validation_metrics
 from convexrecon.recon import reconstruct_slice
-from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, ReconNet, load_network, save_network,
-                               train_end_to_end, train_layerwise, train_layerwise_adam)
+from convexrecon.data.consistency import MeasuredData, data_consistency, measured_data
+from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, ReconNet, UnrolledNet, load_network,
+                               save_network, train_end_to_end, train_layerwise, train_layerwise_adam, train_unrolled,
+                               train_unrolled_end_to_end, train_unrolled_layerwise_adam, unrolled_plain)
 
 __all__ = [
     "ArrangementConv", "BlockSettings", "CheckpointError", "ConvergenceWarning", "ConvexBlock", "DataWarning",
-    "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MemoryBudgetError", "ReconNet", "SolveReport",
+    "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MeasuredData", "MemoryBudgetError", "ReconNet",
+    "SolveReport", "UnrolledNet", "data_consistency", "measured_data", "train_unrolled", "train_unrolled_end_to_end",
+    "train_unrolled_layerwise_adam", "unrolled_plain",
     "SolverError", "Status", "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "evaluate",
     "fit_layer", "fit_layer_path", "global_check", "load_network", "nmse", "patch_problem", "problem_beta_max", "psnr",
     "reconstruct_slice", "save_network", "ssim", "train_end_to_end", "train_layerwise", "train_layerwise_adam",

@@ -30,9 +30,11 @@ import torch
 from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
+from convexrecon.stack.unrolled import DEFAULT_LAMBDAS
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir
+from convexrecon.data.consistency import measured_data
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
 from convexrecon.data.splits import Split, holdout_mask, stack_split
@@ -40,6 +42,7 @@ from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.metrics import score_slices
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
+ARCHITECTURES = ("seed", "unrolled")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS], help="sampling pattern")
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--method", default="layerwise_convex", choices=METHODS, help="trainer")
+    parser.add_argument("--architecture", default="seed", choices=ARCHITECTURES,
+                        help="seed: the seed's CNN (blocks stacked, skip from the input); unrolled: stages of a block "
+                             "and a data-consistency step with the measured k-space (one stage per --blocks)")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
+                        help="unrolled: candidate weights of every data-consistency step, chosen per stage on the "
+                             "last --holdout-volumes training volumes")
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
     parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
     parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
@@ -121,7 +130,8 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
         count = len({path for path, _ in build_index(args.data)})
     except ValueError as error:
         parser.error(f"argument --data: {error}")
-    holdout = args.holdout_volumes if args.beta_ratios is not None and args.method == "layerwise_convex" else 0
+    choosing = args.method == "layerwise_convex" and (args.beta_ratios is not None or args.architecture == "unrolled")
+    holdout = args.holdout_volumes if choosing else 0
     needed = args.val_volumes + 1 + holdout
     if args.val_volumes < 1 or count < needed:
         what = f"--val-volumes ({args.val_volumes}) for validation, " + (
@@ -144,23 +154,30 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: P
                                   gate_sampling=args.gates,
                                   tol=args.tol, max_iter=args.max_iter)] * args.blocks
         holdout = None
-        if args.beta_ratios is not None and args.method == "layerwise_convex":
+        if args.method == "layerwise_convex" and (args.beta_ratios is not None or args.architecture == "unrolled"):
             holdout = holdout_mask(train.volumes, args.holdout_volumes)
+        measured = None
+        if args.architecture == "unrolled":  # the measured k-space and full-grid maps of every slice
+            measured = tuple(measured_data(dataset, split.pairs)[0] for split in (train, val))
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     config = {"data": {**dataset.settings(), "root": str(args.data)}}
     ckpt = args.out / "checkpoints"
     width = (2 if args.activation == "gated" else 4) * args.arrangements
     try:
-        net, records = _train(args, train, val, settings, config, ckpt, width, holdout)
+        if measured is None:
+            net, records = _train(args, train, val, settings, config, ckpt, width, holdout)
+        else:
+            net, records = _train_unrolled(args, train, val, measured, settings, config, ckpt, width, holdout)
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
     summary = {"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
                "val_slices": len(val.inputs)}
     if args.method == "layerwise_convex":
-        print(block_summary(records, net.num_blocks, args.tol))
-    summary.update(comparison(net, val))
+        kept = net.num_blocks if measured is None else len(net.stages)
+        print(block_summary([{**r, "block": r.get("block", r.get("stage"))} for r in records], kept, args.tol))
+    summary.update(comparison(net, val, None if measured is None else measured[1]))
     print(json.dumps(summary))
     return 0
 
@@ -193,11 +210,13 @@ def block_summary(records: list[dict], kept: int, tol: float) -> str:
     return "\n".join(lines)
 
 
-def comparison(net, val: Split) -> dict:
-    """Print model and zero-filled metrics per validation volume and overall; return the overall numbers."""
+def comparison(net, val: Split, measured=None) -> dict:
+    """Print model and zero-filled metrics per validation volume and overall; return the overall numbers.
+
+    ``measured``: the validation slices' measurements, for an unrolled network."""
     dtype = next(net.parameters()).dtype
     with torch.no_grad():
-        pred = net.predict(val.inputs.to(dtype)).float()
+        pred = (net.predict(val.inputs.to(dtype)) if measured is None else net.predict(measured)).float().cpu()
     rows = []
     for name in sorted(set(val.volumes)):
         keep = [i for i, v in enumerate(val.volumes) if v == name]
@@ -223,6 +242,40 @@ def comparison(net, val: Split) -> dict:
     print()
     return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
             "zero_filled_ssim": z["ssim"].mean, "reference": "sense"}
+
+
+def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured: tuple, settings: list,
+                    config: dict, ckpt: Path, width: int, holdout: torch.Tensor | None) -> tuple:
+    """The unrolled architecture: convex stages (β and λ chosen on the held-out volumes), or its Adam baselines
+    with the λ of ``--lambdas``' middle value; returns ``(network, records)``."""
+    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end, train_unrolled_layerwise_adam,
+                                            unrolled_plain)
+
+    train_data, val_data = measured
+    validation = (*val.validation, val_data)
+    if args.method == "layerwise_convex":
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")
+            result = train_unrolled(train.inputs, train.targets, train_data, settings, lambdas=args.lambdas,
+                                    holdout=holdout, validation=validation, seed=args.seed, checkpoint_dir=ckpt,
+                                    progress=True, config=config, solve_options={"device": args.device})
+        return result.network, result.records
+    lam = sorted(args.lambdas)[len(args.lambdas) // 2]
+    if args.method == "end_to_end":
+        net = unrolled_plain(args.blocks, width, args.kernel_size, [lam] * args.blocks, args.crop, seed=args.seed,
+                             learn_lambda=True, config=config)
+        records = train_unrolled_end_to_end(net, train.targets, train_data, epochs=args.epochs or 40,
+                                            batch_size=args.batch_size, halve_every=args.halve_every,
+                                            weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
+                                            validation=validation, progress=True)
+        return net, records
+    net, records = train_unrolled_layerwise_adam(train.targets, train_data, width, args.kernel_size,
+                                                 [lam] * args.blocks, epochs=args.epochs or 30,
+                                                 batch_size=args.batch_size, halve_every=args.halve_every,
+                                                 weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
+                                                 validation=validation, progress=True)
+    net.config.update(config)
+    return net, records
 
 
 def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
