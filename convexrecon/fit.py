@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from solvers.admm import solve_relu_program_admm
 from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.group_lasso import solve_group_lasso
 from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
@@ -26,13 +27,13 @@ from solvers.interior import (fits_gated_interior_point, fits_interior_point, ne
 from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
-from . import checks, guard, streaming
+from . import checks, guard, relu_split, streaming
 from .arrangements import (GATE_SAMPLINGS, ArrangementConv, arrangement_masks, conv_functions, draw_gates,
                            patch_problem)
 from .block import ConvexBlock, block_from_solution
 
 ACTIVATIONS = ("relu", "gated")
-RELU_METHODS = ("pdhg", "interior_point")
+RELU_METHODS = ("auto", "admm", "pdhg", "interior_point")
 GATED_METHODS = ("fista", "interior_point")
 DEFAULT_BETA_RATIO = 1e-3
 
@@ -56,7 +57,7 @@ def fit_layer(
     chunk_size: int | None = None,
     gate_chunk: int | None = None,
     shard: bool | None = None,
-    relu_method: str = "pdhg",
+    relu_method: str = "auto",
     allow_tf32: bool = False,
     gated_method: str = "fista",
 ) -> ConvexBlock:
@@ -98,7 +99,7 @@ def fit_layer(
         Relative duality-gap tolerance (and relative violation tolerance for
         relu).
     max_iter
-        Iteration budget (default 10,000 gated, 50,000 relu; 200 Newton steps
+        Iteration budget (default 10,000 gated, 20,000 relu ADMM, 50,000 relu PDHG; 200 Newton steps
         per output for the interior-point methods); for gated FISTA blocks
         the conjugate-gradient iterations of the Newton steps count too (each
         is one forward and one adjoint, like a FISTA iteration).
@@ -125,9 +126,17 @@ def fit_layer(
         shards may hold different numbers and sizes of images. Gates come
         from ``seed`` (or rank 0's ``gates``).
     relu_method
-        Solver of the exact-ReLU program: ``"pdhg"`` (matrix-free restarted
-        PDHG, :mod:`solvers.pdhg`; any size, streaming and sharding) or
-        ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
+        Solver of the exact-ReLU program. ``"auto"`` (default): the interior
+        point where it fits (in-memory data in one process and
+        :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise;
+        ``report.solver`` says which ran. ``"admm"``: ADMM on the cone values
+        ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
+        streaming (with cached masks), sharding and on a GPU like the gated
+        path, plus the ``C_in k^2``-square Gram matrix of the patches and
+        about eight cone-sized buffers ``(N, 2, P, C_out, H, W)``.
+        ``"pdhg"``: matrix-free restarted PDHG (:mod:`solvers.pdhg`; slower
+        than ADMM on conv blocks, kept for comparison). ``"interior_point"``
+        (:mod:`solvers.interior`: a primal-dual
         interior-point method on the explicit patch matrix, float64, for
         in-memory problems whose Newton system ``min(N H W, P C_in k^2)``
         has at most 12,000 unknowns, with at most 2^25 cone rows ``N H W x 2 P``
@@ -217,7 +226,7 @@ def _fit(
     chunk_size: int | None = None,
     gate_chunk: int | None = None,
     shard: bool | None = None,
-    relu_method: str = "pdhg",
+    relu_method: str = "auto",
     allow_tf32: bool = False,
     gated_method: str = "fista",
 ) -> list[ConvexBlock]:
@@ -301,6 +310,8 @@ def _fit_blocks(
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
     relu = activation == "relu"
+    if relu and relu_method == "auto":
+        relu_method = "interior_point" if _interior_fits(x, gates, comm) else "admm"
     interior = relu_method == "interior_point" if relu else gated_method == "interior_point"
     if interior:
         _check_interior(x, y, gates, kernel_size, comm, relu)
@@ -312,7 +323,7 @@ def _fit_blocks(
         operator = ArrangementConv(x, arrangement_masks(x, gates, gate_chunk), kernel_size, y.shape[1], relu=relu,
                                    chunk_size=chunk_size, gate_chunk=gate_chunk)
     certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
-    blocks, v = [], operator.zeros()
+    blocks, v, split = [], operator.zeros(), None
     for beta in betas:
         if beta is None:
             beta = DEFAULT_BETA_RATIO * beta_max(ShardedOperator(operator, comm), y)
@@ -324,6 +335,13 @@ def _fit_blocks(
         try:
             if interior:
                 v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback, relu)
+            elif relu and relu_method == "admm":
+                if split is None:
+                    split = relu_split.admm_structure(operator, x, kernel_size, comm)
+                v, _, report = solve_relu_program_admm(
+                    operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], tol=tol,
+                    max_iter=max_iter or 20_000, certify_operator=certify_operator, callback=callback, comm=comm,
+                )
             elif relu:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
@@ -371,6 +389,14 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
                          f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
                          f"{n * 2 * P} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
                          "Woodbury factor N*H*W * P*C_in*k^d; 2^25 cone rows): use relu_method='pdhg'")
+
+
+def _interior_fits(x: Any, gates: Tensor, comm: Local) -> bool:
+    """``relu_method="auto"``: the interior point needs in-memory data, one process and a small Newton system."""
+    if isinstance(x, streaming.ChunkSource) or comm.world_size > 1:
+        return False
+    n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
+    return fits_interior_point(n, gates.shape[0], int(gates[0].numel()))
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
