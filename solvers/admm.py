@@ -259,7 +259,7 @@ class _GramBasis:
         flat = c.reshape(c.shape[0], -1)
         hat = flat @ self.vectors
         norms = torch.linalg.vector_norm(hat, dim=1)
-        active = norms > tau
+        active = norms > tau * (1 + 1e-12)  # at the boundary the step is zero up to rounding
         x_hat = torch.zeros_like(hat)
         if bool(active.any()):
             h2, n = hat[active] ** 2, norms[active]
