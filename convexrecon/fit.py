@@ -337,9 +337,10 @@ def _fit_blocks(
                 v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback, relu)
             elif relu and relu_method == "admm":
                 if split is None:
-                    split = relu_split.admm_structure(operator, x, kernel_size, comm)
+                    split = relu_split.admm_structure(operator, x, kernel_size, comm) + (
+                        relu_split.relu_prediction(operator),)
                 v, _, report = solve_relu_program_admm(
-                    operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], tol=tol,
+                    operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], realised=split[3], tol=tol,
                     max_iter=max_iter or 20_000, certify_operator=certify_operator, callback=callback, comm=comm,
                 )
             elif relu:

@@ -53,6 +53,22 @@ def admm_structure(operator: ArrangementConv | StreamingArrangementConv, x: Tens
     return comm.sum_tensor(gram).to(dtype), *selection(operator)
 
 
+def relu_prediction(operator: ArrangementConv | StreamingArrangementConv) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(v, C v) -> sum_i (X u_i)_+ - (X w_i)_+``: the predictions of the ReLU block made from ``v``.
+
+    Read off the cone values: on a row with ``D_i = 1`` the cone value is
+    ``X u``, on a row with ``D_i = 0`` it is ``-X u``; so ``(X u)_+`` is
+    ``(C u)_+`` where the mask is on and ``(-C u)_+`` where it is off. Equals
+    the convex model's ``A v`` when ``C v >= 0``.
+    """
+    pick, _ = selection(operator)
+
+    def prediction(v: Tensor, cone: Tensor) -> Tensor:
+        return pick(torch.clamp(cone, min=0.0)) - pick(torch.clamp(-cone, min=0.0), complement=True)
+
+    return prediction
+
+
 def selection(operator: ArrangementConv | StreamingArrangementConv
               ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
     """``(pick, spread)``: ``z -> M z`` (cone values to predictions) and its adjoint ``theta -> M^T theta``."""
@@ -75,8 +91,9 @@ def selection(operator: ArrangementConv | StreamingArrangementConv
             values[key] = masks[:, :, None].to(device=like.device, dtype=like.dtype)
         return values[key]
 
-    def pick(z: Tensor) -> Tensor:  # (N, 2, P, C, *spatial) -> (N, C, *spatial)
-        return ((z[:, 0] - z[:, 1]) * numbers(z)).sum(dim=1)
+    def pick(z: Tensor, complement: bool = False) -> Tensor:  # (N, 2, P, C, *spatial) -> (N, C, *spatial)
+        m = numbers(z)
+        return ((z[:, 0] - z[:, 1]) * (1 - m if complement else m)).sum(dim=1)
 
     def spread(theta: Tensor) -> Tensor:  # (N, C, *spatial) -> (N, 2, P, C, *spatial)
         part = numbers(theta) * theta[:, None]

@@ -72,6 +72,7 @@ def solve_relu_program_admm(
     check_every: int = 10,
     rho: float = 1.0,
     lower_bound: float = -math.inf,
+    realised: Callable[[Tensor, Tensor], Tensor] | None = None,
     certify_operator: ConstrainedOperator | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
     comm: Local | None = None,
@@ -111,6 +112,16 @@ def solve_relu_program_admm(
     lower_bound
         A known lower bound on the optimum (e.g. the dual value of a
         relaxation); the reported dual is the larger of it and the certificate's.
+    realised
+        ``(v, C v) -> predictions`` of the model that ``v`` is turned into
+        (for the convex ReLU program: the ReLU network, whose activation
+        patterns follow the signs of ``C v``); equal to ``A v`` when
+        ``C v >= 0``. When given, the reported primal is that model's
+        objective, ``1/2 ||realised - y||^2 + beta sum_g ||v_g||``, and the
+        gap bounds its suboptimality ``primal - p*`` whatever the remaining
+        violation (the dual is a lower bound on ``p*``). Without it the
+        primal is the program's objective at the (slightly infeasible) iterate,
+        as PDHG reports it.
     certify_operator
         The same operator in float64 for the final certificate.
     comm
@@ -146,8 +157,9 @@ def solve_relu_program_admm(
     reason, k = "max_iter", 0
 
     def certificate(v_: Tensor, parts: tuple[Tensor, Tensor], u_: Tensor, rho_: float, op=operator,
-                    target=y) -> tuple[Certificate, Tensor]:
-        return _certificate(v_, parts, u_, rho_, target, beta, op, pick, spread, y_scale, lower_bound, comm)
+                    target=y) -> tuple[Certificate, Certificate, Tensor]:
+        return _certificate(v_, parts, u_, rho_, target, beta, op, pick, spread, y_scale, lower_bound, comm,
+                            realised=realised)
 
     z_hat, u_hat, momentum, combined = z, u, 1.0, math.inf
     for k in range(1, max_iter + 1):
@@ -171,11 +183,11 @@ def solve_relu_program_admm(
             z_hat, u_hat = z, u
         if k % check_every and k != max_iter:
             continue
-        cert, lam = certificate(v, (pred, cone), u, rho)
+        cert, judge, lam = certificate(v, (pred, cone), u, rho)
         monitor.record(k, cert)
-        score = max(cert.relative_gap, cert.max_violation * tol / feas_tol)
+        score = max(judge.relative_gap, judge.max_violation * tol / feas_tol)
         if best is None or score < best[0]:
-            best = (score, v.clone(), lam, cert)
+            best = (score, v.clone(), lam, judge)
         if not (math.isfinite(cert.primal) and math.isfinite(cert.dual)):
             reason = "diverged"
             break
@@ -196,25 +208,29 @@ def solve_relu_program_admm(
             u, u_hat = u / factor, u_hat / factor
             combined = math.inf
     if best is None:
-        cert, lam = certificate(v, (pred, cone), u, rho)
-        best = (0.0, v, lam, cert)
-    _, v, lam, cert = best
-    if certify_operator is not None:
-        v_hi = v.double()
-        cert, _ = _certificate(v_hi, certify_operator.forward(v_hi), None, rho, y.double(), beta, certify_operator,
-                               pick, spread, y_scale, lower_bound, comm, lam=lam.double())
-    status = _status("checked" if reason in ("stalled", "converged") else reason, monitor, cert)
+        _, judge, lam = certificate(v, (pred, cone), u, rho)
+        best = (0.0, v, lam, judge)
+    _, v, lam, _ = best
+    final_op, v_final, y_final = ((certify_operator, v.double(), y.double()) if certify_operator is not None
+                                  else (operator, v, y))
+    cert, judge, _ = _certificate(v_final, final_op.forward(v_final), None, rho, y_final, beta, final_op, pick,
+                                  spread, y_scale, lower_bound, comm, lam=lam.to(v_final.dtype), realised=realised)
+    status = _status("checked" if reason in ("stalled", "converged") else reason, monitor, judge)
     message = f"stopped: {reason}; penalty rho {rho:.3g}."
     return v, lam, monitor.report(cert, k, status, message)
 
 
 def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho: float, y: Tensor, beta: float,
                  operator, pick, spread, y_scale: float, lower_bound: float, comm: Local,
-                 lam: Tensor | None = None) -> tuple[Certificate, Tensor]:
+                 lam: Tensor | None = None, realised=None) -> tuple[Certificate, Certificate, Tensor]:
     """Primal value at ``v`` and the dual value of ``(theta, lambda)`` with ``theta = y - A v``.
 
     ``lambda = (-rho u - M^T theta)_+`` (the splitting's multiplier of ``z >= 0``,
     which equals that of ``C v >= 0`` at a fixed point) unless ``lam`` is given.
+    With ``realised``, the primal is the realised model's objective. The second
+    certificate, used to decide convergence, takes the larger of that and the
+    program's objective at ``v``, so that ``optimal`` means both are within
+    ``tol`` of the dual bound.
     """
     pred, cone = parts
     theta = y - pred
@@ -224,10 +240,18 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     theta_sq = comm.sum(float(torch.sum(theta * theta, dtype=torch.float64)))
     theta_dot_y = comm.sum(float(torch.sum(theta * y, dtype=torch.float64)))
     max_norm = float(group_norms(direction.double()).max()) if direction.numel() else 0.0
-    primal = 0.5 * theta_sq + beta * float(group_penalty(v))
+    fit_sq = theta_sq
+    if realised is not None:
+        miss = y - realised(v, cone)
+        fit_sq = comm.sum(float(torch.sum(miss * miss, dtype=torch.float64)))
+    penalty = beta * float(group_penalty(v))
+    primal = 0.5 * fit_sq + penalty
     dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)
+    dual = max(dual, lower_bound)
     violation = comm.max(float(torch.clamp(-cone, min=0.0).max()) if cone.numel() else 0.0) / y_scale
-    return Certificate(primal, max(dual, lower_bound), violation), lam
+    # judged on the larger of the realised model's and the program's value at v: both must be within tol
+    judge = Certificate(max(primal, 0.5 * theta_sq + penalty), dual, violation)
+    return Certificate(primal, dual, violation), judge, lam
 
 
 class _GramBasis:
