@@ -128,8 +128,8 @@ def fit_layer(
     relu_method
         Solver of the exact-ReLU program. ``"auto"`` (default): the interior
         point where it fits (in-memory data in one process and
-        :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise;
-        ``report.solver`` says which ran. ``"admm"``: ADMM on the cone values
+        :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise
+        and for ``beta >= beta_max`` (zero block); ``report.solver`` says which ran. ``"admm"``: ADMM on the cone values
         ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
         streaming (with cached masks), sharding and on a GPU like the gated
         path, plus the ``C_in k^2``-square Gram matrix of the patches and
@@ -310,7 +310,8 @@ def _fit_blocks(
         _check_shards(comm, channels, y)
         gates = comm.broadcast(gates.contiguous())
     relu = activation == "relu"
-    if relu and relu_method == "auto":
+    auto = relu and relu_method == "auto"
+    if auto:
         relu_method = "interior_point" if _interior_fits(x, gates, comm) else "admm"
     interior = relu_method == "interior_point" if relu else gated_method == "interior_point"
     if interior:
@@ -332,10 +333,13 @@ def _fit_blocks(
                                  "pass beta")
         beta = checks.positive_float("beta", beta)
         callback, bar = _progress(progress, tol)
+        method = relu_method
+        if auto and interior and beta >= beta_max(ShardedOperator(operator, comm), y):
+            method = "admm"  # the zero block is optimal: ADMM certifies it at its first check
         try:
-            if interior:
+            if interior and not (relu and method == "admm"):
                 v, report = _solve_interior(x, y, operator, gates, kernel_size, beta, tol, max_iter, callback, relu)
-            elif relu and relu_method == "admm":
+            elif relu and method == "admm":
                 if split is None:
                     split = relu_split.admm_structure(operator, x, kernel_size, comm) + (
                         relu_split.relu_prediction(operator),)

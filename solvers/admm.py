@@ -228,9 +228,9 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     ``lambda = (-rho u - M^T theta)_+`` (the splitting's multiplier of ``z >= 0``,
     which equals that of ``C v >= 0`` at a fixed point) unless ``lam`` is given.
     With ``realised``, the primal is the realised model's objective. The second
-    certificate, used to decide convergence, takes the larger of that and the
-    program's objective at ``v``, so that ``optimal`` means both are within
-    ``tol`` of the dual bound.
+    certificate, used to decide convergence, has the gap ``max |value - dual|``
+    over that and the program's objective at ``v``, so that ``optimal`` means
+    both are within ``tol`` of the dual bound, above or below it.
     """
     pred, cone = parts
     theta = y - pred
@@ -249,8 +249,11 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)
     dual = max(dual, lower_bound)
     violation = comm.max(float(torch.clamp(-cone, min=0.0).max()) if cone.numel() else 0.0) / y_scale
-    # judged on the larger of the realised model's and the program's value at v: both must be within tol
-    judge = Certificate(max(primal, 0.5 * theta_sq + penalty), dual, violation)
+    # judged on both the realised model's and the program's value at v: each must lie within the gap of the
+    # dual bound, on either side (an infeasible iterate can sit below the optimum: that is no convergence)
+    values = (primal, 0.5 * theta_sq + penalty)
+    spread_ = max(max(values) - dual, dual - min(values))
+    judge = Certificate(dual + spread_, dual, violation)
     return Certificate(primal, dual, violation), judge, lam
 
 
