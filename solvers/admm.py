@@ -229,8 +229,9 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     which equals that of ``C v >= 0`` at a fixed point) unless ``lam`` is given.
     With ``realised``, the primal is the realised model's objective. The second
     certificate, used to decide convergence, has the gap ``max |value - dual|``
-    over that and the program's objective at ``v``, so that ``optimal`` means
-    both are within ``tol`` of the dual bound, above or below it.
+    over that and the program's objective at ``v``, plus once more the amount
+    by which either lies below the dual bound: an infeasible iterate can sit
+    below the optimum, and that is not convergence.
     """
     pred, cone = parts
     theta = y - pred
@@ -250,10 +251,10 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     dual = max(dual, lower_bound)
     violation = comm.max(float(torch.clamp(-cone, min=0.0).max()) if cone.numel() else 0.0) / y_scale
     # judged on both the realised model's and the program's value at v: each must lie within the gap of the
-    # dual bound, on either side (an infeasible iterate can sit below the optimum: that is no convergence)
+    # dual bound; a value below the dual bound (bought by the remaining violation) counts twice
     values = (primal, 0.5 * theta_sq + penalty)
-    spread_ = max(max(values) - dual, dual - min(values))
-    judge = Certificate(dual + spread_, dual, violation)
+    deficit = max(dual - min(values), 0.0)
+    judge = Certificate(dual + max(max(values) - dual, deficit) + deficit, dual, violation)
     return Certificate(primal, dual, violation), judge, lam
 
 
