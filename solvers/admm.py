@@ -185,7 +185,7 @@ def solve_relu_program_admm(
             continue
         cert, judge, lam = certificate(v, (pred, cone), u, rho)
         monitor.record(k, cert)
-        score = max(judge.relative_gap, judge.max_violation * tol / feas_tol)
+        score = max(judge.relative_gap, min(judge.max_violation, cert.max_violation + 1.0) * tol / feas_tol)
         if best is None or score < best[0]:
             best = (score, v.clone(), lam, judge)
         if not (math.isfinite(cert.primal) and math.isfinite(cert.dual)):
@@ -230,8 +230,9 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     With ``realised``, the primal is the realised model's objective. The second
     certificate, used to decide convergence, has the gap ``max |value - dual|``
     over that and the program's objective at ``v``, plus once more the amount
-    by which either lies below the dual bound: an infeasible iterate can sit
-    below the optimum, and that is not convergence.
+    by which either lies below the dual bound; a value below the dual bound
+    (an infeasible iterate that beats every feasible point) also counts as
+    an infinite violation, so that it is never reported ``optimal``.
     """
     pred, cone = parts
     theta = y - pred
@@ -255,6 +256,8 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
     values = (primal, 0.5 * theta_sq + penalty)
     deficit = max(dual - min(values), 0.0)
     judge = Certificate(dual + max(max(values) - dual, deficit) + deficit, dual, violation)
+    if deficit > 1e-12 * abs(dual):  # below a lower bound on the optimum: the violation still pays; not certified
+        judge = Certificate(judge.primal, dual, max(violation, math.inf))
     return Certificate(primal, dual, violation), judge, lam
 
 
