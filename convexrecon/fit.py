@@ -133,7 +133,11 @@ def fit_layer(
         ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
         streaming (with cached masks), sharding and on a GPU like the gated
         path, plus the ``C_in k^2``-square Gram matrix of the patches and
-        about eight cone-sized buffers ``(N, 2, P, C_out, H, W)``.
+        about eight cone-sized buffers ``(N, 2, P, C_out, H, W)``; its
+        ``report.primal`` is the returned block's own objective and its dual
+        comes from the cone multipliers, so ``primal - p* <= gap`` always; it
+        is ``optimal`` only with both the block's and the program's value
+        within ``tol`` above the dual bound and violations within ``tol / 100``.
         ``"pdhg"``: matrix-free restarted PDHG (:mod:`solvers.pdhg`; slower
         than ADMM on conv blocks, kept for comparison). ``"interior_point"``
         (:mod:`solvers.interior`: a primal-dual
