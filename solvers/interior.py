@@ -321,6 +321,12 @@ def _clean_and_judge(U: Tensor, certificate_of: Callable[[Tensor], Certificate],
         cert_clean = certificate_of(U_clean)
         if cert_clean.relative_gap <= max(tol, cert.relative_gap):
             U, cert = U_clean, cert_clean
+    if bool((norms > 0).any()):  # all groups zero (beta >= beta_max) leaves all of them equally tiny
+        cert_zero = certificate_of(torch.zeros_like(U))
+        if cert_zero.relative_gap <= max(tol, cert.relative_gap):
+            U, cert = torch.zeros_like(U), cert_zero
+    if not bool((U != 0).any()) and monitor.converged(cert):  # zero is certified by its own exact dual point
+        return U, cert, Status.OPTIMAL
     if all(statuses) and monitor.converged(cert):
         return U, cert, Status.OPTIMAL
     return U, cert, Status.MAX_ITER if exhausted else Status.INACCURATE

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from solvers.admm import solve_relu_program_admm
 from solvers.comm import Local, ShardedOperator, TorchDistributed
 from solvers.group_lasso import solve_group_lasso
 from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
@@ -27,7 +28,7 @@ from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import IterationRecord, SolverError, Status
 
 from convexrecon import checks
-from convexrecon.block import guard, streaming
+from convexrecon.block import guard, relu_split, streaming
 from convexrecon.block.arrangements import (ArrangementConv, arrangement_masks, conv_functions, draw_gates,
                            patch_problem)
 from convexrecon.block.module import ConvexBlock, block_from_solution
@@ -93,7 +94,7 @@ def fit_layer(
         Relative duality-gap tolerance (and relative violation tolerance for
         relu).
     max_iter
-        Iteration budget (default 10,000 gated, 50,000 relu; 200 Newton steps
+        Iteration budget (default 10,000 gated, 20,000 relu ADMM, 50,000 relu PDHG; 200 Newton steps
         per output for the interior-point methods); for gated FISTA blocks
         the conjugate-gradient iterations of the Newton steps count too (each
         is one forward and one adjoint, like a FISTA iteration).
@@ -120,9 +121,21 @@ def fit_layer(
         shards may hold different numbers and sizes of images. Gates come
         from ``seed`` (or rank 0's ``gates``).
     relu_method
-        Solver of the exact-ReLU program: ``"pdhg"`` (matrix-free restarted
-        PDHG, :mod:`solvers.pdhg`; any size, streaming and sharding) or
-        ``"interior_point"`` (:mod:`solvers.interior`: a primal-dual
+        Solver of the exact-ReLU program. ``"auto"`` (default): the interior
+        point where it fits (in-memory data in one process and
+        :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise
+        and for ``beta >= beta_max`` (zero block); ``report.solver`` says which ran. ``"admm"``: ADMM on the cone values
+        ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
+        streaming (with cached masks), sharding and on a GPU like the gated
+        path, plus the ``C_in k^2``-square Gram matrix of the patches and
+        about eight cone-sized buffers ``(N, 2, P, C_out, H, W)``; its
+        ``report.primal`` is the returned block's own objective and its dual
+        comes from the cone multipliers, so ``primal - p* <= gap`` always; it
+        is ``optimal`` only with both the block's and the program's value
+        within ``tol`` above the dual bound and violations within ``tol / 100``.
+        ``"pdhg"``: matrix-free restarted PDHG (:mod:`solvers.pdhg`; slower
+        than ADMM on conv blocks, kept for comparison). ``"interior_point"``
+        (:mod:`solvers.interior`: a primal-dual
         interior-point method on the explicit patch matrix, float64, for
         in-memory problems whose Newton system ``min(N H W, P C_in k^2)``
         has at most 12,000 unknowns, with at most 2^25 cone rows ``N H W x 2 P``
@@ -267,7 +280,11 @@ def problem_beta_max(inputs: Any, targets: Any, *, gates: Any = None, options: F
 def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: list[float] | None,
                 ratios: list[float] | None) -> list[ConvexBlock]:
     x, y, gates, comm, operator = _problem(inputs, targets, gates, o)
-    relu, interior = o.relu, o.interior_point
+    relu, relu_method = o.relu, o.relu_method
+    auto = relu and relu_method == "auto"
+    if auto:  # the interior point where its Newton system fits, ADMM otherwise
+        relu_method = "interior_point" if _interior_fits(x, gates, comm) else "admm"
+    interior = relu_method == "interior_point" if relu else o.gated_method == "interior_point"
     if interior:
         _check_interior(x, y, gates, o.kernel_size, comm, relu)
     dtype = o.dtype
@@ -277,14 +294,25 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
         if scale == 0.0:
             raise ValueError("targets are zero on every arrangement: beta cannot be chosen from beta_max; pass beta")
         betas = [r * scale for r in ratios]
-    blocks, v = [], operator.zeros()
+    blocks, v, split = [], operator.zeros(), None
     tol, max_iter = o.tol, o.max_iter
     for beta in betas:
         beta = checks.positive_float("beta", beta)
         callback, bar = _progress(o.progress, tol)
+        method = relu_method
+        if auto and interior and beta >= beta_max(ShardedOperator(operator, comm), y):
+            method = "admm"  # the zero block is optimal: ADMM certifies it at its first check
         try:
-            if interior:
+            if interior and not (relu and method == "admm"):
                 v, report = _solve_interior(x, y, operator, gates, o.kernel_size, beta, tol, max_iter, callback, relu)
+            elif relu and method == "admm":
+                if split is None:
+                    split = relu_split.admm_structure(operator, x, o.kernel_size, comm) + (
+                        relu_split.relu_prediction(operator),)
+                v, _, report = solve_relu_program_admm(
+                    operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], realised=split[3], tol=tol,
+                    max_iter=max_iter or 20_000, certify_operator=certify_operator, callback=callback, comm=comm,
+                )
             elif relu:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
@@ -332,6 +360,14 @@ def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Lo
                          f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
                          f"{n * 2 * P} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
                          "Woodbury factor N*H*W * P*C_in*k^d; 2^25 cone rows): use relu_method='pdhg'")
+
+
+def _interior_fits(x: Any, gates: Tensor, comm: Local) -> bool:
+    """``relu_method="auto"``: the interior point needs in-memory data, one process and a small Newton system."""
+    if isinstance(x, streaming.ChunkSource) or comm.world_size > 1:
+        return False
+    n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
+    return fits_interior_point(n, gates.shape[0], int(gates[0].numel()))
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,

@@ -21,7 +21,7 @@ from convexrecon import checks
 from convexrecon.block.arrangements import GATE_SAMPLINGS
 
 ACTIVATIONS = ("relu", "gated")
-RELU_METHODS = ("pdhg", "interior_point")
+RELU_METHODS = ("auto", "admm", "pdhg", "interior_point")
 GATED_METHODS = ("fista", "interior_point")
 DEFAULT_BETA_RATIO = 1e-3
 """``beta = DEFAULT_BETA_RATIO * beta_max`` when no ``beta`` is given to ``fit_layer`` or ``BlockSettings``."""
@@ -86,7 +86,7 @@ class FitOptions:
     chunk_size: int | None = None
     gate_chunk: int | None = None
     shard: bool | None = None
-    relu_method: str = "pdhg"
+    relu_method: str = "auto"
     gated_method: str = "fista"
     allow_tf32: bool = False
 
@@ -117,11 +117,6 @@ class FitOptions:
     @property
     def relu(self) -> bool:
         return self.activation == "relu"
-
-    @property
-    def interior_point(self) -> bool:
-        """Whether the chosen solver of this activation is the interior-point method."""
-        return (self.relu_method if self.relu else self.gated_method) == "interior_point"
 
     @classmethod
     def of(cls, options: FitOptions | None = None, **changes: Any) -> FitOptions:

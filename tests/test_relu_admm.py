@@ -1,0 +1,176 @@
+"""The exact-ReLU ADMM (solvers/admm.py) and fit_layer's relu_method="auto" rule."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convexrecon as cr
+import convexrecon.block.fit as fit_module
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates
+from convexrecon.block.relu_split import admm_structure, patch_gram, selection
+from solvers.admm import _cone_step, _GramBasis, solve_relu_program_admm
+from solvers.report import Status
+
+from .problems import reference
+
+RELU_CASES = [(2, 1, 5), (3, 2, 5), (0, 1, 3)]  # (seed, C_out, k) of tests/problems.py's relu cases
+
+
+def _fit(p, **kw):
+    kw.setdefault("tol", 1e-6)
+    return cr.fit_layer(kw.pop("inputs", p.inputs), p.targets, kernel_size=p.kernel_size, gates=p.gates,
+                        beta=p.beta, activation="relu", dtype=torch.float64, **kw)
+
+
+def _assert_certified_against_reference(block, p, ref, solver: str):
+    rep = block.report
+    p_star = ref.report.primal
+    assert rep.solver == solver
+    assert rep.status is Status.OPTIMAL
+    assert abs(rep.primal - p_star) <= 1e-4 * abs(p_star)
+    assert rep.gap >= (rep.primal - p_star) - 1e-8 * abs(p_star)  # the gap bounds the true suboptimality
+    assert rep.dual <= p_star + 1e-8 * abs(p_star)
+    assert rep.max_violation <= 1e-6
+    # the block is an ordinary Conv-ReLU-Conv network whose weight-decay objective is the convex one
+    x = p.inputs
+    torch.testing.assert_close(block(x), block.second(F.relu(block.first(x))), rtol=0, atol=0)
+    assert block.objective(x, p.targets) == pytest.approx(rep.primal, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed,c_out,k", RELU_CASES, ids=[f"s{s}-c{c}-k{k}" for s, c, k in RELU_CASES])
+def test_admm_matches_cvxpy_reference(seed, c_out, k):
+    p, ref = reference(seed, c_out, k, "relu")
+    _assert_certified_against_reference(_fit(p, relu_method="admm"), p, ref, "admm")
+
+
+def test_auto_uses_the_interior_point_where_it_fits():
+    p, ref = reference(3, 2, 5, "relu")
+    _assert_certified_against_reference(_fit(p), p, ref, "interior_point")
+
+
+def test_auto_uses_admm_for_streamed_inputs():
+    p, ref = reference(2, 1, 5, "relu")
+    block = _fit(p, inputs=[p.inputs[:1], p.inputs[1:]])
+    _assert_certified_against_reference(block, p, ref, "admm")
+
+
+def test_auto_uses_admm_where_the_interior_point_does_not_fit(monkeypatch):
+    p, ref = reference(3, 2, 5, "relu")
+    monkeypatch.setattr(fit_module, "fits_interior_point", lambda *args, **kwargs: False)
+    _assert_certified_against_reference(_fit(p), p, ref, "admm")
+
+
+def test_admm_float32_certificate_is_honest():
+    """float32 iterates, float64 certificate: the reported gap still bounds the suboptimality."""
+    p, ref = reference(3, 2, 5, "relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        block = cr.fit_layer(p.inputs.float(), p.targets.float(), kernel_size=5, gates=p.gates, beta=p.beta,
+                             activation="relu", relu_method="admm", tol=1e-4)
+    rep = block.report
+    assert rep.solver == "admm"
+    assert rep.relative_gap <= 1e-4 or rep.status is not Status.OPTIMAL
+    assert rep.dual <= ref.report.primal + 1e-8 * abs(ref.report.primal)
+    assert rep.primal == pytest.approx(ref.report.primal, rel=1e-3)
+
+
+def test_lower_bound_only_raises_the_dual():
+    p, ref = reference(2, 1, 5, "relu")
+    op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 5, 1, relu=True)
+    gram, pick, spread = admm_structure(op, p.inputs, 5)
+    common = dict(gram=gram, pick=pick, spread=spread, tol=1e-12, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        _, _, own = solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), **common)
+        bound = 0.5 * (own.dual + ref.report.primal)  # valid: below the optimum
+        _, _, raised = solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), lower_bound=bound, **common)
+    assert own.dual < bound
+    assert raised.dual == pytest.approx(bound, rel=1e-12)
+    assert raised.primal == pytest.approx(own.primal, rel=1e-12)
+
+
+def test_group_step_solves_its_problem():
+    """x = argmin tau ||x|| + x^T K x / 2 - c^T x, checked by its optimality condition."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 6, generator=gen, dtype=torch.float64) * torch.tensor([1, 1e-2, 3, 1, 0.1, 1.0],
+                                                                                dtype=torch.float64)
+    K = X.T @ X
+    c = torch.randn(9, 60, generator=gen, dtype=torch.float64) @ X
+    tau = 0.9 * float(torch.linalg.vector_norm(c, dim=1).median())
+    x = _GramBasis(K, torch.float64).group_prox(c, tau)
+    zero, nonzero = 0, 0
+    for xi, ci in zip(x, c):
+        if float(xi.norm()) == 0.0:
+            zero += 1
+            assert float(ci.norm()) <= tau
+        else:
+            nonzero += 1
+            stationarity = K @ xi - ci + tau * xi / xi.norm()
+            assert float(stationarity.norm()) <= 1e-9 * float(ci.norm())
+    assert zero > 0 and nonzero > 0
+
+
+def test_cone_step_solves_its_problem():
+    """z = argmin_{z >= 0} ||M z - y||^2 / 2 + rho ||z - q||^2 / 2, checked by its KKT conditions."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 2, 7, 5, generator=gen, dtype=torch.float64)
+    gates = draw_gates(3, 2, 3, seed=5)
+    op = ArrangementConv(x, arrangement_masks(x, gates), 3, 2, relu=True)
+    pick, spread = selection(op)
+    q = torch.randn(op.forward(op.zeros())[1].shape, generator=gen, dtype=torch.float64)
+    y = torch.randn(2, 2, 7, 5, generator=gen, dtype=torch.float64)
+    rho = 0.7
+    z, _ = _cone_step(q, y, rho, pick, spread, torch.zeros_like(y))
+    gradient = spread(pick(z) - y) + rho * (z - q)
+    assert float(z.min()) >= 0
+    assert float(gradient.min()) >= -1e-12
+    assert float((gradient * z).abs().max()) <= 1e-12
+    assert 0 < int((z > 0).sum()) < z.numel()
+
+
+def test_pick_and_spread_are_adjoint_and_factor_the_data_operator():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 9, 6, generator=gen, dtype=torch.float64)
+    gates = draw_gates(4, 3, 3, seed=7)
+    op = ArrangementConv(x, arrangement_masks(x, gates), 3, 2, relu=True)
+    pick, spread = selection(op)
+    v = torch.randn(op.var_shape, generator=gen, dtype=torch.float64)
+    pred, cone = op.forward(v)
+    torch.testing.assert_close(pick(cone), pred)  # A = M C
+    theta = torch.randn(pred.shape, generator=gen, dtype=torch.float64)
+    assert float((pick(cone) * theta).sum()) == pytest.approx(float((cone * spread(theta)).sum()), rel=1e-12)
+    # every group's cone block has the patch Gram matrix: ||C_g v_g||^2 = v_g^T X^T X v_g
+    gram = patch_gram(x, 3)
+    groups = v.reshape(v.shape[0], -1)
+    per_group = (cone ** 2).sum(dim=(0, 4, 5)).reshape(-1)
+    torch.testing.assert_close(per_group, torch.einsum("gi,ij,gj->g", groups, gram, groups))
+
+
+def test_bad_input_names_the_parameter():
+    p, _ = reference(2, 1, 5, "relu")
+    op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 5, 1, relu=True)
+    gram, pick, spread = admm_structure(op, p.inputs, 5)
+    with pytest.raises(ValueError, match=r"gram must have shape \(50, 50\).*got \(49, 49\)"):
+        solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), gram=gram[:49, :49], pick=pick, spread=spread)
+    with pytest.raises(ValueError, match="rho must be a finite float > 0; got -1"):
+        solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), gram=gram, pick=pick, spread=spread, rho=-1.0)
+    with pytest.raises(ValueError, match="beta must be a finite float > 0; got 0"):
+        solve_relu_program_admm(op, p.targets, 0.0, op.zeros(), gram=gram, pick=pick, spread=spread)
+    with pytest.raises(ValueError, match="gram must be a non-zero positive semidefinite"):
+        solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), gram=0 * gram, pick=pick, spread=spread)
+    with pytest.raises(ValueError, match="relu_method"):
+        _fit(p, relu_method="cone")
+
+
+def test_solvers_never_import_convexrecon():
+    source = (Path(__file__).resolve().parents[1] / "solvers" / "admm.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            assert not any(n.split(".")[0] == "convexrecon" for n in names)
