@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
 from convexrecon.block.arrangements import arrangement_masks, draw_gates  # noqa: E402
-from convexrecon.data.atomic import write_text  # noqa: E402
+from common import write_results  # noqa: E402
+from convexrecon.io import write_text  # noqa: E402
 from solvers.interior import fits_interior_point  # noqa: E402
 
 
@@ -172,8 +173,7 @@ def main(argv=None) -> int:
     print(table)
     out = Path(__file__).resolve().parent / "results" / args.name
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
-    write_text(out / "results.md", table)
+    write_results(out, {"meta": meta, "rows": rows}, table)
     return 0
 
 
