@@ -174,3 +174,22 @@ def test_solvers_never_import_convexrecon():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             assert not any(n.split(".")[0] == "convexrecon" for n in names)
+
+
+def test_value_below_the_dual_bound_is_never_optimal():
+    """An iterate whose objective lies below the dual bound is not certified, whatever the tolerances.
+
+    The (deliberately invalid) lower bound ten times the optimum puts every iterate below the dual
+    value used; with tolerances loose enough to accept anything else, the solve must not end ``optimal``.
+    """
+    p, ref = reference(2, 1, 5, "relu")
+    op = ArrangementConv(p.inputs, arrangement_masks(p.inputs, p.gates), 5, 1, relu=True)
+    gram, pick, spread = admm_structure(op, p.inputs, 5)
+    loose = dict(gram=gram, pick=pick, spread=spread, tol=0.5, feas_tol=1.0, max_iter=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        _, _, accepted = solve_relu_program_admm(op, p.targets, p.beta, op.zeros(), **loose)
+        _, _, refused = solve_relu_program_admm(op, p.targets, p.beta, op.zeros(),
+                                                lower_bound=10 * ref.report.primal, **loose)
+    assert accepted.status is Status.OPTIMAL
+    assert refused.status is not Status.OPTIMAL and refused.primal < refused.dual
