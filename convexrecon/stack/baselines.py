@@ -156,14 +156,7 @@ def train_end_to_end(
     allow_tf32
         TF32 convolutions and matrix products (CUDA only; default False, as in every trainer).
     """
-    validation = _validation_tuple(validation)
-    run_device = training_device(device, inputs=inputs, targets=targets,
-                                 **({} if validation is None else {"val_inputs": validation[0],
-                                                                   "val_targets": validation[1]}))
-    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
-    inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
-    inputs, targets = inputs.to(run_device), targets.to(run_device)
-    validation = _validation_on(validation, run_device)
+    inputs, targets, validation, run_device, allow_tf32 = _prepare(inputs, targets, validation, device, allow_tf32)
     net.to(run_device)
     ckpt = _checkpoint_file(checkpoint_dir, "end_to_end.pt")
     on_epoch = None if validation is None else (lambda e: validation_metrics(net, *validation))
@@ -204,14 +197,7 @@ def train_layerwise_adam(
     Returns the network and one record per block (validation metrics when
     ``validation`` is given, seconds, final loss).
     """
-    validation = _validation_tuple(validation)
-    run_device = training_device(device, inputs=inputs, targets=targets,
-                                 **({} if validation is None else {"val_inputs": validation[0],
-                                                                   "val_targets": validation[1]}))
-    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
-    inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
-    inputs, targets = inputs.to(run_device), targets.to(run_device)
-    validation = _validation_on(validation, run_device)
+    inputs, targets, validation, run_device, allow_tf32 = _prepare(inputs, targets, validation, device, allow_tf32)
     with tf32_mode(allow_tf32):
         return _train_layerwise_adam(inputs, targets, widths, kernel_size, epochs, batch_size, lr, halve_every,
                                      weight_decay, seed, checkpoint_dir, validation, progress)
@@ -277,6 +263,19 @@ def _validation_on(validation: tuple[Tensor, Tensor, Tensor, Sequence[str]] | No
     val_inputs, val_targets, scales, volumes = validation
     return (check_images("val_inputs", val_inputs).to(device), check_images("val_targets", val_targets).to(device),
             scales, volumes)
+
+
+def _prepare(inputs: Any, targets: Any, validation: Any, device: Any, allow_tf32: Any):
+    """Validated training tensors and validation tuple on the run's device (``device``, or where the inputs
+    are), the device, and the checked TF32 switch."""
+    validation = _validation_tuple(validation)
+    run_device = training_device(device, inputs=inputs, targets=targets,
+                                 **({} if validation is None else {"val_inputs": validation[0],
+                                                                   "val_targets": validation[1]}))
+    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
+    inputs, targets = check_images("inputs", inputs), check_images("targets", targets)
+    return (inputs.to(run_device), targets.to(run_device), _validation_on(validation, run_device), run_device,
+            allow_tf32)
 
 
 def _checkpoint_file(directory: str | Path | None, name: str) -> Path | None:

@@ -137,6 +137,24 @@ class LayerwiseResult:
         return ReconNet(list(self.network.layers)[:depth], self.second_layers[depth - 1], config)
 
 
+def block_record(block: ConvexBlock, settings: BlockSettings, gates_seed: int, targets: Tensor, ratio: float | None,
+                 selection: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """What a trainer records of one solved block: β, width, its certificate and how β was chosen."""
+    report = block.report
+    return {
+        "beta": block.beta, "width": block.width, "activation": settings.activation, "gates_seed": gates_seed,
+        "num_pixels": int(targets[:, 0].numel()), "seconds": seconds,
+        "solver": None if report is None else report.solver,
+        "duality_gap": None if report is None else report.gap,
+        "relative_gap": None if report is None else report.relative_gap,
+        "status": None if report is None else str(report.status),
+        "iterations": None if report is None else report.iterations,
+        "report": None if report is None else report.to_dict(),
+        "beta_ratio": ratio if ratio is not None else (None if settings.beta is not None else settings.beta_ratio),
+        "selection": selection,
+    }
+
+
 def sample_windows(num_slices: int, height: int, width: int, patch_size: int, per_slice: int,
                    seed: int, *, depth: int | None = None) -> np.ndarray:
     """Seeded top-left corners ``(num_slices, per_slice, 2)`` of ``patch_size`` windows.
@@ -439,19 +457,8 @@ def _train_layerwise(inputs: Tensor, targets: Tensor, blocks: Sequence[BlockSett
         layer, second = HiddenLayer.from_block(block), block.second
         layers.append(layer)
         read_outs.append(second)
-        report = block.report
-        record: dict[str, Any] = {
-            "block": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation,
-            "gates_seed": seed + i, "num_pixels": int(y[:, 0].numel()),
-            "num_patches": int(y.shape[0]), "seconds": seconds,
-            "duality_gap": None if report is None else report.gap,
-            "relative_gap": None if report is None else report.relative_gap,
-            "status": None if report is None else str(report.status),
-            "iterations": None if report is None else report.iterations,
-            "report": None if report is None else report.to_dict(),
-            "beta_ratio": ratio if ratio is not None else (None if b.beta is not None else b.beta_ratio),
-            "selection": selection,
-        }
+        record: dict[str, Any] = {"block": i + 1, **block_record(block, b, seed + i, y, ratio, selection, seconds),
+                                  "num_patches": int(y.shape[0])}
         if validate:
             net_i = ReconNet(list(layers), second)
             record.update(validation_metrics(net_i, val_inputs, val_targets, val_scales, val_volumes, chunk_size))

@@ -58,7 +58,7 @@ from convexrecon.errors import CheckpointError
 from convexrecon.metrics import score_slices
 from convexrecon.stack.baselines import _checkpoint_file, adam_train
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.stack.layerwise import BlockSettings, block_beta
+from convexrecon.stack.layerwise import BlockSettings, block_beta, block_record
 
 ARCHITECTURE = "unrolled"
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -525,24 +525,13 @@ def _train_stage(i: int, b: BlockSettings, lambdas: tuple[float, ...], held: Ten
 
         options = FitOptions.of(options, beta_ratio=ratio)
     block = fit_layer(x, y, beta=b.beta, options=options)
-    report = block.report
     with torch.no_grad():  # the correction bound: twice the largest ratio on the training slices (never active there)
         r = block(x).pow(2).sum(1).sqrt().flatten(1).max(1).values
         h = complex_to_channels(crop_center(main.x, crop)).to(x.dtype).pow(2).sum(1).sqrt().flatten(1).max(1).values
         ratio_max = float((r / h.clamp_min(torch.finfo(h.dtype).tiny)).max())
     stage = UnrolledStage(block, lam, limit=2.0 * ratio_max if ratio_max > 0 else math.inf)
-    record: dict[str, Any] = {
-        "stage": i + 1, "beta": block.beta, "width": block.width, "activation": b.activation, "lam": lam,
-        "correction_limit": float(stage.limit),
-        "gates_seed": seed + i, "num_pixels": int(y[:, 0].numel()), "seconds": time.perf_counter() - start,
-        "duality_gap": None if report is None else report.gap,
-        "relative_gap": None if report is None else report.relative_gap,
-        "status": None if report is None else str(report.status),
-        "iterations": None if report is None else report.iterations,
-        "report": None if report is None else report.to_dict(),
-        "beta_ratio": ratio if ratio is not None else (None if b.beta is not None else b.beta_ratio),
-        "selection": selection,
-    }
+    record: dict[str, Any] = {"stage": i + 1, "lam": lam, "correction_limit": float(stage.limit),
+                              **block_record(block, b, seed + i, y, ratio, selection, time.perf_counter() - start)}
     return stage, sel_stage, record
 
 
