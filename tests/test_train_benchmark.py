@@ -79,6 +79,8 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
     for mask in ("poisson", "lines"):
         assert second["masks"][mask]["layerwise_convex"]["psnr_mean"] == results["masks"][mask]["layerwise_convex"]["psnr_mean"]
         assert second["masks"][mask]["end_to_end"]["psnr_mean"] == results["masks"][mask]["end_to_end"]["psnr_mean"]
+        # the resumed unrolled network agrees to float rounding only (measured: 1.6e-8 dB apart; its DC chain is
+        # recomputed through CG and FFTs on reload), not bit for bit
         assert (second["masks"][mask]["unrolled_convex"]["psnr_mean"]
-                == results["masks"][mask]["unrolled_convex"]["psnr_mean"])
+                == pytest.approx(results["masks"][mask]["unrolled_convex"]["psnr_mean"], abs=1e-6))
     assert torch.load(out / "models" / "poisson" / "end_to_end" / "model.pt", weights_only=True)
