@@ -1,5 +1,6 @@
 """The benchmark scripts' shared helper module: run metadata, results files, scores, figures, and the
-knee experiment's configurations and training steps (used by ``run_knee.py`` and ``run_knee_gap.py``).
+knee experiment's configurations and training steps (used by ``run_knee.py`` and ``run_knee_gap.py``), the
+measured-data split and the unrolled network's training.
 
 Everything here calls library functions; nothing re-implements them.
 """
@@ -102,15 +103,22 @@ def plot_psnr_vs_layers(masks: dict[str, Any], path: Path) -> None:
     for row, (mask, entry) in enumerate(masks.items()):
         for col, metric in enumerate(("psnr", "ssim")):
             ax = axes[row, col]
-            for method, style in (("layerwise_convex", "o-"), ("layerwise_adam", "s--")):
-                values = [b[metric] for b in entry[method]["blocks"]]
+            for method, key, style in (("layerwise_convex", "blocks", "o-"), ("layerwise_adam", "blocks", "s--"),
+                                       ("layerwise_convex_relu", "blocks", "^-"),
+                                       ("unrolled_convex", "stages", "D-"), ("unrolled_layerwise_adam", "stages", "v--")):
+                if method not in entry:
+                    continue
+                values = [b[metric] for b in entry[method][key]]
                 ax.plot(range(1, len(values) + 1), values, style, label=method.replace("_", " "))
-            for method, color in (("end_to_end", "k"), ("cs_l1_wavelet", "tab:green"), ("zero_filled", "tab:gray")):
-                ax.axhline(entry[method][f"{metric}_mean"], color=color, ls=":", label=method.replace("_", " "))
-            ax.set_xlabel("blocks (layers − 1)")
+            for method, color in (("end_to_end", "k"), ("unrolled_end_to_end", "tab:red"),
+                                  ("cs_l1_wavelet", "tab:green"), ("zero_filled", "tab:gray")):
+                if method in entry:
+                    ax.axhline(entry[method][f"{metric}_mean"], color=color, ls=":", label=method.replace("_", " "))
+            ax.set_xlabel("blocks / unrolled stages")
             ax.set_ylabel(f"validation {metric.upper()}")
             ax.set_title(f"{mask} 4×")
-            ax.set_xticks(range(1, len(entry["layerwise_convex"]["blocks"]) + 1))
+            depth = max(len(entry["layerwise_convex"]["blocks"]), len(entry.get("unrolled_convex", {}).get("stages", [])))
+            ax.set_xticks(range(1, depth + 1))
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
@@ -118,7 +126,9 @@ def plot_psnr_vs_layers(masks: dict[str, Any], path: Path) -> None:
 
 def plot_examples(images: dict[str, Any], path: Path) -> None:
     """Target, zero-filled, CS, end-to-end, layer-wise (convex and Adam) and error maps, per mask."""
-    order = ("target", "zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
+    order = tuple(name for name in ("target", "zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam",
+                                    "layerwise_convex", "layerwise_convex_relu", "unrolled_end_to_end",
+                                    "unrolled_convex") if all(name in imgs for imgs in images.values()))
     fig, axes = plt.subplots(2 * len(images), len(order), figsize=(2.3 * len(order), 4.8 * len(images)),
                              squeeze=False)
     for m, (mask, imgs) in enumerate(images.items()):
@@ -167,6 +177,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "patch_size": 16, "patches_per_slice": 4,
         "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
         "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
+        "relu": True, "anatomy_volumes": 1,
+        "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
+                     "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
+                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     },
     "default": {
         "synthetic": {"volumes": 5, "slices": 4, "coils": 8, "shape": [160, 368], "snr": 25.0},
@@ -177,6 +192,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 400, "epochs_layerwise": 300, "halve_every": 100, "batch_size": 2,
         "cs_lambda_slices": 2, "cs_max_iter": 100, "cs_lambdas": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        # exact-ReLU blocks left out of the default: on whole 80x80 slices the interior point's patch matrix
+        # (102,400 x 6,400 float64, ~5 GB) does not fit the 2-core machine and ADMM there takes hours (estimate,
+        # docs/benchmarks.md "Exact-ReLU blocks at training scale"); the quick mode has them
+        "relu": False, "anatomy_volumes": 1,
+        # run_unrolled.py's default had 150 / 100 Adam epochs and 10 CG steps: ~2 min per end-to-end epoch on 16
+        # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
+        "unrolled": {"stages": 5, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
+                     "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
+                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True,
+                     "epochs_end_to_end": 10, "epochs_layerwise": 6, "halve_every": 5, "lr": 1e-3, "batch_size": 2},
     },
     "full": {
         "synthetic": {"volumes": 4, "slices": 8, "coils": 15, "shape": [640, 368], "snr": 25.0},
@@ -187,6 +212,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "patch_size": None, "patches_per_slice": 1,
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
         "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        "relu": True, "anatomy_volumes": 2,
+        "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
+                     "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
+                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True,
+                     "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "lr": 1e-3,
+                     "batch_size": 2},
     },
     # one H100/H200 in 8 minutes including data and preprocessing (run_knee.py --config gpu); every reduction from
     # the seed's settings ("full") is listed in REDUCTIONS and printed with the results
@@ -200,6 +231,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "epochs_end_to_end": 20, "epochs_layerwise": 15, "halve_every": 5, "batch_size": 4,
         "cs_lambda_slices": 1, "cs_max_iter": 30, "cs_lambdas": [3e-3, 1e-2], "cs_val_slices": 4,
         "allow_tf32": True,
+        "relu": False, "anatomy_volumes": 1,
+        "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
+                     "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
+                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "halve_every": 5, "lr": 1e-3, "batch_size": 4},
     },
 }
 
@@ -216,6 +252,9 @@ REDUCTIONS = {
         "TF32 on for every method alike (convex solves, feature computation, both Adam baselines)",
         "40 synthetic slices (5 volumes x 8: 1 validation volume, 4 training volumes = 32 slices, the last held out "
         "for beta selection) instead of 32 training + real data",
+        "exact-ReLU blocks (layerwise_convex_relu) left out: an interior-point/ADMM solve at this size does not fit "
+        "the budget; the unrolled network reduced to 4 stages of 5x5 gated blocks, P = 16, 5 CG steps, 10 / 5 Adam "
+        "epochs (not measured on a GPU yet)",
     ],
 }
 
@@ -251,6 +290,14 @@ def estimate_seconds(cfg: dict[str, Any], device: str, masks: int = 2) -> dict[s
     e2e_runs = 1 + (3 * (train - syn["slices"]) / train if cfg.get("beta_ratios") else 0)
     out["end-to-end Adam (both masks)"] = masks * e2e_runs * cfg["epochs_end_to_end"] * train * flops / rate
     out["layer-wise Adam (both masks)"] = masks * cfg["epochs_layerwise"] * train * flops / rate * 1.5
+    u = cfg.get("unrolled")
+    if u:  # ~7e-8 s per (slice, stage, CG step, coil pixel) and Adam epoch on 2 CPU cores (quick run, 2026-11-28)
+        coil_pixels = syn["coils"] * syn["shape"][0] * syn["shape"][1]
+        out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u["stages"] * u["cg_iterations"] * coil_pixels
+                                                 * (u["epochs_end_to_end"] + u["epochs_layerwise"])
+                                                 * (0.05 if gpu else 1.0))
+    if cfg.get("relu"):  # the exact-ReLU solves: ~20x a gated one on the quick run
+        out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
     return out
 
 
@@ -365,3 +412,147 @@ def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> i
     return max(convex_solve_bytes((r["num_patches"], 2 if i == 0 else records[i - 1]["width"], side, side),
                                   cfg["num_arrangements"], cfg["kernel_size"], cfg["activation"])
                for i, r in enumerate(records))
+
+
+# ---- measured data: one ESPIRiT run per slice ---------------------------------------------------
+
+def measured_slices(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
+    """Every slice of ``root`` as :func:`convexrecon.data.classical.slice_problem` builds it (one ESPIRiT run per
+    slice, full-grid maps; :func:`convexrecon.data.consistency.measured_data`), cached under ``cache``.
+
+    Returns the (lazy, uncached) :class:`SliceDataset` of the mask settings, the problems in the dataset's index
+    order, and their stacked network inputs/targets: the zero-filled input and target of a problem are those the
+    dataset's preprocessing gives, so the CNNs, the unrolled networks and L1-wavelet CS all read one
+    preprocessing, and no slice is run through ESPIRiT twice.
+    """
+    import pickle
+
+    from convexrecon.data.consistency import measured_data
+
+    dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=None, progress=False, **MASKS[mask])
+    path = Path(cache) / f"measured_{Path(root).name}_{dataset.settings_key()}.pkl"
+    pairs = [(p, s) for p, s in dataset.index]
+    problems = None
+    if path.is_file():
+        try:
+            stored = pickle.loads(path.read_bytes())
+            if stored["pairs"] == [(str(p), s) for p, s in pairs]:
+                problems = stored["problems"]
+        except (OSError, EOFError, KeyError, pickle.UnpicklingError):
+            problems = None
+    if problems is None:
+        _, problems = measured_data(dataset, pairs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(pickle.dumps({"pairs": [(str(p), s) for p, s in pairs], "problems": problems}))
+    return {"dataset": dataset, "pairs": pairs, "problems": problems}
+
+
+def _stack_problems(problems: list[Any], pairs: list[Any]) -> dict[str, Any]:
+    from convexrecon.data.consistency import measured_from_problems
+    from convexrecon.data.sense import complex_to_channels
+
+    images = lambda name: torch.stack([complex_to_channels(torch.from_numpy(np.asarray(getattr(p, name))))  # noqa: E731
+                                       .float() for p in problems])
+    return {"inputs": images("zero_filled"), "targets": images("target"),
+            "scales": torch.tensor([float(p.scale) for p in problems], dtype=torch.float64),
+            "volumes": [p.fname for p in problems], "pairs": list(pairs), "problems": list(problems),
+            "data": measured_from_problems(problems)}
+
+
+def measured_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
+    """:func:`load_split`'s split (validation = the first ``val_volumes`` volumes by name) built from
+    :func:`measured_slices`: each part also holds its ``problems`` (for CS) and ``data`` (``MeasuredData``, for the
+    unrolled networks)."""
+    got = measured_slices(root, mask, cfg, seed, cache)
+    files = sorted({p for p, _ in got["pairs"]})
+    if len(files) < cfg["val_volumes"] + 1:
+        raise SystemExit(f"run_knee: error: The data must hold more than 'val_volumes' = {cfg['val_volumes']} "
+                         f"volumes (training needs at least one). Got {len(files)}.")
+    val_files = set(files[:cfg["val_volumes"]])
+    parts = {}
+    for name, keep in (("train", lambda p: p not in val_files), ("val", lambda p: p in val_files)):
+        index = [i for i, (p, _) in enumerate(got["pairs"]) if keep(p)]
+        parts[name] = _stack_problems([got["problems"][i] for i in index], [got["pairs"][i] for i in index])
+    return {"dataset": got["dataset"], **parts}
+
+
+def anatomy_slices(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
+    """Every slice of ``root`` (e.g. the held-out brain family) stacked like one part of :func:`measured_split`."""
+    got = measured_slices(root, mask, cfg, seed, cache)
+    return _stack_problems(got["problems"], got["pairs"])
+
+
+# ---- the unrolled network with data consistency --------------------------------------------------
+
+def unrolled_entry(result: dict[str, float], seconds: float, **extra: Any) -> dict[str, Any]:
+    return {"psnr_mean": result["psnr"], "psnr_std": result["psnr_std"], "ssim_mean": result["ssim"],
+            "ssim_std": result["ssim_std"], "train_seconds": seconds, "peak_memory_bytes": 0, **extra}
+
+
+def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, models: Path, seed: int,
+                           data_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The convex unrolled network (:func:`convexrecon.stack.unrolled.train_unrolled`: β ratio and λ_i per stage
+    chosen on the last training volume(s)) and the same architecture by Adam, end to end (λ_i learned from the
+    convex choices) and layer-wise (λ_i fixed at them), on ``split`` (:func:`measured_split`), with
+    ``cfg["unrolled"]``'s settings. Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
+    certificates) and the trained networks, by method name."""
+    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
+                                            train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
+
+    u = cfg["unrolled"]
+    tr, va = split["train"], split["val"]
+    val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
+    score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"])  # noqa: E731
+    settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
+                              activation="gated", gate_sampling="antithetic", beta_ratios=tuple(u["beta_ratios"]),
+                              tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
+    held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
+    entries: dict[str, Any] = {}
+    nets: dict[str, Any] = {}
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"],
+                                holdout=held, validation=val, concat_input=u["concat_input"],
+                                cg_iterations=u["cg_iterations"], seed=seed,
+                                solve_options={"gated_method": u["gated_method"]},
+                                checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg)
+    seconds = time.perf_counter() - start
+    result.network.save(models / "unrolled_convex")
+    lambdas = [r["lam"] for r in result.records]
+    decays = [r["beta"] / r["num_pixels"] for r in result.records]
+    entries["unrolled_convex"] = unrolled_entry(
+        score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
+        stages=[{**{k: r.get(k) for k in ("stage", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
+                                          "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
+                 "solver": (r.get("report") or {}).get("solver")} for r in result.records])
+    nets["unrolled_convex"] = result.network
+    width = 2 * u["num_arrangements"]
+    start = time.perf_counter()
+    e2e = unrolled_plain(u["stages"], width, u["kernel_size"], lambdas, cfg["crop"], concat_input=u["concat_input"],
+                         cg_iterations=u["cg_iterations"], seed=seed, learn_lambda=True, config=data_cfg)
+    history = train_unrolled_end_to_end(e2e, tr["targets"], tr["data"], epochs=u["epochs_end_to_end"],
+                                        batch_size=u["batch_size"], lr=u["lr"], halve_every=u["halve_every"],
+                                        weight_decay=float(np.mean(decays)), seed=seed,
+                                        checkpoint_dir=ckpt / "unrolled_end_to_end", progress=True)
+    seconds = time.perf_counter() - start
+    e2e.save(models / "unrolled_end_to_end")
+    entries["unrolled_end_to_end"] = unrolled_entry(
+        score(e2e), seconds, final_loss=history[-1]["loss"] if history else None,
+        weight_decay=float(np.mean(decays)), learned_lambdas=[float(s.lam) for s in e2e.stages])
+    nets["unrolled_end_to_end"] = e2e
+    start = time.perf_counter()
+    lw, records = train_unrolled_layerwise_adam(
+        tr["targets"], tr["data"], width, u["kernel_size"], lambdas, concat_input=u["concat_input"],
+        cg_iterations=u["cg_iterations"], epochs=u["epochs_layerwise"], batch_size=u["batch_size"], lr=u["lr"],
+        halve_every=u["halve_every"], weight_decay=decays, seed=seed,
+        # no checkpoints: a rerun refused them ("training data differ": the stage inputs are computed through the
+        # DC chain and hashed, and the hash did not repeat between runs; reported as a library issue)
+        checkpoint_dir=None, validation=val, progress=True)
+    seconds = time.perf_counter() - start
+    lw.save(models / "unrolled_layerwise_adam")
+    entries["unrolled_layerwise_adam"] = unrolled_entry(
+        score(lw), seconds, stages=[{k: r.get(k) for k in ("stage", "psnr", "ssim")} for r in records])
+    nets["unrolled_layerwise_adam"] = lw
+    return entries, nets

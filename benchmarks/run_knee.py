@@ -20,12 +20,25 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
   error on the last training volume (held out; never the validation volume), then
   re-solved on all training slices (``BlockSettings.beta_ratios``).
 
+* ``layerwise_convex_relu``: the same, with exact-ReLU blocks (``activation="relu"``, ``relu_method="auto"``:
+  interior point where it fits, ADMM otherwise; ``report.solver`` per block in the results), where the mode's
+  configuration has ``relu`` (quick and full; left out of the default and gpu modes for time);
+* ``unrolled_convex``, ``unrolled_end_to_end``, ``unrolled_layerwise_adam``: the unrolled network with SENSE data
+  consistency (``common.train_unrolled_methods``, settings ``CONFIGS[mode]["unrolled"]``), convex stage by stage
+  (β ratio and λ_i chosen on the held-out training volume) and the same architecture by Adam;
+* with the synthetic data, a held-out kind of anatomy: ``anatomy_volumes`` brain-family volumes
+  (``make_synthetic(anatomy="brain")``), every knee-trained model and CS with the knee-tuned λ scored on them
+  (skipped with ``--data``).
+
+Every slice goes through ESPIRiT once (``common.measured_split``): the CNN inputs, the unrolled networks'
+measurements and CS all come from the same ``slice_problem`` (cached under ``--out/cache``).
+
 Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 ``examples.png`` and ``batch_size.png`` under ``--out``; checkpoints under
 ``--out/checkpoints`` (a killed run restarted with the same command resumes).
 
-    PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU, ~11 min)
-    PYTHONPATH=. python benchmarks/run_knee.py --quick    # < 10 min, every method
+    PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU; the seed part alone took 24 min)
+    PYTHONPATH=. python benchmarks/run_knee.py --quick    # ~2.5 min on 2 shared cores, every method
     PYTHONPATH=. python benchmarks/run_knee.py --full --data /data/knee_multicoil  # seed's settings, GPU
     PYTHONPATH=. python benchmarks/run_knee.py --config gpu   # one H100/H200 in ~8 min, reductions printed
 
@@ -51,51 +64,82 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from common import (CONFIGS, MASKS, REDUCTIONS, beta_text, command, convex_solver_bytes, estimate_seconds,  # noqa: E402
-                    hidden_width, load_split, machine, plot_batch_size, plot_examples, plot_psnr_vs_layers, scores,
-                    synthetic_parallel, train_convex, train_end_to_end_baseline, utc_now, write_results)
+from common import (CONFIGS, MASKS, REDUCTIONS, anatomy_slices, beta_text, command, convex_solver_bytes,  # noqa: E402
+                    estimate_seconds, hidden_width, machine, measured_split, plot_batch_size, plot_examples,
+                    plot_psnr_vs_layers, scores, synthetic_parallel, train_convex, train_end_to_end_baseline,
+                    train_unrolled_methods, utc_now, write_results)
 
 from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
-from convexrecon.data import FastMRIVolume  # noqa: E402
-from convexrecon.data.classical import choose_lambda, l1_wavelet, slice_problem  # noqa: E402
+from convexrecon.data.classical import choose_lambda, l1_wavelet  # noqa: E402
+from convexrecon.stack.unrolled import UnrolledNet, unrolled_metrics  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.cli.device import default_device, parse_device  # noqa: E402
 
-METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex")
-def cs_predictions(split: dict[str, Any], cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[float, float]]:
-    """L1-wavelet CS on the validation slices, λ chosen on the first training slices."""
-    func, crop = split["dataset"].mask_func, cfg["crop"]
-    problem = lambda p, s: slice_problem(FastMRIVolume(p), s, func, crop)  # noqa: E731
-    tune = [problem(p, s) for p, s in split["train"]["pairs"][: cfg["cs_lambda_slices"]]]
-    lamda, scores = choose_lambda(tune, cfg["cs_lambdas"], cfg["cs_max_iter"])
-    pairs = split["val"]["pairs"][: cfg.get("cs_val_slices")]
-    workers = min(len(pairs), os.cpu_count() or 1)
+SEED_METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex",
+                "layerwise_convex_relu")
+UNROLLED_METHODS = ("unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
+METHODS = SEED_METHODS + UNROLLED_METHODS
+
+
+def cs_predictions(split: dict[str, Any], cfg: dict[str, Any],
+                   lamda: float | None = None) -> tuple[np.ndarray, float, dict[float, float]]:
+    """L1-wavelet CS on the validation slices' problems (:func:`common.measured_split`: no second ESPIRiT run),
+    λ chosen on the first training slices (or the given ``lamda``)."""
+    lambda_scores: dict[float, float] = {}
+    if lamda is None:
+        tune = split["train"]["problems"][: cfg["cs_lambda_slices"]]
+        lamda, lambda_scores = choose_lambda(tune, cfg["cs_lambdas"], cfg["cs_max_iter"])
+    problems = split["val"]["problems"][: cfg.get("cs_val_slices")]
+    workers = min(len(problems), os.cpu_count() or 1)
     if workers > 1:  # one process per slice (sigpy's L1-wavelet is single-threaded numpy)
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            preds = list(pool.map(_cs_slice, [(p, s, func, crop, lamda, cfg["cs_max_iter"]) for p, s in pairs]))
+            preds = list(pool.map(_cs_slice, [(p, lamda, cfg["cs_max_iter"]) for p in problems]))
     else:
-        preds = [l1_wavelet(problem(p, s), lamda, cfg["cs_max_iter"])
-                 for p, s in tqdm(pairs, desc="L1-wavelet CS", unit="slice")]
-    return np.stack(preds), lamda, scores
+        preds = [l1_wavelet(p, lamda, cfg["cs_max_iter"]) for p in tqdm(problems, desc="L1-wavelet CS", unit="slice")]
+    return np.stack(preds), lamda, lambda_scores
 
 
 def _cs_slice(job: tuple) -> np.ndarray:
-    path, s, func, crop, lamda, max_iter = job
-    return l1_wavelet(slice_problem(FastMRIVolume(path), s, func, crop), lamda, max_iter)
+    problem, lamda, max_iter = job
+    return l1_wavelet(problem, lamda, max_iter)
+
+
+def metrics_entry(model: Any, part: dict[str, Any]) -> dict[str, float]:
+    """Slice-wise PSNR/SSIM of a seed-architecture network or an unrolled network on ``part``."""
+    if isinstance(model, UnrolledNet):
+        m = unrolled_metrics(model, part["targets"], part["scales"], part["volumes"], part["data"])
+    else:
+        m = validation_metrics(model, part["inputs"], part["targets"], part["scales"], part["volumes"])
+    return {"psnr_mean": m["psnr"], "psnr_std": m["psnr_std"], "ssim_mean": m["ssim"], "ssim_std": m["ssim_std"]}
+
+
+def first_image(model: Any, part: dict[str, Any]) -> torch.Tensor:
+    if isinstance(model, UnrolledNet):
+        return model.predict(part["data"])[0].cpu()
+    return model.predict(part["inputs"][:1].to(next(model.parameters()).device))[0].cpu()
+
+
+def block_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**{key: r.get(key) for key in ("psnr", "ssim", "duality_gap", "relative_gap", "status", "beta", "width",
+                                            "iterations", "seconds", "num_patches", "num_pixels", "beta_ratio",
+                                            "selection", "activation")},
+             "solver": (r.get("report") or {}).get("solver")} for r in records]
 
 
 def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
-             device: torch.device = torch.device("cpu")) -> tuple[dict[str, Any], dict]:
-    """All five methods on one mask; returns the ``results.json`` entry and images for the figures."""
+             device: torch.device = torch.device("cpu"), anatomy_root: Path | None = None,
+             ) -> tuple[dict[str, Any], dict, dict[str, Any] | None]:
+    """Every method on one mask; returns the ``results.json`` entry, images for the figures and (with
+    ``anatomy_root``) the held-out-anatomy entry."""
     t0 = time.perf_counter()
-    split = load_split(root, mask, cfg, seed, out / "cache", device=device)
-    print(f"preprocessing ({device}): {time.perf_counter() - t0:.0f} s", flush=True)
+    split = measured_split(root, mask, cfg, seed, out / "cache")
+    print(f"preprocessing (ESPIRiT + SENSE once per slice, CPU): {time.perf_counter() - t0:.0f} s", flush=True)
     tr, va = split["train"], split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
-    entry: dict[str, Any] = {}
+    entry: dict[str, Any] = {"preprocessing_seconds": time.perf_counter() - t0}
     images: dict[str, Any] = {"target": va["targets"][0], "zero_filled": va["inputs"][0]}
     entry["zero_filled"] = {**scores(va["targets"], va["inputs"], va["scales"], va["volumes"]),
                             "train_seconds": 0.0, "peak_memory_bytes": 0}
@@ -131,25 +175,55 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
     size, batch = cfg["crop"], cfg["batch_size"]
     mem_e2e = end_to_end_memory(widths, k, size, batch).total
     mem_blocks = max(block_memory(2 if i == 0 else width, width, k, size, batch).total for i in range(K))
-    for name, model, seconds, memory in (("end_to_end", net, e2e_seconds, mem_e2e),
-                                         ("layerwise_adam", adam_net, adam_seconds, mem_blocks),
-                                         ("layerwise_convex", convex.network, convex_seconds,
-                                          convex_solver_bytes(convex.records, cfg))):
-        metrics = validation_metrics(model, *val)
-        entry[name] = {"psnr_mean": metrics["psnr"], "psnr_std": metrics["psnr_std"],
-                       "ssim_mean": metrics["ssim"], "ssim_std": metrics["ssim_std"],
-                       "train_seconds": seconds, "peak_memory_bytes": int(memory)}
-        images[name] = model.predict(va["inputs"][:1].to(next(model.parameters()).device))[0].cpu()
+    models: dict[str, Any] = {"end_to_end": net, "layerwise_adam": adam_net, "layerwise_convex": convex.network}
+    trained = [("end_to_end", net, e2e_seconds, mem_e2e), ("layerwise_adam", adam_net, adam_seconds, mem_blocks),
+               ("layerwise_convex", convex.network, convex_seconds, convex_solver_bytes(convex.records, cfg))]
+    relu = None
+    if cfg.get("relu"):  # the seed architecture with exact-ReLU blocks (relu_method "auto"), same β candidates
+        relu_cfg = {**cfg, "activation": "relu"}
+        relu, relu_seconds, relu_caught = train_convex(split, relu_cfg, ckpt / "layerwise_convex_relu", seed,
+                                                       data_cfg, device)
+        relu.network.save(out / "models" / mask / "layerwise_convex_relu")
+        models["layerwise_convex_relu"] = relu.network
+        trained.append(("layerwise_convex_relu", relu.network, relu_seconds,
+                        convex_solver_bytes(relu.records, relu_cfg)))
+    for name, model, seconds, memory in trained:
+        entry[name] = {**metrics_entry(model, va), "train_seconds": seconds, "peak_memory_bytes": int(memory)}
+        images[name] = first_image(model, va)
     entry["end_to_end"]["weight_decay_selection"] = e2e_selection
     entry["layerwise_adam"]["blocks"] = [{"psnr": r["psnr"], "ssim": r["ssim"], "duality_gap": None,
                                           "relative_gap": None, "status": None} for r in adam_records]
-    entry["layerwise_convex"]["blocks"] = [
-        {key: r.get(key) for key in ("psnr", "ssim", "duality_gap", "relative_gap", "status", "beta", "width",
-                                     "iterations", "seconds", "num_patches", "num_pixels", "beta_ratio",
-                                     "selection")} for r in convex.records]
+    entry["layerwise_convex"]["blocks"] = block_rows(convex.records)
     entry["layerwise_convex"]["warnings"] = sorted({str(w.message)[:200] for w in caught})
+    if relu is not None:
+        entry["layerwise_convex_relu"]["blocks"] = block_rows(relu.records)
+        entry["layerwise_convex_relu"]["width"] = hidden_width(relu_cfg)
+        entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
+    if cfg.get("unrolled"):
+        unrolled, unrolled_nets = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed, data_cfg)
+        entry.update(unrolled)
+        models.update(unrolled_nets)
+        for name in ("unrolled_convex", "unrolled_end_to_end"):
+            images[name] = unrolled_nets[name].predict(va["data"])[0].cpu()
     images["scale"] = float(va["scales"][0])
-    return entry, images
+    anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
+    return entry, images, anatomy
+
+
+def held_out_anatomy(root: Path, mask: str, cfg: dict[str, Any], seed: int, out: Path, models: dict[str, Any],
+                     lamda: float) -> dict[str, Any]:
+    """The knee-trained models (and CS with the knee-tuned λ) on every slice of the brain-family set."""
+    start = time.perf_counter()
+    part = anatomy_slices(root, mask, cfg, seed, out / "cache")
+    entry: dict[str, Any] = {"slices": len(part["volumes"]), "volumes": sorted(set(part["volumes"])),
+                             "preprocessing_seconds": time.perf_counter() - start}
+    entry["zero_filled"] = scores(part["targets"], part["inputs"], part["scales"], part["volumes"])
+    cs, _, _ = cs_predictions({"val": part}, {**cfg, "cs_val_slices": None}, lamda)
+    entry["cs_l1_wavelet"] = {**scores(part["targets"], cs, part["scales"], part["volumes"]), "lambda": lamda}
+    for name, model in models.items():
+        entry[name] = metrics_entry(model, part)
+    entry["seconds"] = time.perf_counter() - start
+    return entry
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -163,27 +237,68 @@ def markdown(results: dict[str, Any]) -> str:
     for mask, entry in results["masks"].items():
         lines += [f"## Mask `{mask}` (4×)", "", "| method | PSNR (dB) | SSIM | train (s) | peak memory / step |",
                   "| --- | --- | --- | --- | --- |"]
-        for m in METHODS:
+        for m in (m for m in METHODS if m in entry):
             e = entry[m]
-            mem = f"{e['peak_memory_bytes'] / 2**20:.1f} MiB" if e["peak_memory_bytes"] else "—"
+            mem = f"{e['peak_memory_bytes'] / 2**20:.1f} MiB" if e.get("peak_memory_bytes") else "—"
             lines.append(f"| {m} | {e['psnr_mean']:.2f} ± {e['psnr_std']:.2f} | {e['ssim_mean']:.4f} ± "
                          f"{e['ssim_std']:.4f} | {e['train_seconds']:.0f} | {mem} |")
-        lines += ["", "| block | convex PSNR | convex SSIM | duality gap | relative gap | status | width | "
-                  "Adam PSNR | Adam SSIM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for b, a in zip(entry["layerwise_convex"]["blocks"], entry["layerwise_adam"]["blocks"]):
-            lines.append(f"| {entry['layerwise_convex']['blocks'].index(b) + 1} | {b['psnr']:.2f} | {b['ssim']:.4f} | "
-                         f"{b['duality_gap']:.3g} | {b['relative_gap']:.2g} | {b['status']} | {b['width']} | "
-                         f"{a['psnr']:.2f} | {a['ssim']:.4f} |")
+        relu = entry.get("layerwise_convex_relu")
+        head = "| block | convex (gated) PSNR | SSIM | duality gap | relative gap | status | solver | width |"
+        rule = "| --- | --- | --- | --- | --- | --- | --- | --- |"
+        if relu:
+            head += " exact-ReLU PSNR | relative gap | status | solver | width |"
+            rule += " --- | --- | --- | --- | --- |"
+        lines += ["", head + " Adam PSNR | Adam SSIM |", rule + " --- | --- |"]
+        for i, (b, a) in enumerate(zip(entry["layerwise_convex"]["blocks"], entry["layerwise_adam"]["blocks"])):
+            row = (f"| {i + 1} | {b['psnr']:.2f} | {b['ssim']:.4f} | {b['duality_gap']:.3g} | {b['relative_gap']:.2g} | "
+                   f"{b['status']} | {b.get('solver')} | {b['width']} |")
+            if relu:
+                r = relu["blocks"][i]
+                row += f" {r['psnr']:.2f} | {r['relative_gap']:.2g} | {r['status']} | {r.get('solver')} | {r['width']} |"
+            lines.append(row + f" {a['psnr']:.2f} | {a['ssim']:.4f} |")
         chosen = entry["end_to_end"].get("weight_decay_selection")
         if chosen:
             lines += ["", "End-to-end weight decay chosen on the held-out training volume: "
                       f"{chosen['chosen']:.3g} of {', '.join(f'{d:.3g}' for d in chosen['weight_decays'])} "
                       f"(held-out squared errors {', '.join(f'{e:.4g}' for e in chosen['holdout_sq_error'])})."]
-        ratios = [b.get("beta_ratio") for b in entry["layerwise_convex"]["blocks"]]
         if any(b.get("selection") for b in entry["layerwise_convex"]["blocks"]):
-            lines += ["", f"Convex β ratios chosen per block on the held-out training volume: {ratios}."]
+            ratios = [b.get("beta_ratio") for b in entry["layerwise_convex"]["blocks"]]
+            lines += ["", f"Convex (gated) β ratios chosen per block on the held-out training volume: {ratios}."]
+            if relu:
+                lines[-1] += f" Exact ReLU: {[b.get('beta_ratio') for b in relu['blocks']]}."
         gap = entry["layerwise_convex"]["psnr_mean"] - entry["end_to_end"]["psnr_mean"]
-        lines += ["", f"Convex layer-wise − end-to-end: {gap:+.2f} dB (target: within 0.3 dB).", ""]
+        lines += ["", f"Convex layer-wise − end-to-end: {gap:+.2f} dB (target: within 0.3 dB)."]
+        if relu:
+            lines[-1] += (f" Exact-ReLU − gated convex layer-wise: "
+                          f"{relu['psnr_mean'] - entry['layerwise_convex']['psnr_mean']:+.2f} dB.")
+        if "unrolled_convex" in entry:
+            lines += ["", "| stage | convex unrolled PSNR | λ | β ratio | width | status | relative gap | solver | "
+                      "layer-wise Adam PSNR |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for st, a in zip(entry["unrolled_convex"]["stages"], entry["unrolled_layerwise_adam"]["stages"]):
+                lines.append(f"| {st['stage']} | {st['psnr']:.2f} | {st['lam']:g} | {st['beta_ratio']} | {st['width']} | "
+                             f"{st['status']} | {st['relative_gap']:.2g} | {st.get('solver')} | {a['psnr']:.2f} |")
+            u, c, e = (entry[k]["psnr_mean"] for k in ("unrolled_convex", "cs_l1_wavelet", "unrolled_end_to_end"))
+            lines += ["", f"Convex unrolled − CS: {u - c:+.2f} dB (target ≥ +1 dB); convex unrolled − unrolled "
+                      f"end-to-end: {u - e:+.2f} dB (target: within 0.3 dB). End-to-end learned λ: "
+                      f"{', '.join(f'{v:.3g}' for v in entry['unrolled_end_to_end']['learned_lambdas'])}."]
+        lines.append("")
+    if results.get("anatomy"):
+        anatomy = results["anatomy"]
+        first = next(iter(anatomy.values()))
+        lines += ["## Trained on knee, tested on brain (held-out anatomy)", "",
+                  f"Every model and CS's λ as chosen on the knee family above, scored on all {first['slices']} slices "
+                  f"of {len(first['volumes'])} brain-family volume(s) (same coils, k-space shape, SNR and mask "
+                  f"settings). The knee validation PSNR is repeated for the drop.", "",
+                  "| method | " + " | ".join(f"{m} PSNR (dB) | {m} SSIM | {m} knee→brain ΔPSNR" for m in anatomy)
+                  + " |", "| --- |" + " --- | --- | --- |" * len(anatomy)]
+        for name in (m for m in METHODS if m in first):
+            cells = []
+            for mask, a in anatomy.items():
+                e = a[name]
+                drop = e["psnr_mean"] - results["masks"][mask][name]["psnr_mean"]
+                cells.append(f"{e['psnr_mean']:.2f} ± {e['psnr_std']:.2f} | {e['ssim_mean']:.4f} | {drop:+.2f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
     mem = results["memory"]
     lines += ["## Memory at the seed's full architecture (Fig. 4)", "",
               f"{mem['method']}; 5 conv layers, 256 channels, 7×7, 320×320, float32, budget 12 GiB.", "",
@@ -251,8 +366,23 @@ def main(argv: list[str] | None = None) -> int:
         description = (f"synthetic knee-like set (convexrecon.data.make_synthetic): {syn['volumes']} volumes × "
                        f"{syn['slices']} slices, {syn['coils']} coils, k-space {syn['shape'][0]}×{syn['shape'][1]}, "
                        f"SNR {syn['snr']}")
+        anatomy_root = None
+        if cfg.get("anatomy_volumes"):  # a held-out kind of anatomy: the brain family, never seen in training
+            nv = cfg["anatomy_volumes"]
+            anatomy_root = out / (f"data_brain_{nv}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x"
+                                  f"{syn['shape'][1]}")
+            if not any(anatomy_root.glob("*.h5")):
+                print(f"writing the held-out brain-family set to {anatomy_root}", flush=True)
+                # the brain family draws its subjects from its own seeds (make_synthetic's docstring)
+                synthetic_parallel(anatomy_root, os.cpu_count() or 1, volumes=nv, slices=syn["slices"],
+                                   coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"],
+                                   seed=args.seed, anatomy="brain")
+            description += (f"; held-out anatomy: {nv} brain-family volume(s) × {syn['slices']} slices "
+                            f"(make_synthetic(anatomy='brain'), same coils, shape and SNR), every slice scored")
     else:
         root, description = args.data, f"fastMRI multi-coil files in {args.data}"
+        anatomy_root = None
+        print("run_knee: --data given: the held-out-anatomy table (synthetic brain family) is skipped", flush=True)
     windows = ("whole training slices" if cfg["patch_size"] is None else
                f"{cfg['patches_per_slice']} seeded {cfg['patch_size']}×{cfg['patch_size']} windows per training slice")
     description += (f"; crop {cfg['crop']}×{cfg['crop']}; first {cfg['val_volumes']} volume(s) by name = validation, "
@@ -271,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
     images: dict[str, Any] = {}
+    anatomy: dict[str, Any] = {}
     for mask in args.masks:
         print(f"\n=== mask {mask} ===", flush=True)
-        masks[mask], images[mask] = run_mask(mask, root, cfg, out, args.seed, device)
+        masks[mask], images[mask], held = run_mask(mask, root, cfg, out, args.seed, device, anatomy_root)
+        if held is not None:
+            anatomy[mask] = held
     if device.type == "cuda":
         print("\nmemory at the seed's full architecture, measured on CUDA under a 12 GiB cap ...", flush=True)
         memory = measured_memory_table(device)
@@ -292,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "layerwise_convex: fit_layer's own memory estimate "
                                           "(convexrecon.block.guard.fit_memory_terms) of the largest block solve")},
         "masks": masks,
+        "anatomy": anatomy or None,
         "memory": memory,
     }
     write_results(out, results, markdown(results))
