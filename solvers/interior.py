@@ -417,7 +417,7 @@ class _Problem:
     # ---- one output ----
     def solve(self, y_full: Tensor, beta: float, tol: float, max_iter: int, monitor: Monitor, done: int):
         y = y_full[self.keep]
-        n, d, G = self.n, self.d, self.G
+        G = self.G
         gates_dir = self.start_directions
         # start: every group along its own gate direction (strictly inside its cone), scaled per gate by a
         # ridge least-squares fit of the targets with its v (c_i > 0) or w (c_i < 0) group, plus a margin
