@@ -129,6 +129,7 @@ def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net,
     mask_func = mask_func_of(net.config)
     trained = model_crop(net, volumes[0].shape[-2:])
     cache = MapCache(cache_dir_of(args))
+    unrolled = getattr(net, "needs_measurements", False)
     net.eval()
     print(f"model: {args.model} (trained on {mask_func.kind} masks, {mask_func.acceleration:g}x, crop {trained}); "
           f"ESPIRiT maps cached in {cache.directory}", flush=True)
@@ -163,7 +164,8 @@ def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net,
                 mask = sampling.mask(kspace, volume, s, mask_func)
                 limit = mask_func.calibration_limit(mask.shape)
                 masked = kspace * mask
-                maps = cache.maps(volume.path, s, masked, mask, limit, crop)
+                # an unrolled network estimates full-grid maps for its data consistency itself
+                maps = None if unrolled else cache.maps(volume.path, s, masked, mask, limit, crop)
                 image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True,
                                                        device=args.device)
                 recon.append(image.abs().numpy().astype(np.float32))
