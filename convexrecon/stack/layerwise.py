@@ -341,140 +341,129 @@ def train_layerwise(
         val_inputs = check_images("val_inputs", val_inputs).to(run_device)
     if isinstance(val_targets, Tensor):
         val_targets = val_targets.to(run_device)
-    with tf32_mode(allow_tf32):
-        return _train_layerwise(inputs, targets, blocks, val_inputs, val_targets, val_scales, val_volumes, patch_size,
-                                patches_per_slice, seed, chunk_size, solve_chunk_size, checkpoint_dir, stop_after,
-                                progress, config, holdout, allow_tf32,
-                                progress if solve_progress is None else bool(solve_progress))
-
-
-def _train_layerwise(inputs: Tensor, targets: Tensor, blocks: Sequence[BlockSettings], val_inputs: Tensor | None,
-                     val_targets: Tensor | None, val_scales: Tensor | None, val_volumes: Sequence[str] | None,
-                     patch_size: int | None, patches_per_slice: int, seed: int, chunk_size: int,
-                     solve_chunk_size: int | None, checkpoint_dir: str | Path | None, stop_after: int | None,
-                     progress: bool, config: dict[str, Any] | None, holdout: Any,
-                     allow_tf32: bool, solve_progress: bool) -> LayerwiseResult:
-    """:func:`train_layerwise` on validated tensors that are all on one device."""
-    if inputs.shape != targets.shape:
-        raise ValueError(f"The 'targets' must have the shape of 'inputs' {tuple(inputs.shape)}. "
-                         f"Got {tuple(targets.shape)} instead.")
-    if len(blocks) == 0 or not all(isinstance(b, BlockSettings) for b in blocks):
-        raise ValueError("The 'blocks' parameter must be a non-empty sequence of BlockSettings.")
-    if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
-        raise ValueError(f"The 'patch_size' parameter must be an int > 0 or None. Got {patch_size!r} instead.")
-    if not isinstance(patches_per_slice, int) or patches_per_slice < 1:
-        raise ValueError(f"The 'patches_per_slice' parameter must be an int > 0. Got {patches_per_slice!r} instead.")
-    validate = val_inputs is not None
-    if validate:
-        check_images("val_inputs", val_inputs)
-        if val_targets is None or val_scales is None:
-            raise ValueError("With 'val_inputs', 'val_targets' and 'val_scales' must be given too.")
-        check_images("val_targets", val_targets)
-        if val_targets.shape != val_inputs.shape:
-            raise ValueError(f"The 'val_targets' must have the shape of 'val_inputs' {tuple(val_inputs.shape)}. "
-                             f"Got {tuple(val_targets.shape)} instead.")
-        val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
-    check_same_device(inputs=inputs, targets=targets, val_inputs=val_inputs, val_targets=val_targets)
-    held = _check_holdout(holdout, blocks, len(inputs), inputs.device)
-    settings = {"blocks": [asdict(b) for b in blocks], "patch_size": patch_size,
-                "patches_per_slice": patches_per_slice, "seed": seed,
-                "holdout": None if held is None else held.nonzero().flatten().tolist()}
-    key = fingerprint(inputs, targets)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        ckpt.mkdir(parents=True, exist_ok=True)
-    n, height, width = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
-    depth = inputs.shape[2] if inputs.ndim == 5 else None
-    layers: list[HiddenLayer] = []
-    selection_layers: list[HiddenLayer] = []
-    last_selecting = max((j for j, b in enumerate(blocks) if b.beta_ratios is not None), default=-1)
-    records: list[dict[str, Any]] = []
-    read_outs: list[nn.Module] = []
-    second: nn.Conv2d | None = None
-    last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
-    bar = tqdm(range(last), desc="layer-wise convex blocks", unit="block", disable=not progress)
-    for i in bar:
-        path = ckpt / f"block_{i + 1:02d}.pt" if ckpt is not None else None
-        if path is not None and path.is_file():
-            payload = load_checkpoint(path, settings, key, ("layer_spec", "layer_state", "second_state", "record",
-                                                            "selection_layer"))
-            try:
-                layer = HiddenLayer.from_spec(payload["layer_spec"])
-                layer.load_state_dict(payload["layer_state"])
-                if payload["selection_layer"] is not None:
-                    spec, state = payload["selection_layer"]
-                    selection_layers.append(HiddenLayer.from_spec(spec))
-                    selection_layers[-1].load_state_dict(state)
-                second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
-                second.load_state_dict(payload["second_state"])
-                layer, second = layer.to(inputs.device), second.to(inputs.device)  # resumed onto the run's device
-                if selection_layers:
-                    selection_layers[-1] = selection_layers[-1].to(inputs.device)
-            except (KeyError, TypeError, ValueError, RuntimeError) as error:
-                raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
-                                      f"delete it to recompute block {i + 1}.") from None
+    solve_progress = progress if solve_progress is None else bool(solve_progress)
+    with tf32_mode(allow_tf32):  # the whole training at one precision, restored after
+        if inputs.shape != targets.shape:
+            raise ValueError(f"The 'targets' must have the shape of 'inputs' {tuple(inputs.shape)}. "
+                             f"Got {tuple(targets.shape)} instead.")
+        if len(blocks) == 0 or not all(isinstance(b, BlockSettings) for b in blocks):
+            raise ValueError("The 'blocks' parameter must be a non-empty sequence of BlockSettings.")
+        if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
+            raise ValueError(f"The 'patch_size' parameter must be an int > 0 or None. Got {patch_size!r} instead.")
+        if not isinstance(patches_per_slice, int) or patches_per_slice < 1:
+            raise ValueError(f"The 'patches_per_slice' parameter must be an int > 0. "
+                             f"Got {patches_per_slice!r} instead.")
+        validate = val_inputs is not None
+        if validate:
+            check_images("val_inputs", val_inputs)
+            if val_targets is None or val_scales is None:
+                raise ValueError("With 'val_inputs', 'val_targets' and 'val_scales' must be given too.")
+            check_images("val_targets", val_targets)
+            if val_targets.shape != val_inputs.shape:
+                raise ValueError(f"The 'val_targets' must have the shape of 'val_inputs' {tuple(val_inputs.shape)}. "
+                                 f"Got {tuple(val_targets.shape)} instead.")
+            val_volumes = list(val_volumes) if val_volumes is not None else ["val"] * len(val_inputs)
+        check_same_device(inputs=inputs, targets=targets, val_inputs=val_inputs, val_targets=val_targets)
+        held = _check_holdout(holdout, blocks, len(inputs), inputs.device)
+        settings = {"blocks": [asdict(b) for b in blocks], "patch_size": patch_size,
+                    "patches_per_slice": patches_per_slice, "seed": seed,
+                    "holdout": None if held is None else held.nonzero().flatten().tolist()}
+        key = fingerprint(inputs, targets)
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if ckpt is not None:
+            ckpt.mkdir(parents=True, exist_ok=True)
+        n, height, width = inputs.shape[0], inputs.shape[-2], inputs.shape[-1]
+        depth = inputs.shape[2] if inputs.ndim == 5 else None
+        layers: list[HiddenLayer] = []
+        selection_layers: list[HiddenLayer] = []
+        last_selecting = max((j for j, b in enumerate(blocks) if b.beta_ratios is not None), default=-1)
+        records: list[dict[str, Any]] = []
+        read_outs: list[nn.Module] = []
+        second: nn.Conv2d | None = None
+        last = len(blocks) if stop_after is None else min(len(blocks), int(stop_after))
+        bar = tqdm(range(last), desc="layer-wise convex blocks", unit="block", disable=not progress)
+        for i in bar:
+            path = ckpt / f"block_{i + 1:02d}.pt" if ckpt is not None else None
+            if path is not None and path.is_file():
+                payload = load_checkpoint(path, settings, key, ("layer_spec", "layer_state", "second_state", "record",
+                                                                "selection_layer"))
+                try:
+                    layer = HiddenLayer.from_spec(payload["layer_spec"])
+                    layer.load_state_dict(payload["layer_state"])
+                    if payload["selection_layer"] is not None:
+                        spec, state = payload["selection_layer"]
+                        selection_layers.append(HiddenLayer.from_spec(spec))
+                        selection_layers[-1].load_state_dict(state)
+                    second = type(layer.first)(layer.first.out_channels, 2, 1, bias=False)
+                    second.load_state_dict(payload["second_state"])
+                    layer, second = layer.to(inputs.device), second.to(inputs.device)  # resumed onto the run's device
+                    if selection_layers:
+                        selection_layers[-1] = selection_layers[-1].to(inputs.device)
+                except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                    raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
+                                          f"delete it to recompute block {i + 1}.") from None
+                layers.append(layer)
+                read_outs.append(second)
+                records.append(payload["record"])
+                continue
+            b = blocks[i]
+            windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
+                                                                      patches_per_slice, seed + i, depth=depth)
+            selecting = held is not None and i <= last_selecting
+            _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size, copies=2 if selecting else 1)
+            start = time.perf_counter()
+            selection, ratio, selection_layer = None, None, None
+            x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
+            if selecting:
+                # the selection chain: blocks solved on the fit slices only, so that the held-out
+                # slices stay unseen by every layer that produces the features being scored
+                # (before the first block both chains are the network input: same features)
+                per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
+                xs, ys = (x, y) if i == 0 else block_problem(selection_layers, inputs, targets, windows, patch_size,
+                                                             chunk_size)
+                ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
+                                                             last=i + 1 == len(blocks), chunk_size=chunk_size,
+                                                             solve_chunk_size=solve_chunk_size, progress=solve_progress,
+                                                             allow_tf32=allow_tf32)
+                del xs, ys
+                if b.beta_ratios is None:
+                    ratio = None  # a fixed β: the path only extended the selection chain
+                if chosen.width > 0:
+                    selection_layer = HiddenLayer.from_block(chosen)
+                    selection_layers.append(selection_layer)
+            options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=solve_progress,
+                                    device=x.device, allow_tf32=allow_tf32)
+            if ratio is not None:
+                options = FitOptions.of(options, beta_ratio=ratio)
+            block = fit_layer(x, y, beta=b.beta, options=options)
+            seconds = time.perf_counter() - start
+            if block.width == 0 and i + 1 < len(blocks):
+                raise ValueError(
+                    f"Block {i + 1} has zero hidden channels: every group of its convex program is zero at beta "
+                    f"{block.beta:.4g}, so the next block would get no features. Lower 'beta' (or 'beta_ratio', now "
+                    f"{b.beta_ratio:g}) of block {i + 1}."
+                )
+            layer, second = HiddenLayer.from_block(block), block.second
             layers.append(layer)
             read_outs.append(second)
-            records.append(payload["record"])
-            continue
-        b = blocks[i]
-        windows = None if patch_size is None else sample_windows(n, height, width, patch_size,
-                                                                  patches_per_slice, seed + i, depth=depth)
-        selecting = held is not None and i <= last_selecting
-        _check_feature_memory(i, layers, inputs, windows, patch_size, chunk_size, copies=2 if selecting else 1)
-        start = time.perf_counter()
-        selection, ratio, selection_layer = None, None, None
-        x, y = block_problem(layers, inputs, targets, windows, patch_size, chunk_size)
-        if selecting:
-            # the selection chain: blocks solved on the fit slices only, so that the held-out
-            # slices stay unseen by every layer that produces the features being scored
-            # (before the first block both chains are the network input: same features)
-            per_sample = held if windows is None else held.repeat_interleave(windows.shape[1])
-            xs, ys = (x, y) if i == 0 else block_problem(selection_layers, inputs, targets, windows, patch_size,
-                                                         chunk_size)
-            ratio, selection, chosen = select_beta_ratio(b, xs, ys, per_sample, seed + i,
-                                                         last=i + 1 == len(blocks), chunk_size=chunk_size,
-                                                         solve_chunk_size=solve_chunk_size, progress=solve_progress,
-                                                         allow_tf32=allow_tf32)
-            del xs, ys
-            if b.beta_ratios is None:
-                ratio = None  # a fixed β: the path only extended the selection chain
-            if chosen.width > 0:
-                selection_layer = HiddenLayer.from_block(chosen)
-                selection_layers.append(selection_layer)
-        options = b.fit_options(seed=seed + i, chunk_size=solve_chunk_size, progress=solve_progress, device=x.device,
-                                allow_tf32=allow_tf32)
-        if ratio is not None:
-            options = FitOptions.of(options, beta_ratio=ratio)
-        block = fit_layer(x, y, beta=b.beta, options=options)
-        seconds = time.perf_counter() - start
-        if block.width == 0 and i + 1 < len(blocks):
-            raise ValueError(
-                f"Block {i + 1} has zero hidden channels: every group of its convex program is zero at beta "
-                f"{block.beta:.4g}, so the next block would get no features. Lower 'beta' (or 'beta_ratio', now "
-                f"{b.beta_ratio:g}) of block {i + 1}."
-            )
-        layer, second = HiddenLayer.from_block(block), block.second
-        layers.append(layer)
-        read_outs.append(second)
-        record: dict[str, Any] = {"block": i + 1, **block_record(block, b, seed + i, y, ratio, selection, seconds),
-                                  "num_patches": int(y.shape[0])}
-        if validate:
-            net_i = ReconNet(list(layers), second)
-            record.update(validation_metrics(net_i, val_inputs, val_targets, val_scales, val_volumes, chunk_size))
-            bar.set_postfix(psnr=f"{record['psnr']:.2f}")
-        records.append(record)
-        if path is not None:
-            save_checkpoint(path, run_payload(settings, key, layer_spec=layer.spec(), layer_state=layer.state_dict(),
-                                              second_state=second.state_dict(), record=record,
-                                              selection_layer=None if selection_layer is None else
-                                              (selection_layer.spec(), selection_layer.state_dict())))
-    assert second is not None
-    meta = {"method": "layerwise_convex", "training": settings,
-            "device": {"type": inputs.device.type, "allow_tf32": allow_tf32},
-            "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
-            "solve_reports": [r["report"] for r in records], **(config or {})}
-    return LayerwiseResult(ReconNet(layers, second, meta), records, read_outs)
+            record: dict[str, Any] = {"block": i + 1, **block_record(block, b, seed + i, y, ratio, selection, seconds),
+                                      "num_patches": int(y.shape[0])}
+            if validate:
+                net_i = ReconNet(list(layers), second)
+                record.update(validation_metrics(net_i, val_inputs, val_targets, val_scales, val_volumes, chunk_size))
+                bar.set_postfix(psnr=f"{record['psnr']:.2f}")
+            records.append(record)
+            if path is not None:
+                save_checkpoint(path, run_payload(settings, key, layer_spec=layer.spec(), layer_state=layer.state_dict(),
+                                                  second_state=second.state_dict(), record=record,
+                                                  selection_layer=None if selection_layer is None else
+                                                  (selection_layer.spec(), selection_layer.state_dict())))
+        assert second is not None
+        meta = {"method": "layerwise_convex", "training": settings,
+                "device": {"type": inputs.device.type, "allow_tf32": allow_tf32},
+                "blocks": [{k: v for k, v in r.items() if k != "report"} for r in records],
+                "solve_reports": [r["report"] for r in records], **(config or {})}
+        return LayerwiseResult(ReconNet(layers, second, meta), records, read_outs)
 
 
 def _check_holdout(holdout: Any, blocks: Sequence[BlockSettings], n: int, device: torch.device) -> Tensor | None:
