@@ -576,7 +576,7 @@ def train_unrolled_end_to_end(
     net.config.update({"method": "unrolled_end_to_end", "training": {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
         "halve_every": halve_every, "learned_lambda": any(s.log_lam.requires_grad for s in net.stages)},
-        "lambdas": [float(s.lam) for s in net.stages], "history": history})
+        "lambdas": [float(s.lam.detach()) for s in net.stages], "history": history})
     return history
 
 
