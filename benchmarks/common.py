@@ -491,16 +491,17 @@ def unrolled_entry(result: dict[str, float], seconds: float, **extra: Any) -> di
 
 
 def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, models: Path, seed: int,
-                           data_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                           data_cfg: dict[str, Any], device: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The convex unrolled network (:func:`convexrecon.stack.unrolled.train_unrolled`: β ratio and λ_i per stage
     chosen on the last training volume(s)) and the same architecture by Adam, end to end (λ_i learned from the
     convex choices) and layer-wise (λ_i fixed at them), on ``split`` (:func:`measured_split`), with
-    ``cfg["unrolled"]``'s settings. Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
+    ``cfg["unrolled"]``'s settings, on ``device`` (TF32 as ``cfg["allow_tf32"]``, as for the seed's methods). Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
     certificates) and the trained networks, by method name."""
     from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
                                             train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
 
     u = cfg["unrolled"]
+    on = {"device": device, "allow_tf32": bool(cfg.get("allow_tf32", False))}
     tr, va = split["train"], split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
     score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"])  # noqa: E731
@@ -517,7 +518,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
                                 holdout=held, validation=val, concat_input=u["concat_input"],
                                 cg_iterations=u["cg_iterations"], seed=seed,
                                 solve_options={"gated_method": u["gated_method"]},
-                                checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg)
+                                checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg, **on)
     seconds = time.perf_counter() - start
     result.network.save(models / "unrolled_convex")
     lambdas = [r["lam"] for r in result.records]
@@ -535,12 +536,12 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     history = train_unrolled_end_to_end(e2e, tr["targets"], tr["data"], epochs=u["epochs_end_to_end"],
                                         batch_size=u["batch_size"], lr=u["lr"], halve_every=u["halve_every"],
                                         weight_decay=float(np.mean(decays)), seed=seed,
-                                        checkpoint_dir=ckpt / "unrolled_end_to_end", progress=True)
+                                        checkpoint_dir=ckpt / "unrolled_end_to_end", progress=True, **on)
     seconds = time.perf_counter() - start
     e2e.save(models / "unrolled_end_to_end")
     entries["unrolled_end_to_end"] = unrolled_entry(
         score(e2e), seconds, final_loss=history[-1]["loss"] if history else None,
-        weight_decay=float(np.mean(decays)), learned_lambdas=[float(s.lam) for s in e2e.stages])
+        weight_decay=float(np.mean(decays)), learned_lambdas=[float(s.lam.detach()) for s in e2e.stages])
     nets["unrolled_end_to_end"] = e2e
     start = time.perf_counter()
     lw, records = train_unrolled_layerwise_adam(
@@ -549,7 +550,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
         halve_every=u["halve_every"], weight_decay=decays, seed=seed,
         # no checkpoints: a rerun refused them ("training data differ": the stage inputs are computed through the
         # DC chain and hashed, and the hash did not repeat between runs; reported as a library issue)
-        checkpoint_dir=None, validation=val, progress=True)
+        checkpoint_dir=None, validation=val, progress=True, **on)
     seconds = time.perf_counter() - start
     lw.save(models / "unrolled_layerwise_adam")
     entries["unrolled_layerwise_adam"] = unrolled_entry(

@@ -86,6 +86,29 @@ def test_baselines_on_cuda() -> None:
     assert torch.allclose(gpu_net.predict(x.cuda()).cpu(), cpu_net.predict(x), atol=1e-4)
 
 
+def test_unrolled_trainers_on_cuda() -> None:
+    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
+                                            train_unrolled_layerwise_adam, unrolled_plain)
+
+    from .test_unrolled import CROP as UCROP
+    from .test_unrolled import toy_data
+
+    inputs, targets, data, _ = toy_data(4, seed=0)
+    settings = [BlockSettings(kernel_size=3, num_arrangements=2, tol=1e-4)] * 2
+    cpu = train_unrolled(inputs, targets, data, settings, lambdas=(0.5,), cg_iterations=4)
+    gpu = train_unrolled(inputs, targets, data, settings, lambdas=(0.5,), cg_iterations=4, device="cuda")
+    assert next(gpu.network.parameters()).device.type == "cuda"
+    assert all(r["status"] == "optimal" for r in gpu.records)
+    assert torch.allclose(gpu.network.predict(data.to("cuda")).cpu(), cpu.network.predict(data), atol=1e-3)
+    e2e = unrolled_plain(2, 4, 3, [0.5, 0.5], UCROP, cg_iterations=3, seed=0)
+    history = train_unrolled_end_to_end(e2e, targets, data, epochs=2, batch_size=2, lr=1e-3, device="cuda",
+                                        allow_tf32=True)
+    assert next(e2e.parameters()).device.type == "cuda" and len(history) == 2
+    net, records = train_unrolled_layerwise_adam(targets.cuda(), data.to("cuda"), 4, 3, [0.5, 0.5], epochs=1,
+                                                 batch_size=2, cg_iterations=3)
+    assert next(net.parameters()).device.type == "cuda" and len(records) == 2
+
+
 def test_preprocessing_on_cuda_matches_cpu(synthetic_dir) -> None:
     volume = synthesize_volume((64, 45), slices=1, coils=6, seed=3, snr=30.0)
     func = MaskFunc("poisson", 4.0, calib=16)

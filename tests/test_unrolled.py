@@ -270,3 +270,25 @@ def test_train_unrolled_checks_inputs(trained):
         train_unrolled(inputs.flip(0), targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held)
     with pytest.raises(ValueError, match="'lambdas'"):
         train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.0,), holdout=held)
+
+
+def test_unrolled_trainers_take_a_device(trained, tmp_path):
+    inputs, targets, data, held, result, _ = trained
+    explicit = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                              solve_options=SOLVE, device="cpu")
+    assert torch.equal(explicit.network.predict(data), result.network.predict(data))
+    with pytest.raises(ValueError, match="'solve_options' device must be the training device"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held,
+                       solve_options={**SOLVE, "device": "meta"}, device="cpu")
+    with pytest.raises(ValueError, match="'device'"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, device="tpu")
+    with pytest.raises(TypeError, match="'allow_tf32'"):
+        train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], epochs=1, allow_tf32=1)
+    lambdas = [r["lam"] for r in result.records]
+    e2e = [unrolled_plain(2, 4, 3, lambdas, CROP, cg_iterations=3, seed=0) for _ in range(2)]
+    train_unrolled_end_to_end(e2e[0], targets, data, epochs=1, batch_size=3, lr=1e-3)
+    train_unrolled_end_to_end(e2e[1], targets, data, epochs=1, batch_size=3, lr=1e-3, device="cpu")
+    assert torch.equal(e2e[0].predict(data), e2e[1].predict(data))
+    with pytest.raises(ValueError, match="'device'"):
+        train_unrolled_end_to_end(e2e[0], targets, data, epochs=1, device="cuda:7" if not torch.cuda.is_available()
+                                  else "tpu")

@@ -258,7 +258,7 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
             warnings.simplefilter("once")
             result = train_unrolled(train.inputs, train.targets, train_data, settings, lambdas=args.lambdas,
                                     holdout=holdout, validation=validation, seed=args.seed, checkpoint_dir=ckpt,
-                                    progress=True, config=config, solve_options={"device": args.device})
+                                    progress=True, config=config, device=args.device)
         return result.network, result.records
     lam = sorted(args.lambdas)[len(args.lambdas) // 2]
     if args.method == "end_to_end":
@@ -267,13 +267,13 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
         records = train_unrolled_end_to_end(net, train.targets, train_data, epochs=args.epochs or 40,
                                             batch_size=args.batch_size, halve_every=args.halve_every,
                                             weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                            validation=validation, progress=True)
+                                            validation=validation, progress=True, device=args.device)
         return net, records
     net, records = train_unrolled_layerwise_adam(train.targets, train_data, width, args.kernel_size,
                                                  [lam] * args.blocks, epochs=args.epochs or 30,
                                                  batch_size=args.batch_size, halve_every=args.halve_every,
                                                  weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                                 validation=validation, progress=True)
+                                                 validation=validation, progress=True, device=args.device)
     net.config.update(config)
     return net, records
 

@@ -48,9 +48,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from convexrecon.block.fit import fit_layer, fit_layer_path
+from convexrecon.block.fit import fit_layer, fit_layer_path, tf32_mode
 from convexrecon.block.module import ConvexBlock
-from convexrecon.checks import check_images
+from convexrecon.checks import bool_flag, check_images, device_of, training_device
 from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency, embed_crop,
                                           sense_adjoint)
 from convexrecon.data.sense import channels_to_complex, complex_to_channels
@@ -325,6 +325,33 @@ def _error(x: Tensor, targets: Tensor, crop: int) -> float:
     return float((complex_to_channels(crop_center(x, crop)).to(targets.dtype) - targets).double().pow(2).sum())
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` name one device when the current device is 0."""
+    def index(d: torch.device) -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and (a.type == "cpu" or index(a) == index(b))
+
+
+Validation = tuple[Tensor, Tensor, Tensor, Sequence[str], MeasuredData]
+
+
+def _on_device(device: Any, allow_tf32: Any, targets: Tensor, data: MeasuredData, validation: Validation | None,
+               inputs: Tensor | None = None) -> tuple[torch.device, bool, Tensor | None, Tensor, MeasuredData,
+                                                      Validation | None]:
+    """The run's device (``device``, or where ``targets`` and the measurements are) and the checked TF32
+    switch; the training tensors, measurements and validation set moved there once (the seed trainers'
+    convention, :func:`convexrecon.stack.baselines.train_end_to_end`)."""
+    run_device = training_device(device, targets=targets, kspace=data.kspace,
+                                 **({} if inputs is None else {"inputs": inputs}))
+    allow_tf32 = bool_flag("allow_tf32", allow_tf32)
+    if validation is not None:
+        v_in, v_tg, scales, volumes, v_data = validation
+        validation = (v_in.to(run_device), v_tg.to(run_device), scales, volumes, v_data.to(run_device))
+    return (run_device, allow_tf32, None if inputs is None else inputs.to(run_device), targets.to(run_device),
+            data.to(run_device), validation)
+
+
 def train_unrolled(
     inputs: Tensor,
     targets: Tensor,
@@ -344,6 +371,8 @@ def train_unrolled(
     stop_after: int | None = None,
     progress: bool = False,
     config: dict[str, Any] | None = None,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> UnrolledResult:
     r"""Train ``len(stages)`` unrolled stages greedily, each block by its convex program.
 
@@ -385,6 +414,14 @@ def train_unrolled(
         Progress bars.
     config
         Extra metadata stored in the network's config (e.g. ``{"data": dataset.settings()}``).
+    device
+        None trains where ``inputs``, ``targets`` and ``data`` are (all on one device); an explicit
+        device (``"cpu"``, ``"cuda:0"``) moves them and the validation set there once. The chains, the
+        DC steps and every block solve run there (``solve_options["device"]``, if given, must agree);
+        the returned network lives there.
+    allow_tf32
+        TF32 for the whole training (solves, chains, DC steps), as in
+        :func:`~convexrecon.stack.layerwise.train_layerwise`; off by default.
 
     Returns
     -------
@@ -415,10 +452,31 @@ def train_unrolled(
     if validation is not None:
         check_images("validation inputs", validation[0])
         _check_data(validation[0], validation[1], validation[4], "validation data")
+    run_device, allow_tf32, inputs, targets, data, validation = _on_device(device, allow_tf32, targets, data,
+                                                                           validation, inputs)
+    solve_options = dict(solve_options or {})
+    asked = solve_options.pop("device", None)
+    if asked is not None and not _same_device(device_of(asked), run_device):
+        raise ValueError(f"The 'solve_options' device must be the training device {run_device}. "
+                         f"Got {asked!r} instead.")
+    solve_options["allow_tf32"] = allow_tf32
+    with tf32_mode(allow_tf32):
+        return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input,
+                               cg_iterations, seed, chunk_size, solve_chunk_size, solve_options, checkpoint_dir,
+                               stop_after, progress, config)
+
+
+def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages: Sequence[BlockSettings],
+                    lambdas: tuple[float, ...], held: Tensor | None, validation: Validation | None,
+                    concat_input: bool, cg_iterations: int, seed: int, chunk_size: int,
+                    solve_chunk_size: int | None, solve_options: dict[str, Any],
+                    checkpoint_dir: str | Path | None, stop_after: int | None, progress: bool,
+                    config: dict[str, Any] | None) -> UnrolledResult:
+    """:func:`train_unrolled` on validated tensors on one device, inside its TF32 mode."""
     settings = {"stages": [asdict(b) for b in stages], "lambdas": list(lambdas), "seed": seed,
                 "concat_input": concat_input, "cg_iterations": cg_iterations,
                 "holdout": None if held is None else held.nonzero().flatten().tolist(),
-                "solve_options": dict(solve_options or {})}
+                "solve_options": solve_options}
     key = fingerprint(inputs, targets, data.mask, data.kspace.abs())
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
@@ -429,7 +487,6 @@ def train_unrolled(
     dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
     main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
     sel_net.register_parameter("_anchor", dummy)
-    data = data.to(inputs.device)
     main, sel = _Chain(main_net, data, chunk_size), _Chain(sel_net, data, chunk_size)
     records: list[dict[str, Any]] = []
     last = len(stages) if stop_after is None else min(len(stages), int(stop_after))
@@ -448,7 +505,7 @@ def train_unrolled(
             record = payload["record"]
         else:
             stage, sel_stage, record = _train_stage(i, stages[i], lambdas, held, main, sel, targets, seed,
-                                                    solve_chunk_size, progress, dict(solve_options or {}))
+                                                    solve_chunk_size, progress, dict(solve_options))
             if validation is not None:
                 probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations)
                 record.update(unrolled_metrics(probe, validation[1], validation[2], validation[3], validation[4],
@@ -552,6 +609,8 @@ def train_unrolled_end_to_end(
     stop_after: int | None = None,
     validation: tuple[Tensor, Tensor, Tensor, Sequence[str], MeasuredData] | None = None,
     progress: bool = False,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> list[dict[str, float]]:
     r"""Train ``net`` (in place) end to end by Adam through the differentiable DC steps.
 
@@ -560,22 +619,29 @@ def train_unrolled_end_to_end(
     trainable parameter. The λ_i are trained too when their ``log_lam`` requires a gradient
     (:func:`unrolled_plain`'s default ``learn_lambda=True``); weight decay then also pulls
     ``log λ_i`` towards 0. Returns per-epoch loss (and validation PSNR/SSIM).
+
+    ``device`` and ``allow_tf32`` as in :func:`train_unrolled`: None trains where ``targets`` and
+    ``data`` are (``net`` is moved there); an explicit device moves them once. ``net`` stays there.
     """
     targets = check_images("targets", targets)
-    index = torch.arange(len(targets))  # adam_train batches the inputs: here slice indices into ``data``
+    run_device, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
+    net.to(run_device)
+    index = torch.arange(len(targets), device=run_device)  # adam_train batches the inputs: slice indices into data
 
     def forward(ids: Tensor) -> Tensor:
         return net(data.kspace[ids], data.maps[ids], data.mask[ids])
 
     on_epoch = None if validation is None else (lambda e: unrolled_metrics(net, *validation[1:4], validation[4]))
-    history = adam_train(net, forward, index, targets, epochs=epochs, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, halve_every=halve_every, seed=seed,
-                         checkpoint=_checkpoint_file(checkpoint_dir, "unrolled_end_to_end.pt"),
-                         stop_after=stop_after, desc="unrolled end-to-end (Adam)", progress=progress,
-                         on_epoch=on_epoch)
+    with tf32_mode(allow_tf32):
+        history = adam_train(net, forward, index, targets, epochs=epochs, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, halve_every=halve_every, seed=seed,
+                             checkpoint=_checkpoint_file(checkpoint_dir, "unrolled_end_to_end.pt"),
+                             stop_after=stop_after, desc="unrolled end-to-end (Adam)", progress=progress,
+                             on_epoch=on_epoch)
     net.config.update({"method": "unrolled_end_to_end", "training": {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-        "halve_every": halve_every, "learned_lambda": any(s.log_lam.requires_grad for s in net.stages)},
+        "halve_every": halve_every, "learned_lambda": any(s.log_lam.requires_grad for s in net.stages),
+        "allow_tf32": allow_tf32},
         "lambdas": [float(s.lam.detach()) for s in net.stages], "history": history})
     return history
 
@@ -599,27 +665,47 @@ def train_unrolled_layerwise_adam(
     checkpoint_dir: str | Path | None = None,
     validation: tuple[Tensor, Tensor, Tensor, Sequence[str], MeasuredData] | None = None,
     progress: bool = False,
+    device: Any = None,
+    allow_tf32: bool = False,
 ) -> tuple[UnrolledNet, list[dict[str, Any]]]:
     """Non-convex layer-wise training of the unrolled network: stage ``i``'s ReLU block by Adam on the
     convex block's objective (features of ``x_i``, residual ``y - x_i``, weight decay ``weight_decay[i]``),
     then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices).
 
+    ``device`` and ``allow_tf32`` as in :func:`train_unrolled`; the network is returned on the device.
     Returns the network and one record per stage.
     """
     targets = check_images("targets", targets)
+    _, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
+    with tf32_mode(allow_tf32):
+        net, records = _train_unrolled_layerwise_adam(
+            targets, data, width, kernel_size, lambdas, concat_input, cg_iterations, epochs, batch_size, lr,
+            halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress)
+    net.config["training"]["allow_tf32"] = allow_tf32
+    return net, records
+
+
+def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: int, kernel_size: int,
+                                   lambdas: Sequence[float], concat_input: bool, cg_iterations: int, epochs: int,
+                                   batch_size: int, lr: float, halve_every: int,
+                                   weight_decay: float | Sequence[float], seed: int, chunk_size: int,
+                                   checkpoint_dir: str | Path | None, validation: Validation | None,
+                                   progress: bool) -> tuple[UnrolledNet, list[dict[str, Any]]]:
+    """:func:`train_unrolled_layerwise_adam` on tensors on one device, inside its TF32 mode."""
     n_stages = len(lambdas)
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
     crop = targets.shape[-1]
     net = UnrolledNet([], crop, concat_input, cg_iterations,
                       {"method": "unrolled_layerwise_adam"})
-    net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype), requires_grad=False))
+    net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
+                                                   requires_grad=False))
     chain = _Chain(net, data, chunk_size)
     records: list[dict[str, Any]] = []
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
         residual = targets - complex_to_channels(crop_center(chain.x, crop)).to(targets.dtype)
-        block = relu_block(4 if concat_input else 2, width, kernel_size, seed + i).to(targets.dtype)
+        block = relu_block(4 if concat_input else 2, width, kernel_size, seed + i).to(targets.device, targets.dtype)
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,
                              halve_every=halve_every, weight_decay=decays[i], seed=seed + i,
                              checkpoint=_checkpoint_file(checkpoint_dir, f"unrolled_layerwise_adam_{i + 1:02d}.pt"),
