@@ -10,9 +10,10 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
   ``beta_i / n_i``; when the convex blocks choose β on the held-out training
   volume, end-to-end chooses its weight decay from {0, d, 10 d} on the same
   volume). ``--full`` and ``--quick`` use the seed's schedule (40
-  epochs, halved every 10); the default stretches it 10x (400 epochs, halved
-  every 100; layer-wise Adam 300 per block), because on its 16 training slices
-  the seed's 40 epochs are only 320 Adam steps and the loss is still falling;
+  epochs, halved every 10); the default stretches it 5x (200 epochs, halved
+  every 50; layer-wise Adam 150 per block), because on its 16 training slices
+  the seed's 40 epochs are only 320 Adam steps and the loss is still falling
+  (it was 10x before the unrolled networks joined the mode's 30-minute budget);
 * ``layerwise_adam``: each block by Adam on the same objective (weight decay
   ``beta_i / n_i``), then frozen;
 * ``layerwise_convex``: each block by ``fit_layer`` (``docs/design.md`` §9) with antithetic

@@ -32,7 +32,7 @@ from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
 from convexrecon.data.sense import complex_to_channels, data_device, sense_images
 
-CACHE_VERSION = 2  # 2: ESPIRiT in torch (same maps to float32 rounding). Bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+CACHE_VERSION = 3  # 3: ESPIRiT eigenvalue crop 0.8 (was 0.95); 2: ESPIRiT in torch. Bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 
 
 class Sample(NamedTuple):

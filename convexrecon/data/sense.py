@@ -105,6 +105,13 @@ def calibration_width(mask: np.ndarray, limit: int) -> int:
 
 
 ESPIRIT_METHODS = ("torch", "sigpy")
+ESPIRIT_CROP = 0.8
+"""Maps are zeroed where ESPIRiT's leading eigenvalue is below this (sigpy's default is 0.95; BART users
+commonly pass ``ecalib -c 0.8``). At 0.95 the support cut into the object at the edges of the knee on the
+synthetic sets (a 16-wide calibration square, 8 coils): the data of the cut-off tissue cannot be explained
+by the SENSE model, and iterative reconstructions (CG-SENSE, L1-wavelet) blew up along the support edge
+(one validation volume of run_knee's default set: L1-wavelet 26.1 dB after 30 iterations, 19.4 dB after 100;
+docs/benchmarks.md)."""
 
 
 def espirit_maps(
@@ -112,7 +119,7 @@ def espirit_maps(
     calib_width: int,
     kernel_width: int = 6,
     thresh: float = 0.02,
-    crop: float = 0.95,
+    crop: float = ESPIRIT_CROP,
     max_iter: int = 100,
     *,
     device: str | torch.device | None = None,
@@ -144,8 +151,10 @@ def espirit_maps(
         fully sampled, see :func:`calibration_width`).
     calib_width : int
         Side of the calibration square (> ``kernel_width``).
-    kernel_width, thresh, crop, max_iter
+    kernel_width, thresh, max_iter
         ESPIRiT parameters, sigpy's defaults.
+    crop
+        Eigenvalue threshold of the maps' support (:data:`ESPIRIT_CROP`, not sigpy's 0.95).
     device : str or torch.device, optional
         Where to compute (None: the CPU). The maps are returned on the host.
     method : {"torch", "sigpy"}
