@@ -11,6 +11,7 @@ Ergen, ICML 2020; Sahiner et al., ICLR 2021; the mathematics in ``docs/design.md
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -124,7 +125,10 @@ def fit_layer(
         Solver of the exact-ReLU program. ``"auto"`` (default): the interior
         point where it fits (in-memory data in one process and
         :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise
-        and for ``beta >= beta_max`` (zero block); ``report.solver`` says which ran. ``"admm"``: ADMM on the cone values
+        and for ``beta >= beta_max`` (zero block); when the interior point ends
+        without certifying (it stalls on some small over-parameterised blocks,
+        ``P C_in k^2`` far above ``N H W``), ADMM continues from its point and
+        ``report.message`` says so; ``report.solver`` says which finished. ``"admm"``: ADMM on the cone values
         ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
         streaming (with cached masks), sharding and on a GPU like the gated
         path, plus the ``C_in k^2``-square Gram matrix of the patches and
@@ -303,9 +307,14 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
         if auto and interior and beta >= beta_max(ShardedOperator(operator, comm), y):
             method = "admm"  # the zero block is optimal: ADMM certifies it at its first check
         try:
+            fallback = None
             if interior and not (relu and method == "admm"):
                 v, report = _solve_interior(x, y, operator, gates, o.kernel_size, beta, tol, max_iter, callback, relu)
-            elif relu and method == "admm":
+                if auto and report.status is not Status.OPTIMAL:
+                    # the interior point stalls on some small over-parameterised programs (P C_in k^2 >> N H W:
+                    # e.g. 25 patches, 1152 unknowns per output ended 63x above cvxpy's optimum); ADMM from its point
+                    fallback, method = report, "admm"
+            if relu and method == "admm":
                 if split is None:
                     split = relu_split.admm_structure(operator, x, o.kernel_size, comm) + (
                         relu_split.relu_prediction(operator),)
@@ -313,12 +322,18 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
                     operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], realised=split[3], tol=tol,
                     max_iter=max_iter or 20_000, certify_operator=certify_operator, callback=callback, comm=comm,
                 )
-            elif relu:
+                if fallback is not None:
+                    report = dataclasses.replace(
+                        report, seconds=report.seconds + fallback.seconds,
+                        message=(f"relu_method='auto': the interior point ended {fallback.status.value} after "
+                                 f"{fallback.iterations} iterations (relative gap {fallback.relative_gap:.3g}), so "
+                                 f"ADMM continued from its point; {report.message}"))
+            elif relu and not interior:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,
                 )
-            else:
+            elif not interior:
                 v, report = solve_group_lasso(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 10_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,

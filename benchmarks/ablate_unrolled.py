@@ -1,0 +1,113 @@
+"""Ablation of the convex unrolled network's settings on run_knee's data, against L1-wavelet CS.
+
+Trains ``train_unrolled`` once per variant (each a JSON object overriding ``CONFIGS[mode]["unrolled"]``:
+``stages``, ``kernel_size``, ``num_arrangements``, ``cg_iterations``, ``lambdas``, ``beta_ratios``,
+``gated_method``, ...) on the same preprocessed split as ``run_knee.py`` (same data, masks, ESPIRiT, held-out
+volume for the β/λ choice) and prints the validation PSNR after every stage next to zero-filled and CS.
+
+    PYTHONPATH=. python benchmarks/ablate_unrolled.py --mask lines \
+        --variants '[{}, {"stages": 8}, {"num_arrangements": 32, "gated_method": "fista"}]'
+
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/ablate-unrolled-MODE-MASK``);
+the data and the ESPIRiT cache are shared with run_knee's default output directory layout under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
+
+from common import (
+    CONFIGS,
+    command,
+    machine,
+    measured_split,
+    scores,
+    synthetic_parallel,
+    utc_now,
+    write_results,
+)
+from run_knee import cs_predictions
+
+from convexrecon.data.splits import holdout_mask
+from convexrecon.stack.layerwise import BlockSettings
+from convexrecon.stack.unrolled import train_unrolled
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="default")
+    parser.add_argument("--mask", choices=("poisson", "lines"), default="lines")
+    parser.add_argument("--variants", default="[{}]",
+                        help="JSON list of objects overriding CONFIGS[config]['unrolled'] (default: one run as is)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        variants = json.loads(args.variants)
+    except json.JSONDecodeError as error:
+        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r} ({error}).")
+    cfg = CONFIGS[args.config]
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r}.")
+    unknown = sorted({k for v in variants for k in v} - set(cfg["unrolled"]))
+    if unknown:
+        parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
+                     f"{sorted(cfg['unrolled'])}.")
+    out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}-{args.mask}"
+    out.mkdir(parents=True, exist_ok=True)
+    syn = cfg["synthetic"]
+    root = out / "data"
+    if not any(root.glob("*.h5")):
+        synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
+                           coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+    split = measured_split(root, args.mask, cfg, args.seed, out / "cache")
+    tr, va = split["train"], split["val"]
+    rows: list[dict[str, Any]] = [{"method": "zero_filled",
+                                   **scores(va["targets"], va["inputs"], va["scales"], va["volumes"])}]
+    cs, lamda, _ = cs_predictions(split, cfg)
+    n = len(cs)
+    rows.append({"method": "cs_l1_wavelet", "lambda": lamda,
+                 **scores(va["targets"][:n], cs, va["scales"][:n], va["volumes"][:n])})
+    print(f"zero-filled {rows[0]['psnr_mean']:.2f} dB, CS {rows[1]['psnr_mean']:.2f} dB (λ {lamda})", flush=True)
+    held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
+    val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
+    for variant in variants:
+        u = {**cfg["unrolled"], **variant}
+        settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
+                                  activation="gated", gate_sampling="antithetic", beta_ratios=tuple(u["beta_ratios"]),
+                                  tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
+        start = time.perf_counter()
+        result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"], holdout=held,
+                                validation=val, concat_input=u["concat_input"], cg_iterations=u["cg_iterations"],
+                                seed=args.seed, solve_options={"gated_method": u["gated_method"]})
+        seconds = time.perf_counter() - start
+        rec = result.records
+        rows.append({"method": "unrolled_convex", "variant": variant, "seconds": seconds,
+                     "psnr_mean": rec[-1]["psnr"], "psnr_std": rec[-1]["psnr_std"], "ssim_mean": rec[-1]["ssim"],
+                     "stage_psnr": [r["psnr"] for r in rec], "lambdas": [r["lam"] for r in rec],
+                     "status": [r["status"] for r in rec]})
+        print(f"{json.dumps(variant)}: {seconds:.0f} s, PSNR per stage "
+              f"{[round(r['psnr'], 2) for r in rec]}, λ {[r['lam'] for r in rec]}, "
+              f"status {[r['status'] for r in rec]}", flush=True)
+    lines = [f"# Unrolled ablation ({args.config}, mask {args.mask})", "",
+             f"Command: `{command('ablate_unrolled.py', argv)}`  ", f"Machine: {machine()}; {utc_now()}", "",
+             "| method | variant | PSNR (dB) | per stage | λ per stage | status | s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {json.dumps(r.get('variant', ''))} | {r['psnr_mean']:.2f} ± "
+                     f"{r['psnr_std']:.2f} | {', '.join(f'{p:.2f}' for p in r.get('stage_psnr', []))} | "
+                     f"{r.get('lambdas', '')} | {', '.join(r.get('status', []))} | {r.get('seconds', 0):.0f} |")
+    write_results(out, {"command": command("ablate_unrolled.py", argv), "machine": machine(), "date": utc_now(),
+                        "config": args.config, "mask": args.mask, "rows": rows}, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
