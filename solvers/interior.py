@@ -56,6 +56,9 @@ _POLISH_MAX_ROWS = 8  # and at most this many times d of them, the largest weigh
 # (with float32 a degenerate 70-row test ended at 2.8e-8 instead of below its 1e-8 tolerance)
 _LOW_PRECISION_ABOVE = 1e-3
 _LOW_PRECISION_SIZE = 1024
+# an iterate whose objective exceeds the zero block's this many times has diverged (seen on small
+# over-parameterised programs, P d >> n: the objective grew to 1e38 over 200 iterations); stop at the best
+_DIVERGED = 1e6
 _CORRECTORS = 6  # at most this many Gondzio correctors per iteration (dense benchmark: 49 -> 29 iterations)
 _GATED_CENTERED = 3.0  # gated barrier method: mu is cut (by _GATED_MU_FACTOR) once the Newton decrement is below
 # this (1 -> 3: 15 -> 12 steps on the k = 3, P = 8 bench row; one step per mu instead of two)
@@ -437,6 +440,7 @@ class _Problem:
         mu = _START_MU * max(float((0.5 * r @ r + beta * u.norm(dim=1).sum())) / m_rows, 1e-12)
         lam = mu / S
         iterations, best, mu_first = 0, None, None
+        zero_objective = max(0.5 * float(y @ y), 1e-300)  # the zero block's objective bounds the optimum
         for it in range(1, max_iter + 1):
             iterations = it
             mu_h = max(float((S * lam).sum()) / m_rows, 1e-300)
@@ -508,6 +512,8 @@ class _Problem:
             if cert.relative_gap <= tol:
                 break
             if not (math.isfinite(cert.primal) and math.isfinite(cert.dual)) or max(alpha, alpha_d) < 1e-12:
+                break
+            if cert.primal > _DIVERGED * zero_objective:  # far above the zero block's objective: diverging
                 break
         if best is None:
             raise ValueError("interior point: the first Newton system is numerically singular (data too "

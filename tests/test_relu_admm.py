@@ -58,7 +58,7 @@ def test_auto_uses_the_interior_point_where_it_fits():
                                                      ((1, 2, 4, 4), 8, 0.05)])
 def test_auto_is_certified_on_over_parameterised_blocks(shape, num_gates, beta):
     """Far more unknowns than patches (P C_in k^2 >> N H W): the interior point alone stalled on these three
-    (ended 'inaccurate' 63x, 1.3x and 1.26x above the optimum); auto continues with ADMM from its point and
+    (ended "inaccurate" 63x, 1.3x and 1.26x above the optimum); auto then solves them by ADMM and
     must agree with cvxpy whichever method finished."""
     from solvers.reference import solve_arrangement_program
 
