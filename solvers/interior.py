@@ -440,7 +440,7 @@ class _Problem:
         mu = _START_MU * max(float((0.5 * r @ r + beta * u.norm(dim=1).sum())) / m_rows, 1e-12)
         lam = mu / S
         iterations, best, mu_first = 0, None, None
-        zero_objective = max(0.5 * float(y @ y), 1e-300)  # the zero block's objective bounds the optimum
+        zero_objective = 0.5 * float(y @ y)  # the zero block's objective bounds the optimum
         for it in range(1, max_iter + 1):
             iterations = it
             mu_h = max(float((S * lam).sum()) / m_rows, 1e-300)
@@ -513,7 +513,7 @@ class _Problem:
                 break
             if not (math.isfinite(cert.primal) and math.isfinite(cert.dual)) or max(alpha, alpha_d) < 1e-12:
                 break
-            if cert.primal > _DIVERGED * zero_objective:  # far above the zero block's objective: diverging
+            if 0 < zero_objective < cert.primal / _DIVERGED:  # far above the zero block's objective: diverging
                 break
         if best is None:
             raise ValueError("interior point: the first Newton system is numerically singular (data too "
