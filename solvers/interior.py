@@ -171,6 +171,9 @@ def solve_relu_program_ipm(
     total_iterations, statuses, exhausted = 0, [], False
     problem = _Problem(X, D, gates, system)
     for out in range(c):
+        if not bool(Y[:, out].any()):  # a zero target: the zero block is optimal (objective 0, dual point 0)
+            statuses.append(True)
+            continue
         u, lam_out, iterations, ok = problem.solve(Y[:, out], beta, tol, max_iter, monitor, total_iterations)
         U[:, :, out] = u.view(2, P, d)
         lam[:, :, :, out] = lam_out.view(n, 2, P)
@@ -254,6 +257,9 @@ def solve_gated_program_ipm(
 
     for out in range(c):
         y = Y[:, out]
+        if not bool(y.any()):  # a zero target: the zero block is optimal (mu would be 0: a singular system)
+            statuses.append(True)
+            continue
         Bty = adjoint(y).reshape(-1)
         u = torch.zeros(P, d, dtype=X.dtype, device=X.device)
         mu = max(_GATED_START_MU * float(y @ y) / P, 1e-300)  # barrier gap ~ 2 P mu: half the objective at u = 0
