@@ -282,7 +282,7 @@ def _check_data(inputs: Tensor, targets: Tensor, data: MeasuredData, name: str) 
         raise ValueError(f"The '{name}' parameter must hold the {len(inputs)} slices of the inputs at crop "
                          f"{inputs.shape[-1]}. Got {len(data)} slices at crop {data.crop} instead.")
     x1 = complex_to_channels(crop_center(sense_adjoint(data.kspace, data.maps, data.mask), data.crop))
-    error = float((x1.to(inputs.dtype) - inputs).abs().max())
+    error = float((x1.to(inputs.device, inputs.dtype) - inputs).abs().max())
     if error > 1e-3 * max(float(inputs.abs().max()), 1e-30):
         raise ValueError(f"The '{name}' parameter does not match the inputs: the crop of A^H k differs from the "
                          f"stored zero-filled images by {error:.3g} (max). Pass the measurements of the same slices "
