@@ -550,9 +550,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
         tr["targets"], tr["data"], width, u["kernel_size"], lambdas, concat_input=u["concat_input"],
         cg_iterations=u["cg_iterations"], epochs=u["epochs_layerwise"], batch_size=u["batch_size"], lr=u["lr"],
         halve_every=u["halve_every"], weight_decay=decays, seed=seed,
-        # no checkpoints: a rerun refused them ("training data differ": the stage inputs are computed through the
-        # DC chain and hashed, and the hash did not repeat between runs; reported as a library issue)
-        checkpoint_dir=None, validation=val, progress=True, **on)
+        checkpoint_dir=ckpt / "unrolled_layerwise_adam", validation=val, progress=True, **on)
     seconds = time.perf_counter() - start
     lw.save(models / "unrolled_layerwise_adam")
     entries["unrolled_layerwise_adam"] = unrolled_entry(

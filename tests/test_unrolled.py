@@ -262,6 +262,27 @@ def test_unrolled_adam_baselines_run(trained):
     assert [float(s.lam) for s in net.stages] == pytest.approx(lambdas)
 
 
+def test_unrolled_layerwise_adam_resumes_when_the_chain_differs_by_rounding(trained, tmp_path, monkeypatch):
+    _, targets, data, _, _, _ = trained
+    kwargs = dict(cg_iterations=3, epochs=2, batch_size=3, lr=1e-3, checkpoint_dir=tmp_path)
+    first, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], **kwargs)
+    from convexrecon.stack import unrolled as module
+    advanced = module._Chain.advanced
+
+    def rounded_differently(self, *args, **kw):  # another process's FFT rounding: one part in 1e7
+        return advanced(self, *args, **kw) * (1 + 1e-7)
+
+    monkeypatch.setattr(module._Chain, "advanced", rounded_differently)
+    # the same call again: both stages resume from their (finished) checkpoints, although stage 2's inputs
+    # now differ from the first run's (hashing the inputs, as before, refused this)
+    again, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], **kwargs)
+    for a, b in zip(first.stages, again.stages):
+        assert all(torch.equal(u, v) for u, v in zip(a.block.state_dict().values(), b.block.state_dict().values()))
+    # other targets are another run: refused, naming the file
+    with pytest.raises(cr.CheckpointError, match="unrolled_layerwise_adam_01"):
+        train_unrolled_layerwise_adam(targets * 2, data, 4, 3, [0.1, 1.0], **kwargs)
+
+
 def test_train_unrolled_checks_inputs(trained):
     inputs, targets, data, held, _, _ = trained
     with pytest.raises(ValueError, match="'holdout'"):

@@ -63,10 +63,15 @@ def adam_train(
     desc: str = "Adam",
     progress: bool = False,
     on_epoch: Callable[[int], dict[str, float]] | None = None,
+    data_key: str | None = None,
 ) -> list[dict[str, float]]:
     """Train ``module`` by Adam on ``pixel_loss(forward(x), y)``; returns one record per epoch.
 
-    ``checkpoint`` is a file rewritten atomically after every epoch and read on a restart.
+    ``checkpoint`` is a file rewritten atomically after every epoch and read on a restart; it is
+    refused when the settings or the data differ. The data are identified by the hash of
+    ``inputs`` and ``targets``, or by ``data_key`` when given: a fingerprint of what the inputs are
+    computed from, for inputs that a restart cannot reproduce bit for bit (e.g. the estimates of an
+    unrolled network's earlier stages, computed through FFTs whose multithreaded rounding may vary).
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("halve_every", halve_every)):
         if not isinstance(value, int) or value < 1:
@@ -83,7 +88,7 @@ def adam_train(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=halve_every, gamma=0.5)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                 "halve_every": halve_every, "seed": seed}
-    key = fingerprint(inputs, targets)
+    key = fingerprint(inputs, targets) if data_key is None else str(data_key)
     history: list[dict[str, float]] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.is_file():

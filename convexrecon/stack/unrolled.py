@@ -672,6 +672,12 @@ def train_unrolled_layerwise_adam(
     convex block's objective (features of ``x_i``, residual ``y - x_i``, weight decay ``weight_decay[i]``),
     then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices).
 
+    ``checkpoint_dir``: each stage's Adam state is written there after every epoch
+    (``unrolled_layerwise_adam_XX.pt``); the same call resumes. A stage's checkpoint is identified by
+    the measurements, targets, settings and the frozen stages before it (not by its inputs, which the
+    DC chain need not reproduce bit for bit), so a resumed stage may continue on inputs that differ
+    from the interrupted run's by rounding.
+
     ``device`` and ``allow_tf32`` as in :func:`train_unrolled`; the network is returned on the device.
     Returns the network and one record per stage.
     """
@@ -701,15 +707,20 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
                                                    requires_grad=False))
     chain = _Chain(net, data, chunk_size)
     records: list[dict[str, Any]] = []
+    # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
+    # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
+    source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, concat_input, cg_iterations,
+                         [float(v) for v in lambdas])
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
         residual = targets - complex_to_channels(crop_center(chain.x, crop)).to(targets.dtype)
         block = relu_block(4 if concat_input else 2, width, kernel_size, seed + i).to(targets.device, targets.dtype)
+        key = fingerprint(source, i, *[t for s in net.stages for t in s.block.state_dict().values()])
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,
                              halve_every=halve_every, weight_decay=decays[i], seed=seed + i,
                              checkpoint=_checkpoint_file(checkpoint_dir, f"unrolled_layerwise_adam_{i + 1:02d}.pt"),
-                             desc=f"unrolled layer-wise Adam stage {i + 1}", progress=progress)
+                             desc=f"unrolled layer-wise Adam stage {i + 1}", progress=progress, data_key=key)
         block.requires_grad_(False)
         stage = UnrolledStage(block, float(lambdas[i]))
         net.stages.append(stage)
