@@ -264,7 +264,7 @@ def test_unrolled_adam_baselines_run(trained):
 
 def test_unrolled_layerwise_adam_resumes_when_the_chain_differs_by_rounding(trained, tmp_path, monkeypatch):
     _, targets, data, _, _, _ = trained
-    kwargs = dict(cg_iterations=3, epochs=2, batch_size=3, lr=1e-3, checkpoint_dir=tmp_path)
+    kwargs = {"cg_iterations": 3, "epochs": 2, "batch_size": 3, "lr": 1e-3, "checkpoint_dir": tmp_path}
     first, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], **kwargs)
     from convexrecon.stack import unrolled as module
     advanced = module._Chain.advanced
