@@ -1,0 +1,206 @@
+"""What limits one stage of the convex unrolled network: stage input features, and CS at equal iteration counts.
+
+On run_knee's preprocessed split (same data, masks and ESPIRiT as ``run_knee.py``) this measures, on the
+validation slices:
+
+1. **L1-wavelet CS by iteration count** (sigpy's ``L1WaveletRecon``, λ as run_knee chooses it): how many CS
+   iterations the unrolled network's few stages compete with.
+2. **Unlearned shrink-DC**: ``x <- DC_λ(S_t(x))`` with ``S_t`` Daubechies-4 soft-thresholding (CS's prior) and
+   the unrolled network's DC step, per iteration: an unrolled network whose stages apply CS's prior exactly.
+3. **One convex stage per feature set**: from ``x = DC(x_1)`` (the first stage's input), one gated block is fit
+   on the residual ``y - x`` with the features named in ``--features`` and scored on the crop and after a DC
+   step (λ grid). Features: ``x`` (current estimate, 2 channels), ``x1`` (zero-filled), ``one`` (a constant
+   channel: the first layer's bias), ``blur`` (``x`` box-blurred at 2, 4 and 8 pixels: context beyond the
+   kernel), ``shrink`` (``x`` soft-thresholded in the db4 wavelet domain at ``--thresholds``).
+
+    PYTHONPATH=. python benchmarks/probe_stage.py --mask lines --features x+x1,x+x1+one,x+x1+one+shrink
+
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/probe-stage-MODE-MASK``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from common import (
+    CONFIGS,
+    command,
+    machine,
+    measured_split,
+    scores,
+    synthetic_parallel,
+    utc_now,
+    write_results,
+)
+from run_knee import cs_predictions
+
+import convexrecon as cr
+from convexrecon.data.consistency import (
+    crop_center,
+    data_consistency,
+    embed_crop,
+    sense_adjoint,
+)
+from convexrecon.data.sense import channels_to_complex, complex_to_channels
+
+FEATURES = ("x", "x1", "one", "blur", "shrink")
+BLUR_SCALES = (2, 4, 8)
+
+
+def box_blur(h: torch.Tensor, s: int) -> torch.Tensor:
+    """Separable box blur of width ``2s + 1`` per channel (reflected edges)."""
+    c = h.shape[1]
+    k = torch.full((c, 1, 1, 2 * s + 1), 1.0 / (2 * s + 1), dtype=h.dtype)
+    h = F.conv2d(F.pad(h, (s, s, 0, 0), mode="reflect"), k, groups=c)
+    return F.conv2d(F.pad(h, (0, 0, s, s), mode="reflect"), k.transpose(2, 3), groups=c)
+
+
+def wavelet_shrink(x: torch.Tensor, t: float) -> torch.Tensor:
+    """``W^H soft_t(W x)`` per slice of the full-grid complex ``x`` (Daubechies-4, sigpy's CS transform)."""
+    import sigpy as sp
+
+    W = sp.linop.Wavelet(tuple(x.shape[1:]), wave_name="db4")
+    out = [W.H(sp.thresh.soft_thresh(t, W(s))) for s in x.cpu().numpy()]
+    return torch.as_tensor(np.stack(out)).to(x.dtype)
+
+
+def stage_features(part: dict[str, Any], lam0: float, cg: int, thresholds: list[float]) -> tuple[Any, dict]:
+    """The first stage's input ``x = DC(x_1)`` (full grid) and every feature on the crop."""
+    d = part["data"]
+    x1 = sense_adjoint(d.kspace, d.maps, d.mask)
+    x = data_consistency(x1, d.kspace, d.maps, d.mask, lam0, iterations=cg)
+
+    def ch(t: torch.Tensor) -> torch.Tensor:
+        return complex_to_channels(crop_center(t, d.crop)).float()
+
+    f = {"x": ch(x), "x1": ch(x1)}
+    f["one"] = torch.ones_like(f["x"][:, :1])
+    f["blur"] = torch.cat([box_blur(f["x"], s) for s in BLUR_SCALES], 1)
+    f["shrink"] = torch.cat([ch(wavelet_shrink(x, t)) for t in thresholds], 1)
+    return x, f
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="default")
+    parser.add_argument("--mask", choices=("poisson", "lines"), default="lines")
+    parser.add_argument("--features", default="x+x1,x+x1+one,x+x1+one+shrink",
+                        help=f"comma-separated feature sets, each '+'-joined names from {FEATURES}")
+    parser.add_argument("--thresholds", default="0.003,0.01,0.03", help="soft thresholds of the 'shrink' feature")
+    parser.add_argument("--cs-iterations", default="5,10,30,100", help="CS iteration counts to score")
+    parser.add_argument("--shrink-iterations", type=int, default=8)
+    parser.add_argument("--beta-ratio", type=float, default=1e-3)
+    parser.add_argument("--gated-method", choices=("fista", "interior_point"), default="fista")
+    parser.add_argument("--max-iter", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sets = [s.split("+") for s in args.features.split(",") if s]
+    bad = sorted({n for s in sets for n in s} - set(FEATURES))
+    if bad or not sets:
+        parser.error(f"argument --features: expected '+'-joined names from {FEATURES}. Got {args.features!r}.")
+    try:
+        thresholds = [float(v) for v in args.thresholds.split(",")]
+        cs_iterations = [int(v) for v in args.cs_iterations.split(",")]
+    except ValueError as error:
+        parser.error(f"--thresholds / --cs-iterations: expected comma-separated numbers ({error}).")
+    cfg = CONFIGS[args.config]
+    u = cfg["unrolled"]
+    out = args.out or Path("benchmarks/results") / f"probe-stage-{args.config}-{args.mask}"
+    out.mkdir(parents=True, exist_ok=True)
+    syn = cfg["synthetic"]
+    root = out / "data"
+    if not any(root.glob("*.h5")):
+        synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
+                           coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+    split = measured_split(root, args.mask, cfg, args.seed, out / "cache")
+    tr, va = split["train"], split["val"]
+    dv = va["data"]
+    lam0, cg, lams = u["lambdas"][0], u["cg_iterations"], (0.01, 0.1, 1.0)
+
+    def psnr(pred: Any) -> float:  # cropped: 2 channels or complex
+        n = len(pred)
+        return scores(va["targets"][:n], pred, va["scales"][:n], va["volumes"][:n])["psnr_mean"]
+
+    def psnr_full(x: torch.Tensor) -> float:
+        return psnr(complex_to_channels(crop_center(x, dv.crop)).float())
+
+    results: dict[str, Any] = {"zero_filled": psnr(va["inputs"])}
+    cs_rows = []
+    lamda = None  # chosen as run_knee chooses it (at the mode's own iteration count), then kept for every count
+    for iters in sorted(cs_iterations, key=lambda i: i != cfg["cs_max_iter"]):
+        start = time.perf_counter()
+        if lamda is None and iters != cfg["cs_max_iter"]:
+            _, lamda, _ = cs_predictions(split, cfg)
+        preds, lamda, _ = cs_predictions(split, {**cfg, "cs_max_iter": iters}, lamda)
+        row = {"iterations": iters, "lambda": lamda, "psnr": psnr(preds), "slices": len(preds),
+               "seconds": time.perf_counter() - start}
+        cs_rows.append(row)
+        print(f"CS {iters} iterations (λ {lamda}): {row['psnr']:.2f} dB", flush=True)
+    results["cs"] = cs_rows
+    x1v = sense_adjoint(dv.kspace, dv.maps, dv.mask)
+    shrink_rows = []
+    for t in thresholds:
+        for lam in (0.1, 1.0):
+            x = data_consistency(x1v, dv.kspace, dv.maps, dv.mask, lam0, iterations=cg)
+            history = []
+            for _ in range(args.shrink_iterations):
+                x = data_consistency(wavelet_shrink(x, t), dv.kspace, dv.maps, dv.mask, lam, iterations=cg)
+                history.append(psnr_full(x))
+            shrink_rows.append({"threshold": t, "lambda": lam, "psnr": history})
+            print(f"shrink-DC t {t} λ {lam}: {[round(p, 2) for p in history]}", flush=True)
+    results["shrink_dc"] = shrink_rows
+    _, ft = stage_features(tr, lam0, cg, thresholds)
+    xv, fv = stage_features(va, lam0, cg, thresholds)
+    results["stage_input"] = psnr(fv["x"])
+    feature_rows = []
+    for names in sets:
+        inp_t, inp_v = torch.cat([ft[n] for n in names], 1), torch.cat([fv[n] for n in names], 1)
+        start = time.perf_counter()
+        block = cr.fit_layer(inp_t, tr["targets"] - ft["x"], kernel_size=u["kernel_size"],
+                             num_arrangements=u["num_arrangements"], activation="gated", gate_sampling="antithetic",
+                             beta_ratio=args.beta_ratio, tol=1e-3, max_iter=args.max_iter, seed=args.seed,
+                             gated_method=args.gated_method)
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            z = fv["x"] + block(inp_v)
+        after = [psnr_full(data_consistency(embed_crop(xv, channels_to_complex(z).to(xv.dtype)), dv.kspace,
+                                            dv.maps, dv.mask, lam, iterations=cg)) for lam in lams]
+        row = {"features": "+".join(names), "channels": inp_t.shape[1], "crop_psnr": psnr(z),
+               "after_dc": dict(zip(map(str, lams), after)), "status": block.report.status.value,
+               "relative_gap": block.report.relative_gap, "seconds": seconds}
+        feature_rows.append(row)
+        print(f"{row['features']}: crop {row['crop_psnr']:.2f} dB, after DC {[round(a, 2) for a in after]}, "
+              f"{row['status']} ({seconds:.0f} s)", flush=True)
+    results["stages"] = feature_rows
+    md = [f"# One unrolled stage, probed ({args.config}, mask {args.mask})", "",
+          f"Command: `{command('probe_stage.py', argv)}`  ", f"Machine: {machine()}; {utc_now()}", "",
+          (f"Zero-filled {results['zero_filled']:.2f} dB; the first stage's input x = DC(x_1) "
+          f"{results['stage_input']:.2f} dB (validation slices)."), "",
+          "| L1-wavelet CS iterations | λ | PSNR (dB) | s |", "| ---: | ---: | ---: | ---: |"]
+    md += [f"| {r['iterations']} | {r['lambda']} | {r['psnr']:.2f} | {r['seconds']:.0f} |"
+           for r in sorted(cs_rows, key=lambda r: r["iterations"])]
+    md += ["", "| shrink-DC threshold | DC λ | PSNR per iteration (dB) |", "| ---: | ---: | --- |"]
+    md += [f"| {r['threshold']} | {r['lambda']} | {', '.join(f'{p:.2f}' for p in r['psnr'])} |" for r in shrink_rows]
+    md += ["", f"| stage features | channels | crop PSNR | after DC λ = {', '.join(map(str, lams))} | status | s |",
+           "| --- | ---: | ---: | --- | --- | ---: |"]
+    md += [f"| {r['features']} | {r['channels']} | {r['crop_psnr']:.2f} | "
+           f"{', '.join(f'{v:.2f}' for v in r['after_dc'].values())} | {r['status']} | {r['seconds']:.0f} |"
+           for r in feature_rows]
+    write_results(out, {"command": command("probe_stage.py", argv), "machine": machine(), "date": utc_now(),
+                        "config": args.config, "mask": args.mask, **results}, "\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
