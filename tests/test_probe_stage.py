@@ -1,0 +1,50 @@
+"""``benchmarks/probe_stage.py``: its stage features and its argument checks (the run itself is a benchmark)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+probe = pytest.importorskip("probe_stage")
+
+
+def test_wavelet_shrink_is_sigpys_soft_threshold_in_db4() -> None:
+    import sigpy as sp
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy((rng.standard_normal((2, 24, 40)) + 1j * rng.standard_normal((2, 24, 40))).astype(np.complex64))
+    # t = 0 reproduces the image (db4 with sigpy's padding is inverted by its adjoint); a huge t gives zero
+    assert torch.allclose(probe.wavelet_shrink(x, 0.0), x, atol=1e-5)
+    assert float(probe.wavelet_shrink(x, 1e6).abs().max()) == 0.0
+    # in between: sigpy's own transform and complex soft threshold, slice by slice
+    W = sp.linop.Wavelet((24, 40), wave_name="db4")
+    expected = np.stack([W.H(sp.thresh.soft_thresh(0.5, W(s))) for s in x.numpy()])
+    out = probe.wavelet_shrink(x, 0.5)
+    assert out.dtype == x.dtype and np.allclose(out.numpy(), expected, atol=1e-5)
+    assert 0 < float(out.abs().pow(2).sum()) < float(x.abs().pow(2).sum())
+
+
+def test_box_blur_keeps_constants_and_means() -> None:
+    h = torch.full((1, 2, 9, 11), 3.0)
+    assert torch.allclose(probe.box_blur(h, 2), h)
+    g = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = probe.box_blur(g, 4)
+    assert out.shape == g.shape
+    assert float(out.std()) < 0.5 * float(g.std())  # a low-pass: white noise loses most of its energy
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--features", "x+wavelets"], "--features"),
+    (["--thresholds", "a,b"], "--thresholds"),
+])
+def test_bad_arguments_name_the_option(args: list[str], message: str) -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "probe_stage.py"), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
