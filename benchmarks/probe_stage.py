@@ -73,20 +73,24 @@ def wavelet_shrink(x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.as_tensor(np.stack(out)).to(x.dtype)
 
 
-def stage_features(part: dict[str, Any], lam0: float, cg: int, thresholds: list[float]) -> tuple[Any, dict]:
-    """The first stage's input ``x = DC(x_1)`` (full grid) and every feature on the crop."""
-    d = part["data"]
-    x1 = sense_adjoint(d.kspace, d.maps, d.mask)
-    x = data_consistency(x1, d.kspace, d.maps, d.mask, lam0, iterations=cg)
-
+def features_of(x: torch.Tensor, x1: torch.Tensor, crop: int, thresholds: list[float]) -> dict[str, torch.Tensor]:
+    """Every feature of the full-grid estimate ``x`` (zero-filled ``x1``) on the centre crop."""
     def ch(t: torch.Tensor) -> torch.Tensor:
-        return complex_to_channels(crop_center(t, d.crop)).float()
+        return complex_to_channels(crop_center(t, crop)).float()
 
     f = {"x": ch(x), "x1": ch(x1)}
     f["one"] = torch.ones_like(f["x"][:, :1])
     f["blur"] = torch.cat([box_blur(f["x"], s) for s in BLUR_SCALES], 1)
     f["shrink"] = torch.cat([ch(wavelet_shrink(x, t)) for t in thresholds], 1)
-    return x, f
+    return f
+
+
+def stage_features(part: dict[str, Any], lam0: float, cg: int, thresholds: list[float]) -> tuple[Any, Any, dict]:
+    """The zero-filled ``x_1``, the first stage's input ``x = DC(x_1)`` (full grid) and every feature of it."""
+    d = part["data"]
+    x1 = sense_adjoint(d.kspace, d.maps, d.mask)
+    x = data_consistency(x1, d.kspace, d.maps, d.mask, lam0, iterations=cg)
+    return x1, x, features_of(x, x1, d.crop, thresholds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beta-ratio", type=float, default=1e-3)
     parser.add_argument("--gated-method", choices=("fista", "interior_point"), default="fista")
     parser.add_argument("--max-iter", type=int, default=500)
+    parser.add_argument("--chain", type=int, default=0,
+                        help="also train a greedy chain of this many stages per feature set (fixed DC λ, below)")
+    parser.add_argument("--chain-lambda", type=float, default=1.0, help="DC λ of every chain stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --features: expected '+'-joined names from {FEATURES}. Got {args.features!r}.")
     try:
         thresholds = [float(v) for v in args.thresholds.split(",")]
-        cs_iterations = [int(v) for v in args.cs_iterations.split(",")]
+        cs_iterations = [int(v) for v in args.cs_iterations.split(",") if v]
     except ValueError as error:
         parser.error(f"--thresholds / --cs-iterations: expected comma-separated numbers ({error}).")
     cfg = CONFIGS[args.config]
@@ -159,17 +166,38 @@ def main(argv: list[str] | None = None) -> int:
             shrink_rows.append({"threshold": t, "lambda": lam, "psnr": history})
             print(f"shrink-DC t {t} λ {lam}: {[round(p, 2) for p in history]}", flush=True)
     results["shrink_dc"] = shrink_rows
-    _, ft = stage_features(tr, lam0, cg, thresholds)
-    xv, fv = stage_features(va, lam0, cg, thresholds)
+    x1t, xt, ft = stage_features(tr, lam0, cg, thresholds)
+    x1v, xv, fv = stage_features(va, lam0, cg, thresholds)
     results["stage_input"] = psnr(fv["x"])
+    def fit(inputs: torch.Tensor, residual: torch.Tensor, seed: int) -> Any:
+        return cr.fit_layer(inputs, residual, kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
+                            activation="gated", gate_sampling="antithetic", beta_ratio=args.beta_ratio, tol=1e-3,
+                            max_iter=args.max_iter, seed=seed, gated_method=args.gated_method)
+
+    def chain(names: list[str]) -> tuple[list[float], list[str]]:
+        """Validation PSNR after each of ``args.chain`` greedy stages (stage i fit on the training chain)."""
+        dt = tr["data"]
+        state = {"t": xt, "v": xv}
+        history, statuses = [psnr_full(xv)], []
+        for i in range(args.chain):
+            f = features_of(state["t"], x1t, dt.crop, thresholds)
+            block = fit(torch.cat([f[n] for n in names], 1), tr["targets"] - f["x"], args.seed + i)
+            statuses.append(block.report.status.value)
+            for key, x1, d in (("t", x1t, dt), ("v", x1v, dv)):
+                f = features_of(state[key], x1, d.crop, thresholds)
+                with torch.no_grad():
+                    z = f["x"] + block(torch.cat([f[n] for n in names], 1))
+                state[key] = data_consistency(embed_crop(state[key], channels_to_complex(z).to(state[key].dtype)),
+                                              d.kspace, d.maps, d.mask, args.chain_lambda, iterations=cg)
+            history.append(psnr_full(state["v"]))
+            print(f"  chain {'+'.join(names)} stage {i + 1}: {history[-1]:.2f} dB ({statuses[-1]})", flush=True)
+        return history, statuses
+
     feature_rows = []
     for names in sets:
         inp_t, inp_v = torch.cat([ft[n] for n in names], 1), torch.cat([fv[n] for n in names], 1)
         start = time.perf_counter()
-        block = cr.fit_layer(inp_t, tr["targets"] - ft["x"], kernel_size=u["kernel_size"],
-                             num_arrangements=u["num_arrangements"], activation="gated", gate_sampling="antithetic",
-                             beta_ratio=args.beta_ratio, tol=1e-3, max_iter=args.max_iter, seed=args.seed,
-                             gated_method=args.gated_method)
+        block = fit(inp_t, tr["targets"] - ft["x"], args.seed)
         seconds = time.perf_counter() - start
         with torch.no_grad():
             z = fv["x"] + block(inp_v)
@@ -178,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"features": "+".join(names), "channels": inp_t.shape[1], "crop_psnr": psnr(z),
                "after_dc": dict(zip(map(str, lams), after)), "status": block.report.status.value,
                "relative_gap": block.report.relative_gap, "seconds": seconds}
+        if args.chain:
+            row["chain_psnr"], row["chain_status"] = chain(names)
         feature_rows.append(row)
         print(f"{row['features']}: crop {row['crop_psnr']:.2f} dB, after DC {[round(a, 2) for a in after]}, "
               f"{row['status']} ({seconds:.0f} s)", flush=True)
@@ -196,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {r['features']} | {r['channels']} | {r['crop_psnr']:.2f} | "
            f"{', '.join(f'{v:.2f}' for v in r['after_dc'].values())} | {r['status']} | {r['seconds']:.0f} |"
            for r in feature_rows]
+    if args.chain:
+        md += ["", (f"Greedy chains of {args.chain} stages (DC λ {args.chain_lambda} fixed, β {args.beta_ratio} β_max), "
+               "validation PSNR from the chain's input through each stage (dB):"), "",
+               "| stage features | per stage | status |", "| --- | --- | --- |"]
+        md += [f"| {r['features']} | {', '.join(f'{p:.2f}' for p in r['chain_psnr'])} | "
+               f"{', '.join(r['chain_status'])} |" for r in feature_rows]
     write_results(out, {"command": command("probe_stage.py", argv), "machine": machine(), "date": utc_now(),
                         "config": args.config, "mask": args.mask, **results}, "\n".join(md) + "\n")
     print("\n".join(md))
