@@ -27,9 +27,8 @@ from common import (
     CONFIGS,
     command,
     machine,
-    measured_split,
     scores,
-    synthetic_parallel,
+    split_under,
     utc_now,
     write_results,
 )
@@ -61,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
                      f"{sorted(cfg['unrolled'])}.")
     out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}-{args.mask}"
-    out.mkdir(parents=True, exist_ok=True)
-    syn = cfg["synthetic"]
-    root = out / "data"
-    if not any(root.glob("*.h5")):
-        synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
-                           coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
-    split = measured_split(root, args.mask, cfg, args.seed, out / "cache")
+    split = split_under(out, cfg, args.mask, args.seed)
     tr, va = split["train"], split["val"]
     rows: list[dict[str, Any]] = [{"method": "zero_filled",
                                    **scores(va["targets"], va["inputs"], va["scales"], va["volumes"])}]

@@ -462,6 +462,18 @@ def _stack_problems(problems: list[Any], pairs: list[Any]) -> dict[str, Any]:
             "data": measured_from_problems(problems)}
 
 
+def split_under(out: Path, cfg: dict[str, Any], mask: str, seed: int) -> dict[str, Any]:
+    """run_knee's synthetic set of ``cfg`` under ``out/data`` (generated once) and its preprocessed ``mask`` split
+    (:func:`measured_split`, cached under ``out/cache``): the data of the ablation and probe scripts."""
+    out.mkdir(parents=True, exist_ok=True)
+    syn = cfg["synthetic"]
+    root = out / "data"
+    if not any(root.glob("*.h5")):
+        synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
+                           coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=seed)
+    return measured_split(root, mask, cfg, seed, out / "cache")
+
+
 def measured_split(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
     """:func:`load_split`'s split (validation = the first ``val_volumes`` volumes by name) built from
     :func:`measured_slices`: each part also holds its ``problems`` (for CS) and ``data`` (``MeasuredData``, for the

@@ -35,9 +35,8 @@ from common import (
     CONFIGS,
     command,
     machine,
-    measured_split,
     scores,
-    synthetic_parallel,
+    split_under,
     utc_now,
     write_results,
 )
@@ -120,16 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         cs_iterations = [int(v) for v in args.cs_iterations.split(",") if v]
     except ValueError as error:
         parser.error(f"--thresholds / --cs-iterations: expected comma-separated numbers ({error}).")
+    if args.chain < 0 or not args.chain_lambda > 0 or not args.beta_ratio > 0 or args.max_iter < 1:
+        parser.error(f"--chain must be >= 0, --chain-lambda and --beta-ratio > 0, --max-iter >= 1. Got "
+                     f"{args.chain}, {args.chain_lambda}, {args.beta_ratio}, {args.max_iter}.")
     cfg = CONFIGS[args.config]
     u = cfg["unrolled"]
     out = args.out or Path("benchmarks/results") / f"probe-stage-{args.config}-{args.mask}"
-    out.mkdir(parents=True, exist_ok=True)
-    syn = cfg["synthetic"]
-    root = out / "data"
-    if not any(root.glob("*.h5")):
-        synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
-                           coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
-    split = measured_split(root, args.mask, cfg, args.seed, out / "cache")
+    split = split_under(out, cfg, args.mask, args.seed)
     tr, va = split["train"], split["val"]
     dv = va["data"]
     lam0, cg, lams = u["lambdas"][0], u["cg_iterations"], (0.01, 0.1, 1.0)

@@ -43,6 +43,8 @@ def test_box_blur_keeps_constants_and_means() -> None:
 @pytest.mark.parametrize("args, message", [
     (["--features", "x+wavelets"], "--features"),
     (["--thresholds", "a,b"], "--thresholds"),
+    (["--chain", "-1"], "--chain"),
+    (["--chain-lambda", "0"], "--chain-lambda"),
 ])
 def test_bad_arguments_name_the_option(args: list[str], message: str) -> None:
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "probe_stage.py"), *args],
