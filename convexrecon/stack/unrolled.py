@@ -709,8 +709,8 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     records: list[dict[str, Any]] = []
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
-    source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, concat_input, cg_iterations,
-                         [float(v) for v in lambdas])
+    source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
+                         cg_iterations, [float(v) for v in lambdas])
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
