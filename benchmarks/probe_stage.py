@@ -150,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         cs_rows.append(row)
         print(f"CS {iters} iterations (λ {lamda}): {row['psnr']:.2f} dB", flush=True)
     results["cs"] = cs_rows
-    x1v = sense_adjoint(dv.kspace, dv.maps, dv.mask)
+    x1t, xt, ft = stage_features(tr, lam0, cg, thresholds)
+    x1v, xv, fv = stage_features(va, lam0, cg, thresholds)
+    results["stage_input"] = psnr(fv["x"])
     shrink_rows = []
     for t in thresholds:
         for lam in (0.1, 1.0):
-            x = data_consistency(x1v, dv.kspace, dv.maps, dv.mask, lam0, iterations=cg)
+            x = xv  # DC(x_1), the first stage's input
             history = []
             for _ in range(args.shrink_iterations):
                 x = data_consistency(wavelet_shrink(x, t), dv.kspace, dv.maps, dv.mask, lam, iterations=cg)
@@ -162,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             shrink_rows.append({"threshold": t, "lambda": lam, "psnr": history})
             print(f"shrink-DC t {t} λ {lam}: {[round(p, 2) for p in history]}", flush=True)
     results["shrink_dc"] = shrink_rows
-    x1t, xt, ft = stage_features(tr, lam0, cg, thresholds)
-    x1v, xv, fv = stage_features(va, lam0, cg, thresholds)
-    results["stage_input"] = psnr(fv["x"])
+
     def fit(inputs: torch.Tensor, residual: torch.Tensor, seed: int) -> Any:
         return cr.fit_layer(inputs, residual, kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
                             activation="gated", gate_sampling="antithetic", beta_ratio=args.beta_ratio, tol=1e-3,
