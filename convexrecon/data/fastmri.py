@@ -100,7 +100,8 @@ def parse_header(xml: bytes | str) -> Header:
         raise ValueError(f"The 'ismrmrd_header' must be XML text (bytes or str). Got {type(xml).__name__} instead.")
     try:
         root = ET.fromstring(xml)
-    except (ET.ParseError, ValueError, UnicodeError) as error:  # ValueError: str with an encoding declaration
+    except (ET.ParseError, ValueError, UnicodeError, LookupError) as error:
+        # ValueError: str with an encoding declaration; LookupError: an encoding Python does not know
         raise ValueError(f"The 'ismrmrd_header' is not valid XML: {error}.") from None
     ns = {"m": ISMRMRD_NAMESPACE}
 
