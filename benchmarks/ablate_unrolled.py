@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                                   tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
         start = time.perf_counter()
         result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"], holdout=held,
-                                validation=val, concat_input=u["concat_input"], cg_iterations=u["cg_iterations"],
+                                validation=val, concat_input=u["concat_input"], bias=u["bias"], shrink=u["shrink"],
+                                cg_iterations=u["cg_iterations"],
                                 seed=args.seed, solve_options={"gated_method": u["gated_method"]})
         seconds = time.perf_counter() - start
         rec = result.records

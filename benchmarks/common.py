@@ -180,7 +180,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 1,
         "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
                      "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
-                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "epochs_end_to_end": 15, "epochs_layerwise": 10,
                      "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     },
     "default": {
@@ -202,7 +202,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
         "unrolled": {"stages": 5, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
-                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True,
+                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [],
                      "epochs_end_to_end": 10, "epochs_layerwise": 6, "halve_every": 5, "lr": 1e-3, "batch_size": 2},
     },
     "full": {
@@ -217,7 +217,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 2,
         "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
-                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True,
+                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True, "bias": False, "shrink": [],
                      "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "lr": 1e-3,
                      "batch_size": 2},
     },
@@ -236,7 +236,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
                      "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
-                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "epochs_end_to_end": 10, "epochs_layerwise": 5,
                      "halve_every": 5, "lr": 1e-3, "batch_size": 4},
     },
 }
@@ -529,8 +529,8 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"],
-                                holdout=held, validation=val, concat_input=u["concat_input"],
-                                cg_iterations=u["cg_iterations"], seed=seed,
+                                holdout=held, validation=val, concat_input=u["concat_input"], bias=u["bias"],
+                                shrink=u["shrink"], cg_iterations=u["cg_iterations"], seed=seed,
                                 solve_options={"gated_method": u["gated_method"]},
                                 checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg, **on)
     seconds = time.perf_counter() - start
@@ -546,6 +546,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     width = 2 * u["num_arrangements"]
     start = time.perf_counter()
     e2e = unrolled_plain(u["stages"], width, u["kernel_size"], lambdas, cfg["crop"], concat_input=u["concat_input"],
+                         bias=u["bias"], shrink=u["shrink"],
                          cg_iterations=u["cg_iterations"], seed=seed, learn_lambda=True, config=data_cfg)
     history = train_unrolled_end_to_end(e2e, tr["targets"], tr["data"], epochs=u["epochs_end_to_end"],
                                         batch_size=u["batch_size"], lr=u["lr"], halve_every=u["halve_every"],
@@ -560,6 +561,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     start = time.perf_counter()
     lw, records = train_unrolled_layerwise_adam(
         tr["targets"], tr["data"], width, u["kernel_size"], lambdas, concat_input=u["concat_input"],
+        bias=u["bias"], shrink=u["shrink"],
         cg_iterations=u["cg_iterations"], epochs=u["epochs_layerwise"], batch_size=u["batch_size"], lr=u["lr"],
         halve_every=u["halve_every"], weight_decay=decays, seed=seed,
         checkpoint_dir=ckpt / "unrolled_layerwise_adam", validation=val, progress=True, **on)

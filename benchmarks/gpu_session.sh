@@ -4,11 +4,11 @@
 #   bash benchmarks/gpu_session.sh [OUT_DIR]          # default OUT_DIR = gpu-session-out
 #
 # The machine is expected to have torch (CUDA), numpy, scipy, h5py and cupy, and no network.
-# sigpy, cvxpy (and their pure-Python dependencies) are installed from wheels carried in the
+# sigpy, cvxpy, ptwt (and their pure-Python dependencies) are installed from wheels carried in the
 # repository tree under wheels/ when that folder exists. Fetch them beforehand, on a machine
 # with network access and the same Python version as the GPU machine:
 #
-#   pip download sigpy cvxpy pywavelets numba llvmlite tqdm matplotlib -d wheels \
+#   pip download sigpy cvxpy ptwt pywavelets numba llvmlite tqdm matplotlib -d wheels \
 #       --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64
 #
 # Steps, each with its own time limit, everything written to OUT_DIR (logs, results):
@@ -33,7 +33,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 
 if [ -d wheels ]; then
   log "installing wheels from wheels/"
-  timeout 300 $PY -m pip install --no-index --find-links wheels sigpy cvxpy >"$OUT/pip.log" 2>&1 || log "pip from wheels failed (see pip.log)"
+  timeout 300 $PY -m pip install --no-index --find-links wheels sigpy cvxpy ptwt >"$OUT/pip.log" 2>&1 || log "pip from wheels failed (see pip.log)"
 fi
 timeout 120 $PY -m pip install --no-deps --no-build-isolation -e . >>"$OUT/pip.log" 2>&1 || log "editable install failed; using PYTHONPATH"
 $PY -c "import sigpy" 2>/dev/null || log "WARNING: sigpy missing: data preprocessing and the tests that need it will fail"

@@ -313,3 +313,87 @@ def test_unrolled_trainers_take_a_device(trained, tmp_path):
     with pytest.raises(ValueError, match="'device'"):
         train_unrolled_end_to_end(e2e[0], targets, data, epochs=1, device="cuda:7" if not torch.cuda.is_available()
                                   else "tpu")
+
+
+# ---- further stage inputs: a constant channel and wavelet-shrunk estimates ------------------------------
+
+from convexrecon.stack.unrolled import stage_channels, wavelet_shrink  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (33, 20)])
+def test_wavelet_shrink_equals_sigpys_db4_soft_threshold(shape):
+    import sigpy as sp
+
+    g = np.random.default_rng(3)
+    x = g.standard_normal((2, *shape)) + 1j * g.standard_normal((2, *shape))
+    scale = torch.tensor([1.0, 0.2], dtype=torch.float64)
+    out = wavelet_shrink(torch.from_numpy(x), [0.5, 2.0], scale)
+    W = sp.linop.Wavelet(shape, wave_name="db4")
+    for t, o in zip([0.5, 2.0], out):
+        assert o.shape == x.shape and o.dtype == torch.complex128
+        for b in range(2):
+            ref = W.H(sp.thresh.soft_thresh(t * float(scale[b]), W(x[b])))
+            if shape[0] % 2 == 0 and shape[1] % 2 == 0:  # sigpy pads odd sides by one; there the two differ
+                assert np.abs(o[b].numpy() - ref).max() <= 1e-12 * np.abs(ref).max()
+            # shrinking towards zero: never longer than the input, shorter at a larger threshold
+            assert np.linalg.norm(o[b].numpy()) < np.linalg.norm(x[b])
+    assert all(out[1][b].norm() < out[0][b].norm() for b in range(2))
+    assert torch.allclose(wavelet_shrink(torch.from_numpy(x), [1e-12])[0], torch.from_numpy(x), atol=1e-9)
+
+
+def test_stage_features_are_positively_homogeneous_and_differentiable():
+    _, _, data, _ = toy_data(2, seed=1)
+    net = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=3, bias=True, shrink=(0.01, 0.1))
+    assert net.in_channels == stage_channels(True, True, (0.01, 0.1)) == 9
+    assert net.stages[0].block.first.in_channels == 9
+    x1 = net.start(data.kspace, data.maps, data.mask)
+    x = data_consistency(x1, data.kspace, data.maps, data.mask, 0.5, iterations=3)
+    f = net.features(x, x1)
+    assert f.shape == (2, 9, CROP, CROP)
+    assert torch.allclose(f[:, 4], torch.ones_like(f[:, 4]))  # the constant channel: max|P^T x1| = 1 at stored scale
+    assert torch.allclose(net.features(7.0 * x, 7.0 * x1), 7.0 * f, rtol=1e-5, atol=1e-5)
+    scaled = MeasuredData(data.kspace * 1e3, data.maps, data.mask, data.crop)
+    out = net.predict(data)
+    assert torch.allclose(net.predict(scaled), 1e3 * out, rtol=1e-3, atol=1e-3 * float(out.abs().max()) * 1e3)
+    # gradients reach the block through the shrinkage (the end-to-end baseline trains through it)
+    loss = net(data.kspace, data.maps, data.mask).pow(2).sum()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in net.stages[0].block.parameters() if p.requires_grad)
+
+
+def test_unrolled_with_stage_features_is_certified_saved_and_reloaded(trained, tmp_path):
+    inputs, targets, data, held, plain, _ = trained
+    result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                            solve_options=SOLVE, bias=True, shrink=[0.01, 0.03])
+    net = result.network
+    assert net.in_channels == 9 and net.shrink == (0.01, 0.03) and net.bias
+    assert net.config["training"]["shrink"] == [0.01, 0.03]
+    for r in result.records:
+        assert r["status"] == "optimal" and r["relative_gap"] <= 1e-4
+    assert sq_error(net.predict(data), targets) < sq_error(inputs, targets)
+    net.save(tmp_path / "model")
+    loaded = cr.load_network(tmp_path / "model")
+    assert loaded.in_channels == 9 and loaded.shrink == (0.01, 0.03) and loaded.bias
+    assert torch.equal(loaded.predict(data), net.predict(data))
+    # a model saved before these inputs existed (no 'bias' / 'shrink' in its spec) still loads as before
+    from convexrecon.stack.unrolled import unrolled_from_spec
+
+    spec = plain.network.spec()
+    del spec["bias"], spec["shrink"]
+    old = unrolled_from_spec(spec)
+    assert old.in_channels == 4 and old.shrink == () and not old.bias
+
+
+def test_stage_feature_arguments_are_checked(trained):
+    inputs, targets, data, held, _, _ = trained
+    for bad in ([-0.1], [float("nan")], "0.1", 0.1):
+        with pytest.raises(ValueError, match="'shrink'"):
+            unrolled_plain(1, 4, 3, [0.5], CROP, shrink=bad)
+    with pytest.raises(TypeError, match="'bias'"):
+        train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1,), holdout=held, bias=1)
+    with pytest.raises(ValueError, match="9 input channels"):  # a block of another input width
+        UnrolledNet(list(unrolled_plain(1, 4, 3, [0.5], CROP).stages), CROP, bias=True, shrink=(0.1, 0.2))
+    net, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.5], cg_iterations=3, epochs=1, batch_size=3,
+                                           shrink=(0.05,))
+    assert net.in_channels == 6 and net.stages[0].block.first.in_channels == 6

@@ -6,6 +6,7 @@ import json
 
 import h5py
 import numpy as np
+import pytest
 
 from convexrecon.cli import main
 from convexrecon.data.synthetic import make_synthetic
@@ -20,11 +21,13 @@ def test_unrolled_trains_reloads_and_reconstructs_through_the_cli(tmp_path, caps
     common = ["--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
     assert main(["train", "--data", str(data), "--mask", "poisson", "--out", str(model), "--architecture",
                  "unrolled", "--blocks", "2", "--crop", "32", "--kernel-size", "3", "--arrangements", "4",
-                 "--patch-size", "0", "--max-iter", "300", "--lambdas", "0.1", "1", *common]) == 0
+                 "--patch-size", "0", "--max-iter", "300", "--lambdas", "0.1", "1", "--stage-bias",
+                 "--stage-shrink", "0.01", "0.03", *common]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["val_psnr"] > summary["zero_filled_psnr"] + 3  # data consistency: far above its input
     net = load_network(model)
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2
+    assert net.bias and net.shrink == (0.01, 0.03) and net.stages[0].block.first.in_channels == 9
     stages = net.config["stages"]  # every stage keeps its certificate and its chosen λ
     assert [s["lam"] for s in stages] == [s["selection"]["chosen_lambda"] for s in stages]
     assert all(s["duality_gap"] >= 0 and 0 <= s["relative_gap"] < 1 for s in stages)
@@ -38,3 +41,17 @@ def test_unrolled_trains_reloads_and_reconstructs_through_the_cli(tmp_path, caps
         # against the file's own RSS reference (fastMRI's volume-wise convention)
         assert psnr(target, image) > psnr(target, zero) + 2
     assert main(["evaluate", "--recon", str(recon), "--data", str(data), *common]) == 0
+
+
+def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    make_synthetic(data, volumes=2, slices=1, coils=2, seed=0, shape=(32, 24), recon=(16, 16), snr=40.0)
+    args = ["train", "--data", str(data), "--mask", "poisson", "--out", str(tmp_path / "m"), "--crop", "16"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--stage-shrink", "0.01"])
+    assert exit_.value.code == 2
+    assert "--stage-shrink: expected with --architecture unrolled only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--architecture", "unrolled", "--stage-shrink", "0", "0.1"])
+    assert exit_.value.code == 2
+    assert "expected finite thresholds > 0. Got [0.0, 0.1]" in capsys.readouterr().err

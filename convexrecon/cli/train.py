@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
                         help="unrolled: candidate weights of every data-consistency step, chosen per stage on the "
                              "last --holdout-volumes training volumes")
+    parser.add_argument("--stage-bias", action="store_true",
+                        help="unrolled: a constant input channel in every stage's block (scaled with the slice)")
+    parser.add_argument("--stage-shrink", type=float, nargs="+", default=[], metavar="T",
+                        help="unrolled: for each relative threshold T, the estimate soft-thresholded in the "
+                             "Daubechies-4 wavelet domain at T * max|zero-filled| as a further block input "
+                             "(e.g. 0.003 0.01 0.03)")
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
     parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
     parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
@@ -110,6 +116,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
     if not args.acceleration > 1:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
+    if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
+        parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
+    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink):
+        parser.error("argument --stage-bias/--stage-shrink: expected with --architecture unrolled only. "
+                     f"Got --architecture {args.architecture}.")
     _check_volume_count(args, parser)
     cache_dir = cache_dir_of(args)
     try:
@@ -253,17 +264,18 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
 
     train_data, val_data = measured
     validation = (*val.validation, val_data)
+    features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink)}
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():
             warnings.simplefilter("once")
             result = train_unrolled(train.inputs, train.targets, train_data, settings, lambdas=args.lambdas,
                                     holdout=holdout, validation=validation, seed=args.seed, checkpoint_dir=ckpt,
-                                    progress=True, config=config, device=args.device)
+                                    progress=True, config=config, device=args.device, **features)
         return result.network, result.records
     lam = sorted(args.lambdas)[len(args.lambdas) // 2]
     if args.method == "end_to_end":
         net = unrolled_plain(args.blocks, width, args.kernel_size, [lam] * args.blocks, args.crop, seed=args.seed,
-                             learn_lambda=True, config=config)
+                             learn_lambda=True, config=config, **features)
         records = train_unrolled_end_to_end(net, train.targets, train_data, epochs=args.epochs or 40,
                                             batch_size=args.batch_size, halve_every=args.halve_every,
                                             weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
@@ -273,7 +285,8 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
                                                  [lam] * args.blocks, epochs=args.epochs or 30,
                                                  batch_size=args.batch_size, halve_every=args.halve_every,
                                                  weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                                 validation=validation, progress=True, device=args.device)
+                                                 validation=validation, progress=True, device=args.device,
+                                                 **features)
     net.config.update(config)
     return net, records
 

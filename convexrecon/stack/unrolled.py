@@ -10,7 +10,11 @@ where :math:`P^T` takes the centre crop (2 channels, real and imaginary), :math:
 crop back into the full grid (outside the crop :math:`z_i = x_i`), the input
 :math:`P^T x_1` is concatenated when ``concat_input`` and the DC step is
 :func:`~convexrecon.data.consistency.data_consistency` (CG on
-:math:`A^H A + \lambda_i I`). This is the unrolled proximal-gradient / MoDL structure
+:math:`A^H A + \lambda_i I`). Optional further block inputs (``docs/design.md`` §9.1): a constant
+channel (``bias``, the first layer's bias) and wavelet-shrunk copies of the estimate
+(``shrink``: :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)` with :math:`W` the Daubechies-4
+transform, CS's sparsifying prior, for each relative threshold :math:`t`). Both are scaled by
+:math:`\rho = \max|P^T x_1|` of the slice, so the network stays positively homogeneous. This is the unrolled proximal-gradient / MoDL structure
 (Aggarwal et al., IEEE TMI 2019) trained greedily, stage by stage, as in GLEAM (Ozturkler et
 al., 2022), with each stage's block the certified convex two-layer block of
 :func:`~convexrecon.block.fit.fit_layer`.
@@ -44,6 +48,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import ptwt
+import pywt
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -96,6 +102,58 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
                        torch.zeros(width, dtype=torch.long), "relu", 0.0)
 
 
+def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None = None,
+                   wave: str = "db4") -> list[Tensor]:
+    r"""Wavelet soft-thresholding :math:`W^H \mathrm{soft}_t(W x)` of complex images, one output per threshold.
+
+    ``x`` is ``(B, H, W)`` complex; :math:`W` the orthogonal 2-D wavelet transform ``wave`` at
+    PyWavelets' largest useful level, zero boundary mode (the transform of sigpy's ``linop.Wavelet``
+    and of :func:`convexrecon.data.classical.cs_recon`), computed by ``ptwt`` on ``x``'s device and
+    differentiable. Every coefficient, approximation included, shrinks by its complex magnitude.
+    The threshold of slice ``b`` is ``t * scale[b]`` (``scale`` ``(B,)``; None: ``t``).
+    """
+    if x.ndim != 3 or not x.is_complex():
+        raise ValueError(f"The 'x' parameter must be complex images (B, H, W). Got {x.dtype} {tuple(x.shape)}.")
+    b, height, width = x.shape
+    filters = pywt.Wavelet(wave)
+    level = max(1, pywt.dwt_max_level(min(height, width), filters.dec_len))
+    real = torch.view_as_real(x).permute(0, 3, 1, 2).reshape(2 * b, height, width)
+    coeffs = ptwt.wavedec2(real, filters, mode="zero", level=level)
+    unit = torch.ones(b, dtype=real.dtype, device=x.device) if scale is None else scale.to(x.device, real.dtype)
+    def soft(c: Tensor, cut: Tensor) -> Tensor:  # c: (2B, h, w), real and imaginary parts of B slices
+        pair = c.reshape(b, 2, *c.shape[-2:])
+        magnitude = pair.pow(2).sum(1, keepdim=True).sqrt()
+        return (pair * torch.clamp(1 - cut / magnitude.clamp_min(torch.finfo(c.dtype).tiny), min=0)).reshape(c.shape)
+
+    outs = []
+    for t in thresholds:
+        cut = (float(t) * unit).reshape(b, 1, 1, 1)
+        shrunk = [soft(coeffs[0], cut)] + [type(d)(*(soft(c, cut) for c in d)) for d in coeffs[1:]]
+        image = ptwt.waverec2(shrunk, filters)[..., :height, :width]
+        outs.append(torch.view_as_complex(image.reshape(b, 2, height, width).permute(0, 2, 3, 1).contiguous()))
+    return outs
+
+
+def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = ()) -> int:
+    """Input channels of an unrolled stage's block: the estimate (2), the zero-filled image (2), a constant
+    channel (1) and every shrunk estimate (2 each)."""
+    return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink)
+
+
+def _thresholds(shrink: Any) -> tuple[float, ...]:
+    """``shrink`` as a tuple of finite relative thresholds > 0."""
+    try:
+        values = tuple(float(t) for t in shrink)
+    except (TypeError, ValueError):
+        values = ()
+        shrink = repr(shrink)
+    if isinstance(shrink, str) or not all(t > 0 and math.isfinite(t) for t in values) or (
+            shrink and not values):
+        raise ValueError(f"The 'shrink' parameter must be a sequence of finite relative thresholds > 0 (empty: "
+                         f"none). Got {shrink!r} instead.")
+    return values
+
+
 class UnrolledStage(nn.Module):
     """One stage: a block on the cropped estimate (and input) and the DC weight ``lam`` (stored as ``log λ``).
 
@@ -145,6 +203,12 @@ class UnrolledNet(nn.Module):
         CG iterations of every DC step.
     config
         JSON-serialisable metadata saved with the model.
+    bias
+        A further input channel equal to :math:`\rho = \max|P^T x_1|` of the slice (a bias of the first
+        layer that scales with the data).
+    shrink
+        Relative thresholds :math:`t`: for each, the input :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)`
+        (2 channels, :func:`wavelet_shrink`, Daubechies-4 on the full grid).
 
     ``forward(kspace, maps, mask)`` takes the measured ``(B, C, H, W)`` k-space (divided by the
     slice scale), full-grid maps and ``(B, H, W)`` masks and returns the cropped estimate
@@ -154,13 +218,17 @@ class UnrolledNet(nn.Module):
     needs_measurements = True  # read by convexrecon.recon.reconstruct_slice
 
     def __init__(self, stages: Sequence[UnrolledStage], crop: int, concat_input: bool = True,
-                 cg_iterations: int = 10, config: dict[str, Any] | None = None) -> None:
+                 cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
+                 shrink: Sequence[float] = ()) -> None:
         super().__init__()
-        channels = 4 if concat_input else 2
+        self.bias = bool_flag("bias", bias)
+        self.shrink = _thresholds(shrink)
+        channels = stage_channels(concat_input, self.bias, self.shrink)
         for i, stage in enumerate(stages):
             if stage.block.first.in_channels != channels:
                 raise ValueError(f"Stage {i + 1}'s block must take {channels} input channels (concat_input="
-                                 f"{concat_input}). Got {stage.block.first.in_channels} instead.")
+                                 f"{concat_input}, bias={self.bias}, shrink={self.shrink}). Got "
+                                 f"{stage.block.first.in_channels} instead.")
         self.stages = nn.ModuleList(stages)
         self.crop = int(crop)
         self.concat_input = bool(concat_input)
@@ -181,11 +249,28 @@ class UnrolledNet(nn.Module):
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         return sense_adjoint(kspace.to(device, cdtype), maps.to(device, cdtype), mask.to(device, dtype))
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels of every stage's block."""
+        return stage_channels(self.concat_input, self.bias, self.shrink)
+
+    def feature_settings(self) -> dict[str, Any]:
+        """The block inputs besides the estimate, as keyword arguments of this class and the trainers."""
+        return {"bias": self.bias, "shrink": self.shrink}
+
     def features(self, x: Tensor, x1: Tensor) -> Tensor:
-        """The block input of a stage: the cropped estimate ``x`` (2 channels), with the cropped ``x1`` when
-        ``concat_input``."""
+        """The block input of a stage: the cropped estimate ``x`` (2 channels), then the cropped ``x1`` when
+        ``concat_input``, the constant channel when ``bias`` and the shrunk estimates of ``shrink``."""
         h = complex_to_channels(crop_center(x, self.crop))
-        return torch.cat([h, complex_to_channels(crop_center(x1, self.crop))], dim=1) if self.concat_input else h
+        start = crop_center(x1, self.crop)
+        parts = [h, complex_to_channels(start)] if self.concat_input else [h]
+        if self.bias or self.shrink:
+            rho = start.abs().flatten(1).amax(1)
+            if self.bias:
+                parts.append(rho.to(h.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:]))
+            parts += [complex_to_channels(crop_center(s, self.crop)).to(h.dtype)
+                      for s in wavelet_shrink(x, self.shrink, rho)]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else h
 
     def step(self, stage: UnrolledStage, x: Tensor, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor,
              lam: Any = None) -> Tensor:
@@ -221,7 +306,7 @@ class UnrolledNet(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
-                "cg_iterations": self.cg_iterations,
+                "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -239,20 +324,23 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
         raise ValueError(f"The architecture 'kind' must be {ARCHITECTURE!r}. Got {spec.get('kind')!r} instead.")
     stages = [UnrolledStage(block_from_spec(s["block"]), float(s["lam"]), limit=float(s.get("limit", math.inf)))
               for s in spec["stages"]]
-    return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config)
+    return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config,
+                       bias=bool(spec.get("bias", False)), shrink=spec.get("shrink", ()))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
-                   config: dict[str, Any] | None = None) -> UnrolledNet:
+                   config: dict[str, Any] | None = None, bias: bool = False,
+                   shrink: Sequence[float] = ()) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels at PyTorch's default init (seeded
-    ``seed + i`` per stage) and λ_i = ``lambdas[i]``: the start of the Adam baselines."""
+    ``seed + i`` per stage) and λ_i = ``lambdas[i]``: the start of the Adam baselines. ``bias`` and
+    ``shrink``: the further block inputs of :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
-    c = 4 if concat_input else 2
+    c = stage_channels(concat_input, bias, _thresholds(shrink))
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
-    return UnrolledNet(stages, crop, concat_input, cg_iterations, config)
+    return UnrolledNet(stages, crop, concat_input, cg_iterations, config, bias=bias, shrink=shrink)
 
 
 def unrolled_metrics(net: UnrolledNet, targets: Tensor, scales: Tensor, volumes: Sequence[str], data: MeasuredData,
@@ -362,6 +450,8 @@ def train_unrolled(
     holdout: Any = None,
     validation: tuple[Tensor, Tensor, Tensor, Sequence[str], MeasuredData] | None = None,
     concat_input: bool = True,
+    bias: bool = False,
+    shrink: Sequence[float] = (),
     cg_iterations: int = 10,
     seed: int = 0,
     chunk_size: int = 4,
@@ -397,6 +487,9 @@ def train_unrolled(
         ``(inputs, targets, scales, volumes, data)``; PSNR/SSIM recorded after every stage.
     concat_input
         Blocks see ``[x_i, x_1]`` (4 channels) instead of ``x_i``.
+    bias, shrink
+        Further block inputs (:class:`UnrolledNet`): a constant channel, and the estimate
+        wavelet-shrunk at each relative threshold of ``shrink``.
     cg_iterations
         CG iterations per DC step.
     seed
@@ -452,6 +545,7 @@ def train_unrolled(
     if validation is not None:
         check_images("validation inputs", validation[0])
         _check_data(validation[0], validation[1], validation[4], "validation data")
+    features = {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink)}
     run_device, allow_tf32, inputs, targets, data, validation = _on_device(device, allow_tf32, targets, data,
                                                                            validation, inputs)
     solve_options = dict(solve_options or {})
@@ -461,29 +555,29 @@ def train_unrolled(
                          f"Got {asked!r} instead.")
     solve_options["allow_tf32"] = allow_tf32
     with tf32_mode(allow_tf32):
-        return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input,
+        return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input, features,
                                cg_iterations, seed, chunk_size, solve_chunk_size, solve_options, checkpoint_dir,
                                stop_after, progress, config)
 
 
 def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages: Sequence[BlockSettings],
                     lambdas: tuple[float, ...], held: Tensor | None, validation: Validation | None,
-                    concat_input: bool, cg_iterations: int, seed: int, chunk_size: int,
+                    concat_input: bool, features: dict[str, Any], cg_iterations: int, seed: int, chunk_size: int,
                     solve_chunk_size: int | None, solve_options: dict[str, Any],
                     checkpoint_dir: str | Path | None, stop_after: int | None, progress: bool,
                     config: dict[str, Any] | None) -> UnrolledResult:
     """:func:`train_unrolled` on validated tensors on one device, inside its TF32 mode."""
     settings = {"stages": [asdict(b) for b in stages], "lambdas": list(lambdas), "seed": seed,
-                "concat_input": concat_input, "cg_iterations": cg_iterations,
-                "holdout": None if held is None else held.nonzero().flatten().tolist(),
+                "concat_input": concat_input, "bias": features["bias"], "shrink": list(features["shrink"]),
+                "cg_iterations": cg_iterations, "holdout": None if held is None else held.nonzero().flatten().tolist(),
                 "solve_options": solve_options}
     key = fingerprint(inputs, targets, data.mask, data.kspace.abs())
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
     crop = inputs.shape[-1]
-    main_net = UnrolledNet([], crop, concat_input, cg_iterations, config)
-    sel_net = UnrolledNet([], crop, concat_input, cg_iterations)
+    main_net = UnrolledNet([], crop, concat_input, cg_iterations, config, **features)
+    sel_net = UnrolledNet([], crop, concat_input, cg_iterations, **features)
     dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
     main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
     sel_net.register_parameter("_anchor", dummy)
@@ -507,7 +601,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
             stage, sel_stage, record = _train_stage(i, stages[i], lambdas, held, main, sel, targets, seed,
                                                     solve_chunk_size, progress, dict(solve_options))
             if validation is not None:
-                probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations)
+                probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations, **features)
                 record.update(unrolled_metrics(probe, validation[1], validation[2], validation[3], validation[4],
                                                chunk_size))
                 bar.set_postfix(psnr=f"{record['psnr']:.2f}")
@@ -527,7 +621,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     meta = {"method": "unrolled_convex", "training": settings,
             "stages": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r.get("report") for r in records], **(config or {})}
-    net = UnrolledNet(list(main_net.stages), crop, concat_input, cg_iterations, meta)
+    net = UnrolledNet(list(main_net.stages), crop, concat_input, cg_iterations, meta, **features)
     return UnrolledResult(net, records)
 
 
@@ -654,6 +748,8 @@ def train_unrolled_layerwise_adam(
     lambdas: Sequence[float],
     *,
     concat_input: bool = True,
+    bias: bool = False,
+    shrink: Sequence[float] = (),
     cg_iterations: int = 10,
     epochs: int = 30,
     batch_size: int = 4,
@@ -670,7 +766,8 @@ def train_unrolled_layerwise_adam(
 ) -> tuple[UnrolledNet, list[dict[str, Any]]]:
     """Non-convex layer-wise training of the unrolled network: stage ``i``'s ReLU block by Adam on the
     convex block's objective (features of ``x_i``, residual ``y - x_i``, weight decay ``weight_decay[i]``),
-    then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices).
+    then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices). ``concat_input``,
+    ``bias`` and ``shrink``: the block inputs, as in :func:`train_unrolled`.
 
     ``checkpoint_dir``: each stage's Adam state is written there after every epoch
     (``unrolled_layerwise_adam_XX.pt``); the same call resumes. A stage's checkpoint is identified by
@@ -682,17 +779,19 @@ def train_unrolled_layerwise_adam(
     Returns the network and one record per stage.
     """
     targets = check_images("targets", targets)
+    features = {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink)}
     _, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     with tf32_mode(allow_tf32):
         net, records = _train_unrolled_layerwise_adam(
-            targets, data, width, kernel_size, lambdas, concat_input, cg_iterations, epochs, batch_size, lr,
+            targets, data, width, kernel_size, lambdas, concat_input, features, cg_iterations, epochs, batch_size, lr,
             halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress)
     net.config["training"]["allow_tf32"] = allow_tf32
     return net, records
 
 
 def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: int, kernel_size: int,
-                                   lambdas: Sequence[float], concat_input: bool, cg_iterations: int, epochs: int,
+                                   lambdas: Sequence[float], concat_input: bool, features: dict[str, Any],
+                                   cg_iterations: int, epochs: int,
                                    batch_size: int, lr: float, halve_every: int,
                                    weight_decay: float | Sequence[float], seed: int, chunk_size: int,
                                    checkpoint_dir: str | Path | None, validation: Validation | None,
@@ -701,8 +800,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     n_stages = len(lambdas)
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
     crop = targets.shape[-1]
-    net = UnrolledNet([], crop, concat_input, cg_iterations,
-                      {"method": "unrolled_layerwise_adam"})
+    net = UnrolledNet([], crop, concat_input, cg_iterations, {"method": "unrolled_layerwise_adam"}, **features)
     net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
                                                    requires_grad=False))
     chain = _Chain(net, data, chunk_size)
@@ -710,12 +808,12 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
     source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
-                         cg_iterations, [float(v) for v in lambdas])
+                         cg_iterations, [float(v) for v in lambdas], features["bias"], list(features["shrink"]))
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
         residual = targets - complex_to_channels(crop_center(chain.x, crop)).to(targets.dtype)
-        block = relu_block(4 if concat_input else 2, width, kernel_size, seed + i).to(targets.device, targets.dtype)
+        block = relu_block(net.in_channels, width, kernel_size, seed + i).to(targets.device, targets.dtype)
         key = fingerprint(source, i, *[t for s in net.stages for t in s.block.state_dict().values()])
         history = adam_train(block, block, h, residual, epochs=epochs, batch_size=batch_size, lr=lr,
                              halve_every=halve_every, weight_decay=decays[i], seed=seed + i,
