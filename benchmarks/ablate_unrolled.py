@@ -29,6 +29,7 @@ from common import (
     machine,
     scores,
     split_under,
+    unrolled_options,
     utc_now,
     write_results,
 )
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                   tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
         start = time.perf_counter()
         result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"], holdout=held,
-                                validation=val, concat_input=u["concat_input"], bias=u["bias"], shrink=u["shrink"],
+                                validation=val, concat_input=u["concat_input"], **unrolled_options(u, lamda),
                                 cg_iterations=u["cg_iterations"],
                                 seed=args.seed, solve_options={"gated_method": u["gated_method"]})
         seconds = time.perf_counter() - start

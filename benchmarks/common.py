@@ -180,7 +180,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 1,
         "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
                      "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
-                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs", "epochs_end_to_end": 15, "epochs_layerwise": 10,
                      "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     },
     "default": {
@@ -202,7 +202,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
         "unrolled": {"stages": 5, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
-                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [],
+                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs",
                      "epochs_end_to_end": 10, "epochs_layerwise": 6, "halve_every": 5, "lr": 1e-3, "batch_size": 2},
     },
     "full": {
@@ -217,7 +217,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 2,
         "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
-                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True, "bias": False, "shrink": [],
+                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs",
                      "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "lr": 1e-3,
                      "batch_size": 2},
     },
@@ -236,7 +236,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
                      "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
-                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs", "epochs_end_to_end": 10, "epochs_layerwise": 5,
                      "halve_every": 5, "lr": 1e-3, "batch_size": 4},
     },
 }
@@ -504,17 +504,31 @@ def unrolled_entry(result: dict[str, float], seconds: float, **extra: Any) -> di
             "ssim_std": result["ssim_std"], "train_seconds": seconds, "peak_memory_bytes": 0, **extra}
 
 
+def unrolled_options(u: dict[str, Any], cs_lambda: float | None) -> dict[str, Any]:
+    """The unrolled architecture's block inputs and CS start from ``cfg["unrolled"]``; ``"cs_lambda": "cs"`` means
+    the CS baseline's λ (``cs_lambda``, chosen on training slices)."""
+    lam = u["cs_lambda"]
+    if u["cs_iterations"] and lam == "cs":
+        if cs_lambda is None:
+            raise ValueError("cfg['unrolled']['cs_lambda'] = 'cs' needs the CS baseline's λ. Got None.")
+        lam = cs_lambda
+    return {"bias": u["bias"], "shrink": u["shrink"], "cs_iterations": u["cs_iterations"],
+            "cs_lambda": float(lam) if u["cs_iterations"] else 0.0}
+
+
 def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, models: Path, seed: int,
-                           data_cfg: dict[str, Any], device: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                           data_cfg: dict[str, Any], device: Any = None,
+                           cs_lambda: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The convex unrolled network (:func:`convexrecon.stack.unrolled.train_unrolled`: β ratio and λ_i per stage
     chosen on the last training volume(s)) and the same architecture by Adam, end to end (λ_i learned from the
     convex choices) and layer-wise (λ_i fixed at them), on ``split`` (:func:`measured_split`), with
-    ``cfg["unrolled"]``'s settings, on ``device`` (TF32 as ``cfg["allow_tf32"]``, as for the seed's methods). Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
+    ``cfg["unrolled"]``'s settings (``cs_lambda``: the CS baseline's λ, for a CS start), on ``device`` (TF32 as ``cfg["allow_tf32"]``, as for the seed's methods). Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
     certificates) and the trained networks, by method name."""
     from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
                                             train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
 
     u = cfg["unrolled"]
+    options = unrolled_options(u, cs_lambda)
     on = {"device": device, "allow_tf32": bool(cfg.get("allow_tf32", False))}
     tr, va = split["train"], split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
@@ -529,8 +543,8 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"],
-                                holdout=held, validation=val, concat_input=u["concat_input"], bias=u["bias"],
-                                shrink=u["shrink"], cg_iterations=u["cg_iterations"], seed=seed,
+                                holdout=held, validation=val, concat_input=u["concat_input"], **options,
+                                cg_iterations=u["cg_iterations"], seed=seed,
                                 solve_options={"gated_method": u["gated_method"]},
                                 checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg, **on)
     seconds = time.perf_counter() - start
@@ -546,7 +560,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     width = 2 * u["num_arrangements"]
     start = time.perf_counter()
     e2e = unrolled_plain(u["stages"], width, u["kernel_size"], lambdas, cfg["crop"], concat_input=u["concat_input"],
-                         bias=u["bias"], shrink=u["shrink"],
+                         **options,
                          cg_iterations=u["cg_iterations"], seed=seed, learn_lambda=True, config=data_cfg)
     history = train_unrolled_end_to_end(e2e, tr["targets"], tr["data"], epochs=u["epochs_end_to_end"],
                                         batch_size=u["batch_size"], lr=u["lr"], halve_every=u["halve_every"],
@@ -561,7 +575,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     start = time.perf_counter()
     lw, records = train_unrolled_layerwise_adam(
         tr["targets"], tr["data"], width, u["kernel_size"], lambdas, concat_input=u["concat_input"],
-        bias=u["bias"], shrink=u["shrink"],
+        **options,
         cg_iterations=u["cg_iterations"], epochs=u["epochs_layerwise"], batch_size=u["batch_size"], lr=u["lr"],
         halve_every=u["halve_every"], weight_decay=decays, seed=seed,
         checkpoint_dir=ckpt / "unrolled_layerwise_adam", validation=val, progress=True, **on)

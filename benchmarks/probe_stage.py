@@ -28,7 +28,6 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from common import (
@@ -50,6 +49,7 @@ from convexrecon.data.consistency import (
     sense_adjoint,
 )
 from convexrecon.data.sense import channels_to_complex, complex_to_channels
+from convexrecon.data.sparsity import wavelet_shrink
 
 FEATURES = ("x", "x1", "one", "blur", "shrink")
 BLUR_SCALES = (2, 4, 8)
@@ -63,15 +63,6 @@ def box_blur(h: torch.Tensor, s: int) -> torch.Tensor:
     return F.conv2d(F.pad(h, (0, 0, s, s), mode="reflect"), k.transpose(2, 3), groups=c)
 
 
-def wavelet_shrink(x: torch.Tensor, t: float) -> torch.Tensor:
-    """``W^H soft_t(W x)`` per slice of the full-grid complex ``x`` (Daubechies-4, sigpy's CS transform)."""
-    import sigpy as sp
-
-    W = sp.linop.Wavelet(tuple(x.shape[1:]), wave_name="db4")
-    out = [W.H(sp.thresh.soft_thresh(t, W(s))) for s in x.cpu().numpy()]
-    return torch.as_tensor(np.stack(out)).to(x.dtype)
-
-
 def features_of(x: torch.Tensor, x1: torch.Tensor, crop: int, thresholds: list[float]) -> dict[str, torch.Tensor]:
     """Every feature of the full-grid estimate ``x`` (zero-filled ``x1``) on the centre crop."""
     def ch(t: torch.Tensor) -> torch.Tensor:
@@ -80,7 +71,7 @@ def features_of(x: torch.Tensor, x1: torch.Tensor, crop: int, thresholds: list[f
     f = {"x": ch(x), "x1": ch(x1)}
     f["one"] = torch.ones_like(f["x"][:, :1])
     f["blur"] = torch.cat([box_blur(f["x"], s) for s in BLUR_SCALES], 1)
-    f["shrink"] = torch.cat([ch(wavelet_shrink(x, t)) for t in thresholds], 1)
+    f["shrink"] = torch.cat([ch(s) for s in wavelet_shrink(x, thresholds)], 1)
     return f
 
 
@@ -159,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             x = xv  # DC(x_1), the first stage's input
             history = []
             for _ in range(args.shrink_iterations):
-                x = data_consistency(wavelet_shrink(x, t), dv.kspace, dv.maps, dv.mask, lam, iterations=cg)
+                x = data_consistency(wavelet_shrink(x, [t])[0], dv.kspace, dv.maps, dv.mask, lam, iterations=cg)
                 history.append(psnr_full(x))
             shrink_rows.append({"threshold": t, "lambda": lam, "psnr": history})
             print(f"shrink-DC t {t} λ {lam}: {[round(p, 2) for p in history]}", flush=True)

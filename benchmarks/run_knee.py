@@ -202,7 +202,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
         entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
     if cfg.get("unrolled"):
         unrolled, unrolled_nets = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed, data_cfg,
-                                                         device)
+                                                         device, cs_lambda=lamda)
         entry.update(unrolled)
         models.update(unrolled_nets)
         for name in ("unrolled_convex", "unrolled_end_to_end"):

@@ -317,7 +317,8 @@ def test_unrolled_trainers_take_a_device(trained, tmp_path):
 
 # ---- further stage inputs: a constant channel and wavelet-shrunk estimates ------------------------------
 
-from convexrecon.stack.unrolled import stage_channels, wavelet_shrink  # noqa: E402
+from convexrecon.data.sparsity import wavelet_shrink  # noqa: E402
+from convexrecon.stack.unrolled import stage_channels  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(24, 40), (33, 20)])
@@ -397,3 +398,33 @@ def test_stage_feature_arguments_are_checked(trained):
     net, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.5], cg_iterations=3, epochs=1, batch_size=3,
                                            shrink=(0.05,))
     assert net.in_channels == 6 and net.stages[0].block.first.in_channels == 6
+
+
+def test_unrolled_cs_start_is_cs_and_the_stages_refine_it(trained, tmp_path):
+    from convexrecon.data.sparsity import l1_wavelet_fista
+
+    inputs, targets, data, held, _, _ = trained
+    result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                            solve_options=SOLVE, cs_iterations=20, cs_lambda=0.01, shrink=[0.01])
+    net = result.network
+    assert (net.cs_iterations, net.cs_lambda) == (20, 0.01) and net.config["training"]["cs_iterations"] == 20
+    rho = crop_center(net.start(data.kspace, data.maps, data.mask), CROP).abs().flatten(1).amax(1)
+    cs = l1_wavelet_fista(data.kspace, data.maps, data.mask, 0.01, 20, scale=rho)
+    start = net.predict(data, stages=0)
+    assert torch.allclose(start, complex_to_channels(crop_center(cs, CROP)).float(), atol=1e-6)
+    assert sq_error(start, targets) < sq_error(inputs, targets)  # CS is better than zero-filled here
+    assert sq_error(net.predict(data), targets) < sq_error(start, targets)  # and the certified stages improve on it
+    assert all(r["status"] == "optimal" for r in result.records)
+    net.save(tmp_path / "model")
+    loaded = cr.load_network(tmp_path / "model")
+    assert (loaded.cs_iterations, loaded.cs_lambda) == (20, 0.01)
+    assert torch.equal(loaded.predict(data), net.predict(data))
+    # the end-to-end baseline computes the start once and trains on top of it, as the forward pass would
+    e2e = unrolled_plain(2, 4, 3, [0.5, 0.5], CROP, cg_iterations=3, cs_iterations=20, cs_lambda=0.01)
+    history = train_unrolled_end_to_end(e2e, targets, data, epochs=1, batch_size=3, lr=1e-3)
+    assert len(history) == 1 and math.isfinite(history[0]["loss"])
+    assert torch.allclose(e2e.predict(data, stages=0), start, atol=1e-6)
+    for bad in ({"cs_iterations": -1}, {"cs_iterations": 1.5}, {"cs_iterations": 5}, {"cs_iterations": 5,
+                                                                                      "cs_lambda": float("inf")}):
+        with pytest.raises(ValueError, match="'cs_"):
+            unrolled_plain(1, 4, 3, [0.5], CROP, **bad)

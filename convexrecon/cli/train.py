@@ -64,6 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unrolled: for each relative threshold T, the estimate soft-thresholded in the "
                              "Daubechies-4 wavelet domain at T * max|zero-filled| as a further block input "
                              "(e.g. 0.003 0.01 0.03)")
+    parser.add_argument("--cs-start", type=int, default=0, metavar="N",
+                        help="unrolled: the stages refine N FISTA steps of L1-wavelet CS instead of the zero-filled "
+                             "image (0: zero-filled)")
+    parser.add_argument("--cs-start-lambda", type=float, default=0.003, metavar="L",
+                        help="unrolled: weight of the CS start's L1 term, relative to max|zero-filled| of the slice")
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
     parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
     parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
@@ -118,9 +123,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
-    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink):
-        parser.error("argument --stage-bias/--stage-shrink: expected with --architecture unrolled only. "
+    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start: expected with --architecture unrolled only. "
                      f"Got --architecture {args.architecture}.")
+    if args.cs_start < 0 or not (args.cs_start_lambda > 0 and math.isfinite(args.cs_start_lambda)):
+        parser.error(f"argument --cs-start/--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got "
+                     f"{args.cs_start} and {args.cs_start_lambda}.")
     _check_volume_count(args, parser)
     cache_dir = cache_dir_of(args)
     try:
@@ -264,7 +272,8 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
 
     train_data, val_data = measured
     validation = (*val.validation, val_data)
-    features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink)}
+    features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink), "cs_iterations": args.cs_start,
+                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0}
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():
             warnings.simplefilter("once")

@@ -13,7 +13,10 @@ crop back into the full grid (outside the crop :math:`z_i = x_i`), the input
 :math:`A^H A + \lambda_i I`). Optional further block inputs (``docs/design.md`` §9.1): a constant
 channel (``bias``, the first layer's bias) and wavelet-shrunk copies of the estimate
 (``shrink``: :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)` with :math:`W` the Daubechies-4
-transform, CS's sparsifying prior, for each relative threshold :math:`t`). Both are scaled by
+transform, CS's sparsifying prior, for each relative threshold :math:`t`). And an optional **CS
+start** (``cs_iterations`` > 0): the chain then starts from ``cs_iterations`` FISTA steps of L1-wavelet
+CS with weight ``cs_lambda`` :math:`\cdot\rho` (:func:`~convexrecon.data.sparsity.l1_wavelet_fista`)
+instead of :math:`x_1`, and the stages learn corrections of CS. All are scaled by
 :math:`\rho = \max|P^T x_1|` of the slice, so the network stays positively homogeneous. This is the unrolled proximal-gradient / MoDL structure
 (Aggarwal et al., IEEE TMI 2019) trained greedily, stage by stage, as in GLEAM (Ozturkler et
 al., 2022), with each stage's block the certified convex two-layer block of
@@ -48,8 +51,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import ptwt
-import pywt
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -60,6 +61,7 @@ from convexrecon.checks import bool_flag, check_images, device_of, training_devi
 from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency, embed_crop,
                                           sense_adjoint)
 from convexrecon.data.sense import channels_to_complex, complex_to_channels
+from convexrecon.data.sparsity import l1_wavelet_fista, wavelet_shrink
 from convexrecon.errors import CheckpointError
 from convexrecon.metrics import score_slices
 from convexrecon.stack.baselines import _checkpoint_file, adam_train
@@ -102,42 +104,24 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
                        torch.zeros(width, dtype=torch.long), "relu", 0.0)
 
 
-def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None = None,
-                   wave: str = "db4") -> list[Tensor]:
-    r"""Wavelet soft-thresholding :math:`W^H \mathrm{soft}_t(W x)` of complex images, one output per threshold.
-
-    ``x`` is ``(B, H, W)`` complex; :math:`W` the orthogonal 2-D wavelet transform ``wave`` at
-    PyWavelets' largest useful level, zero boundary mode (the transform of sigpy's ``linop.Wavelet``
-    and of :func:`convexrecon.data.classical.cs_recon`), computed by ``ptwt`` on ``x``'s device and
-    differentiable. Every coefficient, approximation included, shrinks by its complex magnitude.
-    The threshold of slice ``b`` is ``t * scale[b]`` (``scale`` ``(B,)``; None: ``t``).
-    """
-    if x.ndim != 3 or not x.is_complex():
-        raise ValueError(f"The 'x' parameter must be complex images (B, H, W). Got {x.dtype} {tuple(x.shape)}.")
-    b, height, width = x.shape
-    filters = pywt.Wavelet(wave)
-    level = max(1, pywt.dwt_max_level(min(height, width), filters.dec_len))
-    real = torch.view_as_real(x).permute(0, 3, 1, 2).reshape(2 * b, height, width)
-    coeffs = ptwt.wavedec2(real, filters, mode="zero", level=level)
-    unit = torch.ones(b, dtype=real.dtype, device=x.device) if scale is None else scale.to(x.device, real.dtype)
-    def soft(c: Tensor, cut: Tensor) -> Tensor:  # c: (2B, h, w), real and imaginary parts of B slices
-        pair = c.reshape(b, 2, *c.shape[-2:])
-        magnitude = pair.pow(2).sum(1, keepdim=True).sqrt()
-        return (pair * torch.clamp(1 - cut / magnitude.clamp_min(torch.finfo(c.dtype).tiny), min=0)).reshape(c.shape)
-
-    outs = []
-    for t in thresholds:
-        cut = (float(t) * unit).reshape(b, 1, 1, 1)
-        shrunk = [soft(coeffs[0], cut)] + [type(d)(*(soft(c, cut) for c in d)) for d in coeffs[1:]]
-        image = ptwt.waverec2(shrunk, filters)[..., :height, :width]
-        outs.append(torch.view_as_complex(image.reshape(b, 2, height, width).permute(0, 2, 3, 1).contiguous()))
-    return outs
-
-
 def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = ()) -> int:
     """Input channels of an unrolled stage's block: the estimate (2), the zero-filled image (2), a constant
     channel (1) and every shrunk estimate (2 each)."""
     return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink)
+
+
+def architecture_options(bias: Any = False, shrink: Any = (), cs_iterations: Any = 0,
+                         cs_lambda: Any = 0.0) -> dict[str, Any]:
+    """The checked keyword arguments of :class:`UnrolledNet` beyond its stages (block inputs and CS start)."""
+    if not (isinstance(cs_iterations, int) and not isinstance(cs_iterations, bool) and cs_iterations >= 0):
+        raise ValueError(f"The 'cs_iterations' parameter must be an int >= 0 (0: start from the zero-filled "
+                         f"image). Got {cs_iterations!r} instead.")
+    if not (isinstance(cs_lambda, (int, float)) and not isinstance(cs_lambda, bool) and math.isfinite(cs_lambda)
+            and cs_lambda >= 0 and (cs_lambda > 0 or cs_iterations == 0)):
+        raise ValueError(f"The 'cs_lambda' parameter must be a finite number > 0 when 'cs_iterations' > 0 "
+                         f"(relative L1-wavelet weight). Got {cs_lambda!r} instead.")
+    return {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink), "cs_iterations": cs_iterations,
+            "cs_lambda": float(cs_lambda)}
 
 
 def _thresholds(shrink: Any) -> tuple[float, ...]:
@@ -208,7 +192,11 @@ class UnrolledNet(nn.Module):
         layer that scales with the data).
     shrink
         Relative thresholds :math:`t`: for each, the input :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)`
-        (2 channels, :func:`wavelet_shrink`, Daubechies-4 on the full grid).
+        (2 channels, :func:`~convexrecon.data.sparsity.wavelet_shrink`, Daubechies-4 on the full grid).
+    cs_iterations, cs_lambda
+        The CS start: the first stage sees ``cs_iterations`` FISTA steps of L1-wavelet CS with weight
+        ``cs_lambda`` :math:`\cdot\rho`, started at :math:`x_1` (0: :math:`x_1` itself). ``x1`` as a block
+        input stays the zero-filled image.
 
     ``forward(kspace, maps, mask)`` takes the measured ``(B, C, H, W)`` k-space (divided by the
     slice scale), full-grid maps and ``(B, H, W)`` masks and returns the cropped estimate
@@ -219,10 +207,11 @@ class UnrolledNet(nn.Module):
 
     def __init__(self, stages: Sequence[UnrolledStage], crop: int, concat_input: bool = True,
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
-                 shrink: Sequence[float] = ()) -> None:
+                 shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0) -> None:
         super().__init__()
-        self.bias = bool_flag("bias", bias)
-        self.shrink = _thresholds(shrink)
+        options = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+        self.bias, self.shrink = options["bias"], options["shrink"]
+        self.cs_iterations, self.cs_lambda = options["cs_iterations"], options["cs_lambda"]
         channels = stage_channels(concat_input, self.bias, self.shrink)
         for i, stage in enumerate(stages):
             if stage.block.first.in_channels != channels:
@@ -254,9 +243,21 @@ class UnrolledNet(nn.Module):
         """Input channels of every stage's block."""
         return stage_channels(self.concat_input, self.bias, self.shrink)
 
-    def feature_settings(self) -> dict[str, Any]:
-        """The block inputs besides the estimate, as keyword arguments of this class and the trainers."""
-        return {"bias": self.bias, "shrink": self.shrink}
+    def options(self) -> dict[str, Any]:
+        """The block inputs and CS start, as keyword arguments of this class and of the trainers."""
+        return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
+                "cs_lambda": self.cs_lambda}
+
+    @torch.no_grad()
+    def initial(self, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+        """The first stage's estimate: ``x1`` (full grid), or the CS start from it (no parameters, so no
+        autograd graph)."""
+        if not self.cs_iterations:
+            return x1
+        real = x1.real.dtype
+        rho = crop_center(x1, self.crop).abs().flatten(1).amax(1)
+        return l1_wavelet_fista(kspace.to(x1.device, x1.dtype), maps.to(x1.device, x1.dtype),
+                                mask.to(x1.device, real), self.cs_lambda, self.cs_iterations, scale=rho, start=x1)
 
     def features(self, x: Tensor, x1: Tensor) -> Tensor:
         """The block input of a stage: the cropped estimate ``x`` (2 channels), then the cropped ``x1`` when
@@ -282,9 +283,11 @@ class UnrolledNet(nn.Module):
         return data_consistency(z_full, kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device),
                                 stage.lam if lam is None else lam, iterations=self.cg_iterations)
 
-    def forward(self, kspace: Tensor, maps: Tensor, mask: Tensor, stages: int | None = None) -> Tensor:
+    def forward(self, kspace: Tensor, maps: Tensor, mask: Tensor, stages: int | None = None,
+                initial: Tensor | None = None) -> Tensor:
+        """Cropped output; ``initial`` (full grid) replaces :meth:`initial`'s result, e.g. one computed once."""
         x1 = self.start(kspace, maps, mask)
-        x = x1
+        x = self.initial(x1, kspace, maps, mask) if initial is None else initial.to(x1.device, x1.dtype)
         for stage in list(self.stages)[: self.num_stages if stages is None else stages]:
             x = self.step(stage, x, x1, kspace, maps, mask)
         return complex_to_channels(crop_center(x, self.crop))
@@ -307,6 +310,7 @@ class UnrolledNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
                 "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
+                "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -325,22 +329,24 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
     stages = [UnrolledStage(block_from_spec(s["block"]), float(s["lam"]), limit=float(s.get("limit", math.inf)))
               for s in spec["stages"]]
     return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config,
-                       bias=bool(spec.get("bias", False)), shrink=spec.get("shrink", ()))
+                       bias=bool(spec.get("bias", False)), shrink=spec.get("shrink", ()),
+                       cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
-                   config: dict[str, Any] | None = None, bias: bool = False,
-                   shrink: Sequence[float] = ()) -> UnrolledNet:
+                   config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
+                   cs_iterations: int = 0, cs_lambda: float = 0.0) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels at PyTorch's default init (seeded
-    ``seed + i`` per stage) and λ_i = ``lambdas[i]``: the start of the Adam baselines. ``bias`` and
-    ``shrink``: the further block inputs of :class:`UnrolledNet`."""
+    ``seed + i`` per stage) and λ_i = ``lambdas[i]``: the start of the Adam baselines. ``bias``, ``shrink``,
+    ``cs_iterations`` and ``cs_lambda`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
-    c = stage_channels(concat_input, bias, _thresholds(shrink))
+    options = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+    c = stage_channels(concat_input, options["bias"], options["shrink"])
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
-    return UnrolledNet(stages, crop, concat_input, cg_iterations, config, bias=bias, shrink=shrink)
+    return UnrolledNet(stages, crop, concat_input, cg_iterations, config, **options)
 
 
 def unrolled_metrics(net: UnrolledNet, targets: Tensor, scales: Tensor, volumes: Sequence[str], data: MeasuredData,
@@ -380,11 +386,17 @@ def _check_data(inputs: Tensor, targets: Tensor, data: MeasuredData, name: str) 
 class _Chain:
     """Full-grid estimates of all training slices through a sequence of frozen stages."""
 
-    def __init__(self, net: UnrolledNet, data: MeasuredData, chunk_size: int) -> None:
+    def __init__(self, net: UnrolledNet, data: MeasuredData, chunk_size: int,
+                 start: tuple[Tensor, Tensor] | None = None) -> None:
+        """``start``: ``(x1, initial)`` of another chain of the same net settings, not computed again."""
         self.net, self.data, self.chunk = net, data, chunk_size
+        if start is not None:
+            self.x1, self.x = start
+            return
         with torch.no_grad():
             self.x1 = torch.cat([net.start(*self._part(j)) for j in range(0, len(data), chunk_size)])
-        self.x = self.x1
+            self.x = torch.cat([net.initial(self.x1[j:j + chunk_size], *self._part(j))
+                                for j in range(0, len(data), chunk_size)])
 
     def _part(self, j: int, index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         d = self.data if index is None else self.data.subset(index)
@@ -452,6 +464,8 @@ def train_unrolled(
     concat_input: bool = True,
     bias: bool = False,
     shrink: Sequence[float] = (),
+    cs_iterations: int = 0,
+    cs_lambda: float = 0.0,
     cg_iterations: int = 10,
     seed: int = 0,
     chunk_size: int = 4,
@@ -490,6 +504,9 @@ def train_unrolled(
     bias, shrink
         Further block inputs (:class:`UnrolledNet`): a constant channel, and the estimate
         wavelet-shrunk at each relative threshold of ``shrink``.
+    cs_iterations, cs_lambda
+        The CS start (:class:`UnrolledNet`): the stages refine ``cs_iterations`` FISTA steps of
+        L1-wavelet CS (relative weight ``cs_lambda``) instead of the zero-filled image.
     cg_iterations
         CG iterations per DC step.
     seed
@@ -545,7 +562,7 @@ def train_unrolled(
     if validation is not None:
         check_images("validation inputs", validation[0])
         _check_data(validation[0], validation[1], validation[4], "validation data")
-    features = {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink)}
+    features = architecture_options(bias, shrink, cs_iterations, cs_lambda)
     run_device, allow_tf32, inputs, targets, data, validation = _on_device(device, allow_tf32, targets, data,
                                                                            validation, inputs)
     solve_options = dict(solve_options or {})
@@ -568,7 +585,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
                     config: dict[str, Any] | None) -> UnrolledResult:
     """:func:`train_unrolled` on validated tensors on one device, inside its TF32 mode."""
     settings = {"stages": [asdict(b) for b in stages], "lambdas": list(lambdas), "seed": seed,
-                "concat_input": concat_input, "bias": features["bias"], "shrink": list(features["shrink"]),
+                "concat_input": concat_input, **features, "shrink": list(features["shrink"]),
                 "cg_iterations": cg_iterations, "holdout": None if held is None else held.nonzero().flatten().tolist(),
                 "solve_options": solve_options}
     key = fingerprint(inputs, targets, data.mask, data.kspace.abs())
@@ -581,7 +598,8 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
     main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
     sel_net.register_parameter("_anchor", dummy)
-    main, sel = _Chain(main_net, data, chunk_size), _Chain(sel_net, data, chunk_size)
+    main = _Chain(main_net, data, chunk_size)
+    sel = _Chain(sel_net, data, chunk_size, start=(main.x1, main.x))
     records: list[dict[str, Any]] = []
     last = len(stages) if stop_after is None else min(len(stages), int(stop_after))
     bar = tqdm(range(last), desc="unrolled convex stages", unit="stage", disable=not progress)
@@ -721,9 +739,10 @@ def train_unrolled_end_to_end(
     run_device, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     net.to(run_device)
     index = torch.arange(len(targets), device=run_device)  # adam_train batches the inputs: slice indices into data
+    starts = _Chain(net, data, batch_size).x if net.cs_iterations else None  # the CS start, computed once
 
     def forward(ids: Tensor) -> Tensor:
-        return net(data.kspace[ids], data.maps[ids], data.mask[ids])
+        return net(data.kspace[ids], data.maps[ids], data.mask[ids], initial=None if starts is None else starts[ids])
 
     on_epoch = None if validation is None else (lambda e: unrolled_metrics(net, *validation[1:4], validation[4]))
     with tf32_mode(allow_tf32):
@@ -750,6 +769,8 @@ def train_unrolled_layerwise_adam(
     concat_input: bool = True,
     bias: bool = False,
     shrink: Sequence[float] = (),
+    cs_iterations: int = 0,
+    cs_lambda: float = 0.0,
     cg_iterations: int = 10,
     epochs: int = 30,
     batch_size: int = 4,
@@ -767,7 +788,7 @@ def train_unrolled_layerwise_adam(
     """Non-convex layer-wise training of the unrolled network: stage ``i``'s ReLU block by Adam on the
     convex block's objective (features of ``x_i``, residual ``y - x_i``, weight decay ``weight_decay[i]``),
     then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices). ``concat_input``,
-    ``bias`` and ``shrink``: the block inputs, as in :func:`train_unrolled`.
+    ``bias``, ``shrink``, ``cs_iterations`` and ``cs_lambda`` as in :func:`train_unrolled`.
 
     ``checkpoint_dir``: each stage's Adam state is written there after every epoch
     (``unrolled_layerwise_adam_XX.pt``); the same call resumes. A stage's checkpoint is identified by
@@ -779,7 +800,7 @@ def train_unrolled_layerwise_adam(
     Returns the network and one record per stage.
     """
     targets = check_images("targets", targets)
-    features = {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink)}
+    features = architecture_options(bias, shrink, cs_iterations, cs_lambda)
     _, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     with tf32_mode(allow_tf32):
         net, records = _train_unrolled_layerwise_adam(
@@ -808,7 +829,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
     source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
-                         cg_iterations, [float(v) for v in lambdas], features["bias"], list(features["shrink"]))
+                         cg_iterations, [float(v) for v in lambdas], json.dumps({**features, "shrink": list(features["shrink"])}))
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()

@@ -1,0 +1,98 @@
+r"""Wavelet sparsity in torch: soft-thresholding and L1-wavelet compressed sensing, on any device.
+
+:func:`wavelet_shrink` is :math:`W^H \mathrm{soft}_t(W x)` for the orthogonal 2-D wavelet transform
+:math:`W` (Daubechies-4 by default, PyWavelets' largest useful level, zero boundary mode: the transform of
+sigpy's ``linop.Wavelet`` and so of :func:`convexrecon.data.classical.l1_wavelet`), computed by ``ptwt``
+in the dtype and on the device of the images, and differentiable. :func:`l1_wavelet_fista` is the same
+L1-wavelet CS program as :func:`~convexrecon.data.classical.l1_wavelet`,
+
+.. math:: \min_x \tfrac12 \|A x - k\|_2^2 + \lambda \|W x\|_1,
+
+solved by FISTA (Beck & Teboulle 2009; sigpy's ``L1WaveletRecon`` runs the same accelerated proximal
+gradient) for a batch of slices at once, with the SENSE operator of
+:mod:`convexrecon.data.consistency`. It serves the unrolled network's CS start
+(:class:`convexrecon.stack.unrolled.UnrolledNet`), where it must run on the network's device; the CS
+*baseline* of the benchmarks stays sigpy's, an independent implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ptwt
+import pywt
+import torch
+from torch import Tensor
+
+from convexrecon.data.consistency import sense_adjoint, sense_forward
+
+
+def _check_images(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.ndim != 3 or not x.is_complex():
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"The '{name}' parameter must be complex images (B, H, W). Got {got} instead.")
+
+
+def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None = None,
+                   wave: str = "db4") -> list[Tensor]:
+    r"""Wavelet soft-thresholding :math:`W^H \mathrm{soft}_t(W x)` of complex images, one output per threshold.
+
+    ``x`` is ``(B, H, W)`` complex. Every coefficient, the approximation included, shrinks by its complex
+    magnitude (sigpy's ``thresh.soft_thresh``). The threshold of slice ``b`` is ``t * scale[b]``
+    (``scale`` ``(B,)``, e.g. a per-slice magnitude so that the result scales with the data; None: ``t``).
+    The transform of all thresholds is computed once.
+    """
+    _check_images("x", x)
+    b, height, width = x.shape
+    filters = pywt.Wavelet(wave)
+    level = max(1, pywt.dwt_max_level(min(height, width), filters.dec_len))
+    real = torch.view_as_real(x).permute(0, 3, 1, 2).reshape(2 * b, height, width)
+    coeffs = ptwt.wavedec2(real, filters, mode="zero", level=level)
+    unit = torch.ones(b, dtype=real.dtype, device=x.device) if scale is None else scale.to(x.device, real.dtype)
+
+    def soft(c: Tensor, cut: Tensor) -> Tensor:  # c: (2B, h, w), real and imaginary parts of B slices
+        pair = c.reshape(b, 2, *c.shape[-2:])
+        magnitude = pair.pow(2).sum(1, keepdim=True).sqrt()
+        return (pair * torch.clamp(1 - cut / magnitude.clamp_min(torch.finfo(c.dtype).tiny), min=0)).reshape(c.shape)
+
+    outs = []
+    for t in thresholds:
+        cut = (float(t) * unit).reshape(b, 1, 1, 1)
+        shrunk = [soft(coeffs[0], cut)] + [type(d)(*(soft(c, cut) for c in d)) for d in coeffs[1:]]
+        image = ptwt.waverec2(shrunk, filters)[..., :height, :width]
+        outs.append(torch.view_as_complex(image.reshape(b, 2, height, width).permute(0, 2, 3, 1).contiguous()))
+    return outs
+
+
+def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, iterations: int, *,
+                     scale: Tensor | None = None, start: Tensor | None = None, wave: str = "db4") -> Tensor:
+    r"""L1-wavelet CS of a batch of slices by ``iterations`` FISTA steps; full-grid complex images ``(B, H, W)``.
+
+    ``kspace`` ``(B, C, H, W)`` (masked), ``maps`` ``(B, C, H, W)``, ``mask`` ``(B, H, W)``, as
+    :func:`~convexrecon.data.consistency.sense_forward`. The weight of slice ``b`` is ``lamda * scale[b]``
+    (None: ``lamda``). The step of slice ``b`` is :math:`1 / (\max M^2 \cdot \max_r \sum_c |S_c(r)|^2)`,
+    the inverse of a bound on :math:`\|A^H A\|`, so the iteration converges for any maps (1 for 0/1 masks and
+    ESPIRiT maps of unit sum of squares, sigpy's step). Starts at ``start`` (default :math:`A^H k`). As
+    :func:`~convexrecon.data.classical.l1_wavelet`, the result is zero where every map is zero.
+    """
+    if not (isinstance(lamda, (int, float)) and lamda >= 0):
+        raise ValueError(f"The 'lamda' parameter must be a number >= 0. Got {lamda!r} instead.")
+    if not (isinstance(iterations, int) and iterations >= 0):
+        raise ValueError(f"The 'iterations' parameter must be an int >= 0. Got {iterations!r} instead.")
+    x = sense_adjoint(kspace, maps, mask) if start is None else start
+    _check_images("start", x)
+    b = x.shape[0]
+    real = x.real.dtype
+    bound = (maps.abs().pow(2).sum(-3).flatten(1).amax(1) * mask.abs().pow(2).flatten(1).amax(1)).to(real)
+    step = torch.where(bound > 0, 1.0 / bound.clamp_min(torch.finfo(real).tiny), torch.zeros_like(bound))
+    unit = torch.ones(b, dtype=real, device=x.device) if scale is None else scale.to(x.device, real)
+    cut = float(lamda) * unit * step
+    previous, t = x, 1.0
+    for _ in range(iterations):
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        y = x + ((t - 1.0) / t_next) * (x - previous)
+        gradient = sense_adjoint(sense_forward(y, maps, mask) - kspace, maps, mask)  # A^H (A y - k)
+        previous = x
+        x = wavelet_shrink(y - step.reshape(b, 1, 1).to(x.dtype) * gradient, [1.0], cut, wave)[0]
+        t = t_next
+    return x * (maps.abs().pow(2).sum(-3) > 0)

@@ -1,0 +1,76 @@
+"""Wavelet sparsity in torch: L1-wavelet CS by FISTA against sigpy's, on the same SENSE problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convexrecon.data.consistency import sense_adjoint, sense_forward
+from convexrecon.data.sparsity import l1_wavelet_fista, wavelet_shrink
+from convexrecon.data.synthetic import birdcage_maps
+
+
+def problem(n=2, size=32, coils=4, seed=0):
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    images = np.stack([(np.hypot(yy - g.uniform(-4, 4), xx) < g.uniform(6, 10)) * np.exp(1j * g.uniform(0, 3))
+                       + 0.3 * (np.abs(yy) < 3) for _ in range(n)]).astype(np.complex128)
+    maps = np.repeat(birdcage_maps(coils, (size, size))[None], n, axis=0).astype(np.complex128)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(1, keepdims=True))  # unit sum of squares, as ESPIRiT's
+    mask = (g.random((n, size, size)) < 0.35).astype(np.float64)
+    mask[:, size // 2 - 3:size // 2 + 3, size // 2 - 3:size // 2 + 3] = 1
+    x, s, m = torch.from_numpy(images), torch.from_numpy(maps), torch.from_numpy(mask)
+    k = sense_forward(x, s, m)
+    k = k + 0.01 * torch.randn(k.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(seed)) * m[:, None]
+    return k, s, m
+
+
+def objective(x, k, s, m, lam):
+    import sigpy as sp
+
+    W = sp.linop.Wavelet(tuple(x.shape), wave_name="db4")
+    return 0.5 * float((sense_forward(x[None], s[None], m[None]) - k[None]).abs().pow(2).sum()) \
+        + lam * float(np.abs(W(x.numpy())).sum())
+
+
+def test_fista_reaches_sigpys_l1_wavelet_optimum():
+    from sigpy.mri.app import L1WaveletRecon
+
+    k, s, m = problem()
+    lam = 0.01
+    ours = l1_wavelet_fista(k, s, m, lam, 400)
+    for b in range(2):
+        ref = L1WaveletRecon(k[b].numpy(), s[b].numpy(), lamda=lam, weights=m[b].numpy(), max_iter=400,
+                             show_pbar=False).run()
+        f_ours, f_ref = objective(ours[b], k[b], s[b], m[b], lam), objective(torch.from_numpy(ref), k[b], s[b], m[b], lam)
+        assert f_ours <= f_ref * (1 + 1e-6)  # the same program, solved at least as well
+        assert np.abs(ours[b].numpy() - ref).max() <= 1e-3 * np.abs(ref).max()
+    # the objective decreases with more iterations (FISTA is not monotone step by step, but over tens it is)
+    f = [objective(l1_wavelet_fista(k, s, m, lam, it)[0], k[0], s[0], m[0], lam) for it in (5, 30, 400)]
+    assert f[0] > f[1] > f[2]
+
+
+def test_fista_is_positively_homogeneous_with_a_relative_weight_and_safe_for_large_maps():
+    k, s, m = problem(seed=1)
+    scale = sense_adjoint(k, s, m).abs().flatten(1).amax(1)
+    x = l1_wavelet_fista(k, s, m, 0.01, 30, scale=scale)
+    y = l1_wavelet_fista(k * 1e3, s, m, 0.01, 30, scale=scale * 1e3)
+    assert torch.allclose(y, 1e3 * x, rtol=1e-8, atol=1e-8 * 1e3 * float(x.abs().max()))
+    # maps of sum of squares 9: the step adapts (1/9), so the iteration still converges to the same program's optimum
+    big = l1_wavelet_fista(3 * k, 3 * s, m, 0.01 * 3, 600)
+    small = l1_wavelet_fista(k, s, m, 0.01 / 3, 600)
+    assert torch.isfinite(big).all()
+    assert torch.allclose(big, small, atol=1e-3 * float(small.abs().max()))
+    # zero iterations: the start
+    assert torch.equal(l1_wavelet_fista(k, s, m, 0.01, 0), sense_adjoint(k, s, m) * (s.abs().pow(2).sum(1) > 0))
+
+
+def test_sparsity_arguments_are_checked():
+    k, s, m = problem(n=1)
+    with pytest.raises(ValueError, match="'lamda'"):
+        l1_wavelet_fista(k, s, m, -1.0, 5)
+    with pytest.raises(ValueError, match="'iterations'"):
+        l1_wavelet_fista(k, s, m, 0.1, 2.5)
+    with pytest.raises(ValueError, match="'x' parameter must be complex images"):
+        wavelet_shrink(torch.zeros(2, 8, 8), [0.1])
