@@ -180,7 +180,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 1,
         "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
                      "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
-                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs", "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     # the stage inputs and CS start of the default (below), CS at this mode's iteration count
+                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 30, "cs_lambda": "cs",
                      "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     },
     "default": {
@@ -200,9 +202,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         # run_unrolled.py's default had 150 / 100 Adam epochs and 10 CG steps: ~2 min per end-to-end epoch on 16
         # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
-        "unrolled": {"stages": 5, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
+        "unrolled": {"stages": 3, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
-                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs",
+                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True,
+                     # the stages refine CS (run_knee's λ and iteration count) and see the db4-shrunk estimate and a
+                     # constant channel (docs/benchmarks.md, eleventh session); the gain plateaus after 1-2 stages
+                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 100, "cs_lambda": "cs",
                      "epochs_end_to_end": 10, "epochs_layerwise": 6, "halve_every": 5, "lr": 1e-3, "batch_size": 2},
     },
     "full": {
@@ -217,7 +222,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 2,
         "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
-                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs",
+                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True,
+                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 100, "cs_lambda": "cs",
                      "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "lr": 1e-3,
                      "batch_size": 2},
     },
@@ -236,7 +242,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
                      "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
-                     "cg_iterations": 5, "concat_input": True, "bias": False, "shrink": [], "cs_iterations": 0, "cs_lambda": "cs", "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 30, "cs_lambda": "cs",
                      "halve_every": 5, "lr": 1e-3, "batch_size": 4},
     },
 }
@@ -298,6 +305,10 @@ def estimate_seconds(cfg: dict[str, Any], device: str, masks: int = 2) -> dict[s
         out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u["stages"] * u["cg_iterations"] * coil_pixels
                                                  * (u["epochs_end_to_end"] + u["epochs_layerwise"])
                                                  * (0.05 if gpu else 1.0))
+        # the CS start: once per training chain (3 methods), again for the validation slices at every scoring
+        scored = 3 * train + val * (2 * u["stages"] + u["epochs_end_to_end"])
+        out["unrolled networks (both masks)"] += (masks * 7e-8 * u["cs_iterations"] * coil_pixels * scored
+                                                  * (0.05 if gpu else 1.0))
     if cfg.get("relu"):  # the exact-ReLU solves: ~20x a gated one on the quick run
         out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
     return out
@@ -553,6 +564,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     decays = [r["beta"] / r["num_pixels"] for r in result.records]
     entries["unrolled_convex"] = unrolled_entry(
         score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
+        architecture={**options, "shrink": list(options["shrink"]), "stages": u["stages"]},
         stages=[{**{k: r.get(k) for k in ("stage", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
                                           "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
                  "solver": (r.get("report") or {}).get("solver")} for r in result.records])

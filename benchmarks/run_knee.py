@@ -279,6 +279,15 @@ def markdown(results: dict[str, Any]) -> str:
             for st, a in zip(entry["unrolled_convex"]["stages"], entry["unrolled_layerwise_adam"]["stages"]):
                 lines.append(f"| {st['stage']} | {st['psnr']:.2f} | {st['lam']:g} | {st['beta_ratio']} | {st['width']} | "
                              f"{st['status']} | {st['relative_gap']:.2g} | {st.get('solver')} | {a['psnr']:.2f} |")
+            arch = entry["unrolled_convex"].get("architecture") or {}
+            if arch.get("cs_iterations") or arch.get("shrink") or arch.get("bias"):
+                lines += ["", f"Unrolled architecture: {arch.get('stages')} stages refining "
+                          + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:g}, CS's)"
+                             if arch.get("cs_iterations") else "the zero-filled image")
+                          + "; block inputs: estimate, zero-filled"
+                          + (", a constant channel" if arch.get("bias") else "")
+                          + (f", db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"
+                             if arch.get("shrink") else "") + "."]
             u, c, e = (entry[k]["psnr_mean"] for k in ("unrolled_convex", "cs_l1_wavelet", "unrolled_end_to_end"))
             lines += ["", f"Convex unrolled − CS: {u - c:+.2f} dB (target ≥ +1 dB); convex unrolled − unrolled "
                       f"end-to-end: {u - e:+.2f} dB (target: within 0.3 dB). End-to-end learned λ: "
