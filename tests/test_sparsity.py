@@ -74,3 +74,18 @@ def test_sparsity_arguments_are_checked():
         l1_wavelet_fista(k, s, m, 0.1, 2.5)
     with pytest.raises(ValueError, match="'x' parameter must be complex images"):
         wavelet_shrink(torch.zeros(2, 8, 8), [0.1])
+
+
+def test_shrinkage_gradient_is_finite_where_coefficients_are_exactly_zero():
+    # outside the coil maps' support images are exactly zero: the soft threshold's magnitude must not put
+    # NaN (0 * inf from the square root) into the gradient there (it did, and end-to-end training diverged)
+    x = torch.zeros(2, 32, 40, dtype=torch.complex64)
+    x[:, 8:24, 10:30] = torch.randn(2, 16, 20, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_(True)
+    out = wavelet_shrink(x, [0.01, 0.3])
+    (out[0].abs().pow(2).sum() + out[1].real.sum()).backward()
+    assert torch.isfinite(torch.view_as_real(x.grad)).all() and float(x.grad.abs().sum()) > 0
+    k, s, m = problem(n=1)
+    x = torch.zeros(1, 32, 32, dtype=torch.complex128, requires_grad=True)
+    l1_wavelet_fista(k, s, m, 0.01, 3, start=x * 1.0).abs().sum().backward()
+    assert torch.isfinite(torch.view_as_real(x.grad)).all()

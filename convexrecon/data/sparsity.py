@@ -52,8 +52,10 @@ def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None 
 
     def soft(c: Tensor, cut: Tensor) -> Tensor:  # c: (2B, h, w), real and imaginary parts of B slices
         pair = c.reshape(b, 2, *c.shape[-2:])
-        magnitude = pair.pow(2).sum(1, keepdim=True).sqrt()
-        return (pair * torch.clamp(1 - cut / magnitude.clamp_min(torch.finfo(c.dtype).tiny), min=0)).reshape(c.shape)
+        # clamped *before* the root: sqrt's derivative at 0 is infinite, and 0 * inf would put NaN into every
+        # gradient wherever a coefficient is exactly zero (outside the coil maps' support, zero padding)
+        magnitude = pair.pow(2).sum(1, keepdim=True).clamp_min(torch.finfo(c.dtype).tiny).sqrt()
+        return (pair * torch.clamp(1 - cut / magnitude, min=0)).reshape(c.shape)
 
     outs = []
     for t in thresholds:

@@ -164,8 +164,8 @@ class UnrolledStage(nn.Module):
         if not bool(torch.isfinite(self.limit)):
             return r
         bound = self.limit.to(h.dtype) * h.pow(2).sum(1).sqrt().flatten(1).max(1).values.reshape(-1, 1, 1, 1)
-        magnitude = r.pow(2).sum(1, keepdim=True).sqrt()
-        return r * torch.clamp(bound / magnitude.clamp_min(torch.finfo(r.dtype).tiny), max=1.0)
+        magnitude = r.pow(2).sum(1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny).sqrt()  # finite gradient at 0
+        return r * torch.clamp(bound / magnitude, max=1.0)
 
     @property
     def lam(self) -> Tensor:
