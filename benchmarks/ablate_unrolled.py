@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask", choices=("poisson", "lines"), default="lines")
     parser.add_argument("--variants", default="[{}]",
                         help="JSON list of objects overriding CONFIGS[config]['unrolled'] (default: one run as is)")
+    parser.add_argument("--volumes", type=int, default=None,
+                        help="synthetic volumes in all (default: the mode's); the validation volume stays the same "
+                             "(each volume depends on its index alone), the others train: training-set size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -54,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as error:
         parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r} ({error}).")
     cfg = CONFIGS[args.config]
+    if args.volumes is not None:
+        if args.volumes < cfg["val_volumes"] + cfg["holdout_volumes"] + 1:
+            parser.error(f"argument --volumes: expected at least {cfg['val_volumes'] + cfg['holdout_volumes'] + 1} "
+                         f"(validation, held-out and one fit volume). Got {args.volumes}.")
+        cfg = {**cfg, "synthetic": {**cfg["synthetic"], "volumes": args.volumes}}
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r}.")
     unknown = sorted({k for v in variants for k in v} - set(cfg["unrolled"]))
     if unknown:
         parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
                      f"{sorted(cfg['unrolled'])}.")
-    out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}-{args.mask}"
+    size = "" if args.volumes is None else f"-{args.volumes}vol"
+    out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}{size}-{args.mask}"
     split = split_under(out, cfg, args.mask, args.seed)
     tr, va = split["train"], split["val"]
     rows: list[dict[str, Any]] = [{"method": "zero_filled",

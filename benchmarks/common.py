@@ -480,9 +480,13 @@ def split_under(out: Path, cfg: dict[str, Any], mask: str, seed: int) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     syn = cfg["synthetic"]
     root = out / "data"
-    if not any(root.glob("*.h5")):
+    files = sorted(root.glob("*.h5"))
+    if not files:
         synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
                            coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=seed)
+    elif len(files) != syn["volumes"]:
+        raise SystemExit(f"error: {root} holds {len(files)} volumes; this run needs {syn['volumes']}. "
+                         "Use another --out (the data are generated there once).")
     return measured_split(root, mask, cfg, seed, out / "cache")
 
 
