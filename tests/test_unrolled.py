@@ -356,7 +356,12 @@ def test_stage_features_are_positively_homogeneous_and_differentiable():
     scaled = MeasuredData(data.kspace * 1e3, data.maps, data.mask, data.crop)
     out = net.predict(data)
     assert torch.allclose(net.predict(scaled), 1e3 * out, rtol=1e-3, atol=1e-3 * float(out.abs().max()) * 1e3)
+    # an untrained Adam-baseline stage adds nothing (zero second layer): the output is the DC step of the start
+    first = net.stages[0].block
+    assert float(first(f).abs().max()) == 0.0
     # gradients reach the block through the shrinkage (the end-to-end baseline trains through it)
+    with torch.no_grad():
+        first.second.weight.normal_(generator=torch.Generator().manual_seed(0))
     loss = net(data.kspace, data.maps, data.mask).pow(2).sum()
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0

@@ -92,7 +92,10 @@ def block_from_spec(spec: dict[str, Any]) -> ConvexBlock:
 
 
 def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> ConvexBlock:
-    """A ReLU block ``k×k conv → ReLU → 1×1 conv`` with PyTorch's default init (seeded), for the Adam baselines."""
+    """A ReLU block ``k×k conv → ReLU → 1×1 conv`` for the Adam baselines: the first layer at PyTorch's default
+    init (seeded), the second at zero, so an untrained stage adds nothing and Adam starts from the stage's input
+    (the residual-branch zero init of ReZero / Fixup; with PyTorch's default init an untrained stage adds a
+    random correction, and the baselines ended below their own start, e.g. below the CS start they refine)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -100,6 +103,7 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
         second = nn.Conv2d(width, 2, 1, bias=False)
     finally:
         torch.random.set_rng_state(state)
+    nn.init.zeros_(second.weight)
     return ConvexBlock(first, second, torch.zeros(1, in_channels, kernel_size, kernel_size),
                        torch.zeros(width, dtype=torch.long), "relu", 0.0)
 
