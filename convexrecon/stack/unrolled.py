@@ -341,8 +341,9 @@ def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Seque
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
                    cs_iterations: int = 0, cs_lambda: float = 0.0) -> UnrolledNet:
-    """The unrolled architecture with ReLU blocks of ``width`` channels at PyTorch's default init (seeded
-    ``seed + i`` per stage) and λ_i = ``lambdas[i]``: the start of the Adam baselines. ``bias``, ``shrink``,
+    """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
+    PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
+    of the Adam baselines. ``bias``, ``shrink``,
     ``cs_iterations`` and ``cs_lambda`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
@@ -566,7 +567,7 @@ def train_unrolled(
     if validation is not None:
         check_images("validation inputs", validation[0])
         _check_data(validation[0], validation[1], validation[4], "validation data")
-    features = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda)
     run_device, allow_tf32, inputs, targets, data, validation = _on_device(device, allow_tf32, targets, data,
                                                                            validation, inputs)
     solve_options = dict(solve_options or {})
@@ -576,20 +577,20 @@ def train_unrolled(
                          f"Got {asked!r} instead.")
     solve_options["allow_tf32"] = allow_tf32
     with tf32_mode(allow_tf32):
-        return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input, features,
+        return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input, arch,
                                cg_iterations, seed, chunk_size, solve_chunk_size, solve_options, checkpoint_dir,
                                stop_after, progress, config)
 
 
 def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages: Sequence[BlockSettings],
                     lambdas: tuple[float, ...], held: Tensor | None, validation: Validation | None,
-                    concat_input: bool, features: dict[str, Any], cg_iterations: int, seed: int, chunk_size: int,
+                    concat_input: bool, arch: dict[str, Any], cg_iterations: int, seed: int, chunk_size: int,
                     solve_chunk_size: int | None, solve_options: dict[str, Any],
                     checkpoint_dir: str | Path | None, stop_after: int | None, progress: bool,
                     config: dict[str, Any] | None) -> UnrolledResult:
     """:func:`train_unrolled` on validated tensors on one device, inside its TF32 mode."""
     settings = {"stages": [asdict(b) for b in stages], "lambdas": list(lambdas), "seed": seed,
-                "concat_input": concat_input, **features, "shrink": list(features["shrink"]),
+                "concat_input": concat_input, **arch, "shrink": list(arch["shrink"]),
                 "cg_iterations": cg_iterations, "holdout": None if held is None else held.nonzero().flatten().tolist(),
                 "solve_options": solve_options}
     key = fingerprint(inputs, targets, data.mask, data.kspace.abs())
@@ -597,8 +598,8 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
     crop = inputs.shape[-1]
-    main_net = UnrolledNet([], crop, concat_input, cg_iterations, config, **features)
-    sel_net = UnrolledNet([], crop, concat_input, cg_iterations, **features)
+    main_net = UnrolledNet([], crop, concat_input, cg_iterations, config, **arch)
+    sel_net = UnrolledNet([], crop, concat_input, cg_iterations, **arch)
     dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
     main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
     sel_net.register_parameter("_anchor", dummy)
@@ -623,7 +624,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
             stage, sel_stage, record = _train_stage(i, stages[i], lambdas, held, main, sel, targets, seed,
                                                     solve_chunk_size, progress, dict(solve_options))
             if validation is not None:
-                probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations, **features)
+                probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations, **arch)
                 record.update(unrolled_metrics(probe, validation[1], validation[2], validation[3], validation[4],
                                                chunk_size))
                 bar.set_postfix(psnr=f"{record['psnr']:.2f}")
@@ -643,7 +644,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     meta = {"method": "unrolled_convex", "training": settings,
             "stages": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r.get("report") for r in records], **(config or {})}
-    net = UnrolledNet(list(main_net.stages), crop, concat_input, cg_iterations, meta, **features)
+    net = UnrolledNet(list(main_net.stages), crop, concat_input, cg_iterations, meta, **arch)
     return UnrolledResult(net, records)
 
 
@@ -804,18 +805,18 @@ def train_unrolled_layerwise_adam(
     Returns the network and one record per stage.
     """
     targets = check_images("targets", targets)
-    features = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda)
     _, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     with tf32_mode(allow_tf32):
         net, records = _train_unrolled_layerwise_adam(
-            targets, data, width, kernel_size, lambdas, concat_input, features, cg_iterations, epochs, batch_size, lr,
+            targets, data, width, kernel_size, lambdas, concat_input, arch, cg_iterations, epochs, batch_size, lr,
             halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress)
     net.config["training"]["allow_tf32"] = allow_tf32
     return net, records
 
 
 def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: int, kernel_size: int,
-                                   lambdas: Sequence[float], concat_input: bool, features: dict[str, Any],
+                                   lambdas: Sequence[float], concat_input: bool, arch: dict[str, Any],
                                    cg_iterations: int, epochs: int,
                                    batch_size: int, lr: float, halve_every: int,
                                    weight_decay: float | Sequence[float], seed: int, chunk_size: int,
@@ -825,7 +826,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     n_stages = len(lambdas)
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
     crop = targets.shape[-1]
-    net = UnrolledNet([], crop, concat_input, cg_iterations, {"method": "unrolled_layerwise_adam"}, **features)
+    net = UnrolledNet([], crop, concat_input, cg_iterations, {"method": "unrolled_layerwise_adam"}, **arch)
     net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
                                                    requires_grad=False))
     chain = _Chain(net, data, chunk_size)
@@ -833,7 +834,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
     source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
-                         cg_iterations, [float(v) for v in lambdas], json.dumps({**features, "shrink": list(features["shrink"])}))
+                         cg_iterations, [float(v) for v in lambdas], json.dumps({**arch, "shrink": list(arch["shrink"])}))
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
