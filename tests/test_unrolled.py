@@ -433,3 +433,20 @@ def test_unrolled_cs_start_is_cs_and_the_stages_refine_it(trained, tmp_path):
                                                                                       "cs_lambda": float("inf")}):
         with pytest.raises(ValueError, match="'cs_"):
             unrolled_plain(1, 4, 3, [0.5], CROP, **bad)
+
+
+def test_scoring_with_precomputed_starts_equals_scoring_from_scratch(trained):
+    from convexrecon.stack.unrolled import initial_estimates, unrolled_metrics
+
+    _, targets, data, _, _, _ = trained
+    net = unrolled_plain(2, 4, 3, [0.5, 0.5], CROP, cg_iterations=3, cs_iterations=10, cs_lambda=0.01, shrink=[0.01])
+    with torch.no_grad():
+        for s in net.stages:
+            s.block.second.weight.normal_(generator=torch.Generator().manual_seed(1))
+    start = initial_estimates(net, data, 4)
+    assert start is not None and start.shape == data.kspace.shape[:1] + data.kspace.shape[2:]
+    assert torch.allclose(net.predict(data, initial=start), net.predict(data), atol=1e-6)
+    scales, volumes = torch.ones(len(targets), dtype=torch.float64), ["v"] * len(targets)
+    assert unrolled_metrics(net, targets, scales, volumes, data, initial=start)["psnr"] == pytest.approx(
+        unrolled_metrics(net, targets, scales, volumes, data)["psnr"], abs=1e-4)
+    assert initial_estimates(unrolled_plain(1, 4, 3, [0.5], CROP), data) is None  # zero-filled start: nothing to cache

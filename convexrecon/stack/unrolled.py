@@ -130,15 +130,16 @@ def architecture_options(bias: Any = False, shrink: Any = (), cs_iterations: Any
 
 def _thresholds(shrink: Any) -> tuple[float, ...]:
     """``shrink`` as a tuple of finite relative thresholds > 0."""
+    error = ValueError(f"The 'shrink' parameter must be a sequence of finite relative thresholds > 0 (empty: none). "
+                       f"Got {shrink!r} instead.")
+    if isinstance(shrink, (str, bytes)):
+        raise error
     try:
         values = tuple(float(t) for t in shrink)
     except (TypeError, ValueError):
-        values = ()
-        shrink = repr(shrink)
-    if isinstance(shrink, str) or not all(t > 0 and math.isfinite(t) for t in values) or (
-            shrink and not values):
-        raise ValueError(f"The 'shrink' parameter must be a sequence of finite relative thresholds > 0 (empty: "
-                         f"none). Got {shrink!r} instead.")
+        raise error from None
+    if not all(t > 0 and math.isfinite(t) for t in values):
+        raise error
     return values
 
 
@@ -297,10 +298,14 @@ class UnrolledNet(nn.Module):
         return complex_to_channels(crop_center(x, self.crop))
 
     @torch.no_grad()
-    def predict(self, data: MeasuredData, chunk_size: int = 4, stages: int | None = None) -> Tensor:
-        """Cropped outputs ``(N, 2, crop, crop)`` of all slices of ``data``, chunk by chunk, without autograd."""
+    def predict(self, data: MeasuredData, chunk_size: int = 4, stages: int | None = None,
+                initial: Tensor | None = None) -> Tensor:
+        """Cropped outputs ``(N, 2, crop, crop)`` of all slices of ``data``, chunk by chunk, without autograd;
+        ``initial``: the slices' first-stage estimates (:func:`initial_estimates`), computed once by the caller."""
         return torch.cat([self(data.kspace[i:i + chunk_size], data.maps[i:i + chunk_size],
-                               data.mask[i:i + chunk_size], stages) for i in range(0, len(data), chunk_size)])
+                               data.mask[i:i + chunk_size], stages,
+                               None if initial is None else initial[i:i + chunk_size])
+                          for i in range(0, len(data), chunk_size)])
 
     @torch.no_grad()
     def reconstruct_measured(self, kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray) -> Tensor:
@@ -355,10 +360,11 @@ def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Seque
 
 
 def unrolled_metrics(net: UnrolledNet, targets: Tensor, scales: Tensor, volumes: Sequence[str], data: MeasuredData,
-                     chunk_size: int = 4, stages: int | None = None) -> dict[str, float]:
+                     chunk_size: int = 4, stages: int | None = None, initial: Tensor | None = None) -> dict[str, float]:
     """Slice-wise PSNR/SSIM (mean ± std, physical scale) of ``net`` on validation slices
-    (:func:`convexrecon.metrics.score_slices`, the seed trainers' convention)."""
-    summary = score_slices(targets, net.predict(data, chunk_size, stages), scales, volumes)
+    (:func:`convexrecon.metrics.score_slices`, the seed trainers' convention); ``initial`` as in
+    :meth:`UnrolledNet.predict`."""
+    summary = score_slices(targets, net.predict(data, chunk_size, stages, initial), scales, volumes)
     return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
             "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
 
@@ -424,6 +430,12 @@ class _Chain:
 
     def advance(self, stage: UnrolledStage) -> None:
         self.x = self.advanced(stage)
+
+
+def initial_estimates(net: UnrolledNet, data: MeasuredData, chunk_size: int = 4) -> Tensor | None:
+    """The first-stage estimates of all slices of ``data`` when ``net`` has a CS start (None otherwise: the
+    zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS."""
+    return _Chain(net, data, chunk_size).x if net.cs_iterations else None
 
 
 def _error(x: Tensor, targets: Tensor, crop: int) -> float:
@@ -605,6 +617,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     sel_net.register_parameter("_anchor", dummy)
     main = _Chain(main_net, data, chunk_size)
     sel = _Chain(sel_net, data, chunk_size, start=(main.x1, main.x))
+    val_start = None if validation is None else initial_estimates(main_net, validation[4], chunk_size)
     records: list[dict[str, Any]] = []
     last = len(stages) if stop_after is None else min(len(stages), int(stop_after))
     bar = tqdm(range(last), desc="unrolled convex stages", unit="stage", disable=not progress)
@@ -626,7 +639,7 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
             if validation is not None:
                 probe = UnrolledNet(list(main_net.stages) + [stage], crop, concat_input, cg_iterations, **arch)
                 record.update(unrolled_metrics(probe, validation[1], validation[2], validation[3], validation[4],
-                                               chunk_size))
+                                               chunk_size, initial=val_start))
                 bar.set_postfix(psnr=f"{record['psnr']:.2f}")
             if path is not None:
                 save_checkpoint(path, run_payload(
@@ -749,7 +762,9 @@ def train_unrolled_end_to_end(
     def forward(ids: Tensor) -> Tensor:
         return net(data.kspace[ids], data.maps[ids], data.mask[ids], initial=None if starts is None else starts[ids])
 
-    on_epoch = None if validation is None else (lambda e: unrolled_metrics(net, *validation[1:4], validation[4]))
+    val_start = None if validation is None else initial_estimates(net, validation[4])
+    on_epoch = None if validation is None else (
+        lambda e: unrolled_metrics(net, *validation[1:4], validation[4], initial=val_start))
     with tf32_mode(allow_tf32):
         history = adam_train(net, forward, index, targets, epochs=epochs, batch_size=batch_size, lr=lr,
                              weight_decay=weight_decay, halve_every=halve_every, seed=seed,
@@ -830,6 +845,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
                                                    requires_grad=False))
     chain = _Chain(net, data, chunk_size)
+    val_start = None if validation is None else initial_estimates(net, validation[4], chunk_size)
     records: list[dict[str, Any]] = []
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
@@ -852,7 +868,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
         record: dict[str, Any] = {"stage": i + 1, "seconds": time.perf_counter() - start, "lam": float(lambdas[i]),
                                   "loss": history[-1]["loss"] if history else None}
         if validation is not None:
-            record.update(unrolled_metrics(net, *validation[1:4], validation[4], chunk_size))
+            record.update(unrolled_metrics(net, *validation[1:4], validation[4], chunk_size, initial=val_start))
         records.append(record)
     del net._anchor
     net.config.update({"stages": records, "training": {
