@@ -168,6 +168,12 @@ def plot_batch_size(memory: dict[str, Any], path: Path) -> None:
 MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
          "lines": {"mask": "lines", "acceleration": 4.0, "center_fraction": CENTER_FRACTION}}
 
+# the unrolled network's further CS images (multiples of the CS start's λ, wavelet): the blocks learn where to trust
+# which (docs/design.md §9.1, docs/benchmarks.md twelfth session). With them, the zero-filled image and the db4-shrunk
+# estimates add nothing as block inputs (one stage: lines 27.79 / 27.78 dB, Poisson 34.11 / 34.13 dB without / with),
+# so every config's stage sees [estimate, constant channel, 4 CS images]: 11 channels, the cost of the former inputs
+CS_INPUTS = [[1 / 3, "db4"], [10 / 3, "db4"], [1, "haar"], [1, "sym8"]]
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {
         "synthetic": {"volumes": 3, "slices": 2, "coils": 6, "shape": [96, 368], "snr": 25.0},
@@ -181,9 +187,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 1,
         "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
                      "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
-                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 15, "epochs_layerwise": 10,
+                     "cg_iterations": 5, "concat_input": False, "epochs_end_to_end": 15, "epochs_layerwise": 10,
                      # the stage inputs and CS start of the default (below), CS at this mode's iteration count
-                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 30, "cs_lambda": "cs",
+                     "bias": True, "shrink": [], "cs_iterations": 30, "cs_lambda": "cs",
+                     "cs_inputs": CS_INPUTS,
                      "halve_every": 10, "lr": 1e-3, "batch_size": 2},
     },
     "default": {
@@ -203,12 +210,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         # run_unrolled.py's default had 150 / 100 Adam epochs and 10 CG steps: ~2 min per end-to-end epoch on 16
         # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
-        "unrolled": {"stages": 3, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
+        "unrolled": {"stages": 2, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
-                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": True,
-                     # the stages refine CS (run_knee's λ and iteration count) and see the db4-shrunk estimate and a
-                     # constant channel (docs/benchmarks.md, eleventh session); the gain plateaus after 1-2 stages
-                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 100, "cs_lambda": "cs",
+                     "gated_method": "interior_point", "cg_iterations": 5, "concat_input": False,
+                     # the stages refine CS (run_knee's λ and iteration count) and see a constant channel and the CS
+                     # images of CS_INPUTS (docs/benchmarks.md, twelfth session); the gain plateaus after 1-2 stages
+                     "bias": True, "shrink": [], "cs_iterations": 100, "cs_lambda": "cs",
+                     "cs_inputs": CS_INPUTS,
                      "epochs_end_to_end": 10, "epochs_layerwise": 6, "halve_every": 5, "lr": 1e-3, "batch_size": 2},
     },
     "full": {
@@ -223,8 +231,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": True, "anatomy_volumes": 2,
         "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
-                     "gated_method": "fista", "cg_iterations": 10, "concat_input": True,
-                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 100, "cs_lambda": "cs",
+                     "gated_method": "fista", "cg_iterations": 10, "concat_input": False,
+                     "bias": True, "shrink": [], "cs_iterations": 100, "cs_lambda": "cs",
+                     "cs_inputs": CS_INPUTS,
                      "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "lr": 1e-3,
                      "batch_size": 2},
     },
@@ -243,8 +252,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
                      "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
-                     "cg_iterations": 5, "concat_input": True, "epochs_end_to_end": 10, "epochs_layerwise": 5,
-                     "bias": True, "shrink": [0.003, 0.01, 0.03], "cs_iterations": 30, "cs_lambda": "cs",
+                     "cg_iterations": 5, "concat_input": False, "epochs_end_to_end": 10, "epochs_layerwise": 5,
+                     "bias": True, "shrink": [], "cs_iterations": 30, "cs_lambda": "cs",
+                     "cs_inputs": CS_INPUTS,
                      "halve_every": 5, "lr": 1e-3, "batch_size": 4},
     },
 }
@@ -306,10 +316,11 @@ def estimate_seconds(cfg: dict[str, Any], device: str, masks: int = 2) -> dict[s
         out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u["stages"] * u["cg_iterations"] * coil_pixels
                                                  * (u["epochs_end_to_end"] + u["epochs_layerwise"])
                                                  * (0.05 if gpu else 1.0))
-        # the CS start: once per training chain (3 methods), again for the validation slices at every scoring
-        scored = 3 * train + val * (2 * u["stages"] + u["epochs_end_to_end"])
+        # the CS start and CS inputs: once per training chain and once per validation run of each of the 3
+        # methods, and once more in each method's final scoring
+        scored = 3 * train + 6 * val
         out["unrolled networks (both masks)"] += (masks * 7e-8 * u["cs_iterations"] * coil_pixels * scored
-                                                  * (0.05 if gpu else 1.0))
+                                                  * (1 + len(u.get("cs_inputs", []))) * (0.05 if gpu else 1.0))
     if cfg.get("relu"):  # the exact-ReLU solves: ~20x a gated one on the quick run
         out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
     return out
@@ -520,40 +531,63 @@ def unrolled_entry(result: dict[str, float], seconds: float, **extra: Any) -> di
             "ssim_std": result["ssim_std"], "train_seconds": seconds, "peak_memory_bytes": 0, **extra}
 
 
+def ensemble_entry(start: torch.Tensor, part: dict[str, Any], crop: int) -> dict[str, Any]:
+    """Scores of the plain average of an unrolled network's CS images on ``part`` (``start``: its
+    :func:`~convexrecon.stack.unrolled.initial_estimates`, the CS start and the CS inputs): what the CS
+    ensemble gives without any learning, the reference for what the learned stages add."""
+    from convexrecon.data.consistency import crop_center
+    from convexrecon.data.sense import complex_to_channels
+
+    mean = complex_to_channels(crop_center(start.mean(1), crop)).float().cpu()
+    return {**scores(part["targets"], mean, part["scales"], part["volumes"]), "train_seconds": 0.0,
+            "peak_memory_bytes": 0, "cs_images": int(start.shape[1])}
+
+
 def unrolled_options(u: dict[str, Any], cs_lambda: float | None) -> dict[str, Any]:
     """The unrolled architecture's block inputs and CS start from ``cfg["unrolled"]``; ``"cs_lambda": "cs"`` means
-    the CS baseline's λ (``cs_lambda``, chosen on training slices)."""
+    the CS baseline's λ (``cs_lambda``, chosen on training slices); ``"cs_inputs"`` are the further CS images,
+    each a multiple of the start's λ or a ``[multiple, wavelet]`` pair."""
     lam = u["cs_lambda"]
     if u["cs_iterations"] and lam == "cs":
         if cs_lambda is None:
             raise ValueError("cfg['unrolled']['cs_lambda'] = 'cs' needs the CS baseline's λ. Got None.")
         lam = cs_lambda
+    inputs = [(f, "db4") if isinstance(f, (int, float)) else tuple(f) for f in u.get("cs_inputs", [])]
     return {"bias": u["bias"], "shrink": u["shrink"], "cs_iterations": u["cs_iterations"],
-            "cs_lambda": float(lam) if u["cs_iterations"] else 0.0}
+            "cs_lambda": float(lam) if u["cs_iterations"] else 0.0,
+            "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u["cs_iterations"] else ()}
 
 
 def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Path, models: Path, seed: int,
                            data_cfg: dict[str, Any], device: Any = None,
-                           cs_lambda: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                           cs_lambda: float | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The convex unrolled network (:func:`convexrecon.stack.unrolled.train_unrolled`: β ratio and λ_i per stage
     chosen on the last training volume(s)) and the same architecture by Adam, end to end (λ_i learned from the
     convex choices) and layer-wise (λ_i fixed at them), on ``split`` (:func:`measured_split`), with
     ``cfg["unrolled"]``'s settings (``cs_lambda``: the CS baseline's λ, for a CS start), on ``device`` (TF32 as ``cfg["allow_tf32"]``, as for the seed's methods). Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage
-    certificates) and the trained networks, by method name."""
-    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
+    certificates), the trained networks, by method name, and the validation slices' CS start
+    (:func:`~convexrecon.stack.unrolled.initial_estimates`, None without one): the three methods share one
+    architecture, so their CS start and CS inputs are computed once per part of the split."""
+    from convexrecon.stack.unrolled import (initial_estimates, train_unrolled, train_unrolled_end_to_end,
                                             train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
 
     u = cfg["unrolled"]
     options = unrolled_options(u, cs_lambda)
-    on = {"device": device, "allow_tf32": bool(cfg.get("allow_tf32", False))}
     tr, va = split["train"], split["val"]
+    template = unrolled_plain(1, 2, 1, [1.0], cfg["crop"], **options).to(device or tr["data"].kspace.device)
+    starts = {"initial": initial_estimates(template, tr["data"], u["batch_size"]),
+              "validation_initial": initial_estimates(template, va["data"], u["batch_size"])}
+    on = {"device": device, "allow_tf32": bool(cfg.get("allow_tf32", False)), **starts}
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
-    score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"])  # noqa: E731
+    score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"],  # noqa: E731
+                                         initial=starts["validation_initial"])
     settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
                               activation="gated", gate_sampling="antithetic", beta_ratios=tuple(u["beta_ratios"]),
                               tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
     held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
     entries: dict[str, Any] = {}
+    if options["cs_inputs"]:
+        entries["cs_ensemble_mean"] = ensemble_entry(starts["validation_initial"], va, cfg["crop"])
     nets: dict[str, Any] = {}
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -569,7 +603,8 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     decays = [r["beta"] / r["num_pixels"] for r in result.records]
     entries["unrolled_convex"] = unrolled_entry(
         score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
-        architecture={**options, "shrink": list(options["shrink"]), "stages": u["stages"]},
+        architecture={**options, "shrink": list(options["shrink"]), "cs_inputs": [list(c) for c in options["cs_inputs"]],
+                      "stages": u["stages"], "concat_input": u["concat_input"]},
         stages=[{**{k: r.get(k) for k in ("stage", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
                                           "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
                  "solver": (r.get("report") or {}).get("solver")} for r in result.records])
@@ -601,4 +636,4 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     entries["unrolled_layerwise_adam"] = unrolled_entry(
         score(lw), seconds, stages=[{k: r.get(k) for k in ("stage", "psnr", "ssim")} for r in records])
     nets["unrolled_layerwise_adam"] = lw
-    return entries, nets
+    return entries, nets, starts["validation_initial"]

@@ -66,20 +66,21 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from common import (CONFIGS, MASKS, REDUCTIONS, anatomy_slices, beta_text, command, convex_solver_bytes,  # noqa: E402
+                    ensemble_entry,
                     estimate_seconds, hidden_width, machine, measured_split, plot_batch_size, plot_examples,
                     plot_psnr_vs_layers, scores, synthetic_parallel, train_convex, train_end_to_end_baseline,
                     train_unrolled_methods, utc_now, write_results)
 
 from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
 from convexrecon.data.classical import choose_lambda, l1_wavelet  # noqa: E402
-from convexrecon.stack.unrolled import UnrolledNet, unrolled_metrics  # noqa: E402
+from convexrecon.stack.unrolled import UnrolledNet, initial_estimates, unrolled_metrics  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.cli.device import default_device, parse_device  # noqa: E402
 
 SEED_METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex",
                 "layerwise_convex_relu")
-UNROLLED_METHODS = ("unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
+UNROLLED_METHODS = ("cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
 METHODS = SEED_METHODS + UNROLLED_METHODS
 
 
@@ -108,10 +109,11 @@ def _cs_slice(job: tuple) -> np.ndarray:
     return l1_wavelet(problem, lamda, max_iter)
 
 
-def metrics_entry(model: Any, part: dict[str, Any]) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM of a seed-architecture network or an unrolled network on ``part``."""
+def metrics_entry(model: Any, part: dict[str, Any], initial: Any = None) -> dict[str, float]:
+    """Slice-wise PSNR/SSIM of a seed-architecture network or an unrolled network on ``part`` (``initial``: the
+    unrolled network's CS start of ``part``, computed once for several networks of one architecture)."""
     if isinstance(model, UnrolledNet):
-        m = unrolled_metrics(model, part["targets"], part["scales"], part["volumes"], part["data"])
+        m = unrolled_metrics(model, part["targets"], part["scales"], part["volumes"], part["data"], initial=initial)
     else:
         m = validation_metrics(model, part["inputs"], part["targets"], part["scales"], part["volumes"])
     return {"psnr_mean": m["psnr"], "psnr_std": m["psnr_std"], "ssim_mean": m["ssim"], "ssim_std": m["ssim_std"]}
@@ -201,12 +203,12 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
         entry["layerwise_convex_relu"]["width"] = hidden_width(relu_cfg)
         entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
     if cfg.get("unrolled"):
-        unrolled, unrolled_nets = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed, data_cfg,
-                                                         device, cs_lambda=lamda)
+        unrolled, unrolled_nets, val_start = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed,
+                                                                    data_cfg, device, cs_lambda=lamda)
         entry.update(unrolled)
         models.update(unrolled_nets)
         for name in ("unrolled_convex", "unrolled_end_to_end"):
-            images[name] = unrolled_nets[name].predict(va["data"])[0].cpu()
+            images[name] = unrolled_nets[name].predict(va["data"], initial=val_start)[0].cpu()
     images["scale"] = float(va["scales"][0])
     anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
     return entry, images, anatomy
@@ -222,8 +224,17 @@ def held_out_anatomy(root: Path, mask: str, cfg: dict[str, Any], seed: int, out:
     entry["zero_filled"] = scores(part["targets"], part["inputs"], part["scales"], part["volumes"])
     cs, _, _ = cs_predictions({"val": part}, {**cfg, "cs_val_slices": None}, lamda)
     entry["cs_l1_wavelet"] = {**scores(part["targets"], cs, part["scales"], part["volumes"]), "lambda": lamda}
+    starts: dict[str, Any] = {}  # the unrolled networks' CS start on these slices, once per architecture
     for name, model in models.items():
-        entry[name] = metrics_entry(model, part)
+        start = None
+        if isinstance(model, UnrolledNet):
+            key = json.dumps(model.options())
+            if key not in starts:
+                starts[key] = initial_estimates(model, part["data"])
+                if model.cs_inputs and "cs_ensemble_mean" not in entry:
+                    entry["cs_ensemble_mean"] = ensemble_entry(starts[key], part, model.crop)
+            start = starts[key]
+        entry[name] = metrics_entry(model, part, start)
     entry["seconds"] = time.perf_counter() - start
     return entry
 
@@ -284,14 +295,19 @@ def markdown(results: dict[str, Any]) -> str:
                 lines += ["", f"Unrolled architecture: {arch.get('stages')} stages refining "
                           + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:g}, CS's)"
                              if arch.get("cs_iterations") else "the zero-filled image")
-                          + "; block inputs: estimate, zero-filled"
+                          + "; block inputs: estimate" + (", zero-filled" if arch.get("concat_input", True) else "")
                           + (", a constant channel" if arch.get("bias") else "")
                           + (f", db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"
-                             if arch.get("shrink") else "") + "."]
+                             if arch.get("shrink") else "")
+                          + (f", CS images at (λ, wavelet) {', '.join(f'({v:.3g}, {w})' for v, w in arch['cs_inputs'])}"
+                             if arch.get("cs_inputs") else "") + "."]
             u, c, e = (entry[k]["psnr_mean"] for k in ("unrolled_convex", "cs_l1_wavelet", "unrolled_end_to_end"))
             lines += ["", f"Convex unrolled − CS: {u - c:+.2f} dB (target ≥ +1 dB); convex unrolled − unrolled "
                       f"end-to-end: {u - e:+.2f} dB (target: within 0.3 dB). End-to-end learned λ: "
                       f"{', '.join(f'{v:.3g}' for v in entry['unrolled_end_to_end']['learned_lambdas'])}."]
+            if "cs_ensemble_mean" in entry:
+                lines[-1] += (f" Convex unrolled − the plain average of its {entry['cs_ensemble_mean']['cs_images']} "
+                              f"CS images (no learning): {u - entry['cs_ensemble_mean']['psnr_mean']:+.2f} dB.")
         lines.append("")
     if results.get("anatomy"):
         anatomy = results["anatomy"]

@@ -444,9 +444,91 @@ def test_scoring_with_precomputed_starts_equals_scoring_from_scratch(trained):
         for s in net.stages:
             s.block.second.weight.normal_(generator=torch.Generator().manual_seed(1))
     start = initial_estimates(net, data, 4)
-    assert start is not None and start.shape == data.kspace.shape[:1] + data.kspace.shape[2:]
+    assert start is not None and start.shape == (len(data), 1, *data.kspace.shape[2:])
     assert torch.allclose(net.predict(data, initial=start), net.predict(data), atol=1e-6)
+    assert torch.allclose(net.predict(data, initial=start[:, 0]), net.predict(data), atol=1e-6)  # (N, H, W) too
+    with pytest.raises(ValueError, match="'initial'"):
+        net.predict(data, initial=start.repeat(1, 2, 1, 1))
     scales, volumes = torch.ones(len(targets), dtype=torch.float64), ["v"] * len(targets)
     assert unrolled_metrics(net, targets, scales, volumes, data, initial=start)["psnr"] == pytest.approx(
         unrolled_metrics(net, targets, scales, volumes, data)["psnr"], abs=1e-4)
     assert initial_estimates(unrolled_plain(1, 4, 3, [0.5], CROP), data) is None  # zero-filled start: nothing to cache
+
+
+def test_cs_inputs_are_cs_images_at_their_weights_and_blocks_use_them(trained, tmp_path):
+    from convexrecon.data.sparsity import l1_wavelet_fista
+    from convexrecon.stack.unrolled import initial_estimates
+
+    inputs, targets, data, held, _, _ = trained
+    result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
+                            solve_options=SOLVE, cs_iterations=20, cs_lambda=0.01, cs_inputs=[0.003, (0.03, "haar")])
+    net = result.network
+    assert net.cs_inputs == ((0.003, "db4"), (0.03, "haar")) and net.in_channels == 8
+    assert net.stages[0].block.first.in_channels == 8
+    assert all(r["status"] == "optimal" for r in result.records)
+    # initial(): the CS start, then one CS image per weight, each equal to its own FISTA run (one batch for all)
+    x1 = net.start(data.kspace, data.maps, data.mask)
+    rho = crop_center(x1, CROP).abs().flatten(1).amax(1)
+    init = net.initial(x1, data.kspace, data.maps, data.mask)
+    assert init.shape == (len(data), 3, *x1.shape[-2:])
+    for j, (lam, wave) in enumerate(((0.01, "db4"), (0.003, "db4"), (0.03, "haar"))):
+        cs = l1_wavelet_fista(data.kspace, data.maps, data.mask, lam, 20, scale=rho, wave=wave)
+        assert torch.allclose(init[:, j], cs.to(init.dtype), atol=1e-5)
+    assert not torch.allclose(init[:, 2], l1_wavelet_fista(data.kspace, data.maps, data.mask, 0.03, 20, scale=rho))
+    # the block sees them: its input channels 6..7 are the crop of the 0.03 (Haar) image
+    feats = net.features(init[:, 0], torch.cat([x1.unsqueeze(1), init[:, 1:]], 1))
+    assert torch.allclose(feats[:, 6:8], complex_to_channels(crop_center(init[:, 2], CROP)).to(feats.dtype))
+    assert torch.allclose(net.predict(data, initial=initial_estimates(net, data)), net.predict(data), atol=1e-6)
+    # positively homogeneous: k-space × 1e3 scales the output by 1e3
+    big = net(data.kspace * 1e3, data.maps, data.mask)
+    small = net(data.kspace, data.maps, data.mask) * 1e3
+    assert float((big - small).abs().max()) <= 1e-4 * float(small.abs().max())  # measured: 3.9e-6
+    net.save(tmp_path / "model")
+    loaded = cr.load_network(tmp_path / "model")
+    assert loaded.cs_inputs == ((0.003, "db4"), (0.03, "haar")) and torch.equal(loaded.predict(data), net.predict(data))
+    # the Adam baselines take the same inputs
+    e2e = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=3, cs_iterations=20, cs_lambda=0.01, cs_inputs=[0.03])
+    assert e2e.in_channels == 6
+    history = train_unrolled_end_to_end(e2e, targets, data, epochs=1, batch_size=3, lr=1e-3)
+    assert math.isfinite(history[0]["loss"])
+    adam, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.5], cg_iterations=3, epochs=1, batch_size=3,
+                                            cs_iterations=5, cs_lambda=0.01, cs_inputs=(0.03,))
+    assert adam.in_channels == 6 and adam.cs_inputs == ((0.03, "db4"),)
+
+
+def test_cs_inputs_are_checked():
+    for bad in ([-0.1], [float("inf")], "0.1", 0.1, [(0.1, "nowave")], [(0.1,)], [(0.1, "haar", 1)], [True]):
+        with pytest.raises(ValueError, match="'cs_inputs'"):
+            unrolled_plain(1, 4, 3, [0.5], CROP, cs_iterations=5, cs_lambda=0.01, cs_inputs=bad)
+    with pytest.raises(ValueError, match="'cs_inputs' parameter needs 'cs_iterations'"):
+        unrolled_plain(1, 4, 3, [0.5], CROP, cs_inputs=[0.01])
+
+
+def test_trainers_reuse_a_precomputed_start(trained):
+    from convexrecon.stack.unrolled import initial_estimates
+
+    inputs, targets, data, held, _, _ = trained
+    options = {"cs_iterations": 10, "cs_lambda": 0.01, "cs_inputs": [(0.01, "haar")]}
+    template = unrolled_plain(1, 4, 3, [0.5], CROP, **options)
+    start = initial_estimates(template, data)
+    assert start.shape == (len(data), 2, *data.kspace.shape[2:])
+    val = (inputs, targets, torch.ones(len(targets), dtype=torch.float64), ["v"] * len(targets), data)
+    kwargs = dict(lambdas=(0.1, 1.0), holdout=held, cg_iterations=4, solve_options=SOLVE, validation=val, **options)
+    fresh = train_unrolled(inputs, targets, data, SETTINGS[:1], **kwargs)
+    reused = train_unrolled(inputs, targets, data, SETTINGS[:1], initial=start, validation_initial=start, **kwargs)
+    assert torch.allclose(fresh.network.predict(data), reused.network.predict(data), atol=1e-6)
+    assert reused.records[0]["psnr"] == pytest.approx(fresh.records[0]["psnr"], abs=1e-4)
+    losses = []
+    for init in (None, start):
+        net = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=3, seed=2, **options)
+        losses.append(train_unrolled_end_to_end(net, targets, data, epochs=1, batch_size=3, lr=1e-3,
+                                                initial=init)[0]["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    adam = [train_unrolled_layerwise_adam(targets, data, 4, 3, [0.5], cg_iterations=3, epochs=1, batch_size=3,
+                                          initial=init, **options)[0].predict(data) for init in (None, start)]
+    assert torch.allclose(adam[0], adam[1], atol=1e-6)
+    with pytest.raises(ValueError, match="'initial'"):  # another architecture's start: one CS input too few
+        train_unrolled_end_to_end(unrolled_plain(1, 4, 3, [0.5], CROP, **options), targets, data, epochs=1,
+                                  initial=start[:, :1].repeat(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="'initial'"):
+        train_unrolled(inputs, targets, data, SETTINGS[:1], initial=start.real, **kwargs)

@@ -22,13 +22,13 @@ def test_unrolled_trains_reloads_and_reconstructs_through_the_cli(tmp_path, caps
     assert main(["train", "--data", str(data), "--mask", "poisson", "--out", str(model), "--architecture",
                  "unrolled", "--blocks", "2", "--crop", "32", "--kernel-size", "3", "--arrangements", "4",
                  "--patch-size", "0", "--max-iter", "300", "--lambdas", "0.1", "1", "--stage-bias",
-                 "--stage-shrink", "0.01", "0.03", "--cs-start", "10", "--cs-start-lambda", "0.01", *common]) == 0
+                 "--stage-shrink", "0.01", "0.03", "--cs-start", "10", "--cs-start-lambda", "0.01", "--cs-inputs", "0.003:haar", *common]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["val_psnr"] > summary["zero_filled_psnr"] + 3  # data consistency: far above its input
     net = load_network(model)
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2
-    assert net.bias and net.shrink == (0.01, 0.03) and net.stages[0].block.first.in_channels == 9
-    assert (net.cs_iterations, net.cs_lambda) == (10, 0.01)
+    assert net.bias and net.shrink == (0.01, 0.03) and net.stages[0].block.first.in_channels == 11
+    assert (net.cs_iterations, net.cs_lambda, net.cs_inputs) == (10, 0.01, ((0.003, "haar"),))
     stages = net.config["stages"]  # every stage keeps its certificate and its chosen λ
     assert [s["lam"] for s in stages] == [s["selection"]["chosen_lambda"] for s in stages]
     assert all(s["duality_gap"] >= 0 and 0 <= s["relative_gap"] < 1 for s in stages)
@@ -51,7 +51,7 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--stage-shrink", "0.01"])
     assert exit_.value.code == 2
-    assert "--cs-start: expected with --architecture unrolled only" in capsys.readouterr().err
+    assert "--cs-inputs: expected with --architecture unrolled only" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--architecture", "unrolled", "--stage-shrink", "0", "0.1"])
     assert exit_.value.code == 2
@@ -59,3 +59,12 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     with pytest.raises(SystemExit):
         main([*args, "--architecture", "unrolled", "--cs-start", "5", "--cs-start-lambda", "-1"])
     assert "--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got 5 and -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--architecture", "unrolled", "--cs-inputs", "0.01"])
+    assert "--cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs 0.01:db4 and --cs-start 0" \
+        in capsys.readouterr().err
+    for bad in ("nan", "0.01:nowave", "0:haar", "x"):
+        with pytest.raises(SystemExit):
+            main([*args, "--architecture", "unrolled", "--cs-start", "5", "--cs-inputs", bad])
+        assert f"--cs-inputs: expected L or L:WAVELET, L a finite weight > 0 and WAVELET a discrete PyWavelets " \
+               f"name (e.g. 0.003:haar). Got {bad!r}" in capsys.readouterr().err

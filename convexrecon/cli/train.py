@@ -45,6 +45,22 @@ METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
 ARCHITECTURES = ("seed", "unrolled")
 
 
+def _cs_input(text: str) -> tuple[float, str]:
+    """``--cs-inputs`` item ``L`` or ``L:WAVELET`` → ``(L, wavelet)`` (Daubechies-4 by default)."""
+    import pywt
+
+    lam, _, wave = text.partition(":")
+    wave = wave or "db4"
+    try:
+        value = float(lam)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)) or wave not in pywt.wavelist(kind="discrete"):
+        raise argparse.ArgumentTypeError(f"expected L or L:WAVELET, L a finite weight > 0 and WAVELET a discrete "
+                                         f"PyWavelets name (e.g. 0.003:haar). Got {text!r}")
+    return value, wave
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train a reconstruction network",
                                    description=__doc__, formatter_class=HelpFormatter)
@@ -69,6 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "image (0: zero-filled)")
     parser.add_argument("--cs-start-lambda", type=float, default=0.003, metavar="L",
                         help="unrolled: weight of the CS start's L1 term, relative to max|zero-filled| of the slice")
+    parser.add_argument("--cs-inputs", type=_cs_input, nargs="+", default=[], metavar="L[:WAVELET]",
+                        help="unrolled, with --cs-start: for each relative weight L (and wavelet, default db4), the CS "
+                             "image of --cs-start FISTA steps as a further block input of every stage "
+                             "(e.g. 0.001 0.01 0.003:haar 0.003:sym8)")
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
     parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
     parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
@@ -123,9 +143,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
-    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start: expected with --architecture unrolled only. "
-                     f"Got --architecture {args.architecture}.")
+    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs: expected with --architecture "
+                     f"unrolled only. Got --architecture {args.architecture}.")
+    if args.cs_inputs and not args.cs_start:
+        parser.error(f"argument --cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs "
+                     f"{' '.join(f'{lam:g}:{wave}' for lam, wave in args.cs_inputs)} and --cs-start {args.cs_start}.")
     if args.cs_start < 0 or not (args.cs_start_lambda > 0 and math.isfinite(args.cs_start_lambda)):
         parser.error(f"argument --cs-start/--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got "
                      f"{args.cs_start} and {args.cs_start_lambda}.")
@@ -273,7 +296,7 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
     train_data, val_data = measured
     validation = (*val.validation, val_data)
     features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink), "cs_iterations": args.cs_start,
-                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0}
+                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0, "cs_inputs": tuple(args.cs_inputs)}
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():
             warnings.simplefilter("once")

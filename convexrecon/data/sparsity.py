@@ -26,6 +26,8 @@ from torch import Tensor
 
 from convexrecon.data.consistency import sense_adjoint, sense_forward
 
+DEFAULT_WAVE = "db4"  # sigpy's linop.Wavelet default, the CS baseline's wavelet
+
 
 def _check_images(name: str, x: Tensor) -> None:
     if not isinstance(x, Tensor) or x.ndim != 3 or not x.is_complex():
@@ -34,7 +36,7 @@ def _check_images(name: str, x: Tensor) -> None:
 
 
 def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None = None,
-                   wave: str = "db4") -> list[Tensor]:
+                   wave: str = DEFAULT_WAVE) -> list[Tensor]:
     r"""Wavelet soft-thresholding :math:`W^H \mathrm{soft}_t(W x)` of complex images, one output per threshold.
 
     ``x`` is ``(B, H, W)`` complex. Every coefficient, the approximation included, shrinks by its complex
@@ -67,7 +69,7 @@ def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None 
 
 
 def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, iterations: int, *,
-                     scale: Tensor | None = None, start: Tensor | None = None, wave: str = "db4") -> Tensor:
+                     scale: Tensor | None = None, start: Tensor | None = None, wave: str = DEFAULT_WAVE) -> Tensor:
     r"""L1-wavelet CS of a batch of slices by ``iterations`` FISTA steps; full-grid complex images ``(B, H, W)``.
 
     ``kspace`` ``(B, C, H, W)`` (masked), ``maps`` ``(B, C, H, W)``, ``mask`` ``(B, H, W)``, as

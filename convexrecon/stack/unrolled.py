@@ -16,7 +16,8 @@ channel (``bias``, the first layer's bias) and wavelet-shrunk copies of the esti
 transform, CS's sparsifying prior, for each relative threshold :math:`t`). And an optional **CS
 start** (``cs_iterations`` > 0): the chain then starts from ``cs_iterations`` FISTA steps of L1-wavelet
 CS with weight ``cs_lambda`` :math:`\cdot\rho` (:func:`~convexrecon.data.sparsity.l1_wavelet_fista`)
-instead of :math:`x_1`, and the stages learn corrections of CS. All are scaled by
+instead of :math:`x_1`, and the stages learn corrections of CS; ``cs_inputs`` adds the CS images at
+further weights as block inputs (computed once per slice, like :math:`x_1`). All are scaled by
 :math:`\rho = \max|P^T x_1|` of the slice, so the network stays positively homogeneous. This is the unrolled proximal-gradient / MoDL structure
 (Aggarwal et al., IEEE TMI 2019) trained greedily, stage by stage, as in GLEAM (Ozturkler et
 al., 2022), with each stage's block the certified convex two-layer block of
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pywt
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -61,7 +63,7 @@ from convexrecon.checks import bool_flag, check_images, device_of, training_devi
 from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency, embed_crop,
                                           sense_adjoint)
 from convexrecon.data.sense import channels_to_complex, complex_to_channels
-from convexrecon.data.sparsity import l1_wavelet_fista, wavelet_shrink
+from convexrecon.data.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
 from convexrecon.errors import CheckpointError
 from convexrecon.metrics import score_slices
 from convexrecon.stack.baselines import _checkpoint_file, adam_train
@@ -108,14 +110,15 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
                        torch.zeros(width, dtype=torch.long), "relu", 0.0)
 
 
-def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = ()) -> int:
+def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = (),
+                   cs_inputs: Sequence[float] = ()) -> int:
     """Input channels of an unrolled stage's block: the estimate (2), the zero-filled image (2), a constant
-    channel (1) and every shrunk estimate (2 each)."""
-    return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink)
+    channel (1), every shrunk estimate (2 each) and every further CS image (2 each)."""
+    return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
 
 
 def architecture_options(bias: Any = False, shrink: Any = (), cs_iterations: Any = 0,
-                         cs_lambda: Any = 0.0) -> dict[str, Any]:
+                         cs_lambda: Any = 0.0, cs_inputs: Any = ()) -> dict[str, Any]:
     """The checked keyword arguments of :class:`UnrolledNet` beyond its stages (block inputs and CS start)."""
     if not (isinstance(cs_iterations, int) and not isinstance(cs_iterations, bool) and cs_iterations >= 0):
         raise ValueError(f"The 'cs_iterations' parameter must be an int >= 0 (0: start from the zero-filled "
@@ -124,8 +127,31 @@ def architecture_options(bias: Any = False, shrink: Any = (), cs_iterations: Any
             and cs_lambda >= 0 and (cs_lambda > 0 or cs_iterations == 0)):
         raise ValueError(f"The 'cs_lambda' parameter must be a finite number > 0 when 'cs_iterations' > 0 "
                          f"(relative L1-wavelet weight). Got {cs_lambda!r} instead.")
+    inputs = _cs_inputs(cs_inputs)
+    if inputs and not cs_iterations:
+        raise ValueError(f"The 'cs_inputs' parameter needs 'cs_iterations' > 0 (the FISTA steps of every CS image). "
+                         f"Got cs_inputs={inputs!r} with cs_iterations=0.")
     return {"bias": bool_flag("bias", bias), "shrink": _thresholds(shrink), "cs_iterations": cs_iterations,
-            "cs_lambda": float(cs_lambda)}
+            "cs_lambda": float(cs_lambda), "cs_inputs": inputs}
+
+
+def _cs_inputs(value: Any) -> tuple[tuple[float, str], ...]:
+    """``cs_inputs`` as ``((λ, wavelet), …)``: each item a relative weight (Daubechies-4) or a ``(weight, wavelet)``
+    pair with a discrete PyWavelets name."""
+    error = ValueError(f"The 'cs_inputs' parameter must be a sequence of relative L1 weights > 0, each a number "
+                       f"(Daubechies-4) or a (weight, wavelet) pair with a discrete PyWavelets name such as 'haar' or "
+                       f"'sym8' (empty: none). Got {value!r} instead.")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise error
+    out = []
+    for item in value:
+        lam, wave = (item, DEFAULT_WAVE) if isinstance(item, (int, float)) else tuple(item) if (
+            hasattr(item, "__len__") and not isinstance(item, (str, bytes)) and len(item) == 2) else (None, None)
+        if (not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam <= 0
+                or wave not in pywt.wavelist(kind="discrete")):
+            raise error
+        out.append((float(lam), str(wave)))
+    return tuple(out)
 
 
 def _thresholds(shrink: Any) -> tuple[float, ...]:
@@ -202,6 +228,12 @@ class UnrolledNet(nn.Module):
         The CS start: the first stage sees ``cs_iterations`` FISTA steps of L1-wavelet CS with weight
         ``cs_lambda`` :math:`\cdot\rho`, started at :math:`x_1` (0: :math:`x_1` itself). ``x1`` as a block
         input stays the zero-filled image.
+    cs_inputs
+        Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
+        weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
+        L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
+        CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
+        learn where to trust which (docs/design.md §9.1).
 
     ``forward(kspace, maps, mask)`` takes the measured ``(B, C, H, W)`` k-space (divided by the
     slice scale), full-grid maps and ``(B, H, W)`` masks and returns the cropped estimate
@@ -212,16 +244,19 @@ class UnrolledNet(nn.Module):
 
     def __init__(self, stages: Sequence[UnrolledStage], crop: int, concat_input: bool = True,
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
-                 shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0) -> None:
+                 shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
+                 cs_inputs: Sequence[float] = ()) -> None:
         super().__init__()
-        options = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+        options = architecture_options(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
         self.bias, self.shrink = options["bias"], options["shrink"]
         self.cs_iterations, self.cs_lambda = options["cs_iterations"], options["cs_lambda"]
-        channels = stage_channels(concat_input, self.bias, self.shrink)
+        self.cs_inputs = options["cs_inputs"]
+        channels = stage_channels(concat_input, self.bias, self.shrink, self.cs_inputs)
         for i, stage in enumerate(stages):
             if stage.block.first.in_channels != channels:
                 raise ValueError(f"Stage {i + 1}'s block must take {channels} input channels (concat_input="
-                                 f"{concat_input}, bias={self.bias}, shrink={self.shrink}). Got "
+                                 f"{concat_input}, bias={self.bias}, shrink={self.shrink}, "
+                                 f"cs_inputs={self.cs_inputs}). Got "
                                  f"{stage.block.first.in_channels} instead.")
         self.stages = nn.ModuleList(stages)
         self.crop = int(crop)
@@ -246,29 +281,58 @@ class UnrolledNet(nn.Module):
     @property
     def in_channels(self) -> int:
         """Input channels of every stage's block."""
-        return stage_channels(self.concat_input, self.bias, self.shrink)
+        return stage_channels(self.concat_input, self.bias, self.shrink, self.cs_inputs)
 
     def options(self) -> dict[str, Any]:
         """The block inputs and CS start, as keyword arguments of this class and of the trainers."""
         return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
-                "cs_lambda": self.cs_lambda}
+                "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs}
 
     @torch.no_grad()
     def initial(self, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
-        """The first stage's estimate: ``x1`` (full grid), or the CS start from it (no parameters, so no
-        autograd graph)."""
+        """The images computed once per slice before the first stage, ``(B, 1 + len(cs_inputs), H, W)`` complex:
+        the first stage's estimate (``x1``, or the CS start from it), then the CS image of every ``cs_inputs``
+        weight. No parameters, so no autograd graph; all weights run as one batch of FISTA."""
         if not self.cs_iterations:
-            return x1
+            return x1.unsqueeze(1)
         real = x1.real.dtype
         rho = crop_center(x1, self.crop).abs().flatten(1).amax(1)
-        return l1_wavelet_fista(kspace.to(x1.device, x1.dtype), maps.to(x1.device, x1.dtype),
-                                mask.to(x1.device, real), self.cs_lambda, self.cs_iterations, scale=rho, start=x1)
+        runs = ((self.cs_lambda, DEFAULT_WAVE),) + self.cs_inputs
+        k, s, m = kspace.to(x1.device, x1.dtype), maps.to(x1.device, x1.dtype), mask.to(x1.device, real)
+        out: list[Tensor] = [x1] * len(runs)
+        for wave in dict.fromkeys(w for _, w in runs):  # one batched FISTA per wavelet
+            index = [i for i, (_, w) in enumerate(runs) if w == wave]
+            n = len(index)
+            images = l1_wavelet_fista(k.repeat(n, 1, 1, 1), s.repeat(n, 1, 1, 1), m.repeat(n, 1, 1), 1.0,
+                                      self.cs_iterations, scale=torch.cat([runs[i][0] * rho for i in index]),
+                                      start=x1.repeat(n, 1, 1), wave=wave)
+            for j, i in enumerate(index):
+                out[i] = images[j * len(x1):(j + 1) * len(x1)]
+        return torch.stack(out, 1)
+
+    def _initial_of(self, initial: Tensor, x1: Tensor) -> Tensor:
+        """A caller's ``initial`` (:meth:`initial`'s layout; ``(B, H, W)`` allowed without ``cs_inputs``), checked."""
+        init = initial.to(x1.device, x1.dtype)
+        if init.ndim == 3:
+            init = init.unsqueeze(1)
+        if init.ndim != 4 or init.shape[0] != x1.shape[0] or init.shape[1] != 1 + len(self.cs_inputs) \
+                or init.shape[-2:] != x1.shape[-2:]:
+            raise ValueError(f"The 'initial' parameter must hold ({x1.shape[0]}, {1 + len(self.cs_inputs)}, "
+                             f"{x1.shape[-2]}, {x1.shape[-1]}) images (UnrolledNet.initial). "
+                             f"Got {tuple(initial.shape)} instead.")
+        return init
 
     def features(self, x: Tensor, x1: Tensor) -> Tensor:
         """The block input of a stage: the cropped estimate ``x`` (2 channels), then the cropped ``x1`` when
-        ``concat_input``, the constant channel when ``bias`` and the shrunk estimates of ``shrink``."""
+        ``concat_input``, the constant channel when ``bias``, the shrunk estimates of ``shrink`` and the CS images
+        of ``cs_inputs``. ``x1`` is the zero-filled image ``(B, H, W)``, or ``(B, 1 + len(cs_inputs), H, W)``:
+        the zero-filled image followed by the CS images."""
+        fixed = x1 if x1.ndim == 4 else x1.unsqueeze(1)
+        if fixed.shape[1] != 1 + len(self.cs_inputs):
+            raise ValueError(f"The 'x1' parameter must hold the zero-filled image and {len(self.cs_inputs)} CS "
+                             f"images per slice (cs_inputs={self.cs_inputs}). Got {tuple(x1.shape)} instead.")
         h = complex_to_channels(crop_center(x, self.crop))
-        start = crop_center(x1, self.crop)
+        start = crop_center(fixed[:, 0], self.crop)
         parts = [h, complex_to_channels(start)] if self.concat_input else [h]
         if self.bias or self.shrink:
             rho = start.abs().flatten(1).amax(1)
@@ -276,11 +340,13 @@ class UnrolledNet(nn.Module):
                 parts.append(rho.to(h.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:]))
             parts += [complex_to_channels(crop_center(s, self.crop)).to(h.dtype)
                       for s in wavelet_shrink(x, self.shrink, rho)]
+        parts += [complex_to_channels(crop_center(fixed[:, j], self.crop)).to(h.dtype)
+                  for j in range(1, fixed.shape[1])]
         return torch.cat(parts, dim=1) if len(parts) > 1 else h
 
     def step(self, stage: UnrolledStage, x: Tensor, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor,
              lam: Any = None) -> Tensor:
-        """One stage on full-grid estimates ``x`` (``x1`` the zero-filled image); ``lam`` overrides the stage's λ."""
+        """One stage on full-grid estimates ``x`` (``x1`` as in :meth:`features`); ``lam`` overrides the stage's λ."""
         h = complex_to_channels(crop_center(x, self.crop))
         z = h + stage.correction(self.features(x, x1), h)
         z_full = embed_crop(x, channels_to_complex(z))
@@ -292,9 +358,10 @@ class UnrolledNet(nn.Module):
                 initial: Tensor | None = None) -> Tensor:
         """Cropped output; ``initial`` (full grid) replaces :meth:`initial`'s result, e.g. one computed once."""
         x1 = self.start(kspace, maps, mask)
-        x = self.initial(x1, kspace, maps, mask) if initial is None else initial.to(x1.device, x1.dtype)
+        init = self.initial(x1, kspace, maps, mask) if initial is None else self._initial_of(initial, x1)
+        x, fixed = init[:, 0], torch.cat([x1.unsqueeze(1), init[:, 1:]], 1)
         for stage in list(self.stages)[: self.num_stages if stages is None else stages]:
-            x = self.step(stage, x, x1, kspace, maps, mask)
+            x = self.step(stage, x, fixed, kspace, maps, mask)
         return complex_to_channels(crop_center(x, self.crop))
 
     @torch.no_grad()
@@ -319,7 +386,7 @@ class UnrolledNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
                 "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
-                "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
+                "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda, "cs_inputs": [list(c) for c in self.cs_inputs],
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -339,21 +406,22 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
               for s in spec["stages"]]
     return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config,
                        bias=bool(spec.get("bias", False)), shrink=spec.get("shrink", ()),
-                       cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)))
+                       cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)),
+                       cs_inputs=spec.get("cs_inputs", ()))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_iterations: int = 0, cs_lambda: float = 0.0) -> UnrolledNet:
+                   cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[float] = ()) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
-    ``cs_iterations`` and ``cs_lambda`` as in :class:`UnrolledNet`."""
+    ``cs_iterations``, ``cs_lambda`` and ``cs_inputs`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
-    options = architecture_options(bias, shrink, cs_iterations, cs_lambda)
-    c = stage_channels(concat_input, options["bias"], options["shrink"])
+    options = architecture_options(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
+    c = stage_channels(concat_input, options["bias"], options["shrink"], options["cs_inputs"])
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
     return UnrolledNet(stages, crop, concat_input, cg_iterations, config, **options)
@@ -398,16 +466,20 @@ class _Chain:
     """Full-grid estimates of all training slices through a sequence of frozen stages."""
 
     def __init__(self, net: UnrolledNet, data: MeasuredData, chunk_size: int,
-                 start: tuple[Tensor, Tensor] | None = None) -> None:
-        """``start``: ``(x1, initial)`` of another chain of the same net settings, not computed again."""
+                 start: tuple[Tensor, Tensor] | None = None, initial: Tensor | None = None) -> None:
+        """``start``: ``(x1, x)`` of another chain of the same net settings, not computed again; ``initial``:
+        :meth:`UnrolledNet.initial` of all slices, computed by the caller (:func:`initial_estimates`)."""
         self.net, self.data, self.chunk = net, data, chunk_size
         if start is not None:
             self.x1, self.x = start
             return
         with torch.no_grad():
-            self.x1 = torch.cat([net.start(*self._part(j)) for j in range(0, len(data), chunk_size)])
-            self.x = torch.cat([net.initial(self.x1[j:j + chunk_size], *self._part(j))
-                                for j in range(0, len(data), chunk_size)])
+            x1 = torch.cat([net.start(*self._part(j)) for j in range(0, len(data), chunk_size)])
+            init = torch.cat([net.initial(x1[j:j + chunk_size], *self._part(j))
+                              for j in range(0, len(data), chunk_size)]) if initial is None \
+                else net._initial_of(initial, x1)
+        # x1: the zero-filled images and the CS images of cs_inputs, (N, 1 + len(cs_inputs), H, W)
+        self.x, self.x1 = init[:, 0], torch.cat([x1.unsqueeze(1), init[:, 1:]], 1)
 
     def _part(self, j: int, index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         d = self.data if index is None else self.data.subset(index)
@@ -433,9 +505,22 @@ class _Chain:
 
 
 def initial_estimates(net: UnrolledNet, data: MeasuredData, chunk_size: int = 4) -> Tensor | None:
-    """The first-stage estimates of all slices of ``data`` when ``net`` has a CS start (None otherwise: the
+    """:meth:`UnrolledNet.initial` of all slices of ``data`` when ``net`` has a CS start (None otherwise: the
     zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS."""
-    return _Chain(net, data, chunk_size).x if net.cs_iterations else None
+    if not net.cs_iterations:
+        return None
+    chain = _Chain(net, data, chunk_size)
+    return torch.cat([chain.x.unsqueeze(1), chain.x1[:, 1:]], 1)
+
+
+def _moved(initial: Tensor | None, like: Tensor) -> Tensor | None:
+    """A caller's precomputed :meth:`UnrolledNet.initial` on the device of ``like`` (None stays None)."""
+    if initial is None:
+        return None
+    if not isinstance(initial, Tensor) or not initial.is_complex():
+        got = f"{initial.dtype} {tuple(initial.shape)}" if isinstance(initial, Tensor) else type(initial).__name__
+        raise ValueError(f"The 'initial' parameter must be complex images from initial_estimates. Got {got} instead.")
+    return initial.to(like.device)
 
 
 def _error(x: Tensor, targets: Tensor, crop: int) -> float:
@@ -483,6 +568,9 @@ def train_unrolled(
     shrink: Sequence[float] = (),
     cs_iterations: int = 0,
     cs_lambda: float = 0.0,
+    cs_inputs: Sequence[Any] = (),
+    initial: Tensor | None = None,
+    validation_initial: Tensor | None = None,
     cg_iterations: int = 10,
     seed: int = 0,
     chunk_size: int = 4,
@@ -521,9 +609,15 @@ def train_unrolled(
     bias, shrink
         Further block inputs (:class:`UnrolledNet`): a constant channel, and the estimate
         wavelet-shrunk at each relative threshold of ``shrink``.
-    cs_iterations, cs_lambda
+    cs_iterations, cs_lambda, cs_inputs
         The CS start (:class:`UnrolledNet`): the stages refine ``cs_iterations`` FISTA steps of
-        L1-wavelet CS (relative weight ``cs_lambda``) instead of the zero-filled image.
+        L1-wavelet CS (relative weight ``cs_lambda``) instead of the zero-filled image, and see the CS
+        images at the further weights ``cs_inputs``.
+    initial, validation_initial
+        :meth:`UnrolledNet.initial` of the training (validation) slices, as :func:`initial_estimates`
+        returns it for a network of these settings, when the caller has computed it (e.g. once for this
+        trainer and both Adam baselines: a CS start with CS inputs costs several CS reconstructions per
+        slice); None computes it.
     cg_iterations
         CG iterations per DC step.
     seed
@@ -579,7 +673,7 @@ def train_unrolled(
     if validation is not None:
         check_images("validation inputs", validation[0])
         _check_data(validation[0], validation[1], validation[4], "validation data")
-    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
     run_device, allow_tf32, inputs, targets, data, validation = _on_device(device, allow_tf32, targets, data,
                                                                            validation, inputs)
     solve_options = dict(solve_options or {})
@@ -591,7 +685,7 @@ def train_unrolled(
     with tf32_mode(allow_tf32):
         return _train_unrolled(inputs, targets, data, stages, lambdas, held, validation, concat_input, arch,
                                cg_iterations, seed, chunk_size, solve_chunk_size, solve_options, checkpoint_dir,
-                               stop_after, progress, config)
+                               stop_after, progress, config, initial, validation_initial)
 
 
 def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages: Sequence[BlockSettings],
@@ -599,10 +693,12 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
                     concat_input: bool, arch: dict[str, Any], cg_iterations: int, seed: int, chunk_size: int,
                     solve_chunk_size: int | None, solve_options: dict[str, Any],
                     checkpoint_dir: str | Path | None, stop_after: int | None, progress: bool,
-                    config: dict[str, Any] | None) -> UnrolledResult:
+                    config: dict[str, Any] | None, initial: Tensor | None = None,
+                    validation_initial: Tensor | None = None) -> UnrolledResult:
     """:func:`train_unrolled` on validated tensors on one device, inside its TF32 mode."""
     settings = {"stages": [asdict(b) for b in stages], "lambdas": list(lambdas), "seed": seed,
                 "concat_input": concat_input, **arch, "shrink": list(arch["shrink"]),
+                "cs_inputs": [list(c) for c in arch["cs_inputs"]],
                 "cg_iterations": cg_iterations, "holdout": None if held is None else held.nonzero().flatten().tolist(),
                 "solve_options": solve_options}
     key = fingerprint(inputs, targets, data.mask, data.kspace.abs())
@@ -615,9 +711,10 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
     main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
     sel_net.register_parameter("_anchor", dummy)
-    main = _Chain(main_net, data, chunk_size)
+    main = _Chain(main_net, data, chunk_size, initial=_moved(initial, inputs))
     sel = _Chain(sel_net, data, chunk_size, start=(main.x1, main.x))
-    val_start = None if validation is None else initial_estimates(main_net, validation[4], chunk_size)
+    val_start = None if validation is None else (_moved(validation_initial, inputs) if validation_initial is not None
+                                                 else initial_estimates(main_net, validation[4], chunk_size))
     records: list[dict[str, Any]] = []
     last = len(stages) if stop_after is None else min(len(stages), int(stop_after))
     bar = tqdm(range(last), desc="unrolled convex stages", unit="stage", disable=not progress)
@@ -741,6 +838,8 @@ def train_unrolled_end_to_end(
     progress: bool = False,
     device: Any = None,
     allow_tf32: bool = False,
+    initial: Tensor | None = None,
+    validation_initial: Tensor | None = None,
 ) -> list[dict[str, float]]:
     r"""Train ``net`` (in place) end to end by Adam through the differentiable DC steps.
 
@@ -752,17 +851,20 @@ def train_unrolled_end_to_end(
 
     ``device`` and ``allow_tf32`` as in :func:`train_unrolled`: None trains where ``targets`` and
     ``data`` are (``net`` is moved there); an explicit device moves them once. ``net`` stays there.
+    ``initial`` and ``validation_initial`` as in :func:`train_unrolled`.
     """
     targets = check_images("targets", targets)
     run_device, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     net.to(run_device)
     index = torch.arange(len(targets), device=run_device)  # adam_train batches the inputs: slice indices into data
-    starts = _Chain(net, data, batch_size).x if net.cs_iterations else None  # the CS start, computed once
+    # the CS start (and CS inputs), computed once
+    starts = _moved(initial, targets) if initial is not None else initial_estimates(net, data, batch_size)
 
     def forward(ids: Tensor) -> Tensor:
         return net(data.kspace[ids], data.maps[ids], data.mask[ids], initial=None if starts is None else starts[ids])
 
-    val_start = None if validation is None else initial_estimates(net, validation[4])
+    val_start = None if validation is None else (_moved(validation_initial, targets) if validation_initial is not None
+                                                 else initial_estimates(net, validation[4]))
     on_epoch = None if validation is None else (
         lambda e: unrolled_metrics(net, *validation[1:4], validation[4], initial=val_start))
     with tf32_mode(allow_tf32):
@@ -791,6 +893,9 @@ def train_unrolled_layerwise_adam(
     shrink: Sequence[float] = (),
     cs_iterations: int = 0,
     cs_lambda: float = 0.0,
+    cs_inputs: Sequence[Any] = (),
+    initial: Tensor | None = None,
+    validation_initial: Tensor | None = None,
     cg_iterations: int = 10,
     epochs: int = 30,
     batch_size: int = 4,
@@ -808,7 +913,8 @@ def train_unrolled_layerwise_adam(
     """Non-convex layer-wise training of the unrolled network: stage ``i``'s ReLU block by Adam on the
     convex block's objective (features of ``x_i``, residual ``y - x_i``, weight decay ``weight_decay[i]``),
     then frozen; the DC weights are fixed at ``lambdas`` (e.g. the convex model's choices). ``concat_input``,
-    ``bias``, ``shrink``, ``cs_iterations`` and ``cs_lambda`` as in :func:`train_unrolled`.
+    ``bias``, ``shrink``, ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``initial`` and ``validation_initial``
+    as in :func:`train_unrolled`.
 
     ``checkpoint_dir``: each stage's Adam state is written there after every epoch
     (``unrolled_layerwise_adam_XX.pt``); the same call resumes. A stage's checkpoint is identified by
@@ -820,12 +926,13 @@ def train_unrolled_layerwise_adam(
     Returns the network and one record per stage.
     """
     targets = check_images("targets", targets)
-    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda)
+    arch = architecture_options(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
     _, allow_tf32, _, targets, data, validation = _on_device(device, allow_tf32, targets, data, validation)
     with tf32_mode(allow_tf32):
         net, records = _train_unrolled_layerwise_adam(
             targets, data, width, kernel_size, lambdas, concat_input, arch, cg_iterations, epochs, batch_size, lr,
-            halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress)
+            halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress,
+            _moved(initial, targets), _moved(validation_initial, targets))
     net.config["training"]["allow_tf32"] = allow_tf32
     return net, records
 
@@ -836,7 +943,8 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
                                    batch_size: int, lr: float, halve_every: int,
                                    weight_decay: float | Sequence[float], seed: int, chunk_size: int,
                                    checkpoint_dir: str | Path | None, validation: Validation | None,
-                                   progress: bool) -> tuple[UnrolledNet, list[dict[str, Any]]]:
+                                   progress: bool, initial: Tensor | None = None,
+                                   validation_initial: Tensor | None = None) -> tuple[UnrolledNet, list[dict[str, Any]]]:
     """:func:`train_unrolled_layerwise_adam` on tensors on one device, inside its TF32 mode."""
     n_stages = len(lambdas)
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
@@ -844,13 +952,15 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     net = UnrolledNet([], crop, concat_input, cg_iterations, {"method": "unrolled_layerwise_adam"}, **arch)
     net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
                                                    requires_grad=False))
-    chain = _Chain(net, data, chunk_size)
-    val_start = None if validation is None else initial_estimates(net, validation[4], chunk_size)
+    chain = _Chain(net, data, chunk_size, initial=initial)
+    val_start = None if validation is None else (validation_initial if validation_initial is not None
+                                                 else initial_estimates(net, validation[4], chunk_size))
     records: list[dict[str, Any]] = []
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
     source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
-                         cg_iterations, [float(v) for v in lambdas], json.dumps({**arch, "shrink": list(arch["shrink"])}))
+                         cg_iterations, [float(v) for v in lambdas], json.dumps({**arch, "shrink": list(arch["shrink"]),
+                                                                           "cs_inputs": [list(c) for c in arch["cs_inputs"]]}))
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
