@@ -387,7 +387,7 @@ class UnrolledNet(nn.Module):
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
                 "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda, "cs_inputs": [list(c) for c in self.cs_inputs],
-                "stages": [{"block": block_spec(s.block), "lam": float(s.lam), "limit": float(s.limit)}
+                "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
     def save(self, directory: str | Path) -> Path:
