@@ -299,8 +299,9 @@ def markdown(results: dict[str, Any]) -> str:
                           + (", a constant channel" if arch.get("bias") else "")
                           + (f", db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"
                              if arch.get("shrink") else "")
-                          + (f", CS images at (λ, wavelet) {', '.join(f'({v:.3g}, {w})' for v, w in arch['cs_inputs'])}"
-                             if arch.get("cs_inputs") else "") + "."]
+                          + (", CS images at (λ, wavelet) "
+                             + ", ".join(f"({v:.3g}, {w})" for v, w in arch["cs_inputs"]) if arch.get("cs_inputs") else "")
+                          + "."]
             u, c, e = (entry[k]["psnr_mean"] for k in ("unrolled_convex", "cs_l1_wavelet", "unrolled_end_to_end"))
             lines += ["", f"Convex unrolled − CS: {u - c:+.2f} dB (target ≥ +1 dB); convex unrolled − unrolled "
                       f"end-to-end: {u - e:+.2f} dB (target: within 0.3 dB). End-to-end learned λ: "

@@ -22,7 +22,8 @@ def test_unrolled_trains_reloads_and_reconstructs_through_the_cli(tmp_path, caps
     assert main(["train", "--data", str(data), "--mask", "poisson", "--out", str(model), "--architecture",
                  "unrolled", "--blocks", "2", "--crop", "32", "--kernel-size", "3", "--arrangements", "4",
                  "--patch-size", "0", "--max-iter", "300", "--lambdas", "0.1", "1", "--stage-bias",
-                 "--stage-shrink", "0.01", "0.03", "--cs-start", "10", "--cs-start-lambda", "0.01", "--cs-inputs", "0.003:haar", *common]) == 0
+                 "--stage-shrink", "0.01", "0.03", "--cs-start", "10", "--cs-start-lambda", "0.01",
+                 "--cs-inputs", "0.003:haar", *common]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["val_psnr"] > summary["zero_filled_psnr"] + 3  # data consistency: far above its input
     net = load_network(model)
@@ -61,8 +62,8 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     assert "--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got 5 and -1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--architecture", "unrolled", "--cs-inputs", "0.01"])
-    assert "--cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs 0.01:db4 and --cs-start 0" \
-        in capsys.readouterr().err
+    assert ("--cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs 0.01:db4 and "
+            "--cs-start 0") in capsys.readouterr().err
     for bad in ("nan", "0.01:nowave", "0:haar", "x"):
         with pytest.raises(SystemExit):
             main([*args, "--architecture", "unrolled", "--cs-start", "5", "--cs-inputs", bad])

@@ -111,7 +111,7 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
 
 
 def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_inputs: Sequence[float] = ()) -> int:
+                   cs_inputs: Sequence[Any] = ()) -> int:
     """Input channels of an unrolled stage's block: the estimate (2), the zero-filled image (2), a constant
     channel (1), every shrunk estimate (2 each) and every further CS image (2 each)."""
     return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
@@ -245,7 +245,7 @@ class UnrolledNet(nn.Module):
     def __init__(self, stages: Sequence[UnrolledStage], crop: int, concat_input: bool = True,
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
-                 cs_inputs: Sequence[float] = ()) -> None:
+                 cs_inputs: Sequence[Any] = ()) -> None:
         super().__init__()
         options = architecture_options(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
         self.bias, self.shrink = options["bias"], options["shrink"]
@@ -292,7 +292,7 @@ class UnrolledNet(nn.Module):
     def initial(self, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
         """The images computed once per slice before the first stage, ``(B, 1 + len(cs_inputs), H, W)`` complex:
         the first stage's estimate (``x1``, or the CS start from it), then the CS image of every ``cs_inputs``
-        weight. No parameters, so no autograd graph; all weights run as one batch of FISTA."""
+        weight. No parameters, so no autograd graph; the images of one wavelet run as one batch of FISTA."""
         if not self.cs_iterations:
             return x1.unsqueeze(1)
         real = x1.real.dtype
@@ -386,7 +386,8 @@ class UnrolledNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
                 "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
-                "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda, "cs_inputs": [list(c) for c in self.cs_inputs],
+                "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
+                "cs_inputs": [list(c) for c in self.cs_inputs],
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -413,7 +414,7 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[float] = ()) -> UnrolledNet:
+                   cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = ()) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
@@ -513,13 +514,13 @@ def initial_estimates(net: UnrolledNet, data: MeasuredData, chunk_size: int = 4)
     return torch.cat([chain.x.unsqueeze(1), chain.x1[:, 1:]], 1)
 
 
-def _moved(initial: Tensor | None, like: Tensor) -> Tensor | None:
-    """A caller's precomputed :meth:`UnrolledNet.initial` on the device of ``like`` (None stays None)."""
+def _moved(initial: Tensor | None, like: Tensor, name: str = "initial") -> Tensor | None:
+    """A caller's precomputed :meth:`UnrolledNet.initial` (parameter ``name``) on the device of ``like``."""
     if initial is None:
         return None
     if not isinstance(initial, Tensor) or not initial.is_complex():
         got = f"{initial.dtype} {tuple(initial.shape)}" if isinstance(initial, Tensor) else type(initial).__name__
-        raise ValueError(f"The 'initial' parameter must be complex images from initial_estimates. Got {got} instead.")
+        raise ValueError(f"The '{name}' parameter must be complex images from initial_estimates. Got {got} instead.")
     return initial.to(like.device)
 
 
@@ -713,8 +714,9 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     sel_net.register_parameter("_anchor", dummy)
     main = _Chain(main_net, data, chunk_size, initial=_moved(initial, inputs))
     sel = _Chain(sel_net, data, chunk_size, start=(main.x1, main.x))
-    val_start = None if validation is None else (_moved(validation_initial, inputs) if validation_initial is not None
-                                                 else initial_estimates(main_net, validation[4], chunk_size))
+    val_start = _moved(validation_initial, inputs, "validation_initial")
+    if val_start is None and validation is not None:
+        val_start = initial_estimates(main_net, validation[4], chunk_size)
     records: list[dict[str, Any]] = []
     last = len(stages) if stop_after is None else min(len(stages), int(stop_after))
     bar = tqdm(range(last), desc="unrolled convex stages", unit="stage", disable=not progress)
@@ -863,8 +865,9 @@ def train_unrolled_end_to_end(
     def forward(ids: Tensor) -> Tensor:
         return net(data.kspace[ids], data.maps[ids], data.mask[ids], initial=None if starts is None else starts[ids])
 
-    val_start = None if validation is None else (_moved(validation_initial, targets) if validation_initial is not None
-                                                 else initial_estimates(net, validation[4]))
+    val_start = _moved(validation_initial, targets, "validation_initial")
+    if val_start is None and validation is not None:
+        val_start = initial_estimates(net, validation[4])
     on_epoch = None if validation is None else (
         lambda e: unrolled_metrics(net, *validation[1:4], validation[4], initial=val_start))
     with tf32_mode(allow_tf32):
@@ -932,7 +935,7 @@ def train_unrolled_layerwise_adam(
         net, records = _train_unrolled_layerwise_adam(
             targets, data, width, kernel_size, lambdas, concat_input, arch, cg_iterations, epochs, batch_size, lr,
             halve_every, weight_decay, seed, chunk_size, checkpoint_dir, validation, progress,
-            _moved(initial, targets), _moved(validation_initial, targets))
+            _moved(initial, targets), _moved(validation_initial, targets, "validation_initial"))
     net.config["training"]["allow_tf32"] = allow_tf32
     return net, records
 
@@ -944,7 +947,8 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
                                    weight_decay: float | Sequence[float], seed: int, chunk_size: int,
                                    checkpoint_dir: str | Path | None, validation: Validation | None,
                                    progress: bool, initial: Tensor | None = None,
-                                   validation_initial: Tensor | None = None) -> tuple[UnrolledNet, list[dict[str, Any]]]:
+                                   validation_initial: Tensor | None = None
+                                   ) -> tuple[UnrolledNet, list[dict[str, Any]]]:
     """:func:`train_unrolled_layerwise_adam` on tensors on one device, inside its TF32 mode."""
     n_stages = len(lambdas)
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
@@ -953,14 +957,16 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
                                                    requires_grad=False))
     chain = _Chain(net, data, chunk_size, initial=initial)
-    val_start = None if validation is None else (validation_initial if validation_initial is not None
-                                                 else initial_estimates(net, validation[4], chunk_size))
+    val_start = validation_initial
+    if val_start is None and validation is not None:
+        val_start = initial_estimates(net, validation[4], chunk_size)
     records: list[dict[str, Any]] = []
     # stage i's checkpoint is keyed on the measurements, the targets and the frozen stages before it, not on its
     # inputs: those come through the DC chain, whose FFTs need not repeat bit for bit in another process
     source = fingerprint(targets, data.kspace, data.maps, data.mask, data.crop, width, kernel_size, concat_input,
-                         cg_iterations, [float(v) for v in lambdas], json.dumps({**arch, "shrink": list(arch["shrink"]),
-                                                                           "cs_inputs": [list(c) for c in arch["cs_inputs"]]}))
+                         cg_iterations, [float(v) for v in lambdas],
+                         json.dumps({**arch, "shrink": list(arch["shrink"]),
+                                     "cs_inputs": [list(c) for c in arch["cs_inputs"]]}))
     for i in range(n_stages):
         start = time.perf_counter()
         h = chain.features()
