@@ -89,3 +89,27 @@ def test_shrinkage_gradient_is_finite_where_coefficients_are_exactly_zero():
     x = torch.zeros(1, 32, 32, dtype=torch.complex128, requires_grad=True)
     l1_wavelet_fista(k, s, m, 0.01, 3, start=x * 1.0).abs().sum().backward()
     assert torch.isfinite(torch.view_as_real(x.grad)).all()
+
+
+def test_cycle_spun_fista_is_cs_with_a_shifted_wavelet_grid_averaged_over_shifts():
+    from convexrecon.data.sense import fft2c, ifft2c
+
+    k, s, m = problem(seed=2)
+    plain = l1_wavelet_fista(k, s, m, 0.01, 50)
+    assert torch.equal(l1_wavelet_fista(k, s, m, 0.01, 50, shifts=[(0, 0)]), plain)
+    assert torch.allclose(l1_wavelet_fista(k, s, m, 0.01, 50, shifts=[(0, 0), (0, 0)]), plain, atol=1e-12)
+    # one shift p: CS whose wavelet grid is shifted by p, i.e. plain CS of the problem rolled by p, rolled back
+    p = (3, 5)
+    rolled_k = fft2c(torch.roll(ifft2c(k), p, (-2, -1)))  # an image-domain roll: a phase ramp on the samples
+    rolled = l1_wavelet_fista(rolled_k, torch.roll(s, p, (-2, -1)), m, 0.01, 50)
+    shifted = l1_wavelet_fista(k, s, m, 0.01, 50, shifts=[p])
+    assert torch.allclose(shifted, torch.roll(rolled, (-p[0], -p[1]), (-2, -1)), atol=1e-10)
+    assert not torch.allclose(shifted, plain, atol=1e-4)
+    # four shifts: a fixed point of the averaged step (FISTA on the proximal average converges)
+    grid = [(0, 0), (1, 1), (2, 3), (5, 6)]
+    x = l1_wavelet_fista(k, s, m, 0.01, 800, shifts=grid)
+    again = l1_wavelet_fista(k, s, m, 0.01, 1, shifts=grid, start=x)
+    assert float((again - x).abs().max()) <= 1e-5 * float(x.abs().max())
+    for bad in ([], [(1,)], [(1.5, 0)], [(True, 0)], "ab", [1, 2], 3):
+        with pytest.raises(ValueError, match="'shifts'"):
+            l1_wavelet_fista(k, s, m, 0.01, 2, shifts=bad)
