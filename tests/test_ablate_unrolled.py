@@ -1,4 +1,4 @@
-"""``benchmarks/ablate_unrolled.py``: usage errors name the option (the runs themselves are benchmarks)."""
+"""``benchmarks/ablate_unrolled.py`` and ``bench_cs.py``: usage errors name the option (runs are benchmarks)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ def test_bad_arguments_name_the_option(tmp_path: Path, args: list[str], message:
                           *args], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not any(tmp_path.iterdir())  # refused before any data are written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lambdas", "0.003,-1"], "argument --lambdas: expected comma-separated numbers > 0"),
+    (["--iterations", "100,x"], "argument --iterations: expected comma-separated ints >= 1"),
+    (["--shifts", "0"], "argument --shifts: expected comma-separated ints >= 1"),
+    (["--shifts", "9"], "argument --shifts: expected at most 8. Got 9"),
+])
+def test_bench_cs_bad_arguments_name_the_option(tmp_path: Path, args: list[str], message: str) -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cs.py"), "--out", str(tmp_path), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not any(tmp_path.iterdir())
