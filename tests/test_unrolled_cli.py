@@ -23,12 +23,13 @@ def test_unrolled_trains_reloads_and_reconstructs_through_the_cli(tmp_path, caps
                  "unrolled", "--blocks", "2", "--crop", "32", "--kernel-size", "3", "--arrangements", "4",
                  "--patch-size", "0", "--max-iter", "300", "--lambdas", "0.1", "1", "--stage-bias",
                  "--stage-shrink", "0.01", "0.03", "--cs-start", "10", "--cs-start-lambda", "0.01",
-                 "--cs-inputs", "0.003:haar", *common]) == 0
+                 "--cs-inputs", "0.003:haar", "--no-stage-zero-filled", *common]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["val_psnr"] > summary["zero_filled_psnr"] + 3  # data consistency: far above its input
     net = load_network(model)
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2
-    assert net.bias and net.shrink == (0.01, 0.03) and net.stages[0].block.first.in_channels == 11
+    assert net.bias and net.shrink == (0.01, 0.03) and not net.concat_input
+    assert net.stages[0].block.first.in_channels == 9  # estimate 2, ρ 1, shrinkage 2 × 2, one CS image 2
     assert (net.cs_iterations, net.cs_lambda, net.cs_inputs) == (10, 0.01, ((0.003, "haar"),))
     stages = net.config["stages"]  # every stage keeps its certificate and its chosen λ
     assert [s["lam"] for s in stages] == [s["selection"]["chosen_lambda"] for s in stages]
@@ -52,7 +53,7 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--stage-shrink", "0.01"])
     assert exit_.value.code == 2
-    assert "--cs-inputs: expected with --architecture unrolled only" in capsys.readouterr().err
+    assert "--no-stage-zero-filled: expected with --architecture unrolled only" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--architecture", "unrolled", "--stage-shrink", "0", "0.1"])
     assert exit_.value.code == 2

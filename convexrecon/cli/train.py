@@ -74,6 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
                         help="unrolled: candidate weights of every data-consistency step, chosen per stage on the "
                              "last --holdout-volumes training volumes")
+    parser.add_argument("--no-stage-zero-filled", action="store_true",
+                        help="unrolled: the blocks do not see the zero-filled image (by default every stage's block "
+                             "sees the estimate and the zero-filled image)")
     parser.add_argument("--stage-bias", action="store_true",
                         help="unrolled: a constant input channel in every stage's block (scaled with the slice)")
     parser.add_argument("--stage-shrink", type=float, nargs="+", default=[], metavar="T",
@@ -143,9 +146,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
-    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs: expected with --architecture "
-                     f"unrolled only. Got --architecture {args.architecture}.")
+    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
+                                            or args.no_stage_zero_filled):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--no-stage-zero-filled: expected "
+                     f"with --architecture unrolled only. Got --architecture {args.architecture}.")
     if args.cs_inputs and not args.cs_start:
         parser.error(f"argument --cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs "
                      f"{' '.join(f'{lam:g}:{wave}' for lam, wave in args.cs_inputs)} and --cs-start {args.cs_start}.")
@@ -296,7 +300,8 @@ def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured
     train_data, val_data = measured
     validation = (*val.validation, val_data)
     features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink), "cs_iterations": args.cs_start,
-                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0, "cs_inputs": tuple(args.cs_inputs)}
+                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0, "cs_inputs": tuple(args.cs_inputs),
+                "concat_input": not args.no_stage_zero_filled}
     if args.method == "layerwise_convex":
         with warnings.catch_warnings():
             warnings.simplefilter("once")
