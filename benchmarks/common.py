@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from convexrecon.block.guard import fit_memory_terms  # noqa: E402
 from convexrecon.data import SliceDataset  # noqa: E402
 from convexrecon.data.masks import CENTER_FRACTION  # noqa: E402
+from convexrecon.data.sparsity import DEFAULT_WAVE  # noqa: E402
 from convexrecon.data.splits import holdout_mask, stack_split  # noqa: E402
 from convexrecon.io import atomic_path, write_text  # noqa: E402
 from convexrecon.metrics import score_slices  # noqa: E402
@@ -553,7 +554,7 @@ def unrolled_options(u: dict[str, Any], cs_lambda: float | None) -> dict[str, An
         if cs_lambda is None:
             raise ValueError("cfg['unrolled']['cs_lambda'] = 'cs' needs the CS baseline's λ. Got None.")
         lam = cs_lambda
-    inputs = [(f, "db4") if isinstance(f, (int, float)) else tuple(f) for f in u.get("cs_inputs", [])]
+    inputs = [(f, DEFAULT_WAVE) if isinstance(f, (int, float)) else tuple(f) for f in u.get("cs_inputs", [])]
     return {"bias": u["bias"], "shrink": u["shrink"], "cs_iterations": u["cs_iterations"],
             "cs_lambda": float(lam) if u["cs_iterations"] else 0.0,
             "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u["cs_iterations"] else ()}
@@ -569,13 +570,15 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     certificates), the trained networks, by method name, and the validation slices' CS start
     (:func:`~convexrecon.stack.unrolled.initial_estimates`, None without one): the three methods share one
     architecture, so their CS start and CS inputs are computed once per part of the split."""
-    from convexrecon.stack.unrolled import (initial_estimates, train_unrolled, train_unrolled_end_to_end,
-                                            train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
+    from convexrecon.stack.unrolled import (UnrolledNet, initial_estimates, train_unrolled,
+                                            train_unrolled_end_to_end, train_unrolled_layerwise_adam,
+                                            unrolled_metrics, unrolled_plain)
 
     u = cfg["unrolled"]
     options = unrolled_options(u, cs_lambda)
     tr, va = split["train"], split["val"]
-    template = unrolled_plain(1, 2, 1, [1.0], cfg["crop"], **options).to(device or tr["data"].kspace.device)
+    # the architecture without stages: its CS start, shared by the three methods
+    template = UnrolledNet([], cfg["crop"], u["concat_input"], **options).to(device or tr["data"].kspace.device)
     starts = {"initial": initial_estimates(template, tr["data"], u["batch_size"]),
               "validation_initial": initial_estimates(template, va["data"], u["batch_size"])}
     on = {"device": device, "allow_tf32": bool(cfg.get("allow_tf32", False)), **starts}

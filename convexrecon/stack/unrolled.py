@@ -263,13 +263,15 @@ class UnrolledNet(nn.Module):
         self.concat_input = bool(concat_input)
         self.cg_iterations = int(cg_iterations)
         self.config: dict[str, Any] = dict(config or {})
+        # dtype and device of a network without stages (moved by .to(); not saved): its CS start still runs there
+        self.register_buffer("_reference", torch.zeros(()), persistent=False)
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
 
     def _dtype(self) -> tuple[torch.dtype, torch.device]:
-        p = next(self.parameters())
+        p = next(self.parameters(), self._reference)
         return p.dtype, p.device
 
     def start(self, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
@@ -709,9 +711,8 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
     crop = inputs.shape[-1]
     main_net = UnrolledNet([], crop, concat_input, cg_iterations, config, **arch)
     sel_net = UnrolledNet([], crop, concat_input, cg_iterations, **arch)
-    dummy = nn.Parameter(torch.zeros((), dtype=inputs.dtype, device=inputs.device), requires_grad=False)
-    main_net.register_parameter("_anchor", dummy)  # dtype/device of the chains before any stage exists
-    sel_net.register_parameter("_anchor", dummy)
+    main_net.to(inputs.device, inputs.dtype)  # dtype/device of the chains before any stage exists
+    sel_net.to(inputs.device, inputs.dtype)
     main = _Chain(main_net, data, chunk_size, initial=_moved(initial, inputs))
     sel = _Chain(sel_net, data, chunk_size, start=(main.x1, main.x))
     val_start = _moved(validation_initial, inputs, "validation_initial")
@@ -752,7 +753,6 @@ def _train_unrolled(inputs: Tensor, targets: Tensor, data: MeasuredData, stages:
             sel_net.stages.append(sel_stage)
             sel.advance(sel_stage)
         records.append(record)
-    del main_net._anchor
     meta = {"method": "unrolled_convex", "training": settings,
             "stages": [{k: v for k, v in r.items() if k != "report"} for r in records],
             "solve_reports": [r.get("report") for r in records], **(config or {})}
@@ -954,8 +954,7 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
     decays = [float(weight_decay)] * n_stages if isinstance(weight_decay, (int, float)) else list(weight_decay)
     crop = targets.shape[-1]
     net = UnrolledNet([], crop, concat_input, cg_iterations, {"method": "unrolled_layerwise_adam"}, **arch)
-    net.register_parameter("_anchor", nn.Parameter(torch.zeros((), dtype=targets.dtype, device=targets.device),
-                                                   requires_grad=False))
+    net.to(targets.device, targets.dtype)  # dtype/device of the chain before any stage exists
     chain = _Chain(net, data, chunk_size, initial=initial)
     val_start = validation_initial
     if val_start is None and validation is not None:
@@ -986,7 +985,6 @@ def _train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: i
         if validation is not None:
             record.update(unrolled_metrics(net, *validation[1:4], validation[4], chunk_size, initial=val_start))
         records.append(record)
-    del net._anchor
     net.config.update({"stages": records, "training": {
         "epochs_per_stage": epochs, "batch_size": batch_size, "lr": lr, "halve_every": halve_every,
         "weight_decay": decays, "seed": seed, "lambdas": [float(v) for v in lambdas]}})
