@@ -12,6 +12,8 @@ Ergen, ICML 2020; Sahiner et al., ICLR 2021; the mathematics in ``docs/design.md
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from solvers.group_lasso import solve_group_lasso
 from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
                               solve_gated_program_ipm, solve_relu_program_ipm)
 from solvers.pdhg import solve_cone_group_lasso_pdhg
-from solvers.report import IterationRecord, SolverError, Status
+from solvers.report import ConvergenceWarning, IterationRecord, SolveReport, SolverError, Status
 
 from convexrecon import checks
 from convexrecon.block import guard, relu_split, streaming
@@ -310,26 +312,41 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
             fallback = None
             if interior and not (relu and method == "admm"):
                 start = v
-                v, report = _solve_interior(x, y, operator, gates, o.kernel_size, beta, tol, max_iter, callback, relu)
+                # under auto a shortfall is reported once, for the block returned (ADMM may replace it)
+                v, report = _quietly(auto, _solve_interior, x, y, operator, gates, o.kernel_size, beta, tol,
+                                     max_iter, callback, relu)
                 if auto and report.status is not Status.OPTIMAL:
                     # the interior point diverges on some small over-parameterised programs (P C_in k^2 >> N H W:
                     # e.g. 25 patches, 1152 unknowns per output ended 63x above cvxpy's optimum); ADMM solves them
                     # from ADMM's own start (from the interior point's best iterate it took 2-45x longer)
-                    fallback, method, v = report, "admm", start
+                    fallback, method, v_interior, v = report, "admm", v, start
             if relu and method == "admm":
                 if split is None:
                     split = relu_split.admm_structure(operator, x, o.kernel_size, comm) + (
                         relu_split.relu_prediction(operator),)
-                v, _, report = solve_relu_program_admm(
-                    operator, y, beta, v, gram=split[0], pick=split[1], spread=split[2], realised=split[3], tol=tol,
-                    max_iter=max_iter or 20_000, certify_operator=certify_operator, callback=callback, comm=comm,
+                v, _, report = _quietly(
+                    fallback is not None, solve_relu_program_admm, operator, y, beta, v, gram=split[0],
+                    pick=split[1], spread=split[2], realised=split[3], tol=tol, max_iter=max_iter or 20_000,
+                    certify_operator=certify_operator, callback=callback, comm=comm,
                 )
-                if fallback is not None:
+                if fallback is not None and _better(fallback, report) and bool(torch.isfinite(v_interior).all()):
+                    # ADMM did not beat it (an interior point that stopped 'inaccurate' just above tol is usually
+                    # far better than an ADMM run out of iterations): keep the interior point's block
+                    v, report = v_interior, dataclasses.replace(
+                        fallback, seconds=report.seconds + fallback.seconds,
+                        message=(f"relu_method='auto': the interior point ended {fallback.status.value}; ADMM, tried "
+                                 f"next, ended {report.status.value} at relative gap {report.relative_gap:.3g}, so "
+                                 f"the interior point's block is kept; {fallback.message}"))
+                elif fallback is not None:
                     report = dataclasses.replace(
                         report, seconds=report.seconds + fallback.seconds,
                         message=(f"relu_method='auto': the interior point ended {fallback.status.value} after "
                                  f"{fallback.iterations} iterations (relative gap {fallback.relative_gap:.3g}), so "
                                  f"ADMM solved the block instead; {report.message}"))
+                if fallback is not None and report.status is not Status.OPTIMAL:
+                    warnings.warn(f"fit_layer: the block's {report.solver} solve ended {report.status.value} at "
+                                  f"relative gap {report.relative_gap:.3g} (tol {tol:.3g}). {report.message}",
+                                  ConvergenceWarning, stacklevel=4)
             elif relu and not interior:
                 v, _, report = solve_cone_group_lasso_pdhg(
                     operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
@@ -351,6 +368,29 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
             )
         blocks.append(block_from_solution(v, gates, y.shape[1], o.activation, beta, report))
     return blocks
+
+
+def _quietly(quiet: bool, solve, *args, **kwargs):
+    """``solve(*args, **kwargs)``; with ``quiet`` its :class:`ConvergenceWarning` is dropped (the caller reports
+    the final outcome) and any other warning passed on."""
+    if not quiet:
+        return solve(*args, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = solve(*args, **kwargs)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _better(first: SolveReport, second: SolveReport) -> bool:
+    """Whether ``first`` certifies at least as well as ``second``: the smaller relative gap, a diverged run never."""
+    if first.status is Status.DIVERGED or not math.isfinite(first.relative_gap):
+        return False
+    if second.status is Status.DIVERGED or not math.isfinite(second.relative_gap):
+        return True
+    return first.relative_gap <= second.relative_gap
 
 
 def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Local, relu: bool = True) -> None:
