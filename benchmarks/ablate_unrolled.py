@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         u = {**cfg["unrolled"], **variant}
         settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
-                                  activation="gated", gate_sampling="antithetic", beta_ratios=tuple(u["beta_ratios"]),
+                                  activation=u["activation"], gate_sampling="antithetic",
+                                  beta_ratios=tuple(u["beta_ratios"]),
                                   tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
         start = time.perf_counter()
         result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"], holdout=held,

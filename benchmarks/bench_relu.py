@@ -10,7 +10,13 @@ Every solve is ``fit_layer`` with the same gates and beta:
 * ``relu admm``: the exact program by ADMM on the cone values (:mod:`solvers.admm`);
 * ``relu pdhg``: the exact program by restarted PDHG, capped at ``--pdhg-max-iter``;
 * ``relu interior_point``: the exact program on the explicit patch matrix, where it fits
-  (``--no-interior`` skips it; it is what ``relu_method="auto"`` runs at this size).
+  (``--no-interior`` skips it; it is what ``relu_method="auto"`` runs at this size);
+* ``relu alm`` (with ``--alm-max-iter N``): the augmented Lagrangian with FISTA subproblems
+  (:func:`solvers.group_lasso.solve_cone_group_lasso`, scnn's method), capped at ``N`` FISTA iterations.
+
+Below the table: how degenerate the exact optimum is (cone rows each nonzero neuron of the interior
+point's block holds at equality, against ``d = C_in k^2``), and the time to form the data Gram matrix
+``B^T B`` once, the fixed cost of any direct Newton method on the block.
 
 The target of issue 18: exact ReLU certified to ``--tol`` in at most 3x the
 gated solve's time. Every row states the threads and the device; the certificate
@@ -39,10 +45,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
-from convexrecon.block.arrangements import arrangement_masks, draw_gates  # noqa: E402
+from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
 from common import write_results  # noqa: E402
 from convexrecon.io import write_text  # noqa: E402
-from solvers.interior import fits_interior_point  # noqa: E402
+from solvers.interior import _Problem, fits_interior_point  # noqa: E402
 
 
 def make_problem(num: int, channels: int, size: int, k: int, P: int, seed: int = 0):
@@ -68,12 +74,65 @@ def run(label: str, x, y, gates, beta, k, args, tol: float | None = None, **kw) 
         block = cr.fit_layer(x, y, kernel_size=k, gates=gates, beta=beta, tol=tol, dtype=dtype, **kw)
         seconds = time.perf_counter() - start
     rep = block.report
-    row = {"solver": label, "method": rep.solver, "seconds": seconds, "status": rep.status.value,
+    row = {"active_constraints": active_constraints(block, x)} if rep.solver == "interior_point" else {}
+    row |= {"solver": label, "method": rep.solver, "seconds": seconds, "status": rep.status.value,
            "primal": rep.primal, "dual": rep.dual, "relative_gap": rep.relative_gap,
            "violation": rep.max_violation, "iterations": rep.iterations, "width": block.width,
            "threads": torch.get_num_threads(), "device": "cpu", "dtype": args.dtype, "tol": tol}
     print(json.dumps(row), flush=True)
     return row
+
+
+def run_alm(x, y, gates, beta, k, args) -> dict:
+    """The package's augmented Lagrangian with FISTA subproblems (:func:`solvers.group_lasso.solve_cone_group_lasso`,
+    scnn's method; not a ``relu_method`` of ``fit_layer``) on the same program, float64 certificate."""
+    from convexrecon.block.fit import _problem
+    from convexrecon.block.options import FitOptions
+    from solvers.group_lasso import solve_cone_group_lasso
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    options = FitOptions.of(None, kernel_size=k, activation="relu", dtype=dtype)
+    _, target, _, _, operator = _problem(x, y, gates, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)
+        start = time.perf_counter()
+        _, _, rep = solve_cone_group_lasso(operator, target, beta, operator.zeros(), tol=args.tol,
+                                           feas_tol=args.tol / 100, max_iter=args.alm_max_iter,
+                                           certify_operator=operator.to(torch.float64))
+        seconds = time.perf_counter() - start
+    row = {"solver": "relu alm", "method": rep.solver, "seconds": seconds, "status": rep.status.value,
+           "primal": rep.primal, "dual": rep.dual, "relative_gap": rep.relative_gap, "violation": rep.max_violation,
+           "iterations": rep.iterations, "width": None, "threads": torch.get_num_threads(), "device": "cpu",
+           "dtype": args.dtype, "tol": args.tol}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def active_constraints(block, x) -> dict:
+    """How degenerate the exact optimum is: per nonzero neuron ``u`` of a ReLU block, the cone rows it holds at
+    equality, ``|(X u)_j| <= 1e-5 max_j |(X u)_j|`` (the same counts at 1e-6 and from float32 weights), out of
+    ``d = C_in k^2``. Neurons below 1e-2 of the largest norm (the interior point's zeros, 1e-4 of it and less on the
+    benchmark block, and its stragglers) are left out."""
+    w = block.first.weight.detach().double()
+    norms = w.reshape(w.shape[0], -1).norm(dim=1)
+    keep = norms > 1e-2 * float(norms.max()) if w.numel() else norms > 0
+    w = w[keep]
+    if not len(w):
+        return {"neurons": 0, "d": int(block.first.weight[0].numel())}
+    z = F.conv2d(x.double(), w, padding=block.first.padding).transpose(0, 1).reshape(len(w), -1)
+    counts = (z.abs() <= 1e-5 * z.abs().max(dim=1, keepdim=True).values).sum(dim=1).double()
+    return {"neurons": len(w), "d": int(w[0].numel()), "min": int(counts.min()),
+            "p10": float(torch.quantile(counts, 0.1)), "median": float(counts.median()), "max": int(counts.max())}
+
+
+def data_gram_seconds(x, gates, k: int) -> float:
+    """Seconds to form the data term's Gram matrix ``B^T B = [X^T D_i D_j X]`` (``P d x P d``, float64) once:
+    the fixed cost of a direct Newton method on this block (the interior point forms it once per solve)."""
+    X, D, _ = patch_problem(x, arrangement_masks(x, gates), x[:, :1], k)
+    X, D = torch.from_numpy(X), torch.from_numpy(D)
+    start = time.perf_counter()
+    _Problem.gram_of(X, D)
+    return time.perf_counter() - start
 
 
 def markdown(rows, meta) -> str:
@@ -106,9 +165,23 @@ def markdown(rows, meta) -> str:
             if r["solver"] != "gated":
                 lines.append(f"| {r['solver']} | {(r['primal'] - p_star) / p_star:.1e} | "
                              f"{(p_star - r['dual']) / p_star:.1e} |")
+    for r in rows:
+        a = r.get("active_constraints")
+        if a and a.get("neurons"):
+            lines += ["", f"Degeneracy of the exact optimum ({r['solver']}): each of its {a['neurons']} nonzero neurons "
+                      f"holds {a['min']}–{a['max']} (10 % quantile {a.get('p10', a['min']):g}, median {a['median']:g}) "
+                      f"of the n = {meta['n']:,} cone rows at equality, against d = {a['d']} weights per neuron: "
+                      f"the solution lies on faces of dimension {a['d'] - a['max']}–{a['d'] - a['min']} (median "
+                      f"{a['d'] - a['median']:g}) of the neurons' cones, a highly degenerate point for splitting "
+                      "methods."]
+    if meta.get("data_gram_seconds") is not None:
+        lines += ["", f"Forming the data Gram matrix B^T B ({meta['P'] * meta['C_in'] * meta['k'] ** 2} × "
+                  f"{meta['P'] * meta['C_in'] * meta['k'] ** 2}, float64, {meta['threads']} thread(s)), the fixed "
+                  f"cost of a direct Newton method here: {meta['data_gram_seconds']:.2f} s "
+                  f"({meta['data_gram_seconds'] / gated['seconds']:.1f} × the gated solve)."]
     exact = [r for r in rows if r["solver"] != "gated"]
-    if exact:
-        upper = min(r["primal"] for r in exact if r["violation"] <= meta["tol"])
+    upper = min((r["primal"] for r in exact if r["violation"] <= meta["tol"]), default=None)
+    if upper is not None:
         lines += ["", f"Relaxation gap: the best exact-ReLU primal ({upper:.6g}) is "
                   f"{(upper - gated['dual']) / upper:.1%} above the gated dual bound ({gated['dual']:.6g}), "
                   "so the gated bound cannot certify the exact program here; every exact row is certified by "
@@ -133,6 +206,10 @@ def main(argv=None) -> int:
     parser.add_argument("--auto-tol", type=float, default=1e-6,
                         help="tolerance of the auto (interior-point) row, which also serves as the reference p*")
     parser.add_argument("--no-pdhg", action="store_true", help="skip the PDHG row")
+    parser.add_argument("--no-admm", action="store_true", help="skip the ADMM row")
+    parser.add_argument("--alm-max-iter", type=int, default=0,
+                        help="add a row for the augmented Lagrangian with FISTA subproblems, capped at this many "
+                             "FISTA iterations (default 0: no row)")
     parser.add_argument("--name", default="relu-block")
     parser.add_argument("--from-json", type=Path, help="only rebuild results.md from this results.json")
     args = parser.parse_args(argv)
@@ -145,6 +222,8 @@ def main(argv=None) -> int:
     for name in ("threads", "images", "size", "channels", "gates", "admm_max_iter", "pdhg_max_iter"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.alm_max_iter < 0:
+        parser.error(f"--alm-max-iter must be >= 0; got {args.alm_max_iter}")
     if args.kernel < 1 or args.kernel % 2 == 0:
         parser.error(f"--kernel must be an odd integer >= 1; got {args.kernel}")
     if not (args.tol > 0 and args.beta_ratio > 0):
@@ -161,8 +240,12 @@ def main(argv=None) -> int:
             "beta_ratio": args.beta_ratio, "beta": beta, "tol": args.tol, "dtype": args.dtype,
             "command": "python benchmarks/bench_relu.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     rows = [run("gated", x, y, gates, beta, k, args, activation="gated")]
-    rows.append(run("relu admm", x, y, gates, beta, k, args, activation="relu", relu_method="admm",
-                    max_iter=args.admm_max_iter))
+    meta["data_gram_seconds"] = data_gram_seconds(x, gates, k)
+    if not args.no_admm:
+        rows.append(run("relu admm", x, y, gates, beta, k, args, activation="relu", relu_method="admm",
+                        max_iter=args.admm_max_iter))
+    if args.alm_max_iter:
+        rows.append(run_alm(x, y, gates, beta, k, args))
     if not args.no_pdhg:
         rows.append(run("relu pdhg", x, y, gates, beta, k, args, activation="relu", relu_method="pdhg",
                         max_iter=args.pdhg_max_iter))

@@ -186,7 +186,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "epochs_end_to_end": 6, "epochs_layerwise": 3, "halve_every": 10, "batch_size": 2, "cs_lambda_slices": 1,
         "cs_max_iter": 30, "cs_lambdas": [1e-3, 1e-2],
         "relu": True, "anatomy_volumes": 1,
-        "unrolled": {"stages": 3, "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
+        "unrolled": {"stages": 3, "activation": "gated",
+                     "kernel_size": 3, "num_arrangements": 4, "beta_ratios": [3e-3, 3e-2],
                      "lambdas": [0.01, 0.1, 1.0, 10.0], "tol": 1e-4, "max_iter": 200, "gated_method": "interior_point",
                      "cg_iterations": 5, "concat_input": False, "epochs_end_to_end": 15, "epochs_layerwise": 10,
                      # the stage inputs and CS start of the default (below), CS at this mode's iteration count
@@ -211,7 +212,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "relu": False, "anatomy_volumes": 1,
         # run_unrolled.py's default had 150 / 100 Adam epochs and 10 CG steps: ~2 min per end-to-end epoch on 16
         # slices on the 2-core machine (extrapolated from the quick run), hours in all; cut to fit the mode
-        "unrolled": {"stages": 2, "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
+        "unrolled": {"stages": 2, "activation": "gated",
+                     "kernel_size": 5, "num_arrangements": 8, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": 500,
                      "gated_method": "interior_point", "cg_iterations": 5, "concat_input": False,
                      # the stages refine CS (run_knee's λ and iteration count) and see a constant channel and the CS
@@ -230,7 +232,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "epochs_end_to_end": 40, "epochs_layerwise": 30, "halve_every": 10, "batch_size": 4,
         "cs_lambda_slices": 4, "cs_max_iter": 100, "cs_lambdas": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
         "relu": True, "anatomy_volumes": 2,
-        "unrolled": {"stages": 5, "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
+        "unrolled": {"stages": 5, "activation": "gated",
+                     "kernel_size": 7, "num_arrangements": 32, "beta_ratios": [1e-3, 1e-2, 1e-1],
                      "lambdas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "tol": 1e-4, "max_iter": None,
                      "gated_method": "fista", "cg_iterations": 10, "concat_input": False,
                      "bias": True, "shrink": [], "cs_iterations": 100, "cs_lambda": "cs",
@@ -251,7 +254,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "cs_lambda_slices": 1, "cs_max_iter": 30, "cs_lambdas": [3e-3, 1e-2], "cs_val_slices": 4,
         "allow_tf32": True,
         "relu": False, "anatomy_volumes": 1,
-        "unrolled": {"stages": 4, "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
+        "unrolled": {"stages": 4, "activation": "gated",
+                     "kernel_size": 5, "num_arrangements": 16, "beta_ratios": [1e-3, 1e-2],
                      "lambdas": [0.03, 0.3, 3.0], "tol": 1e-3, "max_iter": 300, "gated_method": "fista",
                      "cg_iterations": 5, "concat_input": False, "epochs_end_to_end": 10, "epochs_layerwise": 5,
                      "bias": True, "shrink": [], "cs_iterations": 30, "cs_lambda": "cs",
@@ -586,8 +590,8 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"],  # noqa: E731
                                          initial=starts["validation_initial"])
     settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
-                              activation="gated", gate_sampling="antithetic", beta_ratios=tuple(u["beta_ratios"]),
-                              tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
+                              activation=u["activation"], gate_sampling="antithetic",
+                              beta_ratios=tuple(u["beta_ratios"]), tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
     held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
     entries: dict[str, Any] = {}
     if options["cs_inputs"]:
