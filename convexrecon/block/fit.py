@@ -129,8 +129,10 @@ def fit_layer(
         :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise
         and for ``beta >= beta_max`` (zero block); when the interior point ends
         without certifying (it stalls on some small over-parameterised blocks,
-        ``P C_in k^2`` far above ``N H W``), ADMM solves the block instead and
-        ``report.message`` says so; ``report.solver`` says which finished. ``"admm"``: ADMM on the cone values
+        ``P C_in k^2`` far above ``N H W``), ADMM solves the block too and the
+        better certified of the two is returned (``report.message`` says so,
+        ``report.solver`` says whose block it is; one ``ConvergenceWarning``
+        when neither reached ``tol``). ``"admm"``: ADMM on the cone values
         ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
         streaming (with cached masks), sharding and on a GPU like the gated
         path, plus the ``C_in k^2``-square Gram matrix of the patches and
