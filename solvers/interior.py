@@ -64,6 +64,8 @@ _GATED_CENTERED = 3.0  # gated barrier method: mu is cut (by _GATED_MU_FACTOR) o
 # this (1 -> 3: 15 -> 12 steps on the k = 3, P = 8 bench row; one step per mu instead of two)
 _GATED_START_MU = 0.025  # first mu times |y|^2 / P (0.25 -> 0.025: 12 -> 10 steps on the k = 3, P = 8 bench row)
 _GATED_MU_FACTOR = 0.05  # with the line search: 54 -> 16 Newton steps on the k = 5, P = 32 bench row
+_CACHED_PRODUCTS = 2**24  # the row products x_a x_b of _weighted_grams are kept when they are at most this many
+_GEMM_GRAMS_FROM_D = 64  # weighted Grams by one GEMM per group from this d on (d = 50: the row products were faster)
 _MAX_SYSTEM = 12_000
 _MAX_ARRAY = 2**27
 _MAX_ROWS = 2**25
@@ -379,6 +381,7 @@ class _Problem:
         self.BtB = self._gram() if self.direct else None
         self.system_size = self.P * self.d if self.direct else self.n
         self._xx_upper: Tensor | None = None  # products x_a x_b (a <= b) of every row, see _weighted_grams
+        self._xt: Tensor | None = None  # X^T, contiguous, for the per-group GEMMs of _weighted_grams
         self.start_directions = self._interior_directions()
 
     # ---- operators on u (G, d) ----
@@ -556,8 +559,17 @@ class _Problem:
         in 2^24 numbers, else formed per row chunk). Dense benchmark: 15 ms instead of 47 ms for the einsum."""
         d = self.d
         iu = torch.triu_indices(d, d, device=self.X.device)
-        if self._xx_upper is None and self.n * iu.shape[1] <= 2**24:
+        if self._xx_upper is None and self.n * iu.shape[1] <= _CACHED_PRODUCTS:
             self._xx_upper = self.X[:, iu[0]] * self.X[:, iu[1]]
+        if self._xx_upper is None and d >= _GEMM_GRAMS_FROM_D:
+            # one GEMM per group: for large n d^2 the row products above are memory-bound (issue-18 block, n = 1e4,
+            # d = 200, 32 groups: 2.2 s -> 0.86 s per call; n = 1e5, d = 275, 16 groups: 31 s -> 10 s)
+            out = torch.empty(self.G, d, d, dtype=self.X.dtype, device=self.X.device)
+            if self._xt is None:
+                self._xt = self.X.T.contiguous()
+            for g in range(self.G):
+                torch.mm(self._xt * W[:, g], self.X, out=out[g])
+            return out
         if self._xx_upper is not None:
             upper = W.T @ self._xx_upper
         else:

@@ -138,6 +138,26 @@ def test_factor_solves_the_newton_system_exactly(system):
     assert 1e-12 < error < 1e-4  # float32 was used (not exact), and its answer is still the solution
 
 
+@pytest.mark.parametrize("cache, d", [(True, 70), (False, 40), (False, 70)], ids=["cached", "row-products", "gemm"])
+def test_weighted_grams_agree_whichever_way_they_are_formed(monkeypatch, cache, d):
+    """X^T diag(W_g) X for every group: the cached row products (small n d^2), chunked row products (d < 64) and
+    one GEMM per group (d >= 64) all equal the einsum."""
+    import solvers.interior as interior
+
+    if not cache:
+        monkeypatch.setattr(interior, "_CACHED_PRODUCTS", 0)
+    n = 300
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    gates = torch.randn(3, d, generator=gen, dtype=torch.float64)
+    problem = interior._Problem(X, (X @ gates.T >= 0).double(), gates)
+    W = torch.rand(n, problem.G, generator=gen, dtype=torch.float64)
+    got = problem._weighted_grams(W)
+    assert (problem._xx_upper is not None) == cache
+    assert (problem._xt is not None) == (not cache and d >= interior._GEMM_GRAMS_FROM_D)
+    torch.testing.assert_close(got, torch.einsum("na,ng,nb->gab", X, W, X), rtol=1e-12, atol=1e-10)
+
+
 def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
     """NNLS multipliers for a fixed point: the dual bound stays below the optimum and the gap does not grow."""
     from solvers.interior import _Problem
