@@ -17,7 +17,8 @@ from solvers.report import SolveReport, Status
 from convexrecon.block import (ArrangementConv, ConvexBlock, FitOptions, GlobalCheck, arrangement_masks, beta_max,
                                block_from_solution, draw_gates, fit_layer, fit_layer_path, global_check,
                                patch_problem, problem_beta_max)
-from convexrecon.errors import CheckpointError, ConvergenceWarning, DataWarning, MemoryBudgetError, SolverError
+from convexrecon.errors import (CheckpointError, ConvergenceWarning, DataWarning, MemoryBudgetError, PerformanceWarning,
+                                SolverError)
 from convexrecon.metrics import evaluate, nmse, psnr, ssim, validation_metrics
 from convexrecon.recon import reconstruct_slice
 from convexrecon.data.consistency import MeasuredData, data_consistency, measured_data
@@ -27,7 +28,8 @@ from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, Reco
 
 __all__ = [
     "ArrangementConv", "BlockSettings", "CheckpointError", "ConvergenceWarning", "ConvexBlock", "DataWarning",
-    "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MeasuredData", "MemoryBudgetError", "ReconNet",
+    "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MeasuredData", "MemoryBudgetError",
+    "PerformanceWarning", "ReconNet",
     "SolveReport", "UnrolledNet", "data_consistency", "measured_data", "train_unrolled", "train_unrolled_end_to_end",
     "train_unrolled_layerwise_adam", "unrolled_plain",
     "SolverError", "Status", "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "evaluate",

@@ -17,6 +17,10 @@ class DataWarning(UserWarning):
     """A data file or directory had a problem the reader could work around (named in the message)."""
 
 
+class PerformanceWarning(UserWarning):
+    """A setting will make a computation far slower than an alternative the message names."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be read, or was written by a run with other settings or data."""
 
@@ -25,4 +29,5 @@ class MemoryBudgetError(MemoryError):
     """A computation would need more memory than is available (the message says which setting to reduce)."""
 
 
-__all__ = ["CheckpointError", "ConvergenceWarning", "DataWarning", "MemoryBudgetError", "SolverError"]
+__all__ = ["CheckpointError", "ConvergenceWarning", "DataWarning", "MemoryBudgetError", "PerformanceWarning",
+           "SolverError"]

@@ -106,6 +106,27 @@ def test_auto_keeps_the_interior_point_when_the_admm_fallback_certifies_worse():
     assert rep.gap >= (rep.primal - p_star) - 1e-8 * abs(p_star)
 
 
+def test_auto_warns_when_a_large_block_must_use_admm(monkeypatch):
+    """Large exact-ReLU blocks that the interior point cannot take are slow by ADMM: auto says so (and suggests
+    the gated relaxation); small ones and blocks the interior point takes stay silent."""
+    p, _ = reference(3, 2, 5, "relu")
+    rows = 2 * p.gates.shape[0] * p.targets.numel()
+    monkeypatch.setattr(fit_module, "_SLOW_EXACT_ROWS", rows)  # this block counts as large
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(p)  # the interior point fits: no warning
+        assert not [w for w in caught if issubclass(w.category, cr.PerformanceWarning)]
+        monkeypatch.setattr(fit_module, "fits_interior_point", lambda *args, **kwargs: False)
+        block = _fit(p)
+    slow = [str(w.message) for w in caught if issubclass(w.category, cr.PerformanceWarning)]
+    assert block.report.solver == "admm" and len(slow) == 1
+    assert f"on {rows:,} cone rows" in slow[0] and "activation='gated'" in slow[0]
+    monkeypatch.setattr(fit_module, "_SLOW_EXACT_ROWS", rows + 1)  # one row fewer than the limit: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cr.PerformanceWarning)
+        _fit(p)
+
+
 def test_auto_uses_admm_for_streamed_inputs():
     p, ref = reference(2, 1, 5, "relu")
     block = _fit(p, inputs=[p.inputs[:1], p.inputs[1:]])

@@ -36,6 +36,7 @@ from convexrecon.block.arrangements import (ArrangementConv, arrangement_masks, 
                            patch_problem)
 from convexrecon.block.module import ConvexBlock, block_from_solution
 from convexrecon.block.options import FitOptions
+from convexrecon.errors import PerformanceWarning
 
 
 
@@ -292,6 +293,14 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
     auto = relu and relu_method == "auto"
     if auto:  # the interior point where its Newton system fits, ADMM otherwise
         relu_method = "interior_point" if _interior_fits(x, gates, comm) else "admm"
+        rows = 2 * gates.shape[0] * y.numel()
+        if relu_method == "admm" and rows >= _SLOW_EXACT_ROWS:
+            warnings.warn(
+                f"fit_layer: activation='relu' (the default) with relu_method='auto' solves this block by ADMM, since "
+                f"the interior point does not fit it (streamed or sharded data, or beyond its size limits): on "
+                f"{rows:,} cone rows expect minutes to hours on a CPU (docs/benchmarks.md, 'Exact-ReLU blocks at "
+                f"training scale'). activation='gated' solves the relaxation far faster.",
+                PerformanceWarning, stacklevel=4)
     interior = relu_method == "interior_point" if relu else o.gated_method == "interior_point"
     if interior:
         _check_interior(x, y, gates, o.kernel_size, comm, relu)
@@ -370,6 +379,11 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
             )
         blocks.append(block_from_solution(v, gates, y.shape[1], o.activation, beta, report))
     return blocks
+
+
+# exact-ReLU blocks with at least this many cone rows (N H W C_out 2P) warn when auto must use ADMM: the issue-18
+# benchmark block has 640,000 and ADMM took 157 s there for 6,000 iterations without reaching 1e-3
+_SLOW_EXACT_ROWS = 2**20
 
 
 def _quietly(quiet: bool, solve, *args, **kwargs):
