@@ -612,12 +612,13 @@ def train_unrolled_methods(split: dict[str, Any], cfg: dict[str, Any], ckpt: Pat
     entries["unrolled_convex"] = unrolled_entry(
         score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
         architecture={**options, "shrink": list(options["shrink"]), "cs_inputs": [list(c) for c in options["cs_inputs"]],
-                      "stages": u["stages"], "concat_input": u["concat_input"]},
+                      "stages": u["stages"], "concat_input": u["concat_input"], "activation": u["activation"]},
         stages=[{**{k: r.get(k) for k in ("stage", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
                                           "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
                  "solver": (r.get("report") or {}).get("solver")} for r in result.records])
     nets["unrolled_convex"] = result.network
-    width = 2 * u["num_arrangements"]
+    # the convex block's largest width: one neuron per group, P C_out gated, 2 P C_out exact (C_out = 2)
+    width = (4 if u["activation"] == "relu" else 2) * u["num_arrangements"]
     start = time.perf_counter()
     e2e = unrolled_plain(u["stages"], width, u["kernel_size"], lambdas, cfg["crop"], concat_input=u["concat_input"],
                          **options,

@@ -292,7 +292,8 @@ def markdown(results: dict[str, Any]) -> str:
                              f"{st['status']} | {st['relative_gap']:.2g} | {st.get('solver')} | {a['psnr']:.2f} |")
             arch = entry["unrolled_convex"].get("architecture") or {}
             if arch.get("cs_iterations") or arch.get("shrink") or arch.get("bias"):
-                lines += ["", f"Unrolled architecture: {arch.get('stages')} stages refining "
+                blocks = "exact-ReLU" if arch.get("activation") == "relu" else "gated"
+                lines += ["", f"Unrolled architecture: {arch.get('stages')} stages ({blocks} convex blocks) refining "
                           + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:g}, CS's)"
                              if arch.get("cs_iterations") else "the zero-filled image")
                           + "; block inputs: estimate" + (", zero-filled" if arch.get("concat_input", True) else "")
