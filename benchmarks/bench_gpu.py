@@ -108,7 +108,7 @@ def run_row(x, y, gates, activation: str, args, device: torch.device, allow_tf32
         sync(device)
         row["seconds"] = time.perf_counter() - start
     rep = block.report
-    row.update(status=rep.status.value, iterations=rep.iterations, relative_gap=rep.relative_gap,
+    row.update(solver=rep.solver, status=rep.status.value, iterations=rep.iterations, relative_gap=rep.relative_gap,
                primal=rep.primal, violation=rep.max_violation, beta=args.beta,
                nonzero_groups=int((block.second.weight.abs().sum(dim=(0, 2, 3)) > 0).sum()),
                seconds_per_iteration=row["seconds"] / max(rep.iterations, 1))
@@ -120,12 +120,13 @@ def run_row(x, y, gates, activation: str, args, device: torch.device, allow_tf32
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Seed-scale block — {meta['date']}, {meta['device_name']}, torch {meta['torch']}; target relative gap "
              f"{meta['tol']:g}, beta = {meta['beta_ratio']:g} beta_max; float32 iterates, float64 certificate", "",
-             "| activation | TF32 | images | n | C_in | k | P | C_out | seconds | iterations | s / iter | status | "
-             "rel. gap | pair ms | pair TFLOP/s | peak GiB | estimate GiB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| activation | solver | TF32 | images | n | C_in | k | P | C_out | seconds | iterations | s / iter | "
+             "status | rel. gap | pair ms | pair TFLOP/s | peak GiB | estimate GiB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         peak = r.get("peak_memory_gib")
-        lines.append(f"| {r['activation']} | {'on' if r['allow_tf32'] else 'off'} | {r['images']} | {r['n']:,} | "
+        lines.append(f"| {r['activation']} | {r.get('solver', '—')} | {'on' if r['allow_tf32'] else 'off'} | "
+                     f"{r['images']} | {r['n']:,} | "
                      f"{r['C_in']} | {r['k']} | {r['P']} | {r['C_out']} | {r['seconds']:.2f} | {r['iterations']} | "
                      f"{r['seconds_per_iteration']:.3f} | {r['status']} | {r['relative_gap']:.1e} | "
                      f"{1e3 * r['pair_seconds']:.1f} | {r['pair_tflops']:.1f} | "

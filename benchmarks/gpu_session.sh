@@ -20,7 +20,10 @@
 #      budget 8 min, killed at 9 min);                                              <= 540 s
 #   5. the Fig. 4 measurement alone (run_knee's measured_memory_table), if step 4 was killed
 #      before it got there;                                                         ~60 s
-# Total: about 9-12 minutes.
+#   6. issue 18: exact ReLU (relu_method="auto": ADMM at this size) against gated on one
+#      seed-width block (benchmarks/bench_gpu.py, TF32, tol 1e-3, 4,000 ADMM iterations at most);
+#      killed at 240 s                                                              <= 240 s
+# Total: about 10-15 minutes (step 6 last, so that a short device budget loses it first).
 set -u
 OUT=${1:-gpu-session-out}
 mkdir -p "$OUT"
@@ -67,4 +70,8 @@ print(json.dumps({k: table[k] for k in ("end_to_end", "convex_solve")}, indent=2
 PYEOF
   log "memory measurement exit $?"
 fi
+log "step 6: issue 18, exact ReLU at the seed's width (C_in 256, 7x7, P 64, one 320x320 slice) against gated"
+timeout 240 $PY benchmarks/bench_gpu.py --images 1 --activations gated relu --tf32 on --tol 1e-3 \
+  --relu-max-iter 4000 --out "$OUT/relu-seed" >"$OUT/relu_seed.log" 2>&1
+log "bench_gpu relu exit $? (124 = killed at 240 s)"
 log "done; outputs in $OUT"
