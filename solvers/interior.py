@@ -56,6 +56,11 @@ _POLISH_MAX_ROWS = 8  # and at most this many times d of them, the largest weigh
 # (with float32 a degenerate 70-row test ended at 2.8e-8 instead of below its 1e-8 tolerance)
 _LOW_PRECISION_ABOVE = 1e-3
 _LOW_PRECISION_SIZE = 1024
+# float64 for the rest of a solve after this many float32 iterations in a row without a 10 % smaller relative gap:
+# on ill-conditioned patches (cond(X^T X) = 2e9: an unrolled stage's near-duplicate CS channels and a constant
+# channel) float32 directions stalled at a gap of 0.15-0.3 for 45 iterations, where float64 converged in 22
+_LOW_PRECISION_PATIENCE = 5
+_LOW_PRECISION_WATCH = 0.5  # ... counted once the relative gap is below this
 # an iterate whose objective exceeds the zero block's this many times has diverged (seen on small
 # over-parameterised programs, P d >> n: the objective grew to 1e38 over 200 iterations); stop at the best
 _DIVERGED = 1e6
@@ -449,6 +454,7 @@ class _Problem:
         mu = _START_MU * max(float((0.5 * r @ r + beta * u.norm(dim=1).sum())) / m_rows, 1e-12)
         lam = mu / S
         iterations, best, mu_first = 0, None, None
+        low, low_best, low_stalls = False, math.inf, 0
         zero_objective = 0.5 * float(y @ y)  # the zero block's objective bounds the optimum
         for it in range(1, max_iter + 1):
             iterations = it
@@ -460,7 +466,8 @@ class _Problem:
             base = self.bt(r) + grad_h  # gradient of the smooth part without the barrier
             try:
                 solve = None
-                if mu_h > _LOW_PRECISION_ABOVE * mu_first and self.system_size >= _LOW_PRECISION_SIZE:
+                low = mu_h > _LOW_PRECISION_ABOVE * mu_first and self.system_size >= _LOW_PRECISION_SIZE
+                if low:
                     try:
                         solve = self._factor(M, low_precision=True)
                     except ValueError:  # float32 too coarse for this system: float64 from here on
@@ -516,6 +523,12 @@ class _Problem:
             else:
                 lam_best = lam
             monitor.record(done + it, cert)
+            if low and cert.relative_gap < _LOW_PRECISION_WATCH:  # float32 directions that stop closing the gap:
+                # float64 from here on (the first iterations close the gap slowly in any precision)
+                low_best, low_stalls = ((cert.relative_gap, 0) if cert.relative_gap < 0.9 * low_best
+                                        else (low_best, low_stalls + 1))
+                if low_stalls >= _LOW_PRECISION_PATIENCE:
+                    mu_first = math.inf
             if best is None or cert.relative_gap < best[0].relative_gap:
                 best = (cert, u.clone(), lam_best.clone())
             if cert.relative_gap <= tol:

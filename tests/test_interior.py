@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -142,7 +144,7 @@ def test_factor_solves_the_newton_system_exactly(system):
 def test_weighted_grams_agree_whichever_way_they_are_formed(monkeypatch, cache, d):
     """X^T diag(W_g) X for every group: the cached row products (small n d^2), chunked row products (d < 64) and
     one GEMM per group (d >= 64) all equal the einsum."""
-    import solvers.interior as interior
+    from solvers import interior
 
     if not cache:
         monkeypatch.setattr(interior, "_CACHED_PRODUCTS", 0)
@@ -156,6 +158,36 @@ def test_weighted_grams_agree_whichever_way_they_are_formed(monkeypatch, cache, 
     assert (problem._xx_upper is not None) == cache
     assert (problem._xt is not None) == (not cache and d >= interior._GEMM_GRAMS_FROM_D)
     torch.testing.assert_close(got, torch.einsum("na,ng,nb->gab", X, W, X), rtol=1e-12, atol=1e-10)
+
+
+def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkeypatch):
+    """On ill-conditioned patches (an unrolled stage's near-duplicate CS channels) float32 Newton directions can stall
+    the interior point at a gap of 0.15-0.3 (measured). Here the float32 solves are crippled on purpose (their
+    directions shrunk 10x): the guard must switch to float64 after a few stalled iterations and certify; without
+    it the run ends uncertified."""
+    from solvers import interior
+
+    X, D, y, G = _dense(3, n=300, d=6, P=8)
+    X, D, Y, G = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)[:, None], torch.from_numpy(G)
+    factor = interior._Problem._factor
+    calls = []
+
+    def crippled(self, M, low_precision=False):
+        solve = factor(self, M, low_precision=low_precision)
+        calls.append(low_precision)
+        return (lambda rhs: 0.1 * solve(rhs)) if low_precision else solve
+
+    monkeypatch.setattr(interior._Problem, "_factor", crippled)
+    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 1)  # float32 systems whatever their size
+    monkeypatch.setattr(interior, "_LOW_PRECISION_WATCH", math.inf)  # watched from the first iteration
+    _, _, guarded = solve_relu_program_ipm(X, D, Y, 0.5, gates=G, tol=1e-6, max_iter=60)
+    assert guarded.status is Status.OPTIMAL and guarded.relative_gap <= 1e-6
+    first64 = calls.index(False)
+    assert first64 <= interior._LOW_PRECISION_PATIENCE + 1 and not any(calls[first64:])  # float64 ever after
+    calls.clear()
+    monkeypatch.setattr(interior, "_LOW_PRECISION_PATIENCE", 10**9)
+    _, _, unguarded = solve_relu_program_ipm(X, D, Y, 0.5, gates=G, tol=1e-6, max_iter=60)
+    assert unguarded.status is not Status.OPTIMAL and unguarded.relative_gap > 1e-2
 
 
 def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
