@@ -569,7 +569,9 @@ class _Problem:
     def _weighted_grams(self, W: Tensor) -> Tensor:
         """``X^T diag(W_g) X`` for every group ``g``: ``(G, d, d)``, as one product ``W^T [x_a x_b]_{a <= b}``
         over the upper-triangle products of each row (half of ``d^2``; kept from the first call when they fit
-        in 2^24 numbers, else formed per row chunk). Dense benchmark: 15 ms instead of 47 ms for the einsum."""
+        in 2^24 numbers, else formed per row chunk). Dense benchmark: 15 ms instead of 47 ms for the einsum. When the
+        products are not cached and ``d >= 64``, one GEMM ``X^T diag(W_g) X`` per group instead (keeps a contiguous
+        copy of ``X^T``)."""
         d = self.d
         iu = torch.triu_indices(d, d, device=self.X.device)
         if self._xx_upper is None and self.n * iu.shape[1] <= _CACHED_PRODUCTS:
