@@ -60,6 +60,11 @@ _LOW_PRECISION_SIZE = 1024
 # on ill-conditioned patches (cond(X^T X) = 2e9: an unrolled stage's near-duplicate CS channels and a constant
 # channel) float32 directions stalled at a gap of 0.15-0.3 for 45 iterations, where float64 converged in 22
 _LOW_PRECISION_PATIENCE = 5
+# ... and none at all when cond(X^T X) exceeds this (float32 keeps ~7 digits): 2.1e9 on that unrolled-like block, where
+# float64 throughout took 22 iterations against 35 with the guard; 3.7e3 on the issue-18 block, which keeps float32.
+# Checked for d <= _LOW_PRECISION_COND_MAX_D only (an eigendecomposition of the d x d Gram); larger d keeps the guard
+_LOW_PRECISION_MAX_COND = 1e6
+_LOW_PRECISION_COND_MAX_D = 2048
 _LOW_PRECISION_WATCH = 0.5  # ... counted once the relative gap is below this
 # an iterate whose objective exceeds the zero block's this many times has diverged (seen on small
 # over-parameterised programs, P d >> n: the objective grew to 1e38 over 200 iterations); stop at the best
@@ -385,6 +390,7 @@ class _Problem:
         self.direct = system == "direct" or (system == "auto" and self.P * self.d <= self.n)
         self.BtB = self._gram() if self.direct else None
         self.system_size = self.P * self.d if self.direct else self.n
+        self.low_precision_ok = self.system_size >= _LOW_PRECISION_SIZE and _well_conditioned(self.X)
         self._xx_upper: Tensor | None = None  # products x_a x_b (a <= b) of every row, see _weighted_grams
         self._xt: Tensor | None = None  # X^T, contiguous, for the per-group GEMMs of _weighted_grams
         self.start_directions = self._interior_directions()
@@ -466,7 +472,7 @@ class _Problem:
             base = self.bt(r) + grad_h  # gradient of the smooth part without the barrier
             try:
                 solve = None
-                low = mu_h > _LOW_PRECISION_ABOVE * mu_first and self.system_size >= _LOW_PRECISION_SIZE
+                low = self.low_precision_ok and mu_h > _LOW_PRECISION_ABOVE * mu_first
                 if low:
                     try:
                         solve = self._factor(M, low_precision=True)
@@ -746,6 +752,15 @@ def _soc_barrier(u: Tensor, beta: float, mu: float) -> tuple[Tensor, Tensor]:
     w = u / norms.clamp(min=1e-300)[:, None]
     eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
     return beta * u / t[:, None], a[:, None, None] * eye + (b - a)[:, None, None] * w[:, :, None] * w[:, None, :]
+
+
+def _well_conditioned(X: Tensor) -> bool:
+    """Whether float32 Newton systems may be tried on patches ``X``: ``cond(X^T X) <= _LOW_PRECISION_MAX_COND``
+    (assumed for ``d > _LOW_PRECISION_COND_MAX_D``, where the stall guard alone decides)."""
+    if X.shape[1] > _LOW_PRECISION_COND_MAX_D:
+        return True
+    eig = torch.linalg.eigvalsh(X.T @ X)
+    return bool(eig[0] > 0) and float(eig[-1] / eig[0]) <= _LOW_PRECISION_MAX_COND
 
 
 def _lower_gram(F: Tensor, blocks: int = 8) -> Tensor:

@@ -190,6 +190,22 @@ def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkey
     assert unguarded.status is not Status.OPTIMAL and unguarded.relative_gap > 1e-2
 
 
+def test_float32_newton_systems_only_on_well_conditioned_patches(monkeypatch):
+    """float32 keeps ~7 digits: patches with cond(X^T X) above 1e6 (near-duplicate channels) never get float32
+    Newton systems; well-conditioned ones do, once the system is large enough."""
+    from solvers import interior
+
+    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 1)
+    X, D, _, G = _dense(3, n=300, d=6, P=8)
+    X, D, G = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(G)
+    assert interior._Problem(X, D, G).low_precision_ok
+    twin = X.clone()
+    twin[:, 1] = twin[:, 0] + 1e-5 * twin[:, 1]  # two nearly equal columns: cond(X^T X) ~ 1e10
+    assert not interior._Problem(twin, (twin @ G.T >= 0).double(), G).low_precision_ok
+    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 10**9)
+    assert not interior._Problem(X, D, G).low_precision_ok  # small systems stay float64 anyway
+
+
 def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
     """NNLS multipliers for a fixed point: the dual bound stays below the optimum and the gap does not grow."""
     from solvers.interior import _Problem
