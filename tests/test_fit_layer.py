@@ -136,6 +136,22 @@ def test_max_iter_warns_and_reports_status():
     assert block.report.gap >= 0 and math.isfinite(block.report.dual)
 
 
+@pytest.mark.parametrize("activation,method", [("gated", "auto"), ("relu", "interior_point"), ("relu", "admm"),
+                                               ("relu", "pdhg")])
+def test_a_shortfall_warns_once_at_the_callers_line(activation, method):
+    # whichever solver ran, one ConvergenceWarning names the status and points at the line that called fit_layer
+    p = make_problem(8, c_out=1, k=3, activation=activation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        block = cr.fit_layer(p.inputs, p.targets, kernel_size=p.kernel_size, gates=p.gates, beta=p.beta,
+                             activation=activation, relu_method=method, dtype=torch.float64, max_iter=3, tol=1e-12)
+    shortfalls = [w for w in caught if issubclass(w.category, cr.ConvergenceWarning)]
+    assert block.report.status is Status.MAX_ITER
+    assert len(shortfalls) == 1
+    assert shortfalls[0].filename == __file__
+    assert f"{block.report.solver} solve stopped with status 'max_iter' after 3 iterations" in str(shortfalls[0].message)
+
+
 def test_report_history_and_dict():
     import json
 

@@ -323,8 +323,7 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
             fallback = None
             if interior and not (relu and method == "admm"):
                 start = v
-                # under auto a shortfall is reported once, for the block returned (ADMM may replace it)
-                v, report = _quietly(auto, _solve_interior, x, y, operator, gates, o.kernel_size, beta, tol,
+                v, report = _quietly(_solve_interior, x, y, operator, gates, o.kernel_size, beta, tol,
                                      max_iter, callback, relu)
                 if auto and report.status is not Status.OPTIMAL:
                     # the interior point diverges on some small over-parameterised programs (P C_in k^2 >> N H W:
@@ -336,7 +335,7 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
                     split = relu_split.admm_structure(operator, x, o.kernel_size, comm) + (
                         relu_split.relu_prediction(operator),)
                 v, _, report = _quietly(
-                    fallback is not None, solve_relu_program_admm, operator, y, beta, v, gram=split[0],
+                    solve_relu_program_admm, operator, y, beta, v, gram=split[0],
                     pick=split[1], spread=split[2], realised=split[3], tol=tol, max_iter=max_iter or 20_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,
                 )
@@ -354,23 +353,24 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
                         message=(f"relu_method='auto': the interior point ended {fallback.status.value} after "
                                  f"{fallback.iterations} iterations (relative gap {fallback.relative_gap:.3g}), so "
                                  f"ADMM solved the block instead; {report.message}"))
-                if fallback is not None and report.status is not Status.OPTIMAL:
-                    warnings.warn(f"fit_layer: the block's {report.solver} solve ended {report.status.value} at "
-                                  f"relative gap {report.relative_gap:.3g} (tol {tol:.3g}). {report.message}",
-                                  ConvergenceWarning, stacklevel=4)
             elif relu and not interior:
-                v, _, report = solve_cone_group_lasso_pdhg(
-                    operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
+                v, _, report = _quietly(
+                    solve_cone_group_lasso_pdhg, operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,
                 )
             elif not interior:
-                v, report = solve_group_lasso(
-                    operator, y, beta, v, tol=tol, max_iter=max_iter or 10_000,
+                v, report = _quietly(
+                    solve_group_lasso, operator, y, beta, v, tol=tol, max_iter=max_iter or 10_000,
                     certify_operator=certify_operator, callback=callback, comm=comm,
                 )
         finally:
             if bar is not None:
                 bar.close()
+        if report.status is not Status.OPTIMAL:  # one warning per block, for the block returned, at the caller's line
+            warnings.warn(f"fit_layer: the block's {report.solver} solve stopped with status '{report.status.value}' after "
+                          f"{report.iterations} iterations: relative gap {report.relative_gap:.3g} (tol {tol:.3g}), "
+                          f"relative violation {report.max_violation:.3g}. {report.message}",
+                          ConvergenceWarning, stacklevel=4)
         if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
             raise SolverError(
                 f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
@@ -386,11 +386,9 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
 _SLOW_EXACT_ROWS = 2**20
 
 
-def _quietly(quiet: bool, solve, *args, **kwargs):
-    """``solve(*args, **kwargs)``; with ``quiet`` its :class:`ConvergenceWarning` is dropped (the caller reports
-    the final outcome) and any other warning passed on."""
-    if not quiet:
-        return solve(*args, **kwargs)
+def _quietly(solve, *args, **kwargs):
+    """``solve(*args, **kwargs)`` with its :class:`ConvergenceWarning` dropped (``_fit_blocks`` warns once per block,
+    for the block it returns, pointing at the line that called ``fit_layer``); any other warning is passed on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = solve(*args, **kwargs)
