@@ -50,6 +50,9 @@ _POLISH_BELOW = 1e-2  # the multipliers are polished (NNLS) every few iterations
 _POLISH_EVERY = 5
 _POLISH_ROWS = 1e-6  # rows offered to the polish: barrier weight lam / S at least this fraction of the group's largest
 _POLISH_MAX_ROWS = 8  # and at most this many times d of them, the largest weights (dense n = 2e4: 0.3 s per NNLS)
+# the last try of a solve that stopped short of tol offers every row with a positive weight, but at most this many times
+# d of them (the largest weights): offered all 23,040 rows of a d = 275 block (16 groups), NNLS took ~40 s
+_POLISH_ALL_MAX_ROWS = 32
 # Newton matrices of at least _LOW_PRECISION_SIZE rows are formed and factored in float32 while mu is above
 # _LOW_PRECISION_ABOVE times the first mu (dense benchmark: 13.3 s, against 14.2 s at 1e-2 and 19.7 s
 # in float64, 28-30 iterations each; float32 to the end stalls at a gap of 0.1). Small systems gain nothing and stay float64
@@ -677,12 +680,12 @@ class _Problem:
         # largest) are offered to NNLS: fewer columns, and a bound over a subset of l >= 0 is still a bound
         weight = lam / self.slacks(self.xu(u)).clamp(min=1e-300)
         active = (weight >= (0.0 if all_rows else _POLISH_ROWS) * weight.amax(dim=0, keepdim=True)).cpu().numpy()
-        order = None if all_rows else torch.argsort(weight, dim=0, descending=True).cpu().numpy()
-        cap = _POLISH_MAX_ROWS * self.d
+        order = torch.argsort(weight, dim=0, descending=True).cpu().numpy()
+        cap = (_POLISH_ALL_MAX_ROWS if all_rows else _POLISH_MAX_ROWS) * self.d
         polished = torch.zeros_like(lam)
         for g in range(self.G):  # the v and w groups of gate i share their rows C_g = diag(sigma_i) X
             rows = active[:, g].nonzero()[0]
-            if order is not None and len(rows) > cap:  # the most active rows only: NNLS cost grows with them
+            if len(rows) > cap:  # the most active rows only: NNLS cost grows with them
                 rows = np.sort(order[:cap, g])
             try:
                 sol, _ = nnls((signs[rows, g % self.P, None] * X[rows]).T, -bt[g], maxiter=50 * max(len(rows), 1))

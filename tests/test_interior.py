@@ -186,7 +186,10 @@ def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkey
     assert first64 <= interior._LOW_PRECISION_PATIENCE + 1 and not any(calls[first64:])  # float64 ever after
     calls.clear()
     monkeypatch.setattr(interior, "_LOW_PRECISION_PATIENCE", 10**9)
-    _, _, unguarded = solve_relu_program_ipm(X, D, Y, 0.5, gates=G, tol=1e-6, max_iter=60)
+    from solvers.report import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        _, _, unguarded = solve_relu_program_ipm(X, D, Y, 0.5, gates=G, tol=1e-6, max_iter=60)
     assert unguarded.status is not Status.OPTIMAL and unguarded.relative_gap > 1e-2
 
 
@@ -228,6 +231,41 @@ def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
     assert float(polished.min()) >= 0
     assert cert.dual <= ref.report.primal * (1 + 1e-9)
     assert cert.primal >= ref.report.primal * (1 - 1e-9)
+
+
+def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatch):
+    """The give-up polish (all rows) takes the largest-weight rows up to its cap: a valid bound, no worse."""
+    from solvers import interior
+    from solvers.report import ConvergenceWarning
+
+    X, D, y, G = _dense(6, n=50, d=6, P=5)
+    beta = 0.2
+    ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "relu")
+    Xt, Dt, yt = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)
+    with pytest.warns(ConvergenceWarning):
+        U, lam, _ = solve_relu_program_ipm(Xt, Dt, yt, beta, gates=torch.from_numpy(G), tol=1e-12, max_iter=6)
+    problem = interior._Problem(Xt, Dt, torch.from_numpy(G))
+    u = U[:, :, 0].reshape(10, 6)
+    r = problem.predict(problem.xu(u)) - yt
+    lam_u = lam[:, :, :, 0].reshape(50, 10)
+    raw = problem._certificate(u, lam_u, yt, r, beta)
+    import scipy.optimize
+
+    offered, real = [], scipy.optimize.nnls
+
+    def counting(A, b, **kw):
+        offered.append(A.shape[1])
+        return real(A, b, **kw)
+
+    monkeypatch.setattr(scipy.optimize, "nnls", counting)
+    problem._polished(u, lam_u, yt, r, beta, raw, all_rows=True)
+    assert offered == [50] * 10  # below the cap (32 d = 192): every row of every group
+    offered.clear()
+    monkeypatch.setattr(interior, "_POLISH_ALL_MAX_ROWS", 1)  # at most d = 6 of the 50 rows per group
+    cert, polished = problem._polished(u, lam_u, yt, r, beta, raw, all_rows=True)
+    assert offered == [6] * 10
+    assert cert.relative_gap <= raw.relative_gap
+    assert float(polished.min()) >= 0 and cert.dual <= ref.report.primal * (1 + 1e-9)
 
 
 GATED_CASES = [case for case in CASES if case[3] == "gated"]
