@@ -18,7 +18,7 @@ from convexrecon.block import (ArrangementConv, ConvexBlock, FitOptions, GlobalC
                                block_from_solution, draw_gates, fit_layer, fit_layer_path, global_check,
                                patch_problem, problem_beta_max)
 from convexrecon.errors import (CheckpointError, ConvergenceWarning, DataWarning, MemoryBudgetError, PerformanceWarning,
-                                SolverError)
+                                SelectionWarning, SolverError)
 from convexrecon.metrics import evaluate, nmse, psnr, ssim, validation_metrics
 from convexrecon.recon import reconstruct_slice
 from convexrecon.data.consistency import MeasuredData, data_consistency, measured_data
@@ -29,7 +29,7 @@ from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, Reco
 __all__ = [
     "ArrangementConv", "BlockSettings", "CheckpointError", "ConvergenceWarning", "ConvexBlock", "DataWarning",
     "FitOptions", "GlobalCheck", "HiddenLayer", "LayerwiseResult", "MeasuredData", "MemoryBudgetError",
-    "PerformanceWarning", "ReconNet",
+    "PerformanceWarning", "ReconNet", "SelectionWarning",
     "SolveReport", "UnrolledNet", "data_consistency", "measured_data", "train_unrolled", "train_unrolled_end_to_end",
     "train_unrolled_layerwise_adam", "unrolled_plain",
     "SolverError", "Status", "arrangement_masks", "beta_max", "block_from_solution", "draw_gates", "evaluate",

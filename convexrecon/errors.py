@@ -14,7 +14,13 @@ from solvers.report import ConvergenceWarning, SolverError
 
 
 class DataWarning(UserWarning):
-    """A data file or directory had a problem the reader could work around (named in the message)."""
+    """A data file or directory had a problem the reader could work around, or a choice made on the data may be
+    poor (named in the message)."""
+
+
+class SelectionWarning(DataWarning):
+    """A value chosen on held-out data (a block's β ratio, a data-consistency λ, CS's λ) is the smallest or largest
+    of its candidates: the best value may lie outside them; the message names the setting to extend."""
 
 
 class PerformanceWarning(UserWarning):
@@ -30,4 +36,4 @@ class MemoryBudgetError(MemoryError):
 
 
 __all__ = ["CheckpointError", "ConvergenceWarning", "DataWarning", "MemoryBudgetError", "PerformanceWarning",
-           "SolverError"]
+           "SelectionWarning", "SolverError"]

@@ -153,3 +153,25 @@ def test_fixed_blocks_before_a_selecting_block_join_the_selection_chain() -> Non
     assert second["selection"]["beta_ratios"] == list(RATIOS)
     after = _train([SELECT, fixed])  # nothing selects after block 1: block 2 is solved once, on all slices
     assert after.records[1]["selection"] is None
+
+
+def test_a_ratio_chosen_at_the_edge_of_the_candidates_warns_at_the_callers_line() -> None:
+    """The middle ratio wins on these data (test above): chosen inside [0.001, 0.6] no SelectionWarning; once the
+    candidates start at it, it is their smallest and the warning names the block and the setting to extend."""
+    from convexrecon import SelectionWarning
+
+    x, y = _data()
+    for ratios, expected in ((RATIOS, None), ((0.05, 0.6), "smallest")):
+        block = BlockSettings(kernel_size=3, num_arrangements=8, beta_ratios=ratios, tol=1e-5, max_iter=3000)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = train_layerwise(x, y, [block], seed=5, chunk_size=2, holdout=HELD)
+        edges = [w for w in caught if issubclass(w.category, SelectionWarning)]
+        assert result.records[0]["selection"]["chosen_ratio"] == 0.05
+        if expected is None:
+            assert edges == []
+        else:
+            assert len(edges) == 1 and edges[0].filename == __file__
+            message = str(edges[0].message)
+            assert "Block 1: the β ratio chosen on the held-out slices is" in message and "0.05, the smallest of the candidates [0.05, 0.6]" in message
+            assert "add smaller values to 'beta_ratios'" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -190,6 +191,26 @@ def trained(tmp_path_factory):
     result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
                             solve_options=SOLVE, checkpoint_dir=ckpt)
     return inputs, targets, data, held, result, ckpt
+
+
+def test_choices_at_the_edge_of_their_candidates_warn_per_stage_at_the_callers_line():
+    """With two candidates each, the chosen β ratio and λ are always at an edge: one SelectionWarning each."""
+    inputs, targets, data, _ = toy_data(6, seed=0)
+    held = torch.tensor([False] * 4 + [True] * 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_unrolled(inputs, targets, data, SETTINGS[:1], lambdas=(0.1, 1.0), holdout=held,
+                                cg_iterations=6, solve_options=SOLVE)
+    edges = [w for w in caught if issubclass(w.category, cr.SelectionWarning)]
+    record = result.records[0]
+    assert [w.filename for w in edges] == [__file__] * 2
+    beta, lam = map(str, (edges[0].message, edges[1].message))
+    ratio = record["selection"]["chosen_ratio"]
+    side = "smallest" if ratio == 1e-3 else "largest"
+    assert f"Stage 1: the β ratio chosen on the held-out slices is {ratio:g}, the {side}" in beta
+    assert "'beta_ratios'" in beta
+    assert f"Stage 1: the data-consistency λ chosen on the held-out slices is {record['lam']:g}" in lam
+    assert "'lambdas'" in lam
 
 
 def sq_error(pred, targets):

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from convexrecon.data.fastmri import FastMRIVolume
-from convexrecon.errors import DataWarning
+from convexrecon.errors import SelectionWarning
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import calibration_width, center_crop, espirit_maps, sense_images
 from convexrecon.metrics import Summary, evaluate, psnr
@@ -143,7 +143,7 @@ def choose_lambda(
 
 
 def warn_lambda_at_edge(lamda: float, grid: Sequence[float], where: str = "") -> bool:
-    """Warn (``DataWarning``) when ``lamda`` is the smallest or largest of ``grid``; returns whether it is.
+    """Warn (``SelectionWarning``, a ``DataWarning``) when ``lamda`` is the smallest or largest of ``grid``; returns whether it is.
 
     The best value may then lie outside the grid, so the L1-wavelet numbers may understate CS.
     """
@@ -153,7 +153,7 @@ def warn_lambda_at_edge(lamda: float, grid: Sequence[float], where: str = "") ->
     side, other = ("smallest", "smaller") if float(lamda) == values[0] else ("largest", "larger")
     warnings.warn(f"The L1-wavelet λ chosen {where} is {lamda:g}, the {side} value of the grid {values}: the best "
                   f"λ may lie outside it; extend the grid (--lambdas) with {other} values.".replace("  ", " "),
-                  DataWarning, stacklevel=2)
+                  SelectionWarning, stacklevel=2)
     return True
 
 

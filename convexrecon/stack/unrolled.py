@@ -68,7 +68,7 @@ from convexrecon.errors import CheckpointError
 from convexrecon.metrics import score_slices
 from convexrecon.stack.baselines import _checkpoint_file, adam_train
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.stack.layerwise import BlockSettings, block_beta, block_record
+from convexrecon.stack.layerwise import BlockSettings, block_beta, block_record, warn_choice_at_edge
 
 ARCHITECTURE = "unrolled"
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -797,6 +797,9 @@ def _train_stage(i: int, b: BlockSettings, lambdas: tuple[float, ...], held: Ten
                 errors[r, j] = _error(sel.advanced(candidate, index, lam=lam_j), targets[index], crop)
         r_best, j_best = np.unravel_index(int(np.argmin(errors)), errors.shape)
         ratio, lam = ratios[r_best], lambdas[j_best]
+        if ratio is not None:
+            warn_choice_at_edge(f"Stage {i + 1}", "β ratio", ratio, ratios, "beta_ratios", stacklevel=5)
+        warn_choice_at_edge(f"Stage {i + 1}", "data-consistency λ", lam, lambdas, "lambdas", stacklevel=5)
         sel_stage = UnrolledStage(blocks[r_best], lam)
         selection = {"beta_ratios": ratios, "lambdas": list(lambdas), "holdout_sq_error": errors.tolist(),
                      "holdout_target_energy": float(targets[index].double().pow(2).sum()),
