@@ -209,37 +209,13 @@ def test_float32_newton_systems_only_on_well_conditioned_patches(monkeypatch):
     assert not interior._Problem(X, D, G).low_precision_ok  # small systems stay float64 anyway
 
 
-def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
-    """NNLS multipliers for a fixed point: the dual bound stays below the optimum and the gap does not grow."""
-    from solvers.interior import _Problem
-    from solvers.report import ConvergenceWarning
-
-    X, D, y, G = _dense(6, n=50, d=6, P=5)
-    beta = 0.2
-    ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "relu")
-    Xt, Dt, yt = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)
-    with pytest.warns(ConvergenceWarning):
-        U, lam, _ = solve_relu_program_ipm(Xt, Dt, yt, beta, gates=torch.from_numpy(G), tol=1e-12, max_iter=6)
-    problem = _Problem(Xt, Dt, torch.from_numpy(G))
-    u = U[:, :, 0].reshape(10, 6)
-    r = problem.predict(problem.xu(u)) - yt
-    for lam_u in (lam[:, :, :, 0].reshape(50, 10), torch.zeros(50, 10, dtype=torch.float64)):
-        raw = problem._certificate(u, lam_u, yt, r, beta)
-        cert, polished = problem._polished(u, lam_u, yt, r, beta, raw)
-        assert cert.relative_gap <= raw.relative_gap
-    assert cert.relative_gap < 0.1 * raw.relative_gap  # from zero multipliers the polish is a large gain
-    assert float(polished.min()) >= 0
-    assert cert.dual <= ref.report.primal * (1 + 1e-9)
-    assert cert.primal >= ref.report.primal * (1 - 1e-9)
-
-
-def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatch):
-    """The give-up polish (all rows) takes the largest-weight rows up to its cap: a valid bound, no worse."""
+def _unfinished_point(beta: float = 0.2):
+    """An interior-point iterate after 6 of the iterations it needs (n = 50, d = 6, P = 5), its problem, multipliers,
+    residual and the cvxpy optimum."""
     from solvers import interior
     from solvers.report import ConvergenceWarning
 
     X, D, y, G = _dense(6, n=50, d=6, P=5)
-    beta = 0.2
     ref = solve_arrangement_program(X, D.astype(float), y[:, None], beta, "relu")
     Xt, Dt, yt = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)
     with pytest.warns(ConvergenceWarning):
@@ -247,10 +223,32 @@ def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatc
     problem = interior._Problem(Xt, Dt, torch.from_numpy(G))
     u = U[:, :, 0].reshape(10, 6)
     r = problem.predict(problem.xu(u)) - yt
-    lam_u = lam[:, :, :, 0].reshape(50, 10)
-    raw = problem._certificate(u, lam_u, yt, r, beta)
+    return problem, u, lam[:, :, :, 0].reshape(50, 10), yt, r, ref.report.primal
+
+
+def test_polished_multipliers_give_a_valid_and_no_worse_certificate():
+    """NNLS multipliers for a fixed point: the dual bound stays below the optimum and the gap does not grow."""
+    beta = 0.2
+    problem, u, lam, yt, r, optimum = _unfinished_point(beta)
+    for lam_u in (lam, torch.zeros(50, 10, dtype=torch.float64)):
+        raw = problem._certificate(u, lam_u, yt, r, beta)
+        cert, polished = problem._polished(u, lam_u, yt, r, beta, raw)
+        assert cert.relative_gap <= raw.relative_gap
+    assert cert.relative_gap < 0.1 * raw.relative_gap  # from zero multipliers the polish is a large gain
+    assert float(polished.min()) >= 0
+    assert cert.dual <= optimum * (1 + 1e-9)
+    assert cert.primal >= optimum * (1 - 1e-9)
+
+
+def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatch):
+    """The give-up polish (all rows) takes the largest-weight rows up to its cap: a valid bound, no worse."""
     import scipy.optimize
 
+    from solvers import interior
+
+    beta = 0.2
+    problem, u, lam_u, yt, r, optimum = _unfinished_point(beta)
+    raw = problem._certificate(u, lam_u, yt, r, beta)
     offered, real = [], scipy.optimize.nnls
 
     def counting(A, b, **kw):
@@ -265,7 +263,7 @@ def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatc
     cert, polished = problem._polished(u, lam_u, yt, r, beta, raw, all_rows=True)
     assert offered == [6] * 10
     assert cert.relative_gap <= raw.relative_gap
-    assert float(polished.min()) >= 0 and cert.dual <= ref.report.primal * (1 + 1e-9)
+    assert float(polished.min()) >= 0 and cert.dual <= optimum * (1 + 1e-9)
 
 
 GATED_CASES = [case for case in CASES if case[3] == "gated"]
