@@ -14,7 +14,7 @@ from convexrecon.analysis.memory import block_memory, end_to_end_memory, max_bat
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
-           "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
+           "cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
 ANATOMY = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
            "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
 
@@ -79,8 +79,9 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
     for mask in ("poisson", "lines"):
         assert second["masks"][mask]["layerwise_convex"]["psnr_mean"] == results["masks"][mask]["layerwise_convex"]["psnr_mean"]
         assert second["masks"][mask]["end_to_end"]["psnr_mean"] == results["masks"][mask]["end_to_end"]["psnr_mean"]
-        # the resumed unrolled network agrees to float rounding only (measured: 1.6e-8 dB apart; its DC chain is
-        # recomputed through CG and FFTs on reload), not bit for bit
+        # the resumed unrolled network agrees to float32 rounding only, not bit for bit: its DC chain and CS inputs
+        # are recomputed through CG and FFTs on reload (measured 1.6e-8 dB apart before the CS inputs, 3.0e-5 dB with
+        # them on lines, 2026-11-29)
         assert (second["masks"][mask]["unrolled_convex"]["psnr_mean"]
-                == pytest.approx(results["masks"][mask]["unrolled_convex"]["psnr_mean"], abs=1e-6))
+                == pytest.approx(results["masks"][mask]["unrolled_convex"]["psnr_mean"], abs=1e-3))
     assert torch.load(out / "models" / "poisson" / "end_to_end" / "model.pt", weights_only=True)
