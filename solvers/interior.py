@@ -50,8 +50,8 @@ _POLISH_BELOW = 1e-2  # the multipliers are polished (NNLS) every few iterations
 _POLISH_EVERY = 5
 _POLISH_ROWS = 1e-6  # rows offered to the polish: barrier weight lam / S at least this fraction of the group's largest
 _POLISH_MAX_ROWS = 8  # and at most this many times d of them, the largest weights (dense n = 2e4: 0.3 s per NNLS)
-# the last try of a solve that stopped short of tol offers every row with a positive weight, but at most this many times
-# d of them (the largest weights): offered all 23,040 rows of a d = 275 block (16 groups), NNLS took ~40 s
+# the last try of a solve that stopped short of tol offers every row, but at most this many times d of them per group
+# (the largest weights): offered all 23,040 rows of a d = 275 block (16 groups), NNLS took ~40 s
 _POLISH_ALL_MAX_ROWS = 32
 # Newton matrices of at least _LOW_PRECISION_SIZE rows are formed and factored in float32 while mu is above
 # _LOW_PRECISION_ABOVE times the first mu (dense benchmark: 13.3 s, against 14.2 s at 1e-2 and 19.7 s

@@ -367,10 +367,10 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
             if bar is not None:
                 bar.close()
         if report.status is not Status.OPTIMAL:  # one warning per block, for the block returned, at the caller's line
-            warnings.warn(f"fit_layer: the block's {report.solver} solve stopped with status '{report.status.value}' after "
-                          f"{report.iterations} iterations: relative gap {report.relative_gap:.3g} (tol {tol:.3g}), "
-                          f"relative violation {report.max_violation:.3g}. {report.message}",
-                          ConvergenceWarning, stacklevel=4)
+            warnings.warn(f"fit_layer: the block's {report.solver} solve stopped with status "
+                          f"'{report.status.value}' after {report.iterations} iterations: relative gap "
+                          f"{report.relative_gap:.3g} (tol {tol:.3g}), relative violation {report.max_violation:.3g}. "
+                          f"{report.message}", ConvergenceWarning, stacklevel=4)
         if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
             raise SolverError(
                 f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "

@@ -143,7 +143,8 @@ def choose_lambda(
 
 
 def warn_lambda_at_edge(lamda: float, grid: Sequence[float], where: str = "") -> bool:
-    """Warn (``SelectionWarning``, a ``DataWarning``) when ``lamda`` is the smallest or largest of ``grid``; returns whether it is.
+    """Warn (``SelectionWarning``, a ``DataWarning``) when ``lamda`` is the smallest or largest of ``grid``; returns
+    whether it is.
 
     The best value may then lie outside the grid, so the L1-wavelet numbers may understate CS.
     """
