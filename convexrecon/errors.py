@@ -23,6 +23,15 @@ class SelectionWarning(DataWarning):
     of its candidates: the best value may lie outside them; the message names the setting to extend."""
 
 
+def grid_edge(chosen: float, candidates) -> tuple[str, str] | None:
+    """``("smallest", "smaller")`` or ``("largest", "larger")`` when ``chosen`` is that end of two or more distinct
+    ``candidates``, else None: the test behind every :class:`SelectionWarning`."""
+    values = sorted({float(c) for c in candidates})
+    if len(values) < 2 or float(chosen) not in (values[0], values[-1]):
+        return None
+    return ("smallest", "smaller") if float(chosen) == values[0] else ("largest", "larger")
+
+
 class PerformanceWarning(UserWarning):
     """A setting will make a computation far slower than an alternative the message names."""
 

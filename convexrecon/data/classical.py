@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from convexrecon.data.fastmri import FastMRIVolume
-from convexrecon.errors import SelectionWarning
+from convexrecon.errors import SelectionWarning, grid_edge
 from convexrecon.data.masks import MaskFunc
 from convexrecon.data.sense import calibration_width, center_crop, espirit_maps, sense_images
 from convexrecon.metrics import Summary, evaluate, psnr
@@ -148,10 +148,11 @@ def warn_lambda_at_edge(lamda: float, grid: Sequence[float], where: str = "") ->
 
     The best value may then lie outside the grid, so the L1-wavelet numbers may understate CS.
     """
-    values = sorted(float(g) for g in grid)
-    if len(values) < 2 or float(lamda) not in (values[0], values[-1]):
+    edge = grid_edge(lamda, grid)
+    if edge is None:
         return False
-    side, other = ("smallest", "smaller") if float(lamda) == values[0] else ("largest", "larger")
+    side, other = edge
+    values = sorted(float(g) for g in grid)
     warnings.warn(f"The L1-wavelet λ chosen {where} is {lamda:g}, the {side} value of the grid {values}: the best "
                   f"λ may lie outside it; extend the grid (--lambdas) with {other} values.".replace("  ", " "),
                   SelectionWarning, stacklevel=2)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from convexrecon.block import guard
-from convexrecon.errors import CheckpointError, SelectionWarning
+from convexrecon.errors import CheckpointError, SelectionWarning, grid_edge
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
 from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max, tf32_mode
 from convexrecon.block.options import DEFAULT_BETA_RATIO, FitOptions
@@ -265,12 +265,12 @@ def warn_choice_at_edge(where: str, what: str, chosen: float, candidates: Sequen
     ``candidates``; returns whether it is. Exact-ReLU blocks of the quick knee benchmark chose the smallest β ratio
     of [3e-3, 3e-2] and lost 2 dB to gated blocks; given candidates down to 1e-4 they gained 1.4 dB over them.
     ``stacklevel`` 3 points at the caller of the function that calls this one."""
-    values = sorted({float(c) for c in candidates})
-    if len(values) < 2 or float(chosen) not in (values[0], values[-1]):
+    edge = grid_edge(chosen, candidates)
+    if edge is None:
         return False
-    side, other = ("smallest", "smaller") if float(chosen) == values[0] else ("largest", "larger")
+    side, other = edge
     warnings.warn(f"{where}: the {what} chosen on the held-out slices is {chosen:g}, the {side} of the candidates "
-                  f"{[float(f'{v:g}') for v in values]}: the best value may lie outside them; add {other} values to "
+                  f"{[float(f'{v:g}') for v in sorted({float(c) for c in candidates})]}: the best value may lie outside them; add {other} values to "
                   f"'{setting}'.", SelectionWarning, stacklevel=stacklevel)
     return True
 
