@@ -2,7 +2,7 @@
 
 The unrolled network is compared with run_knee's CS (sigpy's decimated db4 L1-wavelet, λ chosen on training
 slices, 100 iterations). This script answers two questions about that baseline on the same split, with the
-package's torch FISTA (``convexrecon.data.sparsity.l1_wavelet_fista``, the same program):
+package's torch FISTA (``convexrecon.mri.sparsity.l1_wavelet_fista``, the same program):
 
 * is 100 iterations converged (``--iterations``, each count a fresh run)?
 * how much stronger is *cycle-spun* (translation-invariant) CS, the soft threshold averaged over shifted wavelet
@@ -37,9 +37,9 @@ from common import (
     write_results,
 )
 
-from convexrecon.data.consistency import crop_center, sense_adjoint
-from convexrecon.data.sense import complex_to_channels
-from convexrecon.data.sparsity import l1_wavelet_fista
+from convexrecon.mri.consistency import crop_center, sense_adjoint
+from convexrecon.mri.sense import complex_to_channels
+from convexrecon.mri.sparsity import l1_wavelet_fista
 
 # grid shifts of the cycle-spun runs, first n used: odd and even offsets, so every decimated level moves
 SHIFTS = [(0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1)]

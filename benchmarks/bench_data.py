@@ -22,8 +22,8 @@ import torch
 
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
 from common import machine, utc_now, write_results
-from convexrecon.data.classical import l1_wavelet, sense_cg, slice_problem
-from convexrecon.data.sense import calibration_width, espirit_maps, sense_images
+from convexrecon.mri.classical import l1_wavelet, sense_cg, slice_problem
+from convexrecon.mri.sense import calibration_width, espirit_maps, sense_images
 
 
 def _sync(device: torch.device) -> None:

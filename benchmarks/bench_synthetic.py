@@ -10,7 +10,7 @@ used before, kept in ``tests/legacy_phantom.py``) this script
    above a quarter of Nyquist; ``convexrecon.data.statistics``);
 3. writes a small data set, chooses the L1-wavelet λ on the first volume and
    prints zero-filled, SENSE-CG and L1-wavelet PSNR / SSIM on the second
-   (``convexrecon.data.classical``, exactly what ``python -m convexrecon prepare``
+   (``convexrecon.mri.classical``, exactly what ``python -m convexrecon prepare``
    runs), for each mask at the requested acceleration;
 4. saves a figure of target slices (``--figure``).
 
@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convexrecon.io import write_text
-from convexrecon.data.classical import choose_lambda, reference_table, slice_problem
+from convexrecon.mri.classical import choose_lambda, reference_table, slice_problem
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import MaskFunc, slice_seed
-from convexrecon.data.sense import center_crop, fft2c
+from convexrecon.mri.sense import center_crop, fft2c
 from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility
 from convexrecon.data.synthetic import (
     INTENSITY,

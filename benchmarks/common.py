@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from convexrecon.block.guard import fit_memory_terms  # noqa: E402
 from convexrecon.data import SliceDataset  # noqa: E402
 from convexrecon.data.masks import CENTER_FRACTION  # noqa: E402
-from convexrecon.data.sparsity import DEFAULT_WAVE  # noqa: E402
+from convexrecon.mri.sparsity import DEFAULT_WAVE  # noqa: E402
 from convexrecon.data.splits import holdout_mask, stack_split  # noqa: E402
 from convexrecon.io import atomic_path, write_text  # noqa: E402
 from convexrecon.metrics import score_slices  # noqa: E402
@@ -453,8 +453,8 @@ def convex_solver_bytes(records: list[dict[str, Any]], cfg: dict[str, Any]) -> i
 # ---- measured data: one ESPIRiT run per slice ---------------------------------------------------
 
 def measured_slices(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache: Path) -> dict[str, Any]:
-    """Every slice of ``root`` as :func:`convexrecon.data.classical.slice_problem` builds it (one ESPIRiT run per
-    slice, full-grid maps; :func:`convexrecon.data.consistency.measured_data`), cached under ``cache``.
+    """Every slice of ``root`` as :func:`convexrecon.mri.classical.slice_problem` builds it (one ESPIRiT run per
+    slice, full-grid maps; :func:`convexrecon.mri.consistency.measured_data`), cached under ``cache``.
 
     Returns the (lazy, uncached) :class:`SliceDataset` of the mask settings, the problems in the dataset's index
     order, and their stacked network inputs/targets: the zero-filled input and target of a problem are those the
@@ -463,7 +463,7 @@ def measured_slices(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache
     """
     import pickle
 
-    from convexrecon.data.consistency import measured_data
+    from convexrecon.mri.consistency import measured_data
 
     dataset = SliceDataset(root, crop=cfg["crop"], seed=seed, cache_dir=None, progress=False, **MASKS[mask])
     path = Path(cache) / f"measured_{Path(root).name}_{dataset.settings_key()}.pkl"
@@ -485,8 +485,8 @@ def measured_slices(root: Path, mask: str, cfg: dict[str, Any], seed: int, cache
 
 
 def _stack_problems(problems: list[Any], pairs: list[Any]) -> dict[str, Any]:
-    from convexrecon.data.consistency import measured_from_problems
-    from convexrecon.data.sense import complex_to_channels
+    from convexrecon.mri.consistency import measured_from_problems
+    from convexrecon.mri.sense import complex_to_channels
 
     images = lambda name: torch.stack([complex_to_channels(torch.from_numpy(np.asarray(getattr(p, name))))  # noqa: E731
                                        .float() for p in problems])
@@ -546,8 +546,8 @@ def ensemble_entry(start: torch.Tensor, part: dict[str, Any], crop: int) -> dict
     """Scores of the plain average of an unrolled network's CS images on ``part`` (``start``: its
     :func:`~convexrecon.stack.unrolled.initial_estimates`, the CS start and the CS inputs): what the CS
     ensemble gives without any learning, the reference for what the learned stages add."""
-    from convexrecon.data.consistency import crop_center
-    from convexrecon.data.sense import complex_to_channels
+    from convexrecon.mri.consistency import crop_center
+    from convexrecon.mri.sense import complex_to_channels
 
     mean = complex_to_channels(crop_center(start.mean(1), crop)).float().cpu()
     return {**scores(part["targets"], mean, part["scales"], part["volumes"]), "train_seconds": 0.0,

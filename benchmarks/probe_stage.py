@@ -42,14 +42,14 @@ from common import (
 from run_knee import cs_predictions
 
 import convexrecon as cr
-from convexrecon.data.consistency import (
+from convexrecon.mri.consistency import (
     crop_center,
     data_consistency,
     embed_crop,
     sense_adjoint,
 )
-from convexrecon.data.sense import channels_to_complex, complex_to_channels
-from convexrecon.data.sparsity import wavelet_shrink
+from convexrecon.mri.sense import channels_to_complex, complex_to_channels
+from convexrecon.mri.sparsity import wavelet_shrink
 
 FEATURES = ("x", "x1", "one", "blur", "shrink")
 BLUR_SCALES = (2, 4, 8)

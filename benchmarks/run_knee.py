@@ -72,7 +72,7 @@ from common import (CONFIGS, MASKS, REDUCTIONS, anatomy_slices, beta_text, comma
                     train_unrolled_methods, utc_now, write_results)
 
 from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
-from convexrecon.data.classical import choose_lambda, l1_wavelet  # noqa: E402
+from convexrecon.mri.classical import choose_lambda, l1_wavelet  # noqa: E402
 from convexrecon.stack.unrolled import UnrolledNet, initial_estimates, unrolled_metrics  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402

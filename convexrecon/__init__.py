@@ -21,7 +21,7 @@ from convexrecon.errors import (CheckpointError, ConvergenceWarning, DataWarning
                                 SelectionWarning, SolverError)
 from convexrecon.metrics import evaluate, nmse, psnr, ssim, validation_metrics
 from convexrecon.recon import reconstruct_slice
-from convexrecon.data.consistency import MeasuredData, data_consistency, measured_data
+from convexrecon.mri.consistency import MeasuredData, data_consistency, measured_data
 from convexrecon.stack import (BlockSettings, HiddenLayer, LayerwiseResult, ReconNet, UnrolledNet, load_network,
                                save_network, train_end_to_end, train_layerwise, train_layerwise_adam, train_unrolled,
                                train_unrolled_end_to_end, train_unrolled_layerwise_adam, unrolled_plain)

@@ -53,7 +53,7 @@ def _stacked(dtype):
 
 
 def _sense(dtype):
-    from convexrecon.data.sense import SenseOperator
+    from convexrecon.mri.sense import SenseOperator
 
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     maps = torch.complex(_randn(4, 9, 7, dtype=dtype, seed=14), _randn(4, 9, 7, dtype=dtype, seed=15)).to(cdtype)
@@ -65,7 +65,7 @@ def _sense(dtype):
 
 
 def _sense3d(dtype):
-    from convexrecon.data.sense import SenseOperator
+    from convexrecon.mri.sense import SenseOperator
 
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     cplx = lambda *shape, seed: torch.complex(_randn(*shape, dtype=dtype, seed=seed),  # noqa: E731

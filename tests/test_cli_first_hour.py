@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from convexrecon.cli import build_parser, main
-from convexrecon.data.classical import LAMBDA_GRID, warn_lambda_at_edge
+from convexrecon.mri.classical import LAMBDA_GRID, warn_lambda_at_edge
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import MaskFunc
 from convexrecon.errors import DataWarning

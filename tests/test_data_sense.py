@@ -113,7 +113,7 @@ def test_espirit_support_covers_the_object_and_the_sense_model_explains_the_data
     the SENSE model explains its k-space up to ESPIRiT's calibration error; sigpy's 0.95 cut into the object
     there (run_knee's default geometry: 8 coils, 160 x 368, 16 x 16 calibration square)."""
     from convexrecon.data.masks import poisson_disc, slice_seed
-    from convexrecon.data.sense import ESPIRIT_CROP, SenseOperator, espirit_maps
+    from convexrecon.mri.sense import ESPIRIT_CROP, SenseOperator, espirit_maps
     from convexrecon.data.synthetic import synthesize_volume
 
     volume = synthesize_volume((160, 368), slices=4, coils=8, seed=slice_seed(0, "volume", 0), snr=None)

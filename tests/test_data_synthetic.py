@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from convexrecon.data.fastmri import FastMRIVolume, parse_header
-from convexrecon.data.sense import center_crop
+from convexrecon.mri.sense import center_crop
 from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility
 from convexrecon.data.synthetic import (
     ANATOMIES,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from convexrecon.data import volume as vol
-from convexrecon.data.sense import SenseOperator
+from convexrecon.mri.sense import SenseOperator
 from convexrecon.metrics import psnr
 
 SHAPE = (6, 40, 36)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency,
+from convexrecon.mri.consistency import (MeasuredData, crop_center, data_consistency,
                                           embed_crop, exact_dc_applies, sense_adjoint, sense_forward,
                                           sense_normal)
 
@@ -134,8 +134,8 @@ def test_embed_and_crop():
 
 
 import convexrecon as cr  # noqa: E402
-from convexrecon.data.consistency import data_consistency as _dc  # noqa: E402,F401
-from convexrecon.data.sense import complex_to_channels  # noqa: E402
+from convexrecon.mri.consistency import data_consistency as _dc  # noqa: E402,F401
+from convexrecon.mri.sense import complex_to_channels  # noqa: E402
 from convexrecon.data.synthetic import birdcage_maps  # noqa: E402
 from convexrecon.stack.unrolled import (UnrolledNet, train_unrolled, train_unrolled_end_to_end,  # noqa: E402
                                         train_unrolled_layerwise_adam, unrolled_plain)
@@ -338,7 +338,7 @@ def test_unrolled_trainers_take_a_device(trained, tmp_path):
 
 # ---- further stage inputs: a constant channel and wavelet-shrunk estimates ------------------------------
 
-from convexrecon.data.sparsity import wavelet_shrink  # noqa: E402
+from convexrecon.mri.sparsity import wavelet_shrink  # noqa: E402
 from convexrecon.stack.unrolled import stage_channels  # noqa: E402
 
 
@@ -427,7 +427,7 @@ def test_stage_feature_arguments_are_checked(trained):
 
 
 def test_unrolled_cs_start_is_cs_and_the_stages_refine_it(trained, tmp_path):
-    from convexrecon.data.sparsity import l1_wavelet_fista
+    from convexrecon.mri.sparsity import l1_wavelet_fista
 
     inputs, targets, data, held, _, _ = trained
     result = train_unrolled(inputs, targets, data, SETTINGS, lambdas=(0.1, 1.0), holdout=held, cg_iterations=6,
@@ -477,7 +477,7 @@ def test_scoring_with_precomputed_starts_equals_scoring_from_scratch(trained):
 
 
 def test_cs_inputs_are_cs_images_at_their_weights_and_blocks_use_them(trained, tmp_path):
-    from convexrecon.data.sparsity import l1_wavelet_fista
+    from convexrecon.mri.sparsity import l1_wavelet_fista
     from convexrecon.stack.unrolled import initial_estimates
 
     inputs, targets, data, held, _, _ = trained

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from convexrecon.block.arrangements import (ArrangementConv, arrangement_masks, 
                            patch_problem)
 from convexrecon.block.module import ConvexBlock, block_from_solution
 from convexrecon.block.options import FitOptions
+from convexrecon.block.precision import tf32_mode
 from convexrecon.errors import PerformanceWarning
 
 
@@ -226,22 +226,6 @@ def _fit(inputs: Any, targets: Any, gates: Any, options: FitOptions, *, betas: l
     """``fit_layer`` for explicit ``betas``, or ``ratios`` of ``beta_max``, warm-starting each solve from the last."""
     with tf32_mode(options.allow_tf32):
         return _fit_blocks(inputs, targets, gates, options, betas, ratios)
-
-
-@contextmanager
-def tf32_mode(allowed: bool):
-    """Set torch's TF32 switches (cuDNN convolutions, CUDA matrix products) inside the block; restore them after.
-
-    The package's default everywhere is ``allowed=False`` (full float32), so that solves, trainers and
-    baselines compare at the same precision; no effect on the CPU.
-    """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
 
 
 def _problem(inputs: Any, targets: Any, gates: Any, o: FitOptions):

@@ -34,7 +34,7 @@ from convexrecon.stack.unrolled import DEFAULT_LAMBDAS
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir
-from convexrecon.data.consistency import measured_data
+from convexrecon.mri.consistency import measured_data
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
 from convexrecon.data.splits import Split, holdout_mask, stack_split

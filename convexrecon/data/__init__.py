@@ -14,7 +14,7 @@ from convexrecon.data.fastmri import (
     parse_header,
 )
 from convexrecon.data.masks import MaskFunc, equispaced_lines, poisson_disc, random_lines, slice_seed
-from convexrecon.data.sense import (
+from convexrecon.mri.sense import (
     SenseOperator,
     calibration_width,
     center_crop,

@@ -30,7 +30,7 @@ from convexrecon.io import atomic_path
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.data.sense import complex_to_channels, data_device, sense_images
+from convexrecon.mri.sense import complex_to_channels, data_device, sense_images
 
 CACHE_VERSION = 3  # 3: ESPIRiT eigenvalue crop 0.8 (was 0.95); 2: ESPIRiT in torch. Bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 

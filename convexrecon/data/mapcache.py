@@ -18,7 +18,7 @@ import numpy as np
 
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path
-from convexrecon.data.sense import calibration_width, center_crop, espirit_maps
+from convexrecon.mri.sense import calibration_width, center_crop, espirit_maps
 
 MAPS_VERSION = 2  # 2: eigenvalue crop 0.8. Bump when espirit_maps' parameters change
 

@@ -16,7 +16,7 @@ variable-density Poisson-disc sampling is used in practice. Here
   calibration square (:func:`readout_espirit`);
 * the SENSE model is :math:`A v = (M\,F_3(S_c v))_c`; the zero-filled input
   is :math:`A^H(Mk)`, the target the same combination of fully sampled
-  k-space (:class:`~convexrecon.data.sense.SenseOperator`, :func:`volume_images`), both divided
+  k-space (:class:`~convexrecon.mri.sense.SenseOperator`, :func:`volume_images`), both divided
   by the maximum magnitude of the zero-filled volume.
 
 The embedded default data set (:func:`synthesize_volume3d`,
@@ -41,7 +41,7 @@ import torch
 
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
-from convexrecon.data.sense import (SenseOperator, calibration_width, channels_to_complex, complex_to_channels,
+from convexrecon.mri.sense import (SenseOperator, calibration_width, channels_to_complex, complex_to_channels,
                                     espirit_maps, fftnc, ifftnc)
 from convexrecon.data.synthetic import INTENSITY, birdcage_maps, phantom_slice
 
@@ -88,7 +88,7 @@ def readout_espirit(kspace: np.ndarray, mask: np.ndarray, calib: int = 16) -> np
 
     The masked k-space is inverse Fourier transformed along the readout; every
     ``x`` plane ``(coils, ky, kz)`` then holds the fully sampled calibration
-    square of the mask, from which :func:`convexrecon.data.sense.espirit_maps`
+    square of the mask, from which :func:`convexrecon.mri.sense.espirit_maps`
     (``sigpy.mri.app.EspiritCalib``) estimates that plane's maps.
     """
     kspace = _check_kspace(kspace)

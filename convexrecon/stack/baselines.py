@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from convexrecon.errors import CheckpointError
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.block.fit import tf32_mode
+from convexrecon.block.precision import tf32_mode
 from convexrecon.checks import bool_flag, check_images, training_device
 from convexrecon.metrics import validation_metrics
 from convexrecon.stack.network import HiddenLayer, ReconNet

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from convexrecon.block import guard
 from convexrecon.errors import CheckpointError, SelectionWarning, grid_edge
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, run_payload, save_checkpoint
-from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max, tf32_mode
+from convexrecon.block.fit import fit_layer, fit_layer_path, problem_beta_max
+from convexrecon.block.precision import tf32_mode
 from convexrecon.block.options import DEFAULT_BETA_RATIO, FitOptions
 from convexrecon.checks import bool_flag, check_images, check_same_device, training_device
 from convexrecon.metrics import validation_metrics

@@ -9,13 +9,13 @@ Stage ``i = 1..K`` of :class:`UnrolledNet` maps the current full-grid estimate :
 where :math:`P^T` takes the centre crop (2 channels, real and imaginary), :math:`P` writes a
 crop back into the full grid (outside the crop :math:`z_i = x_i`), the input
 :math:`P^T x_1` is concatenated when ``concat_input`` and the DC step is
-:func:`~convexrecon.data.consistency.data_consistency` (CG on
+:func:`~convexrecon.mri.consistency.data_consistency` (CG on
 :math:`A^H A + \lambda_i I`). Optional further block inputs (``docs/design.md`` §9.1): a constant
 channel (``bias``, the first layer's bias) and wavelet-shrunk copies of the estimate
 (``shrink``: :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)` with :math:`W` the Daubechies-4
 transform, CS's sparsifying prior, for each relative threshold :math:`t`). And an optional **CS
 start** (``cs_iterations`` > 0): the chain then starts from ``cs_iterations`` FISTA steps of L1-wavelet
-CS with weight ``cs_lambda`` :math:`\cdot\rho` (:func:`~convexrecon.data.sparsity.l1_wavelet_fista`)
+CS with weight ``cs_lambda`` :math:`\cdot\rho` (:func:`~convexrecon.mri.sparsity.l1_wavelet_fista`)
 instead of :math:`x_1`, and the stages learn corrections of CS; ``cs_inputs`` adds the CS images at
 further weights as block inputs (computed once per slice, like :math:`x_1`). All are scaled by
 :math:`\rho = \max|P^T x_1|` of the slice, so the network stays positively homogeneous. This is the unrolled proximal-gradient / MoDL structure
@@ -57,13 +57,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from convexrecon.block.fit import fit_layer, fit_layer_path, tf32_mode
+from convexrecon.block.fit import fit_layer, fit_layer_path
+from convexrecon.block.precision import tf32_mode
 from convexrecon.block.module import ConvexBlock
 from convexrecon.checks import bool_flag, check_images, device_of, training_device
-from convexrecon.data.consistency import (MeasuredData, crop_center, data_consistency, embed_crop,
+from convexrecon.mri.consistency import (MeasuredData, crop_center, data_consistency, embed_crop,
                                           sense_adjoint)
-from convexrecon.data.sense import channels_to_complex, complex_to_channels
-from convexrecon.data.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
+from convexrecon.mri.sense import channels_to_complex, complex_to_channels
+from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
 from convexrecon.errors import CheckpointError
 from convexrecon.metrics import score_slices
 from convexrecon.stack.baselines import _checkpoint_file, adam_train
@@ -223,7 +224,7 @@ class UnrolledNet(nn.Module):
         layer that scales with the data).
     shrink
         Relative thresholds :math:`t`: for each, the input :math:`P^T W^H \mathrm{soft}_{t\rho}(W x_i)`
-        (2 channels, :func:`~convexrecon.data.sparsity.wavelet_shrink`, Daubechies-4 on the full grid).
+        (2 channels, :func:`~convexrecon.mri.sparsity.wavelet_shrink`, Daubechies-4 on the full grid).
     cs_iterations, cs_lambda
         The CS start: the first stage sees ``cs_iterations`` FISTA steps of L1-wavelet CS with weight
         ``cs_lambda`` :math:`\cdot\rho`, started at :math:`x_1` (0: :math:`x_1` itself). ``x1`` as a block
@@ -593,8 +594,8 @@ def train_unrolled(
     inputs, targets
         Training zero-filled images and targets ``(N, 2, crop, crop)`` (stored scale).
     data
-        Their measurements (:class:`~convexrecon.data.consistency.MeasuredData`, e.g. from
-        :func:`~convexrecon.data.consistency.measured_data`); checked against ``inputs``.
+        Their measurements (:class:`~convexrecon.mri.consistency.MeasuredData`, e.g. from
+        :func:`~convexrecon.mri.consistency.measured_data`); checked against ``inputs``.
     stages
         One :class:`~convexrecon.stack.layerwise.BlockSettings` per stage; ``beta_ratios`` makes
         β a choice on ``holdout`` as well.

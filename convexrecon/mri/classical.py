@@ -23,7 +23,7 @@ import numpy as np
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.errors import SelectionWarning, grid_edge
 from convexrecon.data.masks import MaskFunc
-from convexrecon.data.sense import calibration_width, center_crop, espirit_maps, sense_images
+from convexrecon.mri.sense import calibration_width, center_crop, espirit_maps, sense_images
 from convexrecon.metrics import Summary, evaluate, psnr
 
 LAMBDA_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)

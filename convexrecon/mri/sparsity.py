@@ -2,15 +2,15 @@ r"""Wavelet sparsity in torch: soft-thresholding and L1-wavelet compressed sensi
 
 :func:`wavelet_shrink` is :math:`W^H \mathrm{soft}_t(W x)` for the orthogonal 2-D wavelet transform
 :math:`W` (Daubechies-4 by default, PyWavelets' largest useful level, zero boundary mode: the transform of
-sigpy's ``linop.Wavelet`` and so of :func:`convexrecon.data.classical.l1_wavelet`), computed by ``ptwt``
+sigpy's ``linop.Wavelet`` and so of :func:`convexrecon.mri.classical.l1_wavelet`), computed by ``ptwt``
 in the dtype and on the device of the images, and differentiable. :func:`l1_wavelet_fista` is the same
-L1-wavelet CS program as :func:`~convexrecon.data.classical.l1_wavelet`,
+L1-wavelet CS program as :func:`~convexrecon.mri.classical.l1_wavelet`,
 
 .. math:: \min_x \tfrac12 \|A x - k\|_2^2 + \lambda \|W x\|_1,
 
 solved by FISTA (Beck & Teboulle 2009; sigpy's ``L1WaveletRecon`` runs the same accelerated proximal
 gradient) for a batch of slices at once, with the SENSE operator of
-:mod:`convexrecon.data.consistency`. It serves the unrolled network's CS start
+:mod:`convexrecon.mri.consistency`. It serves the unrolled network's CS start
 (:class:`convexrecon.stack.unrolled.UnrolledNet`), where it must run on the network's device; the CS
 *baseline* of the benchmarks stays sigpy's, an independent implementation.
 """
@@ -24,7 +24,7 @@ import pywt
 import torch
 from torch import Tensor
 
-from convexrecon.data.consistency import sense_adjoint, sense_forward
+from convexrecon.mri.consistency import sense_adjoint, sense_forward
 
 DEFAULT_WAVE = "db4"  # sigpy's linop.Wavelet default, the CS baseline's wavelet
 
@@ -74,11 +74,11 @@ def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, i
     r"""L1-wavelet CS of a batch of slices by ``iterations`` FISTA steps; full-grid complex images ``(B, H, W)``.
 
     ``kspace`` ``(B, C, H, W)`` (masked), ``maps`` ``(B, C, H, W)``, ``mask`` ``(B, H, W)``, as
-    :func:`~convexrecon.data.consistency.sense_forward`. The weight of slice ``b`` is ``lamda * scale[b]``
+    :func:`~convexrecon.mri.consistency.sense_forward`. The weight of slice ``b`` is ``lamda * scale[b]``
     (None: ``lamda``). The step of slice ``b`` is :math:`1 / (\max M^2 \cdot \max_r \sum_c |S_c(r)|^2)`,
     the inverse of a bound on :math:`\|A^H A\|`, so the iteration converges for any maps (1 for 0/1 masks and
     ESPIRiT maps of unit sum of squares, sigpy's step). Starts at ``start`` (default :math:`A^H k`). As
-    :func:`~convexrecon.data.classical.l1_wavelet`, the result is zero where every map is zero.
+    :func:`~convexrecon.mri.classical.l1_wavelet`, the result is zero where every map is zero.
 
     ``shifts`` (``(dy, dx)`` pairs; None: no shift) makes it **cycle-spun** (translation-invariant) CS: every
     step averages the soft threshold over the wavelet grids shifted by each pair. The average of the proximal

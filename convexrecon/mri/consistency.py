@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convexrecon.data.sense import fft2c, ifft2c
+from convexrecon.mri.sense import fft2c, ifft2c
 
 DC_METHODS = ("auto", "cg", "exact")
 
@@ -205,7 +205,7 @@ def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam:
 # ---- crops of full-grid images ------------------------------------------------------------------
 
 def crop_window(shape: Sequence[int], crop: int) -> tuple[slice, slice]:
-    """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.data.sense.center_crop`."""
+    """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.mri.sense.center_crop`."""
     height, width = int(shape[-2]), int(shape[-1])
     if not 1 <= crop <= min(height, width):
         raise ValueError(f"The 'crop' parameter must be between 1 and {min(height, width)}. Got {crop!r} instead.")
@@ -271,7 +271,7 @@ class MeasuredData(NamedTuple):
 
 
 def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
-    """Stack :class:`~convexrecon.data.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`."""
+    """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`."""
     if len(problems) == 0:
         raise ValueError("The 'problems' parameter must hold at least one slice. Got none.")
     shapes = {tuple(p.kspace.shape) for p in problems}
@@ -290,12 +290,12 @@ def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
 def measured_data(dataset: Any, pairs: Sequence[tuple[Any, int]]) -> tuple[MeasuredData, list[Any]]:
     """The measurements of the slices ``pairs`` of a :class:`~convexrecon.data.SliceDataset`.
 
-    Each slice is rebuilt by :func:`~convexrecon.data.classical.slice_problem` (same mask and
+    Each slice is rebuilt by :func:`~convexrecon.mri.classical.slice_problem` (same mask and
     ESPIRiT settings as the dataset's samples, with the full-grid maps, which the dataset's
     cache does not keep; one ESPIRiT run per slice). Returns the stacked data and the
     problems (reusable, e.g. for L1-wavelet CS on the same slices).
     """
-    from convexrecon.data.classical import slice_problem
+    from convexrecon.mri.classical import slice_problem
     from convexrecon.data.fastmri import FastMRIVolume
 
     volumes: dict[Any, FastMRIVolume] = {}
