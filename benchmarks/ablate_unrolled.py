@@ -1,11 +1,11 @@
 """Ablation of the convex unrolled network's settings on run_knee's data, against L1-wavelet CS.
 
-Trains ``train_unrolled`` once per variant (each a JSON object overriding ``CONFIGS[mode]["unrolled"]``:
+Trains ``train_unrolled`` once per variant (each a JSON object overriding settings of ``CONFIGS[mode].unrolled``:
 ``stages``, ``kernel_size``, ``num_arrangements``, ``cg_iterations``, ``lambdas``, ``beta_ratios``,
 ``gated_method``, ...) on the same preprocessed split as ``run_knee.py`` (same data, masks, ESPIRiT, held-out
 volume for the β/λ choice) and prints the validation PSNR after every stage next to zero-filled and CS.
 
-    PYTHONPATH=. python benchmarks/ablate_unrolled.py --mask lines \
+    python -m benchmarks.ablate_unrolled --mask lines \
         --variants '[{}, {"stages": 8}, {"num_arrangements": 32, "gated_method": "fista"}]'
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/ablate-unrolled-MODE-MASK``);
@@ -15,6 +15,7 @@ the data and the ESPIRiT cache are shared with run_knee's default output directo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -23,21 +24,10 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
 
-from common import (
-    CONFIGS,
-    command,
-    machine,
-    scores,
-    split_under,
-    unrolled_options,
-    utc_now,
-    write_results,
-)
-from run_knee import cs_predictions
-
-from convexrecon.data.splits import holdout_mask
-from convexrecon.stack.layerwise import BlockSettings
-from convexrecon.stack.unrolled import train_unrolled
+from benchmarks.kit.configs import CONFIGS, UnrolledConfig  # noqa: E402
+from benchmarks.kit.data import split_under  # noqa: E402
+from benchmarks.kit.methods import cs_predictions, scores, train_unrolled_convex, unrolled_options  # noqa: E402
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="default")
     parser.add_argument("--mask", choices=("poisson", "lines"), default="lines")
     parser.add_argument("--variants", default="[{}]",
-                        help="JSON list of objects overriding CONFIGS[config]['unrolled'] (default: one run as is)")
+                        help="JSON list of objects overriding settings of CONFIGS[config].unrolled "
+                             "(default: one run as is)")
     parser.add_argument("--volumes", type=int, default=None,
                         help="synthetic volumes in all (default: the mode's); the validation volume stays the same "
                              "(each volume depends on its index alone), the others train: training-set size")
@@ -58,20 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r} ({error}).")
     cfg = CONFIGS[args.config]
     if args.volumes is not None:
-        if args.volumes < cfg["val_volumes"] + cfg["holdout_volumes"] + 1:
-            parser.error(f"argument --volumes: expected at least {cfg['val_volumes'] + cfg['holdout_volumes'] + 1} "
+        if args.volumes < cfg.val_volumes + cfg.holdout_volumes + 1:
+            parser.error(f"argument --volumes: expected at least {cfg.val_volumes + cfg.holdout_volumes + 1} "
                          f"(validation, held-out and one fit volume). Got {args.volumes}.")
-        cfg = {**cfg, "synthetic": {**cfg["synthetic"], "volumes": args.volumes}}
+        cfg = dataclasses.replace(cfg, synthetic=dataclasses.replace(cfg.synthetic, volumes=args.volumes))
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r}.")
-    unknown = sorted({k for v in variants for k in v} - set(cfg["unrolled"]))
+    unknown = sorted({k for v in variants for k in v} - set(UnrolledConfig.setting_names()))
     if unknown:
         parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
-                     f"{sorted(cfg['unrolled'])}.")
+                     f"{UnrolledConfig.setting_names()}.")
     size = "" if args.volumes is None else f"-{args.volumes}vol"
     out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}{size}-{args.mask}"
     split = split_under(out, cfg, args.mask, args.seed)
-    tr, va = split["train"], split["val"]
+    va = split["val"]
     rows: list[dict[str, Any]] = [{"method": "zero_filled",
                                    **scores(va["targets"], va["inputs"], va["scales"], va["volumes"])}]
     cs, lamda, _ = cs_predictions(split, cfg)
@@ -79,19 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"method": "cs_l1_wavelet", "lambda": lamda,
                  **scores(va["targets"][:n], cs, va["scales"][:n], va["volumes"][:n])})
     print(f"zero-filled {rows[0]['psnr_mean']:.2f} dB, CS {rows[1]['psnr_mean']:.2f} dB (λ {lamda})", flush=True)
-    held = holdout_mask(tr["volumes"], cfg["holdout_volumes"])
-    val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
     for variant in variants:
-        u = {**cfg["unrolled"], **variant}
-        settings = [BlockSettings(kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
-                                  activation=u["activation"], gate_sampling="antithetic",
-                                  beta_ratios=tuple(u["beta_ratios"]),
-                                  tol=u["tol"], max_iter=u["max_iter"])] * u["stages"]
+        u = dataclasses.replace(cfg.unrolled, **variant)
         start = time.perf_counter()
-        result = train_unrolled(tr["inputs"], tr["targets"], tr["data"], settings, lambdas=u["lambdas"], holdout=held,
-                                validation=val, concat_input=u["concat_input"], **unrolled_options(u, lamda),
-                                cg_iterations=u["cg_iterations"],
-                                seed=args.seed, solve_options={"gated_method": u["gated_method"]})
+        result = train_unrolled_convex(split, u, unrolled_options(u, lamda), args.seed, cfg.holdout_volumes)
         seconds = time.perf_counter() - start
         rec = result.records
         rows.append({"method": "unrolled_convex", "variant": variant, "seconds": seconds,

@@ -8,7 +8,7 @@ package's torch FISTA (``convexrecon.mri.sparsity.l1_wavelet_fista``, the same p
 * how much stronger is *cycle-spun* (translation-invariant) CS, the soft threshold averaged over shifted wavelet
   grids (``--shifts``: numbers of grid shifts from a fixed list; 1 = plain CS)?
 
-    python benchmarks/bench_cs.py --mask lines --lambdas 0.002,0.003,0.005 --iterations 100,200,400,800
+    python -m benchmarks.bench_cs --mask lines --lambdas 0.002,0.003,0.005 --iterations 100,200,400,800
 
 Every λ is relative to max|zero-filled| of the slice (run_knee's convention). The λ are compared on the
 validation slices here, so the best of them is optimistic for its method. Writes ``results.json`` and
@@ -26,20 +26,16 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py
 
-import torch
-from common import (
-    CONFIGS,
-    command,
-    machine,
-    scores,
-    split_under,
-    utc_now,
-    write_results,
-)
+import torch  # noqa: E402
 
-from convexrecon.mri.consistency import crop_center, sense_adjoint
-from convexrecon.mri.sense import complex_to_channels
-from convexrecon.mri.sparsity import l1_wavelet_fista
+from benchmarks.kit.configs import CONFIGS  # noqa: E402
+from benchmarks.kit.data import split_under  # noqa: E402
+from benchmarks.kit.methods import scores  # noqa: E402
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
+from convexrecon.mri.consistency import crop_center  # noqa: E402
+from convexrecon.mri.fft import complex_to_channels  # noqa: E402
+from convexrecon.mri.sense import sense_adjoint  # noqa: E402
+from convexrecon.mri.sparsity import l1_wavelet_fista  # noqa: E402
 
 # grid shifts of the cycle-spun runs, first n used: odd and even offsets, so every decimated level moves
 SHIFTS = [(0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1)]

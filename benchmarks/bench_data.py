@@ -5,7 +5,7 @@ cache with ``SliceDataset`` (timing each stage on one slice too), then reads
 the cached slices repeatedly. Prints a Markdown table and writes JSON and
 Markdown to ``benchmarks/results/data/``.
 
-    PYTHONPATH=. python benchmarks/bench_data.py --slices 4
+    python -m benchmarks.bench_data --slices 4
 
 Cached reads come from the page cache (the files were just written); a cold
 read is bounded by the disk's bandwidth, reported as MB per slice.
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.kit.runinfo import machine, utc_now, write_results
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset, make_synthetic
-from common import machine, utc_now, write_results
-from convexrecon.mri.classical import l1_wavelet, sense_cg, slice_problem
-from convexrecon.mri.sense import calibration_width, espirit_maps, sense_images
+from convexrecon.data.problems import slice_problem
+from convexrecon.mri.classical import l1_wavelet, sense_cg
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.sense import sense_images
 
 
 def _sync(device: torch.device) -> None:
@@ -44,7 +46,7 @@ def _espirit_times(path: Path, func: MaskFunc, devices: list[torch.device], sigp
     if sigpy_reference:
         t = time.perf_counter()
         reference = espirit_maps(masked, width, method="sigpy")
-        out["ESPIRiT, sigpy EspiritCalib, cpu (before)"] = time.perf_counter() - t
+        out["ESPIRiT, sigpy EspiritCalib, cpu (reference)"] = time.perf_counter() - t
     for device in devices:
         for _ in range(2 if device.type == "cuda" else 1):
             _sync(device)

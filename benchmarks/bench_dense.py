@@ -14,12 +14,11 @@ is the best dual lower bound any solver certified (ours, or cvxpy's with its
 multipliers). Times include each solver's own setup (scnn's data
 processing; cvxpy's problem compilation). Every solver gets ``--threads``
 threads: torch's, the BLAS threads of numpy/scipy (which scnn's solvers use;
-limited by threadpoolctl) and Clarabel's ``max_threads``. Before the seventh
-session only torch's were limited, so scnn and Clarabel ran on both cores of
-a 2-core machine against one thread for convexrecon.
+limited by threadpoolctl) and Clarabel's ``max_threads``, so that no solver
+runs on more cores than convexrecon.
 
-    python benchmarks/bench_dense.py                      # n = 2000 without cvxpy (~3 min)
-    python benchmarks/bench_dense.py --n 2000 20000 200000 --cvxpy 2000
+    python -m benchmarks.bench_dense                      # n = 2000 without cvxpy (~3 min)
+    python -m benchmarks.bench_dense --n 2000 20000 200000 --cvxpy 2000
 
 Writes ``benchmarks/results/dense/results.{json,md}``.
 """
@@ -30,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 import warnings
 from datetime import date
@@ -40,10 +38,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import convexrecon as cr  # noqa: E402
-from common import write_results  # noqa: E402
+from benchmarks.kit.runinfo import write_results  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Data-parallel block solve: one process against ``torchrun`` ranks, same problem, same gates.
 
-    python benchmarks/bench_distributed.py                                # 1 process, 1 thread
+    python -m benchmarks.bench_distributed                                # 1 process, 1 thread
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_distributed.py   # 2 ranks, 1 thread each
 
 Every rank builds the same seeded problem (``--images`` images of 2 x 64 x 64,
@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convexrecon as cr  # noqa: E402
 from convexrecon.io import write_text  # noqa: E402

@@ -1,10 +1,10 @@
-"""Seed-scale block on one device: time, iterations, certified gap and memory of ``fit_layer``.
+"""A block at the paper's scale on one device: time, iterations, certified gap and memory of ``fit_layer``.
 
-The problem is block 2 of the seed network (``docs/design.md`` §9): the inputs are the
+The problem is block 2 of the paper's network (``docs/design.md`` §9): the inputs are the
 frozen ReLU features of a random first layer (2 -> C_in channels, k x k) on
 complex-valued random images, the targets a planted ReLU conv net of those
 features plus 10% noise. Default: 320 x 320 images, C_in = 256, 7 x 7 kernels,
-P = 64 gates, C_out = 2 — the seed's width (issue 5's GPU row).
+P = 64 gates, C_out = 2 — the paper's width.
 
 For each row the script reports the solve's wall time (device synchronized),
 its iterations, status and certified relative gap (certificate in float64),
@@ -13,8 +13,8 @@ of one forward + adjoint pair of the arrangement operator with the conv rate
 it achieves (``4 n C_in k^2 P' C_out`` operations per pair, P' = P gated,
 2P relu).
 
-    python benchmarks/bench_gpu.py                          # the seed-scale rows, on CUDA if present
-    python benchmarks/bench_gpu.py --images 1 --size 64 64 --channels 16 --device cpu   # a small smoke run
+    python -m benchmarks.bench_gpu                          # the rows at the paper's scale, on CUDA if present
+    python -m benchmarks.bench_gpu --images 1 --size 64 64 --channels 16 --device cpu   # a small smoke run
 
 Writes ``<out>/results.{json,md}`` after every row (default
 ``benchmarks/results/gpu-seed``).
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 import warnings
 from datetime import date
@@ -34,12 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import convexrecon as cr  # noqa: E402
 from convexrecon.block import guard  # noqa: E402
 from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates  # noqa: E402
-from common import write_results  # noqa: E402
+from benchmarks.kit.runinfo import write_results  # noqa: E402
 
 
 def make_problem(images: int, size: tuple[int, int], channels: int, k: int, outputs: int, device, seed: int = 0):
@@ -118,7 +115,7 @@ def run_row(x, y, gates, activation: str, args, device: torch.device, allow_tf32
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"Seed-scale block — {meta['date']}, {meta['device_name']}, torch {meta['torch']}; target relative gap "
+    lines = [f"Block at the paper's scale — {meta['date']}, {meta['device_name']}, torch {meta['torch']}; target relative gap "
              f"{meta['tol']:g}, beta = {meta['beta_ratio']:g} beta_max; float32 iterates, float64 certificate", "",
              "| activation | solver | TF32 | images | n | C_in | k | P | C_out | seconds | iterations | s / iter | "
              "status | rel. gap | pair ms | pair TFLOP/s | peak GiB | estimate GiB |",

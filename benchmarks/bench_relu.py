@@ -1,4 +1,4 @@
-"""Exact-ReLU block solvers against the gated solve on the same training-size conv block (issue 18).
+"""Exact-ReLU block solvers against the gated solve on the same training-size conv block.
 
 One problem, every solver side by side in one run: a k x k conv block on smooth
 random images (white noise low-passed by a 7 x 7 box filter per channel, unit
@@ -18,11 +18,11 @@ Below the table: how degenerate the exact optimum is (cone rows each nonzero neu
 point's block holds at equality, against ``d = C_in k^2``), and the time to form the data Gram matrix
 ``B^T B`` once, the fixed cost of any direct Newton method on the block.
 
-The target of issue 18: exact ReLU certified to ``--tol`` in at most 3x the
-gated solve's time. Every row states the threads and the device; the certificate
-is always evaluated in float64.
+The target: exact ReLU certified to ``--tol`` in at most 3x the gated solve's
+time. Every row states the threads and the device; the certificate is always
+evaluated in float64.
 
-    python benchmarks/bench_relu.py --threads 1        # n = 10,000, C_in 8, k 5, P 16 (about 5 min)
+    python -m benchmarks.bench_relu --threads 1        # n = 10,000, C_in 8, k 5, P 16 (about 5 min)
 
 Writes ``benchmarks/results/<--name>/results.{json,md}``.
 """
@@ -42,13 +42,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import convexrecon as cr  # noqa: E402
 from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
-from common import write_results  # noqa: E402
+from benchmarks.kit.runinfo import write_results  # noqa: E402
 from convexrecon.io import write_text  # noqa: E402
-from solvers.interior import _Problem, fits_interior_point  # noqa: E402
+from solvers.interior import data_gram, fits_interior_point  # noqa: E402
 
 
 def make_problem(num: int, channels: int, size: int, k: int, P: int, seed: int = 0):
@@ -89,13 +87,12 @@ def run(label: str, x, y, gates, beta, k, args, tol: float | None = None, **kw) 
 def run_alm(x, y, gates, beta, k, args) -> dict:
     """The package's augmented Lagrangian with FISTA subproblems (:func:`solvers.group_lasso.solve_cone_group_lasso`,
     scnn's method; not a ``relu_method`` of ``fit_layer``) on the same program, float64 certificate."""
-    from convexrecon.block.fit import _problem
-    from convexrecon.block.options import FitOptions
+    from convexrecon.block.problem import block_program
     from solvers.group_lasso import solve_cone_group_lasso
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    options = FitOptions.of(None, kernel_size=k, activation="relu", dtype=dtype)
-    _, target, _, _, operator = _problem(x, y, gates, options)
+    program = block_program(x, y, gates=gates, kernel_size=k, activation="relu", dtype=dtype)
+    target, operator = program.targets, program.operator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cr.ConvergenceWarning)
         start = time.perf_counter()
@@ -134,7 +131,7 @@ def data_gram_seconds(x, gates, k: int) -> float:
     X, D, _ = patch_problem(x, arrangement_masks(x, gates), x[:, :1], k)
     X, D = torch.from_numpy(X), torch.from_numpy(D)
     start = time.perf_counter()
-    _Problem.gram_of(X, D)
+    data_gram(X, D)
     return time.perf_counter() - start
 
 
@@ -241,7 +238,7 @@ def main(argv=None) -> int:
             "torch": torch.__version__, "threads": args.threads, "n": n,
             "images": f"{args.images} x {args.size}x{args.size}", "C_in": args.channels, "k": k, "P": args.gates,
             "beta_ratio": args.beta_ratio, "beta": beta, "tol": args.tol, "dtype": args.dtype,
-            "command": "python benchmarks/bench_relu.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python -m benchmarks.bench_relu " + " ".join(sys.argv[1:] if argv is None else argv)}
     rows = [run("gated", x, y, gates, beta, k, args, activation="gated")]
     meta["data_gram_seconds"] = data_gram_seconds(x, gates, k)
     if not args.no_admm:

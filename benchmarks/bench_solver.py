@@ -9,11 +9,10 @@ to ``--tol``, and each reference solution is certified with the same duality
 gap. cvxpy is skipped above ``--max-cvxpy-n`` patches (it needs the explicit
 patch matrix). Every solver gets torch's thread count (set it with
 ``OMP_NUM_THREADS``): also the BLAS threads of numpy/scipy (threadpoolctl) and
-Clarabel's ``max_threads`` — before the seventh session Clarabel ran on both
-cores of the 2-core machine against one torch thread.
+Clarabel's ``max_threads``, so that no solver runs on more cores than torch.
 
-    python benchmarks/bench_solver.py                # default grid (~10 min on 2 cores)
-    python benchmarks/bench_solver.py --full         # n up to 1e6, P up to 256, k up to 7
+    python -m benchmarks.bench_solver                # default grid (~10 min on 2 cores)
+    python -m benchmarks.bench_solver --full         # n up to 1e6, P up to 256, k up to 7
 
 Writes ``benchmarks/results/solver/results.{json,md}``.
 """
@@ -24,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 import warnings
 from datetime import date
@@ -33,11 +31,9 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import convexrecon as cr  # noqa: E402
 from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
-from common import write_results  # noqa: E402
+from benchmarks.kit.runinfo import write_results  # noqa: E402
 from solvers.reference import solve_arrangement_program  # noqa: E402
 from solvers.report import SolverError  # noqa: E402
 

@@ -1,7 +1,7 @@
 """How realistic is the synthetic data set? Generation time, texture statistics, classical references.
 
-For each family of subjects (``knee``, the default; ``brain``; ``legacy``, the phantom
-used before, kept in ``tests/legacy_phantom.py``) this script
+For each family of subjects (``knee``, the default; ``brain``; ``legacy``, a simpler
+phantom kept in ``tests/legacy_phantom.py``) this script
 
 1. times the generation of one slice (the phantom alone, and the whole volume
    pipeline: phantom, coil images, FFT and noise);
@@ -14,8 +14,8 @@ used before, kept in ``tests/legacy_phantom.py``) this script
    runs), for each mask at the requested acceleration;
 4. saves a figure of target slices (``--figure``).
 
-    PYTHONPATH=. python benchmarks/bench_synthetic.py                 # full size (3-5 min per family and mask, 2 cores)
-    PYTHONPATH=. python benchmarks/bench_synthetic.py --quick         # 160 x 92, 8 coils (about 2 min)
+    python -m benchmarks.bench_synthetic                 # full size (3-5 min per family and mask, 2 cores)
+    python -m benchmarks.bench_synthetic --quick         # 160 x 92, 8 coils (about 2 min)
 
 Results go to ``benchmarks/results/synthetic[-quick]/`` (``results.json``, ``results.md``).
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from convexrecon.io import write_text
-from convexrecon.mri.classical import choose_lambda, reference_table, slice_problem
+from convexrecon.data.problems import slice_problem
+from convexrecon.mri.classical import choose_lambda, reference_table
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import MaskFunc, slice_seed
-from convexrecon.mri.sense import center_crop, fft2c
+from convexrecon.mri.fft import center_crop, fft2c
 from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility
 from convexrecon.data.synthetic import (
     INTENSITY,
@@ -61,7 +59,7 @@ def _slice(family: str, shape: tuple[int, int], subject: int, z: float, k: int) 
 
 
 def _legacy_volume(shape: tuple[int, int], slices: int, coils: int, subject: int, snr: float) -> np.ndarray:
-    """k-space of the former default set (its phantom, coils and white noise), as it was generated."""
+    """k-space of the legacy family (its phantom, birdcage coils and white noise)."""
     zs = np.linspace(-0.6, 0.6, slices) if slices > 1 else np.zeros(1)
     images = np.stack([legacy_phantom_slice(shape, subject, float(z), k) for k, z in enumerate(zs)]) * INTENSITY
     maps = birdcage_maps(coils, shape)
@@ -134,7 +132,7 @@ def _figure(args: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shape, crop = tuple(args.shape), args.crop
-    panels = [("former phantom (tests/legacy_phantom.py)", "legacy", 0.0), ("knee (default), z = 0", "knee", 0.0),
+    panels = [("legacy phantom (tests/legacy_phantom.py)", "legacy", 0.0), ("knee (default), z = 0", "knee", 0.0),
               ("knee, z = 0.4 (posterior)", "knee", 0.4), ("brain, z = 0", "brain", 0.0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (title, family, z) in zip(axes, panels):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session, run as-is from the repository root on a CUDA machine (issue 16):
+# One GPU session, run as-is from the repository root on a CUDA machine:
 #
 #   bash benchmarks/gpu_session.sh [OUT_DIR]          # default OUT_DIR = gpu-session-out
 #
@@ -18,10 +18,10 @@
 #   3. ESPIRiT timing per device (benchmarks/bench_data.py --espirit-only);          ~30 s
 #   4. benchmarks/run_knee.py --config gpu --device cuda (prints its own estimate, ~6 min;
 #      budget 8 min, killed at 9 min);                                              <= 540 s
-#   5. the Fig. 4 measurement alone (run_knee's measured_memory_table), if step 4 was killed
+#   5. the Fig. 4 measurement alone (benchmarks.kit.memory.measured_memory_table), if step 4 was killed
 #      before it got there;                                                         ~60 s
-#   6. issue 18: exact ReLU (relu_method="auto": ADMM at this size) against gated on one
-#      seed-width block (benchmarks/bench_gpu.py, TF32, tol 1e-3, 4,000 ADMM iterations at most);
+#   6. exact ReLU (relu_method="auto": ADMM at this size) against gated on one
+#      block of the paper's width (benchmarks/bench_gpu.py, TF32, tol 1e-3, 4,000 ADMM iterations at most);
 #      killed at 240 s                                                              <= 240 s
 # Total: about 10-15 minutes (step 6 last, so that a short device budget loses it first).
 set -u
@@ -61,8 +61,7 @@ if [ ! -f "$OUT/knee-gpu/results.json" ]; then
   log "step 5: Fig. 4 measurement alone"
   timeout 300 $PY - "$OUT" >"$OUT/memory.log" 2>&1 <<'PYEOF'
 import json, sys, torch
-sys.path.insert(0, "benchmarks")
-from run_knee import measured_memory_table
+from benchmarks.kit.memory import measured_memory_table
 table = measured_memory_table(torch.device("cuda"))
 with open(f"{sys.argv[1]}/memory_measured.json", "w") as f:
     json.dump(table, f, indent=2, default=str)
@@ -70,7 +69,7 @@ print(json.dumps({k: table[k] for k in ("end_to_end", "convex_solve")}, indent=2
 PYEOF
   log "memory measurement exit $?"
 fi
-log "step 6: issue 18, exact ReLU at the seed's width (C_in 256, 7x7, P 64, one 320x320 slice) against gated"
+log "step 6: exact ReLU at the paper's width (C_in 256, 7x7, P 64, one 320x320 slice) against gated"
 timeout 240 $PY benchmarks/bench_gpu.py --images 1 --activations gated relu --tf32 on --tol 1e-3 \
   --relu-max-iter 4000 --out "$OUT/relu-seed" >"$OUT/relu_seed.log" 2>&1
 log "bench_gpu relu exit $? (124 = killed at 240 s)"

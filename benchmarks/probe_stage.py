@@ -13,7 +13,7 @@ validation slices:
    channel: the first layer's bias), ``blur`` (``x`` box-blurred at 2, 4 and 8 pixels: context beyond the
    kernel), ``shrink`` (``x`` soft-thresholded in the db4 wavelet domain at ``--thresholds``).
 
-    PYTHONPATH=. python benchmarks/probe_stage.py --mask lines --features x+x1,x+x1+one,x+x1+one+shrink
+    python -m benchmarks.probe_stage --mask lines --features x+x1,x+x1+one,x+x1+one+shrink
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/probe-stage-MODE-MASK``).
 """
@@ -21,6 +21,7 @@ Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -28,28 +29,18 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
 
-import torch
-import torch.nn.functional as F
-from common import (
-    CONFIGS,
-    command,
-    machine,
-    scores,
-    split_under,
-    utc_now,
-    write_results,
-)
-from run_knee import cs_predictions
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-import convexrecon as cr
-from convexrecon.mri.consistency import (
-    crop_center,
-    data_consistency,
-    embed_crop,
-    sense_adjoint,
-)
-from convexrecon.mri.sense import channels_to_complex, complex_to_channels
-from convexrecon.mri.sparsity import wavelet_shrink
+import convexrecon as cr  # noqa: E402
+from benchmarks.kit.configs import CONFIGS  # noqa: E402
+from benchmarks.kit.data import split_under  # noqa: E402
+from benchmarks.kit.methods import cs_predictions, scores  # noqa: E402
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
+from convexrecon.mri.consistency import crop_center, data_consistency, embed_crop  # noqa: E402
+from convexrecon.mri.fft import channels_to_complex, complex_to_channels  # noqa: E402
+from convexrecon.mri.sense import sense_adjoint  # noqa: E402
+from convexrecon.mri.sparsity import wavelet_shrink  # noqa: E402
 
 FEATURES = ("x", "x1", "one", "blur", "shrink")
 BLUR_SCALES = (2, 4, 8)
@@ -114,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--chain must be >= 0, --chain-lambda and --beta-ratio > 0, --max-iter >= 1. Got "
                      f"{args.chain}, {args.chain_lambda}, {args.beta_ratio}, {args.max_iter}.")
     cfg = CONFIGS[args.config]
-    u = cfg["unrolled"]
+    u = cfg.unrolled
     out = args.out or Path("benchmarks/results") / f"probe-stage-{args.config}-{args.mask}"
     split = split_under(out, cfg, args.mask, args.seed)
     tr, va = split["train"], split["val"]
     dv = va["data"]
-    lam0, cg, lams = u["lambdas"][0], u["cg_iterations"], (0.01, 0.1, 1.0)
+    lam0, cg, lams = u.lambdas[0], u.cg_iterations, (0.01, 0.1, 1.0)
 
     def psnr(pred: Any) -> float:  # cropped: 2 channels or complex
         n = len(pred)
@@ -131,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"zero_filled": psnr(va["inputs"])}
     cs_rows = []
     lamda = None  # chosen as run_knee chooses it (at the mode's own iteration count), then kept for every count
-    for iters in sorted(cs_iterations, key=lambda i: i != cfg["cs_max_iter"]):
+    for iters in sorted(cs_iterations, key=lambda i: i != cfg.cs_max_iter):
         start = time.perf_counter()
-        if lamda is None and iters != cfg["cs_max_iter"]:
+        if lamda is None and iters != cfg.cs_max_iter:
             _, lamda, _ = cs_predictions(split, cfg)
-        preds, lamda, _ = cs_predictions(split, {**cfg, "cs_max_iter": iters}, lamda)
+        preds, lamda, _ = cs_predictions(split, dataclasses.replace(cfg, cs_max_iter=iters), lamda)
         row = {"iterations": iters, "lambda": lamda, "psnr": psnr(preds), "slices": len(preds),
                "seconds": time.perf_counter() - start}
         cs_rows.append(row)
@@ -157,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     results["shrink_dc"] = shrink_rows
 
     def fit(inputs: torch.Tensor, residual: torch.Tensor, seed: int) -> Any:
-        return cr.fit_layer(inputs, residual, kernel_size=u["kernel_size"], num_arrangements=u["num_arrangements"],
+        return cr.fit_layer(inputs, residual, kernel_size=u.kernel_size, num_arrangements=u.num_arrangements,
                             activation="gated", gate_sampling="antithetic", beta_ratio=args.beta_ratio, tol=1e-3,
                             max_iter=args.max_iter, seed=seed, gated_method=args.gated_method)
 

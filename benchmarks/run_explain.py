@@ -20,8 +20,8 @@ By default a small network is trained on the synthetic knee-like slices
 (Poisson 4×, a few minutes on 2 cores); ``--model DIR`` explains a saved model
 (``ReconNet.save``, e.g. from ``run_knee.py``) on ``--data`` instead.
 
-    PYTHONPATH=. python benchmarks/run_explain.py
-    PYTHONPATH=. python benchmarks/run_explain.py --model benchmarks/results/knee/models/poisson/layerwise_convex
+    python -m benchmarks.run_explain
+    python -m benchmarks.run_explain --model benchmarks/results/knee/models/poisson/layerwise_convex
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.kit.runinfo import command  # noqa: E402
 from convexrecon.analysis import explain  # noqa: E402
 from convexrecon.data import SliceDataset, make_synthetic  # noqa: E402
 from convexrecon.io import write_text  # noqa: E402
@@ -49,7 +49,7 @@ from convexrecon.stack.persist import load_network  # noqa: E402
 from convexrecon.data.splits import stack_split  # noqa: E402
 
 DATA = {"volumes": 3, "slices": 2, "coils": 6, "shape": (128, 368), "snr": 25.0, "crop": 64}
-# i.i.d. gates, as in the recorded figures (the layer-wise default is now antithetic)
+# i.i.d. gates, as in the recorded figures (the layer-wise default is antithetic)
 BLOCKS = [BlockSettings(kernel_size=5, num_arrangements=8, activation="gated", beta_ratio=1e-2, tol=1e-3,
                         max_iter=300, gate_sampling="gaussian")] * 3
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     _plot(x[0], regions, pixels, filters, psfs, args.out)
     results["seconds"] = time.perf_counter() - start
-    results["command"] = " ".join(["python", "benchmarks/run_explain.py", *(argv or sys.argv[1:])])
+    results["command"] = command("run_explain.py", argv)
     write_text(args.out / "explain.json", json.dumps(results, indent=2, default=str))
     print(json.dumps({k: results[k] for k in ("regions_per_block", "pixels")}, indent=1))
     return 0

@@ -1,6 +1,6 @@
 """Knee reconstruction: convex layer-wise vs end-to-end vs non-convex layer-wise vs classical.
 
-Reproduces the seed's three results (ISMRM 2021, Figs. 2-4) on the embedded
+Reproduces the paper's three results (ISMRM 2021, Figs. 2-4) on the embedded
 synthetic knee-like data (or real fastMRI multi-coil files with ``--data``),
 for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
 
@@ -9,108 +9,80 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
   ``halve_every`` epochs, l2 loss, weight decay ``d`` = mean over blocks of
   ``beta_i / n_i``; when the convex blocks choose β on the held-out training
   volume, end-to-end chooses its weight decay from {0, d, 10 d} on the same
-  volume). ``--full`` and ``--quick`` use the seed's schedule (40
+  volume). ``--full`` and ``--quick`` use the paper's schedule (40
   epochs, halved every 10); the default stretches it 5x (200 epochs, halved
   every 50; layer-wise Adam 150 per block), because on its 16 training slices
-  the seed's 40 epochs are only 320 Adam steps and the loss is still falling
-  (it was 10x before the unrolled networks joined the mode's 30-minute budget);
+  the paper's 40 epochs are only 320 Adam steps and the loss is still falling;
 * ``layerwise_adam``: each block by Adam on the same objective (weight decay
   ``beta_i / n_i``), then frozen;
 * ``layerwise_convex``: each block by ``fit_layer`` (``docs/design.md`` §9) with antithetic
   gates (pairs ``g, -g``), β per block chosen from ``beta_ratios`` x β_max by the
   error on the last training volume (held out; never the validation volume), then
   re-solved on all training slices (``BlockSettings.beta_ratios``).
-
 * ``layerwise_convex_relu``: the same, with exact-ReLU blocks (``activation="relu"``, ``relu_method="auto"``:
   interior point where it fits, ADMM otherwise; ``report.solver`` per block in the results), where the mode's
   configuration has ``relu`` (quick and full; left out of the default and gpu modes for time);
 * ``unrolled_convex``, ``unrolled_end_to_end``, ``unrolled_layerwise_adam``: the unrolled network with SENSE data
-  consistency (``common.train_unrolled_methods``, settings ``CONFIGS[mode]["unrolled"]``), convex stage by stage
-  (β ratio and λ_i chosen on the held-out training volume) and the same architecture by Adam;
+  consistency (:func:`benchmarks.kit.methods.train_unrolled_methods`, settings ``CONFIGS[mode].unrolled``),
+  convex stage by stage (β ratio and λ_i chosen on the held-out training volume) and the same architecture by Adam;
 * with the synthetic data, a held-out kind of anatomy: ``anatomy_volumes`` brain-family volumes
   (``make_synthetic(anatomy="brain")``), every knee-trained model and CS with the knee-tuned λ scored on them
   (skipped with ``--data``).
 
-Every slice goes through ESPIRiT once (``common.measured_split``): the CNN inputs, the unrolled networks'
-measurements and CS all come from the same ``slice_problem`` (cached under ``--out/cache``).
+Every slice goes through ESPIRiT once (:func:`benchmarks.kit.data.measured_split`): the CNN inputs, the unrolled
+networks' measurements and CS all come from the same ``slice_problem`` (cached under ``--out/cache``).
 
 Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 ``examples.png`` and ``batch_size.png`` under ``--out``; checkpoints under
-``--out/checkpoints`` (a killed run restarted with the same command resumes).
+``--out/checkpoints`` (a killed run restarted with the same command resumes). From the repository root:
 
-    PYTHONPATH=. python benchmarks/run_knee.py            # default (CPU; the seed part alone took 24 min)
-    PYTHONPATH=. python benchmarks/run_knee.py --quick    # ~2.5 min on 2 shared cores, every method
-    PYTHONPATH=. python benchmarks/run_knee.py --full --data /data/knee_multicoil  # seed's settings, GPU
-    PYTHONPATH=. python benchmarks/run_knee.py --config gpu   # one H100/H200 in ~8 min, reductions printed
+    python -m benchmarks.run_knee            # default (CPU; sized for about 30 min on 2 cores)
+    python -m benchmarks.run_knee --quick    # ~2.5 min on 2 shared cores, every method
+    python -m benchmarks.run_knee --full --data /data/knee_multicoil  # the paper's settings, GPU
+    python -m benchmarks.run_knee --config gpu   # one H100/H200 in ~8 min, reductions printed
 
-``--device`` (default ``cuda`` when available) runs preprocessing (ESPIRiT, SENSE) and every trainer there.
-On CUDA the memory table (Fig. 4) is measured by real allocation under a 12 GiB cap
-(``convexrecon.analysis.memory.measured_max_batch``); on the CPU it stays the meta-device count, a
-lower bound on the real peak, labelled as such in ``results.json``.
+(or ``python -m benchmarks.run_knee ...``). ``--device`` (default ``cuda`` when available) runs
+preprocessing (ESPIRiT, SENSE) and every trainer there. On CUDA the memory table (Fig. 4) is measured by real
+allocation under a 12 GiB cap (``convexrecon.analysis.memory.measured_max_batch``); on the CPU it stays the
+meta-device count, a lower bound on the real peak, labelled as such in ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see docs/data.md, performance note
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from common import (CONFIGS, MASKS, REDUCTIONS, anatomy_slices, beta_text, command, convex_solver_bytes,  # noqa: E402
-                    ensemble_entry,
-                    estimate_seconds, hidden_width, machine, measured_split, plot_batch_size, plot_examples,
-                    plot_psnr_vs_layers, scores, synthetic_parallel, train_convex, train_end_to_end_baseline,
-                    train_unrolled_methods, utc_now, write_results)
-
-from convexrecon.stack.baselines import train_layerwise_adam  # noqa: E402
-from convexrecon.mri.classical import choose_lambda, l1_wavelet  # noqa: E402
-from convexrecon.stack.unrolled import UnrolledNet, initial_estimates, unrolled_metrics  # noqa: E402
-from convexrecon.metrics import validation_metrics  # noqa: E402
+from benchmarks.kit.configs import (CONFIGS, MASKS, REDUCTIONS, KneeConfig, beta_text,  # noqa: E402
+                                    estimate_seconds, hidden_width)
+from benchmarks.kit.data import anatomy_slices, measured_split, synthetic_parallel  # noqa: E402
+from benchmarks.kit.figures import plot_batch_size, plot_examples, plot_psnr_vs_layers  # noqa: E402
+from benchmarks.kit.memory import measured_memory_table  # noqa: E402
+from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, ensemble_entry, scores,  # noqa: E402
+                                    train_convex, train_end_to_end_baseline, train_layerwise_adam_baseline,
+                                    train_unrolled_methods)
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
-from convexrecon.cli.device import default_device, parse_device  # noqa: E402
+from convexrecon.devices import default_device, parse_device  # noqa: E402
+from convexrecon.metrics import validation_metrics  # noqa: E402
+from convexrecon.stack.unrolled import UnrolledNet, initial_estimates, unrolled_metrics  # noqa: E402
 
-SEED_METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex",
+CNN_METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex",
                 "layerwise_convex_relu")
 UNROLLED_METHODS = ("cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
-METHODS = SEED_METHODS + UNROLLED_METHODS
-
-
-def cs_predictions(split: dict[str, Any], cfg: dict[str, Any],
-                   lamda: float | None = None) -> tuple[np.ndarray, float, dict[float, float]]:
-    """L1-wavelet CS on the validation slices' problems (:func:`common.measured_split`: no second ESPIRiT run),
-    λ chosen on the first training slices (or the given ``lamda``)."""
-    lambda_scores: dict[float, float] = {}
-    if lamda is None:
-        tune = split["train"]["problems"][: cfg["cs_lambda_slices"]]
-        lamda, lambda_scores = choose_lambda(tune, cfg["cs_lambdas"], cfg["cs_max_iter"])
-    problems = split["val"]["problems"][: cfg.get("cs_val_slices")]
-    workers = min(len(problems), os.cpu_count() or 1)
-    if workers > 1:  # one process per slice (sigpy's L1-wavelet is single-threaded numpy)
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing  # spawn: forked children of a process that ran torch's thread pool can deadlock
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            preds = list(pool.map(_cs_slice, [(p, lamda, cfg["cs_max_iter"]) for p in problems]))
-    else:
-        preds = [l1_wavelet(p, lamda, cfg["cs_max_iter"]) for p in tqdm(problems, desc="L1-wavelet CS", unit="slice")]
-    return np.stack(preds), lamda, lambda_scores
-
-
-def _cs_slice(job: tuple) -> np.ndarray:
-    problem, lamda, max_iter = job
-    return l1_wavelet(problem, lamda, max_iter)
+METHODS = CNN_METHODS + UNROLLED_METHODS
 
 
 def metrics_entry(model: Any, part: dict[str, Any], initial: Any = None) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM of a seed-architecture network or an unrolled network on ``part`` (``initial``: the
+    """Slice-wise PSNR/SSIM of a layer-wise CNN or an unrolled network on ``part`` (``initial``: the
     unrolled network's CS start of ``part``, computed once for several networks of one architecture)."""
     if isinstance(model, UnrolledNet):
         m = unrolled_metrics(model, part["targets"], part["scales"], part["volumes"], part["data"], initial=initial)
@@ -132,7 +104,7 @@ def block_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "solver": (r.get("report") or {}).get("solver")} for r in records]
 
 
-def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
+def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
              device: torch.device = torch.device("cpu"), anatomy_root: Path | None = None,
              ) -> tuple[dict[str, Any], dict, dict[str, Any] | None]:
     """Every method on one mask; returns the ``results.json`` entry, images for the figures and (with
@@ -140,8 +112,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
     t0 = time.perf_counter()
     split = measured_split(root, mask, cfg, seed, out / "cache")
     print(f"preprocessing (ESPIRiT + SENSE once per slice, CPU): {time.perf_counter() - t0:.0f} s", flush=True)
-    tr, va = split["train"], split["val"]
-    val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
+    va = split["val"]
     entry: dict[str, Any] = {"preprocessing_seconds": time.perf_counter() - t0}
     images: dict[str, Any] = {"target": va["targets"][0], "zero_filled": va["inputs"][0]}
     entry["zero_filled"] = {**scores(va["targets"], va["inputs"], va["scales"], va["volumes"]),
@@ -154,7 +125,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
                               "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": lambda_scores,
                               "seconds": time.perf_counter() - start}
     images["cs_l1_wavelet"] = cs[0]
-    k, K = cfg["kernel_size"], cfg["blocks"]
+    k, K = cfg.kernel_size, cfg.blocks
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
     ckpt = out / "checkpoints" / mask
     print(f"CS: {time.perf_counter() - start:.0f} s", flush=True)
@@ -166,24 +137,18 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
     net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg, device)
     net.save(out / "models" / mask / "end_to_end")
     # non-convex layer-wise
-    start = time.perf_counter()
-    adam_net, adam_records = train_layerwise_adam(
-        tr["inputs"], tr["targets"], widths, k, epochs=cfg["epochs_layerwise"], halve_every=cfg["halve_every"],
-        batch_size=cfg["batch_size"],
-        weight_decay=decays, seed=seed, checkpoint_dir=ckpt, validation=val, progress=True, device=device,
-        allow_tf32=bool(cfg.get("allow_tf32", False)))
-    adam_seconds = time.perf_counter() - start
-    adam_net.config.update(data_cfg)
+    adam_net, adam_seconds, adam_records = train_layerwise_adam_baseline(split, cfg, decays, ckpt, seed, data_cfg,
+                                                                         device)
     adam_net.save(out / "models" / mask / "layerwise_adam")
-    size, batch = cfg["crop"], cfg["batch_size"]
+    size, batch = cfg.crop, cfg.batch_size
     mem_e2e = end_to_end_memory(widths, k, size, batch).total
     mem_blocks = max(block_memory(2 if i == 0 else width, width, k, size, batch).total for i in range(K))
     models: dict[str, Any] = {"end_to_end": net, "layerwise_adam": adam_net, "layerwise_convex": convex.network}
     trained = [("end_to_end", net, e2e_seconds, mem_e2e), ("layerwise_adam", adam_net, adam_seconds, mem_blocks),
                ("layerwise_convex", convex.network, convex_seconds, convex_solver_bytes(convex.records, cfg))]
     relu = None
-    if cfg.get("relu"):  # the seed architecture with exact-ReLU blocks (relu_method "auto"), same β candidates
-        relu_cfg = {**cfg, "activation": "relu"}
+    if cfg.relu:  # the same architecture with exact-ReLU blocks (relu_method "auto"), same β candidates
+        relu_cfg = dataclasses.replace(cfg, activation="relu")
         relu, relu_seconds, relu_caught = train_convex(split, relu_cfg, ckpt / "layerwise_convex_relu", seed,
                                                        data_cfg, device)
         relu.network.save(out / "models" / mask / "layerwise_convex_relu")
@@ -202,7 +167,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
         entry["layerwise_convex_relu"]["blocks"] = block_rows(relu.records)
         entry["layerwise_convex_relu"]["width"] = hidden_width(relu_cfg)
         entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
-    if cfg.get("unrolled"):
+    if cfg.unrolled is not None:
         unrolled, unrolled_nets, val_start = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed,
                                                                     data_cfg, device, cs_lambda=lamda)
         entry.update(unrolled)
@@ -214,7 +179,7 @@ def run_mask(mask: str, root: Path, cfg: dict[str, Any], out: Path, seed: int,
     return entry, images, anatomy
 
 
-def held_out_anatomy(root: Path, mask: str, cfg: dict[str, Any], seed: int, out: Path, models: dict[str, Any],
+def held_out_anatomy(root: Path, mask: str, cfg: KneeConfig, seed: int, out: Path, models: dict[str, Any],
                      lamda: float) -> dict[str, Any]:
     """The knee-trained models (and CS with the knee-tuned λ) on every slice of the brain-family set."""
     start = time.perf_counter()
@@ -222,7 +187,7 @@ def held_out_anatomy(root: Path, mask: str, cfg: dict[str, Any], seed: int, out:
     entry: dict[str, Any] = {"slices": len(part["volumes"]), "volumes": sorted(set(part["volumes"])),
                              "preprocessing_seconds": time.perf_counter() - start}
     entry["zero_filled"] = scores(part["targets"], part["inputs"], part["scales"], part["volumes"])
-    cs, _, _ = cs_predictions({"val": part}, {**cfg, "cs_val_slices": None}, lamda)
+    cs, _, _ = cs_predictions({"val": part}, dataclasses.replace(cfg, cs_val_slices=None), lamda)
     entry["cs_l1_wavelet"] = {**scores(part["targets"], cs, part["scales"], part["volumes"]), "lambda": lamda}
     starts: dict[str, Any] = {}  # the unrolled networks' CS start on these slices, once per architecture
     for name, model in models.items():
@@ -329,7 +294,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     mem = results["memory"]
-    lines += ["## Memory at the seed's full architecture (Fig. 4)", "",
+    lines += ["## Memory at the paper's full architecture (Fig. 4)", "",
               f"{mem['method']}; 5 conv layers, 256 channels, 7×7, 320×320, float32, budget 12 GiB.", "",
               "| training | bytes at batch 1 | max batch in 12 GiB |", "| --- | --- | --- |",
               f"| end-to-end | {mem['end_to_end']['batch_1']['total']:,} | {mem['end_to_end']['max_batch_12gb']} |"]
@@ -346,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny configuration (< 10 min on 2 cores)")
-    mode.add_argument("--full", action="store_true", help="the seed's settings (needs a GPU and real data)")
+    mode.add_argument("--full", action="store_true", help="the paper's settings (needs a GPU and real data)")
     mode.add_argument("--config", choices=sorted(CONFIGS), default=None,
-                      help="a named configuration: quick, default, full, or gpu (the seed's geometry reduced to fit "
+                      help="a named configuration: quick, default, full, or gpu (the paper's geometry reduced to fit "
                            "8 minutes on one H100/H200; every reduction is printed)")
     parser.add_argument("--device", type=parse_device, default=parse_device(default_device()), metavar="DEVICE",
                         help=f"preprocessing and training device: cpu, cuda or cuda:N (default {default_device()}; "
@@ -372,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run_knee ({name}) on {device}: estimated {sum(estimate.values()) / 60:.1f} min "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in estimate.items())}; a rough estimate from docs/benchmarks.md's "
           f"timings, not a measurement)", flush=True)
-    for reduction in REDUCTIONS.get(name, []):
-        print(f"  reduction from the seed's settings: {reduction}", flush=True)
+    for reduction in REDUCTIONS.get(name, ()):
+        print(f"  reduction from the paper's settings: {reduction}", flush=True)
     if args.estimate_only:
         return 0
     torch.manual_seed(args.seed)
@@ -384,48 +349,48 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.data is None:
-        syn = cfg["synthetic"]
-        root = out / f"data_{syn['volumes']}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x{syn['shape'][1]}"
+        syn = cfg.synthetic
+        root = out / f"data_{syn.volumes}x{syn.slices}_{syn.coils}c_{syn.shape[0]}x{syn.shape[1]}"
         if not any(root.glob("*.h5")):
             print(f"writing synthetic data to {root}: {syn}", flush=True)
             t = time.perf_counter()
-            synthetic_parallel(root, os.cpu_count() or 1, volumes=syn["volumes"], slices=syn["slices"],
-                               coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+            synthetic_parallel(root, os.cpu_count() or 1, volumes=syn.volumes, slices=syn.slices,
+                               coils=syn.coils, shape=tuple(syn.shape), snr=syn.snr, seed=args.seed)
             print(f"synthetic data: {time.perf_counter() - t:.0f} s", flush=True)
-        description = (f"synthetic knee-like set (convexrecon.data.make_synthetic): {syn['volumes']} volumes × "
-                       f"{syn['slices']} slices, {syn['coils']} coils, k-space {syn['shape'][0]}×{syn['shape'][1]}, "
-                       f"SNR {syn['snr']}")
+        description = (f"synthetic knee-like set (convexrecon.data.make_synthetic): {syn.volumes} volumes × "
+                       f"{syn.slices} slices, {syn.coils} coils, k-space {syn.shape[0]}×{syn.shape[1]}, "
+                       f"SNR {syn.snr}")
         anatomy_root = None
-        if cfg.get("anatomy_volumes"):  # a held-out kind of anatomy: the brain family, never seen in training
-            nv = cfg["anatomy_volumes"]
-            anatomy_root = out / (f"data_brain_{nv}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x"
-                                  f"{syn['shape'][1]}")
+        if cfg.anatomy_volumes:  # a held-out kind of anatomy: the brain family, never seen in training
+            nv = cfg.anatomy_volumes
+            anatomy_root = out / (f"data_brain_{nv}x{syn.slices}_{syn.coils}c_{syn.shape[0]}x"
+                                  f"{syn.shape[1]}")
             if not any(anatomy_root.glob("*.h5")):
                 print(f"writing the held-out brain-family set to {anatomy_root}", flush=True)
                 # the brain family draws its subjects from its own seeds (make_synthetic's docstring)
-                synthetic_parallel(anatomy_root, os.cpu_count() or 1, volumes=nv, slices=syn["slices"],
-                                   coils=syn["coils"], shape=tuple(syn["shape"]), snr=syn["snr"],
+                synthetic_parallel(anatomy_root, os.cpu_count() or 1, volumes=nv, slices=syn.slices,
+                                   coils=syn.coils, shape=tuple(syn.shape), snr=syn.snr,
                                    seed=args.seed, anatomy="brain")
-            description += (f"; held-out anatomy: {nv} brain-family volume(s) × {syn['slices']} slices "
+            description += (f"; held-out anatomy: {nv} brain-family volume(s) × {syn.slices} slices "
                             f"(make_synthetic(anatomy='brain'), same coils, shape and SNR), every slice scored")
     else:
         root, description = args.data, f"fastMRI multi-coil files in {args.data}"
         anatomy_root = None
         print("run_knee: --data given: the held-out-anatomy table (synthetic brain family) is skipped", flush=True)
-    windows = ("whole training slices" if cfg["patch_size"] is None else
-               f"{cfg['patches_per_slice']} seeded {cfg['patch_size']}×{cfg['patch_size']} windows per training slice")
-    description += (f"; crop {cfg['crop']}×{cfg['crop']}; first {cfg['val_volumes']} volume(s) by name = validation, "
+    windows = ("whole training slices" if cfg.patch_size is None else
+               f"{cfg.patches_per_slice} seeded {cfg.patch_size}×{cfg.patch_size} windows per training slice")
+    description += (f"; crop {cfg.crop}×{cfg.crop}; first {cfg.val_volumes} volume(s) by name = validation, "
                      f"the rest = training. Convex fits on {windows}; "
-                     f"{cfg['blocks']} blocks, {cfg['kernel_size']}×{cfg['kernel_size']} kernels, "
-                     f"{cfg['activation']} ReLU, P = {cfg['num_arrangements']} {cfg.get('gate_sampling', 'gaussian')} "
+                     f"{cfg.blocks} blocks, {cfg.kernel_size}×{cfg.kernel_size} kernels, "
+                     f"{cfg.activation} ReLU, P = {cfg.num_arrangements} {cfg.gate_sampling} "
                      f"gates, {beta_text(cfg)}, "
-                     f"tol {cfg['tol']}, "
-                     f"max_iter {cfg['max_iter']}; Adam baselines on whole training slices, width "
-                     f"{(2 if cfg['activation'] == 'gated' else 4) * cfg['num_arrangements']}, "
-                     f"{cfg['epochs_end_to_end']} / {cfg['epochs_layerwise']} epochs "
-                     f"(lr 1e-4 halved every {cfg['halve_every']}), "
-                     f"batch {cfg['batch_size']}, weight decay d = mean beta_i / n_i of the convex blocks"
-                     + ("" if cfg.get("beta_ratios") is None else
+                     f"tol {cfg.tol}, "
+                     f"max_iter {cfg.max_iter}; Adam baselines on whole training slices, width "
+                     f"{hidden_width(cfg)}, "
+                     f"{cfg.epochs_end_to_end} / {cfg.epochs_layerwise} epochs "
+                     f"(lr 1e-4 halved every {cfg.halve_every}), "
+                     f"batch {cfg.batch_size}, weight decay d = mean beta_i / n_i of the convex blocks"
+                     + ("" if cfg.beta_ratios is None else
                         ", end-to-end's chosen from {0, d, 10 d} on the same held-out training volume"))
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
@@ -437,15 +402,15 @@ def main(argv: list[str] | None = None) -> int:
         if held is not None:
             anatomy[mask] = held
     if device.type == "cuda":
-        print("\nmemory at the seed's full architecture, measured on CUDA under a 12 GiB cap ...", flush=True)
+        print("\nmemory at the paper's full architecture, measured on CUDA under a 12 GiB cap ...", flush=True)
         memory = measured_memory_table(device)
     else:
-        print("\nmemory at the seed's full architecture (meta-device count, a lower bound) ...", flush=True)
+        print("\nmemory at the paper's full architecture (meta-device count, a lower bound) ...", flush=True)
         memory = memory_table([256] * 4, 7, 320)
         memory["method"] = "count (lower bound), not measured: " + memory["method"]
     results = {
-        "config": {**cfg, "mode": name, "command": command("run_knee.py", argv), "machine": machine(),
-                   "device": str(device), "estimated_seconds": estimate, "reductions": REDUCTIONS.get(name, []),
+        "config": {**cfg.to_dict(), "mode": name, "command": command("run_knee.py", argv), "machine": machine(),
+                   "device": str(device), "estimated_seconds": estimate, "reductions": list(REDUCTIONS.get(name, ())),
                    "date": utc_now(),
                    "data_description": description, "seed": args.seed,
                    "total_seconds": time.perf_counter() - t0,
@@ -464,73 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown(results))
     print(f"written: {', '.join(p.name for p in sorted(out.glob('*.*')))} in {out}")
     return 0
-
-
-def measured_memory_table(device: torch.device, budget: int = 12 * 2**30) -> dict[str, Any]:
-    """Fig. 4 by measurement on CUDA: the largest batch of 320x320 slices that runs within ``budget`` for one
-    end-to-end Adam step, one Adam step of every layer-wise block, and one in-memory convex block solve
-    (seed width: C_in 256, P 128 gated, k 7; a 2-iteration solve allocates what a full one does). Streaming
-    (inputs as chunks) removes the convex solve's limit; it is not measured here."""
-    from convexrecon import fit_layer
-    from convexrecon.analysis.memory import measured_max_batch
-    from convexrecon.errors import MemoryBudgetError
-    from convexrecon.stack.baselines import pixel_loss
-    from convexrecon.stack.network import ReconNet
-
-    widths, k, size = [256] * 4, 7, 320
-
-    def adam_step(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
-        loss = pixel_loss(module(x), y)
-        loss.backward()
-        optimizer.step()
-        del optimizer, loss
-
-    def end_to_end(b: int) -> None:
-        net = ReconNet.plain(widths, k).to(device)
-        x = torch.zeros(b, 2, size, size, device=device)
-        adam_step(net, x, x)
-
-    def block(c_in: int):
-        def step(b: int) -> None:
-            module = torch.nn.Sequential(torch.nn.Conv2d(c_in, 256, k, padding=k // 2, bias=False), torch.nn.ReLU(),
-                                         torch.nn.Conv2d(256, 2, 1, bias=False)).to(device)
-            h = torch.zeros(b, c_in, size, size, device=device)
-            adam_step(module, h, torch.zeros(b, 2, size, size, device=device))
-        return step
-
-    def convex(b: int) -> None:
-        gen = torch.Generator(device=device).manual_seed(0)
-        x = torch.rand(b, 256, size, size, device=device, generator=gen)
-        y = torch.randn(b, 2, size, size, device=device, generator=gen)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit_layer(x, y, kernel_size=k, num_arrangements=128, activation="gated", max_iter=2, device=device,
-                      allow_tf32=True)
-
-    rows = {"end_to_end": measured_max_batch(end_to_end, budget, device, limit=256)}
-    blocks = []
-    for i in range(len(widths)):
-        result = measured_max_batch(block(2 if i == 0 else widths[i - 1]), budget, device, limit=256)
-        blocks.append({"block": i + 1, "max_batch_12gb": result["max_batch"], "measurement": result})
-    rows["convex_solve"] = measured_max_batch(convex, budget, device, limit=256, refusals=(MemoryBudgetError,))
-    count = memory_table(widths, k, size, budget)  # kept next to the measurement, labelled as a count
-    for b, c in zip(blocks, count["layerwise"]["blocks"]):
-        b["batch_1"], b["batch_2"] = c["batch_1"], c["batch_2"]
-    return {
-        "architecture": count["architecture"], "budget_bytes": budget,
-        "method": "measured on CUDA (" + str(torch.cuda.get_device_name(device)) + "): largest batch whose real step "
-                  "ran under torch.cuda.set_per_process_memory_fraction(12 GiB); batch_1/batch_2 byte columns are "
-                  "the meta-device count",
-        "end_to_end": {"max_batch_12gb": rows["end_to_end"]["max_batch"], "measurement": rows["end_to_end"],
-                       "batch_1": count["end_to_end"]["batch_1"], "batch_2": count["end_to_end"]["batch_2"]},
-        "layerwise": {"blocks": blocks, "max_batch_12gb": min(b["max_batch_12gb"] for b in blocks),
-                      "worst_block": min(blocks, key=lambda b: b["max_batch_12gb"])["block"]},
-        "convex_solve": {"max_slices_12gb": rows["convex_solve"]["max_batch"], "measurement": rows["convex_solve"],
-                         "note": "one in-memory fit_layer solve, C_in 256, P 128 gated, k 7, TF32; streaming "
-                                 "inputs (lists of chunks, HDF5) remove this limit"},
-        "count": count,
-    }
 
 
 def recount_memory(out: Path, argv: list[str] | None) -> int:

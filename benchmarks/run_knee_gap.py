@@ -9,8 +9,8 @@ training set (then the gap shrinks with more slices) or the fitting capacity of
 blocks with P fixed random gates (then the convex network's *training* PSNR
 stays below end-to-end's). Only the two methods being compared are trained.
 
-    OMP_NUM_THREADS=1 python benchmarks/run_knee_gap.py --train-volumes 4 8 16
-    OMP_NUM_THREADS=1 python benchmarks/run_knee_gap.py --train-volumes 4 --arrangements 8 16 --masks poisson
+    OMP_NUM_THREADS=1 python -m benchmarks.run_knee_gap --train-volumes 4 8 16
+    OMP_NUM_THREADS=1 python -m benchmarks.run_knee_gap --train-volumes 4 --arrangements 8 16 --masks poisson
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default
 ``benchmarks/results/knee-gap``); checkpoints under ``--out/checkpoints`` (a
@@ -20,6 +20,7 @@ killed run restarted with the same command resumes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -30,9 +31,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from common import (CONFIGS, MASKS, beta_text, command, hidden_width, load_split, machine, scores,  # noqa: E402
-                    train_convex, train_end_to_end_baseline, utc_now, write_results)
-
+from benchmarks.kit.configs import CONFIGS, MASKS, KneeConfig, beta_text, hidden_width  # noqa: E402
+from benchmarks.kit.data import load_split  # noqa: E402
+from benchmarks.kit.methods import scores, train_convex, train_end_to_end_baseline  # noqa: E402
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.data import make_synthetic  # noqa: E402
 from convexrecon.metrics import validation_metrics  # noqa: E402
 
@@ -52,13 +54,13 @@ def subset(root: Path, files: list[Path], target: Path) -> Path:
     return target
 
 
-def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -> dict[str, Any]:
+def run_size(root: Path, mask: str, cfg: KneeConfig, out: Path, seed: int) -> dict[str, Any]:
     split = load_split(root, mask, cfg, seed, out / "cache")
     va = split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
-    width = "" if cfg["num_arrangements"] == CONFIGS["default"]["num_arrangements"] else f"_P{cfg['num_arrangements']}"
-    variant = f"_{cfg.get('gate_sampling', 'gaussian')}" + ("_select" if cfg.get("beta_ratios") else "")
+    width = "" if cfg.num_arrangements == CONFIGS["default"].num_arrangements else f"_P{cfg.num_arrangements}"
+    variant = f"_{cfg.gate_sampling}" + ("_select" if cfg.beta_ratios else "")
     ckpt = out / "checkpoints" / (root.name + width + variant) / mask
     convex, convex_seconds, _ = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg)
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
@@ -70,7 +72,7 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     train_e2e = validation_metrics(net, split["train"]["inputs"], split["train"]["targets"],
                                    split["train"]["scales"], split["train"]["volumes"])
     return {
-        "train_slices": int(split["train"]["inputs"].shape[0]), "num_arrangements": cfg["num_arrangements"],
+        "train_slices": int(split["train"]["inputs"].shape[0]), "num_arrangements": cfg.num_arrangements,
         "width": hidden_width(cfg), "convex_widths": [r["width"] for r in convex.records],
         "zero_filled_psnr": scores(va["targets"], va["inputs"], va["scales"], va["volumes"])["psnr_mean"],
         "convex_block_psnr": [r["psnr"] for r in convex.records],
@@ -83,14 +85,15 @@ def run_size(root: Path, mask: str, cfg: dict[str, Any], out: Path, seed: int) -
     }
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], config: KneeConfig) -> str:
+    """``results.md``: one table per mask (``config``: the study's configuration, for how β is set)."""
     cfg = results["config"]
     lines = ["# Convex layer-wise − end-to-end gap vs training-set size and width (run_knee_gap.py)", "",
              f"Command: `{cfg['command']}`  ", f"Machine: {cfg['machine']}; date {cfg['date']}; "
              f"total wall time {cfg['total_seconds']:.0f} s", "",
              f"run_knee.py's default configuration ({cfg['blocks']} blocks, {cfg['kernel_size']}×"
              f"{cfg['kernel_size']}, {cfg['activation']}, {cfg.get('gate_sampling', 'gaussian')} gates, "
-             f"{beta_text(cfg)}, end-to-end "
+             f"{beta_text(config)}, end-to-end "
              f"{cfg['epochs_end_to_end']} epochs), same validation volume; only the number of training volumes "
              f"({cfg['synthetic']['slices']} slices each) and P (gates per block; both networks have hidden width "
              "2P) change. PSNR in dB, mean over the validation slices; 'train' = the same metric on the training "
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-volumes", type=int, nargs="+", default=[4, 8, 16],
                         help="numbers of training volumes to compare")
-    parser.add_argument("--arrangements", type=int, nargs="+", default=[CONFIGS["default"]["num_arrangements"]],
+    parser.add_argument("--arrangements", type=int, nargs="+", default=[CONFIGS["default"].num_arrangements],
                         help="gates per block P to compare (hidden width 2P in both networks)")
     parser.add_argument("--gate-sampling", choices=["antithetic", "gaussian"], default=None,
                         help="gates of the convex blocks (default: run_knee.py's default configuration)")
@@ -127,21 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train_volumes", "arrangements"):
         if any(n < 1 for n in getattr(args, name)):
             parser.error(f"argument --{name.replace('_', '-')}: expected integers >= 1. Got {getattr(args, name)}.")
-    cfg = dict(CONFIGS["default"])
+    cfg = CONFIGS["default"]
     if args.gate_sampling is not None:
-        cfg["gate_sampling"] = args.gate_sampling
+        cfg = dataclasses.replace(cfg, gate_sampling=args.gate_sampling)
     if args.fixed_beta:
-        cfg["beta_ratios"] = None
-    syn = cfg["synthetic"]
-    largest = max(args.train_volumes) + cfg["val_volumes"]
+        cfg = dataclasses.replace(cfg, beta_ratios=None)
+    syn = cfg.synthetic
+    largest = max(args.train_volumes) + cfg.val_volumes
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    root = args.out / f"data_{largest}x{syn['slices']}_{syn['coils']}c_{syn['shape'][0]}x{syn['shape'][1]}"
+    root = args.out / f"data_{largest}x{syn.slices}_{syn.coils}c_{syn.shape[0]}x{syn.shape[1]}"
     files = sorted(root.glob("*.h5"))
     if len(files) < largest:
         print(f"writing {largest} synthetic volumes to {root}", flush=True)
-        files = make_synthetic(root, volumes=largest, slices=syn["slices"], coils=syn["coils"],
-                               shape=tuple(syn["shape"]), snr=syn["snr"], seed=args.seed)
+        files = make_synthetic(root, volumes=largest, slices=syn.slices, coils=syn.coils,
+                               shape=tuple(syn.shape), snr=syn.snr, seed=args.seed)
         files = sorted(Path(f) for f in files)
     torch.manual_seed(args.seed)
     masks: dict[str, list[dict[str, Any]]] = {}
@@ -150,15 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         for n in sorted(set(args.train_volumes)):
             for P in sorted(set(args.arrangements)):
                 print(f"\n=== mask {mask}, {n} training volumes, P = {P} ===", flush=True)
-                sub = subset(root, files[: n + cfg["val_volumes"]], args.out / "subsets" / f"train{n}")
-                masks[mask].append(run_size(sub, mask, {**cfg, "num_arrangements": P}, args.out, args.seed))
+                sub = subset(root, files[: n + cfg.val_volumes], args.out / "subsets" / f"train{n}")
+                masks[mask].append(run_size(sub, mask, dataclasses.replace(cfg, num_arrangements=P), args.out,
+                                            args.seed))
                 print(json.dumps(masks[mask][-1]), flush=True)
-    results = {"config": {**cfg, "train_volumes": args.train_volumes, "arrangements": args.arrangements,
+    results = {"config": {**cfg.to_dict(), "train_volumes": args.train_volumes, "arrangements": args.arrangements,
                           "command": command("run_knee_gap.py", argv), "machine": machine(), "date": utc_now(),
                           "total_seconds": time.perf_counter() - t0, "seed": args.seed},
                "masks": masks}
-    write_results(args.out, results, markdown(results))
-    print("\n" + markdown(results))
+    write_results(args.out, results, markdown(results, cfg))
+    print("\n" + markdown(results, cfg))
     return 0
 
 

@@ -18,9 +18,9 @@ batch 1 for end-to-end and for every layer-wise block, the largest batch and the
 largest cube that fit 12, 24 and 80 GiB, and the configurations where end-to-end
 does not fit at batch 1 while every layer-wise block does.
 
-    PYTHONPATH=. python benchmarks/run_volume.py           # default (2-core CPU: a few minutes)
-    PYTHONPATH=. python benchmarks/run_volume.py --quick   # < 3 min
-    PYTHONPATH=. python benchmarks/run_volume.py --memory-only
+    python -m benchmarks.run_volume           # default (2-core CPU: a few minutes)
+    python -m benchmarks.run_volume --quick   # < 3 min
+    python -m benchmarks.run_volume --memory-only
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from convexrecon.stack.layerwise import BlockSettings, train_layerwise  # noqa: 
 from convexrecon.analysis.memory import GIB, block_memory, end_to_end_memory, max_batch  # noqa: E402
 from convexrecon.metrics import score_slices  # noqa: E402
 from convexrecon.stack.network import ReconNet  # noqa: E402
-from common import command, convex_solve_bytes, machine, utc_now, write_results  # noqa: E402
+from benchmarks.kit.methods import convex_solve_bytes  # noqa: E402
+from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"volumes": 3, "shape": [12, 40, 36], "coils": 6, "snr": 25.0, "blocks": 2, "kernel_size": 3,

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.mri.sense import (calibration_width, center_crop, channels_to_complex, complex_to_channels,
-                                    data_device, espirit_maps, ifft2c, sense_images)
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.fft import center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c
+from convexrecon.mri.sense import sense_images
 
 
 def mask_func_of(config: dict[str, Any]) -> MaskFunc:
@@ -225,7 +226,7 @@ def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:
 def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray,
                                    config: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps and the masked k-space divided by
-    the slice scale (as in training, :func:`convexrecon.mri.classical.slice_problem`), passed to
+    the slice scale (as in training, :func:`convexrecon.data.problems.slice_problem`), passed to
     ``net.reconstruct_measured``; the ``(crop, crop)`` result and the zero-filled image, scaled back."""
     limit = mask_func_of(config).calibration_limit(mask.shape)
     masked = kspace * mask

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["--volumes", "2"], "argument --volumes: expected at least 3"),
 ])
 def test_bad_arguments_name_the_option(tmp_path: Path, args: list[str], message: str) -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate_unrolled.py"), "--out", str(tmp_path),
+    run = subprocess.run([sys.executable, "-m", "benchmarks.ablate_unrolled", "--out", str(tmp_path),
                           *args], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not any(tmp_path.iterdir())  # refused before any data are written
@@ -30,7 +30,7 @@ def test_bad_arguments_name_the_option(tmp_path: Path, args: list[str], message:
     (["--shifts", "9"], "argument --shifts: expected at most 8. Got 9"),
 ])
 def test_bench_cs_bad_arguments_name_the_option(tmp_path: Path, args: list[str], message: str) -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cs.py"), "--out", str(tmp_path), *args],
+    run = subprocess.run([sys.executable, "-m", "benchmarks.bench_cs", "--out", str(tmp_path), *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not any(tmp_path.iterdir())

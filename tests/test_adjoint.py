@@ -74,8 +74,19 @@ def _sense3d(dtype):
     return op.forward, op.adjoint, cplx(5, 6, 4, seed=24), cplx(3, 5, 6, 4, seed=26)
 
 
+def _sense_batched(dtype):
+    from convexrecon.mri.sense import SenseOperator
+
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    cplx = lambda *shape, seed: torch.complex(_randn(*shape, dtype=dtype, seed=seed),  # noqa: E731
+                                              _randn(*shape, dtype=dtype, seed=seed + 1)).to(cdtype)
+    op = SenseOperator(cplx(2, 3, 9, 7, seed=31), _randn(2, 9, 7, dtype=dtype, seed=33).abs(), spatial_dims=2)
+    return op.forward, op.adjoint, cplx(2, 9, 7, seed=34), cplx(2, 3, 9, 7, seed=36)
+
+
 REGISTRY = {
     "sense3d-masked": _sense3d,
+    "sense-batched-weights": _sense_batched,
     "sense-masked": _sense,
     "conv-gated-k3": lambda dt: _conv(False, dt),
     "conv-relu-k3": lambda dt: _conv(True, dt),

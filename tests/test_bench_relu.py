@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = str(ROOT / "benchmarks" / "bench_relu.py")
+SCRIPT = "benchmarks.bench_relu"  # run as a module from ROOT: it imports benchmarks.kit
 
 
 def test_tiny_block_rows_degeneracy_and_gram_time(tmp_path: Path) -> None:
     out = tmp_path / "relu"
-    run = subprocess.run([sys.executable, SCRIPT, "--images", "1", "--size", "8", "--channels", "2", "--kernel", "3",
+    run = subprocess.run([sys.executable, "-m", SCRIPT, "--images", "1", "--size", "8", "--channels", "2", "--kernel", "3",
                           "--gates", "2", "--beta-ratio", "0.1", "--dtype", "float64", "--admm-max-iter", "4000",
                           "--alm-max-iter", "200", "--no-pdhg", "--name", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
@@ -35,7 +35,7 @@ def test_tiny_block_rows_degeneracy_and_gram_time(tmp_path: Path) -> None:
 
 
 def test_bad_alm_budget_names_the_option(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, SCRIPT, "--alm-max-iter", "-3", "--name", str(tmp_path / "x")],
+    run = subprocess.run([sys.executable, "-m", SCRIPT, "--alm-max-iter", "-3", "--name", str(tmp_path / "x")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and "--alm-max-iter must be >= 0; got -3" in run.stderr
     assert not (tmp_path / "x").exists()

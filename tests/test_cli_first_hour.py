@@ -1,4 +1,4 @@
-"""Issue 20, a new user's first hour: sampling detection, crops, cache location, tables, help, early errors."""
+"""A new user's first hour: sampling detection, crops, cache location, tables, help, early errors."""
 
 from __future__ import annotations
 

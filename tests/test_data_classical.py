@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from convexrecon.data import FastMRIVolume, MaskFunc
-from convexrecon.mri.classical import choose_lambda, l1_wavelet, reference_table, sense_cg, slice_problem
+from convexrecon.data.problems import slice_problem
+from convexrecon.mri.classical import choose_lambda, l1_wavelet, reference_table, sense_cg
 from convexrecon.data.dataset import preprocess_slice
 from tests.conftest import CROP, SLICES
 

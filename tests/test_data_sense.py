@@ -7,8 +7,8 @@ import pytest
 import sigpy
 import torch
 
-from convexrecon.data import (
-    MaskFunc,
+from convexrecon.data import MaskFunc, synthesize_volume
+from convexrecon.mri import (
     SenseOperator,
     calibration_width,
     center_crop,
@@ -16,8 +16,10 @@ from convexrecon.data import (
     complex_to_channels,
     fft2c,
     ifft2c,
+    sense_adjoint,
+    sense_forward,
     sense_images,
-    synthesize_volume,
+    sense_normal,
 )
 from convexrecon.metrics import nmse
 
@@ -57,6 +59,41 @@ def test_sense_operator_rejects_bad_input() -> None:
         SenseOperator(torch.ones(4, 8, 8))
     with pytest.raises(ValueError, match="mask"):
         SenseOperator(_random_complex((4, 8, 8), 0), torch.ones(8, 9, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+def test_batched_sense_is_the_slice_operator_per_slice(dtype: torch.dtype) -> None:
+    """One operator serves a batch of slices (each its own maps and mask), one slice and the functional forms."""
+    maps, x, y = _random_complex((3, 4, 17, 12), 6, dtype), _random_complex((3, 17, 12), 7, dtype), \
+        _random_complex((3, 4, 17, 12), 8, dtype)
+    mask = torch.rand((3, 17, 12), generator=torch.Generator().manual_seed(9)) < 0.5
+    op = SenseOperator(maps, mask, spatial_dims=2)
+    assert op.image_shape == (17, 12)
+    for b in range(3):
+        single = SenseOperator(maps[b], mask[b])
+        assert torch.equal(op.forward(x)[b], single.forward(x[b]))
+        assert torch.equal(op.adjoint(y)[b], single.adjoint(y[b]))
+    assert torch.equal(sense_forward(x, maps, mask), op.forward(x))
+    assert torch.equal(sense_adjoint(y, maps, mask), op.adjoint(y))
+    assert torch.equal(sense_normal(x, maps, mask), op.normal(x))
+    shared = SenseOperator(maps, mask[0], spatial_dims=2)  # one mask for every slice
+    assert torch.equal(shared.forward(x), SenseOperator(maps, mask[0].expand(3, -1, -1), spatial_dims=2).forward(x))
+    dims = (-2, -1)  # the normal operator in ifftshifted coordinates, as data consistency's CG uses it
+    shifted = op.shifted_normal()(torch.fft.ifftshift(x, dim=dims))
+    tol = 1e-12 if dtype == torch.complex128 else 1e-5
+    assert torch.allclose(torch.fft.fftshift(shifted, dim=dims), op.normal(x), atol=tol)
+
+
+def test_batched_sense_rejects_bad_input() -> None:
+    maps = _random_complex((3, 4, 8, 6), 0)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        SenseOperator(maps, spatial_dims=4)
+    with pytest.raises(TypeError, match="maps"):
+        SenseOperator(maps[0, 0], spatial_dims=2)
+    with pytest.raises(ValueError, match=r"mask.*\(8, 6\) or \(3, 8, 6\)"):
+        SenseOperator(maps, torch.ones(2, 8, 6), spatial_dims=2)
+    with pytest.raises(ValueError, match="mask"):
+        SenseOperator(maps, np.ones((8, 6)), spatial_dims=2)
 
 
 def test_channels_and_crop() -> None:
@@ -113,7 +150,7 @@ def test_espirit_support_covers_the_object_and_the_sense_model_explains_the_data
     the SENSE model explains its k-space up to ESPIRiT's calibration error; sigpy's 0.95 cut into the object
     there (run_knee's default geometry: 8 coils, 160 x 368, 16 x 16 calibration square)."""
     from convexrecon.data.masks import poisson_disc, slice_seed
-    from convexrecon.mri.sense import ESPIRIT_CROP, SenseOperator, espirit_maps
+    from convexrecon.mri.espirit import ESPIRIT_CROP, espirit_maps
     from convexrecon.data.synthetic import synthesize_volume
 
     volume = synthesize_volume((160, 368), slices=4, coils=8, seed=slice_seed(0, "volume", 0), snr=None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from convexrecon.data.fastmri import FastMRIVolume, parse_header
-from convexrecon.mri.sense import center_crop
+from convexrecon.mri.fft import center_crop
 from convexrecon.data.statistics import high_frequency_fraction, wavelet_compressibility
 from convexrecon.data.synthetic import (
     ANATOMIES,
@@ -55,14 +55,14 @@ def _target(anatomy: str, subject: int, z: float) -> np.ndarray:
     return np.abs(center_crop(image, (320, 320)))
 
 
-def test_targets_have_texture_that_the_former_phantom_lacks() -> None:
+def test_targets_have_texture_that_the_legacy_phantom_lacks() -> None:
     """Full-size noiseless targets: wavelet approximation error and high-frequency energy.
 
     Measured (benchmarks/bench_synthetic.py): knee 0.083–0.086 and 0.058–0.067, brain
-    0.087–0.090 and 0.087–0.095, former phantom 0.042–0.045 and 0.020–0.021.
+    0.087–0.090 and 0.087–0.095, legacy phantom (tests/legacy_phantom.py) 0.042–0.045 and 0.020–0.021.
     """
-    former = _target("legacy", 7, 0.0)
-    assert wavelet_compressibility(former) < 0.06 and high_frequency_fraction(former) < 0.035
+    legacy = _target("legacy", 7, 0.0)
+    assert wavelet_compressibility(legacy) < 0.06 and high_frequency_fraction(legacy) < 0.035
     for anatomy in ANATOMIES:
         image = _target(anatomy, 7, 0.0)
         assert wavelet_compressibility(image) > 0.07, anatomy

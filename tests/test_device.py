@@ -14,7 +14,8 @@ import torch
 
 from convexrecon.cli import main
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset
-from convexrecon.mri.sense import espirit_maps, sense_images
+from convexrecon.mri.espirit import espirit_maps
+from convexrecon.mri.sense import sense_images
 from convexrecon.data.synthetic import synthesize_volume
 from convexrecon.recon import reconstruct_slice
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam

@@ -282,16 +282,16 @@ def test_antithetic_block_can_reproduce_the_previous_read_out():
 
 
 def test_tf32_is_switched_off_during_the_solve_and_restored(monkeypatch):
-    import convexrecon.block.fit as fit_module
+    import convexrecon.block.dispatch as dispatch
 
     seen = []
-    real = fit_module.solve_group_lasso
+    real = dispatch.solve_group_lasso
 
     def spy(*args, **kwargs):
         seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "solve_group_lasso", spy)
+    monkeypatch.setattr(dispatch, "solve_group_lasso", spy)
     # torch's switches are module properties, not attributes: monkeypatch cannot undo them on every
     # pytest version (9.2 raises in teardown), so they are saved and restored by hand
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -316,3 +316,41 @@ def _check_tf32_switching(seen):
     assert torch.backends.cudnn.allow_tf32 is False
     with pytest.raises(TypeError, match="'allow_tf32' parameter must be True or False. Got 'yes'"):
         _fit(p, allow_tf32="yes")
+
+
+def test_block_program_is_the_program_fit_layer_solves():
+    """block_program validates like fit_layer and poses the operator and gates fit_layer solves with."""
+    from convexrecon.block.problem import BlockProgram, beta_max, block_program
+
+    p = make_problem(12, c_out=2, k=3, activation="relu")
+    program = block_program(p.inputs, p.targets, gates=p.gates, kernel_size=3, dtype=torch.float64)
+    assert isinstance(program, BlockProgram) and not program.streamed and program.comm.world_size == 1
+    assert torch.equal(program.gates, p.gates.double()) and program.targets.dtype == torch.float64
+    expected = cr.problem_beta_max(p.inputs, p.targets, gates=p.gates, kernel_size=3, dtype=torch.float64)
+    assert beta_max(program.sharded_operator, program.targets) == expected
+    block = cr.fit_layer(p.inputs, p.targets, gates=p.gates, kernel_size=3, dtype=torch.float64, tol=1e-4)
+    assert block.beta == pytest.approx(1e-3 * expected, rel=1e-12)
+    with pytest.raises(ValueError, match="'gates' parameter must have shape"):
+        block_program(p.inputs, p.targets, gates=p.gates[:, :1], kernel_size=3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        block_program(p.inputs, p.targets, kernel=3)
+
+
+@pytest.mark.parametrize("settings,expected", [
+    (dict(activation="gated"), "fista"),
+    (dict(activation="gated", gated_method="interior_point"), "interior_point"),
+    (dict(activation="relu", relu_method="pdhg"), "pdhg"),
+    (dict(activation="relu", relu_method="admm"), "admm"),
+    (dict(activation="relu"), "interior_point"),  # auto, and the block fits the interior point
+])
+def test_choose_solver_reads_the_options(settings, expected):
+    from convexrecon.block.dispatch import choose_solver
+    from convexrecon.block.options import FitOptions
+    from convexrecon.block.problem import block_program
+
+    p = make_problem(13, c_out=1, k=3, activation=settings["activation"])
+    o = FitOptions.of(kernel_size=3, **settings)
+    assert choose_solver(o, block_program(p.inputs, p.targets, gates=p.gates, options=o)) == expected
+    if settings == dict(activation="relu"):  # streamed data: auto must use ADMM
+        streamed = block_program([p.inputs[:1], p.inputs[1:]], p.targets, gates=p.gates, options=o)
+        assert streamed.streamed and choose_solver(o, streamed) == "admm"

@@ -16,7 +16,8 @@ import torch
 import convexrecon as cr
 from convexrecon.cli import main
 from convexrecon.data import FastMRIVolume, MaskFunc, SliceDataset
-from convexrecon.mri.sense import espirit_maps, sense_images
+from convexrecon.mri.espirit import espirit_maps
+from convexrecon.mri.sense import sense_images
 from convexrecon.data.synthetic import synthesize_volume
 from convexrecon.recon import reconstruct_slice
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
@@ -87,8 +88,8 @@ def test_baselines_on_cuda() -> None:
 
 
 def test_unrolled_trainers_on_cuda() -> None:
-    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end,
-                                            train_unrolled_layerwise_adam, unrolled_plain)
+    from convexrecon.stack import (train_unrolled, train_unrolled_end_to_end, train_unrolled_layerwise_adam,
+                                   unrolled_plain)
 
     from .test_unrolled import CROP as UCROP
     from .test_unrolled import toy_data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -118,11 +119,11 @@ def test_size_limits():
 def test_factor_solves_the_newton_system_exactly(system):
     """Both reduced solves (v, w eliminated per gate: a P d system, or its n x n Woodbury form with the
     lower-triangle Gram) equal a dense solve of B^T B + blockdiag(M); in float32 they agree to its precision."""
-    from solvers.interior import _Problem
+    from solvers.interior_relu import ReluInteriorPoint
 
     X, D, _, G = _dense(5, n=60, d=4, P=10)  # P d = 40 < n = 60 < 2 P d = 80
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D).double()
-    problem = _Problem(Xt, Dt, torch.from_numpy(G), system=system)
+    problem = ReluInteriorPoint(Xt, Dt, torch.from_numpy(G), system=system)
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(20, 4, 4, generator=gen, dtype=torch.float64)
     scale = torch.logspace(-3, 3, 20, dtype=torch.float64)[:, None, None]  # v and w blocks of very unequal size
@@ -144,19 +145,19 @@ def test_factor_solves_the_newton_system_exactly(system):
 def test_weighted_grams_agree_whichever_way_they_are_formed(monkeypatch, cache, d):
     """X^T diag(W_g) X for every group: the cached row products (small n d^2), chunked row products (d < 64) and
     one GEMM per group (d >= 64) all equal the einsum."""
-    from solvers import interior
+    from solvers import interior_relu
 
     if not cache:
-        monkeypatch.setattr(interior, "_CACHED_PRODUCTS", 0)
+        monkeypatch.setattr(interior_relu, "_CACHED_PRODUCTS", 0)
     n = 300
     gen = torch.Generator().manual_seed(1)
     X = torch.randn(n, d, generator=gen, dtype=torch.float64)
     gates = torch.randn(3, d, generator=gen, dtype=torch.float64)
-    problem = interior._Problem(X, (X @ gates.T >= 0).double(), gates)
+    problem = interior_relu.ReluInteriorPoint(X, (X @ gates.T >= 0).double(), gates)
     W = torch.rand(n, problem.G, generator=gen, dtype=torch.float64)
     got = problem._weighted_grams(W)
     assert (problem._xx_upper is not None) == cache
-    assert (problem._xt is not None) == (not cache and d >= interior._GEMM_GRAMS_FROM_D)
+    assert (problem._xt is not None) == (not cache and d >= interior_relu._GEMM_GRAMS_FROM_D)
     torch.testing.assert_close(got, torch.einsum("na,ng,nb->gab", X, W, X), rtol=1e-12, atol=1e-10)
 
 
@@ -165,11 +166,11 @@ def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkey
     the interior point at a gap of 0.15-0.3 (measured). Here the float32 solves are crippled on purpose (their
     directions shrunk 10x): the guard must switch to float64 after a few stalled iterations and certify; without
     it the run ends uncertified."""
-    from solvers import interior
+    from solvers import interior_relu
 
     X, D, y, G = _dense(3, n=300, d=6, P=8)
     X, D, Y, G = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)[:, None], torch.from_numpy(G)
-    factor = interior._Problem._factor
+    factor = interior_relu.ReluInteriorPoint._factor
     calls = []
 
     def crippled(self, M, low_precision=False):
@@ -177,15 +178,15 @@ def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkey
         calls.append(low_precision)
         return (lambda rhs: 0.1 * solve(rhs)) if low_precision else solve
 
-    monkeypatch.setattr(interior._Problem, "_factor", crippled)
-    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 1)  # float32 systems whatever their size
-    monkeypatch.setattr(interior, "_LOW_PRECISION_WATCH", math.inf)  # watched from the first iteration
+    monkeypatch.setattr(interior_relu.ReluInteriorPoint, "_factor", crippled)
+    monkeypatch.setattr(interior_relu, "_LOW_PRECISION_SIZE", 1)  # float32 systems whatever their size
+    monkeypatch.setattr(interior_relu, "_LOW_PRECISION_WATCH", math.inf)  # watched from the first iteration
     _, _, guarded = solve_relu_program_ipm(X, D, Y, 0.5, gates=G, tol=1e-6, max_iter=60)
     assert guarded.status is Status.OPTIMAL and guarded.relative_gap <= 1e-6
     first64 = calls.index(False)
-    assert first64 <= interior._LOW_PRECISION_PATIENCE + 1 and not any(calls[first64:])  # float64 ever after
+    assert first64 <= interior_relu._LOW_PRECISION_PATIENCE + 1 and not any(calls[first64:])  # float64 ever after
     calls.clear()
-    monkeypatch.setattr(interior, "_LOW_PRECISION_PATIENCE", 10**9)
+    monkeypatch.setattr(interior_relu, "_LOW_PRECISION_PATIENCE", 10**9)
     from solvers.report import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="max_iter"):
@@ -196,23 +197,23 @@ def test_float32_directions_that_stop_closing_the_gap_give_way_to_float64(monkey
 def test_float32_newton_systems_only_on_well_conditioned_patches(monkeypatch):
     """float32 keeps ~7 digits: patches with cond(X^T X) above 1e6 (near-duplicate channels) never get float32
     Newton systems; well-conditioned ones do, once the system is large enough."""
-    from solvers import interior
+    from solvers import interior_relu
 
-    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 1)
+    monkeypatch.setattr(interior_relu, "_LOW_PRECISION_SIZE", 1)
     X, D, _, G = _dense(3, n=300, d=6, P=8)
     X, D, G = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(G)
-    assert interior._Problem(X, D, G).low_precision_ok
+    assert interior_relu.ReluInteriorPoint(X, D, G).low_precision_ok
     twin = X.clone()
     twin[:, 1] = twin[:, 0] + 1e-5 * twin[:, 1]  # two nearly equal columns: cond(X^T X) ~ 1e10
-    assert not interior._Problem(twin, (twin @ G.T >= 0).double(), G).low_precision_ok
-    monkeypatch.setattr(interior, "_LOW_PRECISION_SIZE", 10**9)
-    assert not interior._Problem(X, D, G).low_precision_ok  # small systems stay float64 anyway
+    assert not interior_relu.ReluInteriorPoint(twin, (twin @ G.T >= 0).double(), G).low_precision_ok
+    monkeypatch.setattr(interior_relu, "_LOW_PRECISION_SIZE", 10**9)
+    assert not interior_relu.ReluInteriorPoint(X, D, G).low_precision_ok  # small systems stay float64 anyway
 
 
 def _unfinished_point(beta: float = 0.2):
     """An interior-point iterate after 6 of the iterations it needs (n = 50, d = 6, P = 5), its problem, multipliers,
     residual and the cvxpy optimum."""
-    from solvers import interior
+    from solvers import interior_relu
     from solvers.report import ConvergenceWarning
 
     X, D, y, G = _dense(6, n=50, d=6, P=5)
@@ -220,7 +221,7 @@ def _unfinished_point(beta: float = 0.2):
     Xt, Dt, yt = torch.from_numpy(X), torch.from_numpy(D).double(), torch.from_numpy(y)
     with pytest.warns(ConvergenceWarning):
         U, lam, _ = solve_relu_program_ipm(Xt, Dt, yt, beta, gates=torch.from_numpy(G), tol=1e-12, max_iter=6)
-    problem = interior._Problem(Xt, Dt, torch.from_numpy(G))
+    problem = interior_relu.ReluInteriorPoint(Xt, Dt, torch.from_numpy(G))
     u = U[:, :, 0].reshape(10, 6)
     r = problem.predict(problem.xu(u)) - yt
     return problem, u, lam[:, :, :, 0].reshape(50, 10), yt, r, ref.report.primal
@@ -244,7 +245,7 @@ def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatc
     """The give-up polish (all rows) takes the largest-weight rows up to its cap: a valid bound, no worse."""
     import scipy.optimize
 
-    from solvers import interior
+    from solvers import interior_relu
 
     beta = 0.2
     problem, u, lam_u, yt, r, optimum = _unfinished_point(beta)
@@ -259,7 +260,7 @@ def test_last_polish_offers_at_most_its_cap_of_rows_and_stays_a_bound(monkeypatc
     problem._polished(u, lam_u, yt, r, beta, raw, all_rows=True)
     assert offered == [50] * 10  # below the cap (32 d = 192): every row of every group
     offered.clear()
-    monkeypatch.setattr(interior, "_POLISH_ALL_MAX_ROWS", 1)  # at most d = 6 of the 50 rows per group
+    monkeypatch.setattr(interior_relu, "_POLISH_ALL_MAX_ROWS", 1)  # at most d = 6 of the 50 rows per group
     cert, polished = problem._polished(u, lam_u, yt, r, beta, raw, all_rows=True)
     assert offered == [6] * 10
     assert cert.relative_gap <= raw.relative_gap
@@ -321,8 +322,9 @@ def test_fit_layer_gated_interior_point_refuses_what_it_cannot_solve():
 @pytest.mark.parametrize("activation", ["relu", "gated"])
 def test_interior_point_with_a_zero_target_channel_matches_cvxpy(activation):
     """A target channel that is zero everywhere (e.g. real-valued targets' imaginary part): its groups are zero
-    at the optimum. The gated interior point used to fail on it ("first Newton system numerically singular")
-    and the exact-ReLU one to end uncertified (max_iter at a relative gap of 4e-5)."""
+    at the optimum. Both interior points skip it, since the zero block is optimal there: solving it, the gated one
+    would meet a singular Newton system (mu = 0) and the exact-ReLU one would stall short of tol (max_iter at
+    a relative gap of 4e-5)."""
     p = make_problem(5, c_out=2, k=3, activation=activation)
     targets = p.targets.clone()
     targets[:, 1] = 0
@@ -339,3 +341,35 @@ def test_interior_point_with_a_zero_target_channel_matches_cvxpy(activation):
     zero = cr.fit_layer(p.inputs, torch.zeros_like(targets), kernel_size=3, gates=p.gates, beta=p.beta,
                         activation=activation, dtype=torch.float64, **method)
     assert zero.report.status is Status.OPTIMAL and zero.report.primal == 0.0
+
+
+def test_size_limits_live_in_one_place(monkeypatch):
+    """The checks and the messages read the limits from solvers.interior's constants."""
+    from solvers import interior
+
+    assert interior.fits_interior_point(10_000, 8, 18)
+    monkeypatch.setattr(interior, "MAX_NEWTON_UNKNOWNS", 100)  # the direct system has P d = 144 unknowns
+    assert not interior.fits_interior_point(10_000, 8, 18)
+    assert not interior.fits_gated_interior_point(10_000, 8, 18)
+    X, D, y, G = _dense(6, n=60, d=4, P=30)  # P d = 120 > n: the Woodbury system of n = 60 still fits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cr.ConvergenceWarning)  # two iterations: only that it runs matters
+        solve_relu_program_ipm(X, D, y, 0.3, gates=G, max_iter=2, tol=0.5)
+    with pytest.raises(ValueError, match=r"at most 100 unknowns \(P d = 120 with system='direct'\)"):
+        solve_relu_program_ipm(X, D, y, 0.3, system="direct")
+    with pytest.raises(ValueError, match="P d unknowns, at most 100"):
+        interior.solve_gated_program_ipm(X, D, y, 0.3)
+    p = make_problem(7, c_out=1, k=3, activation="gated")  # P d = 4 * 18 = 72 unknowns
+    monkeypatch.setattr(interior, "MAX_ARRAY_NUMBERS", 2**5)  # the patch matrix has more than 32 numbers
+    with pytest.raises(ValueError, match=r"its limits are 100 unknowns and 2\^5 numbers"):
+        cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=p.beta, activation="gated",
+                     gated_method="interior_point")
+
+
+def test_data_gram_is_the_dense_b_transpose_b():
+    from solvers.interior import data_gram
+
+    X, D, _, _ = _dense(4, n=70, d=5, P=7)
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D).double()
+    B = (Dt[:, :, None] * Xt[:, None, :]).reshape(70, 35)
+    torch.testing.assert_close(data_gram(Xt, Dt), B.T @ B, rtol=1e-12, atol=1e-12)

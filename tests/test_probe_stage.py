@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import probe_stage as probe  # an import error fails these tests, never skips them
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import probe_stage as probe  # an import error fails these tests, never skips them
 
 
 def test_box_blur_keeps_constants_and_is_a_low_pass() -> None:
@@ -30,6 +30,6 @@ def test_box_blur_keeps_constants_and_is_a_low_pass() -> None:
     (["--chain-lambda", "0"], "--chain-lambda"),
 ])
 def test_bad_arguments_name_the_option(args: list[str], message: str) -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "probe_stage.py"), *args],
+    run = subprocess.run([sys.executable, "-m", "benchmarks.probe_stage", *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr

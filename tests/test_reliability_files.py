@@ -196,7 +196,7 @@ _MUTATIONS = st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 20), st.bi
 
 
 def test_parse_header_with_an_unknown_encoding_raises_value_error() -> None:
-    # found by the fuzz test below (CI, tenth session): an XML declaration naming an unknown codec raised LookupError
+    # found by the fuzz test below: an XML declaration naming an unknown codec raised LookupError
     with pytest.raises(ValueError, match="ismrmrd_header.*not valid XML"):
         parse_header(b'<?xml version="1.0" encoding="tf-8"?><ismrmrdHeader/>')
 

@@ -1,4 +1,4 @@
-"""Solver failure modes, the memory guard, and determinism (issue 6, items 4-6).
+"""Solver failure modes, the memory guard, and determinism.
 
 Failure modes: every group zero (huge beta), tiny beta, all-zero data, data
 scaled by 1e+-6, duplicated patches, the iteration budget, and diverging or
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convexrecon as cr
-import convexrecon.block.fit as fit_module
+import convexrecon.block.dispatch as dispatch
 from convexrecon.block.options import DEFAULT_BETA_RATIO
 from convexrecon.block import guard
 from convexrecon.stack.baselines import train_end_to_end
@@ -146,13 +146,13 @@ def test_overflowing_data_raise_solver_error_not_a_block() -> None:
 
 def test_nan_weights_are_never_returned_as_success(monkeypatch: pytest.MonkeyPatch) -> None:
     # even if a solver claimed success, fit_layer checks the solution itself
-    real = fit_module.solve_group_lasso
+    real = dispatch.solve_group_lasso
 
     def lying(*args, **kwargs):
         v, report = real(*args, **kwargs)
         return torch.full_like(v, float("nan")), report
 
-    monkeypatch.setattr(fit_module, "solve_group_lasso", lying)
+    monkeypatch.setattr(dispatch, "solve_group_lasso", lying)
     with pytest.raises(SolverError, match="diverged"):
         fit(beta=0.1)
 

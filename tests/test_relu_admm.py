@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import convexrecon as cr
-import convexrecon.block.fit as fit_module
+import convexrecon.block.dispatch as dispatch
 from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates
 from convexrecon.block.relu_split import admm_structure, patch_gram, selection
 from solvers.admm import _cone_step, _GramBasis, solve_relu_program_admm
@@ -111,17 +112,17 @@ def test_auto_warns_when_a_large_block_must_use_admm(monkeypatch):
     the gated relaxation); small ones and blocks the interior point takes stay silent."""
     p, _ = reference(3, 2, 5, "relu")
     rows = 2 * p.gates.shape[0] * p.targets.numel()
-    monkeypatch.setattr(fit_module, "_SLOW_EXACT_ROWS", rows)  # this block counts as large
+    monkeypatch.setattr(dispatch, "_SLOW_EXACT_ROWS", rows)  # this block counts as large
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _fit(p)  # the interior point fits: no warning
         assert not [w for w in caught if issubclass(w.category, cr.PerformanceWarning)]
-        monkeypatch.setattr(fit_module, "fits_interior_point", lambda *args, **kwargs: False)
+        monkeypatch.setattr(dispatch, "fits_interior_point", lambda *args, **kwargs: False)
         block = _fit(p)
     slow = [str(w.message) for w in caught if issubclass(w.category, cr.PerformanceWarning)]
     assert block.report.solver == "admm" and len(slow) == 1
     assert f"on {rows:,} cone rows" in slow[0] and "activation='gated'" in slow[0]
-    monkeypatch.setattr(fit_module, "_SLOW_EXACT_ROWS", rows + 1)  # one row fewer than the limit: silent
+    monkeypatch.setattr(dispatch, "_SLOW_EXACT_ROWS", rows + 1)  # one row fewer than the limit: silent
     with warnings.catch_warnings():
         warnings.simplefilter("error", cr.PerformanceWarning)
         _fit(p)
@@ -135,7 +136,7 @@ def test_auto_uses_admm_for_streamed_inputs():
 
 def test_auto_uses_admm_where_the_interior_point_does_not_fit(monkeypatch):
     p, ref = reference(3, 2, 5, "relu")
-    monkeypatch.setattr(fit_module, "fits_interior_point", lambda *args, **kwargs: False)
+    monkeypatch.setattr(dispatch, "fits_interior_point", lambda *args, **kwargs: False)
     _assert_certified_against_reference(_fit(p), p, ref, "admm")
 
 
@@ -266,3 +267,32 @@ def test_value_below_the_dual_bound_is_never_optimal():
                                                 lower_bound=10 * ref.report.primal, **loose)
     assert accepted.status is Status.OPTIMAL
     assert refused.status is not Status.OPTIMAL and refused.primal < refused.dual
+
+
+def _report(solver: str, status: Status, relative_gap: float, seconds: float = 1.0):
+    from solvers.report import SolveReport
+
+    return SolveReport(solver, status, 1.0, 1.0 - relative_gap, relative_gap, relative_gap, 0.0, 10, seconds,
+                       message=f"{solver} detail")
+
+
+@pytest.mark.parametrize("interior_gap,admm_gap,admm_status,winner", [
+    (1e-5, 1e-3, Status.MAX_ITER, "interior_point"),  # the interior point certifies better: kept
+    (1e-3, 1e-5, Status.MAX_ITER, "admm"),
+    (1e-3, 1e-7, Status.OPTIMAL, "admm"),
+    (1e-5, math.inf, Status.DIVERGED, "interior_point"),  # a diverged ADMM never wins
+])
+def test_keep_better_certified_is_the_auto_fallback_rule(interior_gap, admm_gap, admm_status, winner):
+    from convexrecon.block.dispatch import keep_better_certified
+
+    v_interior, v_admm = torch.zeros(3), torch.ones(3)
+    interior = (v_interior, _report("interior_point", Status.INACCURATE, interior_gap, seconds=2.0))
+    v, rep = keep_better_certified(interior, (v_admm, _report("admm", admm_status, admm_gap, seconds=3.0)))
+    assert rep.solver == winner and rep.seconds == 5.0  # both solves are counted
+    assert v is (v_interior if winner == "interior_point" else v_admm)
+    assert rep.message.startswith("relu_method='auto': the interior point ended inaccurate")
+    assert rep.message.endswith(f"{winner} detail")
+    # an interior block with non-finite weights is never kept
+    bad = (torch.full((3,), float("nan")), interior[1])
+    v, rep = keep_better_certified(bad, (v_admm, _report("admm", Status.MAX_ITER, 1.0)))
+    assert rep.solver == "admm" and v is v_admm

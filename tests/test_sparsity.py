@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convexrecon.mri.consistency import sense_adjoint, sense_forward
+from convexrecon.mri.sense import sense_adjoint, sense_forward
 from convexrecon.mri.sparsity import l1_wavelet_fista, wavelet_shrink
 from convexrecon.data.synthetic import birdcage_maps
 
@@ -92,7 +92,7 @@ def test_shrinkage_gradient_is_finite_where_coefficients_are_exactly_zero():
 
 
 def test_cycle_spun_fista_is_cs_with_a_shifted_wavelet_grid_averaged_over_shifts():
-    from convexrecon.mri.sense import fft2c, ifft2c
+    from convexrecon.mri.fft import fft2c, ifft2c
 
     k, s, m = problem(seed=2)
     plain = l1_wavelet_fista(k, s, m, 0.01, 50)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from convexrecon.mri.consistency import (MeasuredData, crop_center, data_consistency,
-                                          embed_crop, exact_dc_applies, sense_adjoint, sense_forward,
-                                          sense_normal)
+from convexrecon.mri.consistency import MeasuredData, crop_center, data_consistency, embed_crop, exact_dc_applies
+from convexrecon.mri.sense import sense_adjoint, sense_forward, sense_normal
 
 
 def random_problem(batch=2, coils=3, height=6, width=5, seed=0, rate=0.5, dtype=torch.complex128):
@@ -135,10 +134,12 @@ def test_embed_and_crop():
 
 import convexrecon as cr  # noqa: E402
 from convexrecon.mri.consistency import data_consistency as _dc  # noqa: E402,F401
-from convexrecon.mri.sense import complex_to_channels  # noqa: E402
+from convexrecon.mri.fft import complex_to_channels  # noqa: E402
 from convexrecon.data.synthetic import birdcage_maps  # noqa: E402
-from convexrecon.stack.unrolled import (UnrolledNet, train_unrolled, train_unrolled_end_to_end,  # noqa: E402
-                                        train_unrolled_layerwise_adam, unrolled_plain)
+from convexrecon.stack.unrolled import UnrolledNet, unrolled_plain  # noqa: E402
+from convexrecon.stack.unrolled_baselines import (train_unrolled_end_to_end,  # noqa: E402
+                                                  train_unrolled_layerwise_adam)
+from convexrecon.stack.unrolled_train import train_unrolled  # noqa: E402
 
 SIZE, CROP = 32, 20
 
@@ -287,15 +288,15 @@ def test_unrolled_layerwise_adam_resumes_when_the_chain_differs_by_rounding(trai
     _, targets, data, _, _, _ = trained
     kwargs = {"cg_iterations": 3, "epochs": 2, "batch_size": 3, "lr": 1e-3, "checkpoint_dir": tmp_path}
     first, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], **kwargs)
-    from convexrecon.stack import unrolled as module
-    advanced = module._Chain.advanced
+    from convexrecon.stack.unrolled import EstimateChain
+    advanced = EstimateChain.advanced
 
     def rounded_differently(self, *args, **kw):  # another process's FFT rounding: one part in 1e7
         return advanced(self, *args, **kw) * (1 + 1e-7)
 
-    monkeypatch.setattr(module._Chain, "advanced", rounded_differently)
+    monkeypatch.setattr(EstimateChain, "advanced", rounded_differently)
     # the same call again: both stages resume from their (finished) checkpoints, although stage 2's inputs
-    # now differ from the first run's (hashing the inputs, as before, refused this)
+    # differ from the first run's (a checkpoint keyed on the inputs would refuse this)
     again, _ = train_unrolled_layerwise_adam(targets, data, 4, 3, [0.1, 1.0], **kwargs)
     for a, b in zip(first.stages, again.stages):
         assert all(torch.equal(u, v) for u, v in zip(a.block.state_dict().values(), b.block.state_dict().values()))
@@ -403,7 +404,7 @@ def test_unrolled_with_stage_features_is_certified_saved_and_reloaded(trained, t
     loaded = cr.load_network(tmp_path / "model")
     assert loaded.in_channels == 9 and loaded.shrink == (0.01, 0.03) and loaded.bias
     assert torch.equal(loaded.predict(data), net.predict(data))
-    # a model saved before these inputs existed (no 'bias' / 'shrink' in its spec) still loads as before
+    # a spec without the 'bias' / 'shrink' entries loads as one without those inputs
     from convexrecon.stack.unrolled import unrolled_from_spec
 
     spec = plain.network.spec()

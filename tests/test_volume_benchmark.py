@@ -16,7 +16,7 @@ ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 @pytest.mark.slow
 def test_run_volume_quick(tmp_path) -> None:
     out = tmp_path / "volume"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_volume.py"), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run_volume", "--quick", "--out", str(out)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -28,7 +28,7 @@ def test_run_volume_quick(tmp_path) -> None:
 @pytest.mark.slow
 def test_run_explain(tmp_path) -> None:
     out = tmp_path / "explain"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_explain.py"), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run_explain", "--out", str(out)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "explain.json").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import convexrecon as cr
-import convexrecon.block.fit as fit_module
+import convexrecon.block.dispatch as dispatch
 from convexrecon.block.arrangements import ArrangementConv, draw_gates
 from solvers.report import Status
 
@@ -41,13 +41,13 @@ def test_volume_block_matches_cvxpy_reference(seed, c_out, k, activation):
 def test_images_and_volumes_share_the_solver(monkeypatch):
     """Both paths build the same ArrangementConv and hand it to the same solver function."""
     seen = []
-    solve = fit_module.solve_group_lasso
+    solve = dispatch.solve_group_lasso
 
     def spy(operator, *args, **kwargs):
         seen.append((type(operator), operator.x.ndim, len(operator.var_shape)))
         return solve(operator, *args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "solve_group_lasso", spy)
+    monkeypatch.setattr(dispatch, "solve_group_lasso", spy)
     for shape in ((7, 5), VOLUME_SHAPE):
         p = make_problem(30, c_out=1, k=3, activation="gated", shape=shape)
         _fit(p, tol=1e-4)

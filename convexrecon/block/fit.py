@@ -7,37 +7,35 @@ r"""``fit_layer``: train one two-layer block by solving its convex program.
 
 (exact ReLU; the gated program drops ``w`` and the constraints). Pilanci &
 Ergen, ICML 2020; Sahiner et al., ICLR 2021; the mathematics in ``docs/design.md`` §2-§7.
+
+The program is posed by :mod:`convexrecon.block.problem`, its solver chosen and run by
+:mod:`convexrecon.block.dispatch`; this module runs the solves for each ``beta``, checks and wraps
+their answers, and holds the fresh-gate :func:`global_check`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import warnings
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from solvers.admm import solve_relu_program_admm
-from solvers.comm import Local, ShardedOperator, TorchDistributed
-from solvers.group_lasso import solve_group_lasso
-from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
-                              solve_gated_program_ipm, solve_relu_program_ipm)
-from solvers.pdhg import solve_cone_group_lasso_pdhg
-from solvers.report import ConvergenceWarning, IterationRecord, SolveReport, SolverError, Status
+from solvers.report import ConvergenceWarning, IterationRecord, SolverError, Status
 
 from convexrecon import checks
-from convexrecon.block import guard, relu_split, streaming
-from convexrecon.block.arrangements import (ArrangementConv, arrangement_masks, conv_functions, draw_gates,
-                           patch_problem)
+from convexrecon.block.arrangements import arrangement_masks, conv_functions, draw_gates
+from convexrecon.block.dispatch import BlockSolver, check_interior, choose_solver, slow_admm_message
 from convexrecon.block.module import ConvexBlock, block_from_solution
 from convexrecon.block.options import FitOptions
 from convexrecon.block.precision import tf32_mode
+from convexrecon.block.problem import beta_max, block_program
 from convexrecon.errors import PerformanceWarning
 
+# beta_max lives with the program (convexrecon.block.problem) and is imported from here too
+__all__ = ["GlobalCheck", "beta_max", "fit_layer", "fit_layer_path", "global_check", "problem_beta_max"]
 
 
 def fit_layer(
@@ -65,109 +63,20 @@ def fit_layer(
         are gathered in memory.
     beta
         Weight on the group norms (= weight decay of the non-convex block).
-        Default: ``beta_ratio * beta_max`` (``beta_ratio`` 1e-3 unless set) where
-        ``beta_max = max_{i,c} ||X^T D_i y_c||`` is the smallest weight for which
-        the gated solution is zero; the value used is stored in ``block.beta``.
+        Default: ``beta_ratio * beta_max`` where ``beta_max = max_{i,c} ||X^T D_i y_c||``
+        is the smallest weight for which the gated solution is zero; the value
+        used is stored in ``block.beta``.
     gates
-        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default drawn N(0, I) from ``seed``.
+        ``(P, C_in, k, k)`` (volumes: ``(P, C_in, k, k, k)``) gate filters; default
+        drawn from ``seed`` as ``gate_sampling`` says.
     options
-        A :class:`~convexrecon.block.options.FitOptions` holding the settings
-        below; keyword ``settings`` given as well override its fields.
+        A :class:`~convexrecon.block.options.FitOptions`: kernel size, number of gates,
+        activation, solver (``relu_method``, ``gated_method``), tolerance, iteration budget,
+        device and precision, chunking and sharding. Its docstring describes every setting
+        and its default.
     **settings
-        Any field of :class:`~convexrecon.block.options.FitOptions` (defaults
-        there, one home for each):
-
-    kernel_size
-        Odd ``k`` of the first layer (zero padding ``k // 2``).
-    num_arrangements
-        ``P``, number of sampled gates (ignored when ``gates`` is given).
-        The hidden width is at most ``2 P C_out`` (relu) or ``P C_out`` (gated).
-    activation
-        ``"relu"`` (exact, cone-constrained) or ``"gated"`` (the relaxation).
-    seed
-        Seed of the default gates.
-    beta_ratio
-        ``beta = beta_ratio * beta_max`` when ``beta`` is None (default 1e-3).
-    gate_sampling
-        How the default gates are drawn: ``"gaussian"`` (i.i.d.) or ``"antithetic"``
-        (complementary pairs ``g, -g``; see :func:`~convexrecon.block.arrangements.draw_gates`).
-    device, dtype
-        Where and in which precision to solve (float32 or float64). The final
-        certificate is always evaluated in float64.
-    tol
-        Relative duality-gap tolerance (and relative violation tolerance for
-        relu).
-    max_iter
-        Iteration budget (default 10,000 gated, 20,000 relu ADMM, 50,000 relu PDHG; 200 Newton steps
-        per output for the interior-point methods); for gated FISTA blocks
-        the conjugate-gradient iterations of the Newton steps count too (each
-        is one forward and one adjoint, like a FISTA iteration).
-    progress
-        Show a progress bar with the relative gap.
-    chunk_size
-        Images per chunk inside the operator (bounds temporary memory; default
-        about 2 MiB of conv intermediate per chunk, see
-        :func:`convexrecon.block.arrangements.default_chunk_size`); for an
-        ``h5py.Dataset`` input, images read per chunk (default 8).
-    gate_chunk
-        Arrangements per convolution (in-memory inputs): bounds the conv
-        intermediate to ``S * gate_chunk * C_out`` channels and keeps the masks
-        as booleans only — for one large volume, where ``chunk_size`` cannot
-        help. Default: all gates at once.
-    shard
-        Treat ``inputs``/``targets`` as this process's shard of one data set
-        spread over a ``torch.distributed`` process group: the objective is
-        the sum over all ranks, every reduction (objective, gradient, dual
-        certificate) is all-reduced, and every rank returns the same block,
-        equal up to rounding to a single-process solve on all the data.
-        Default: True when ``torch.distributed`` is initialized with more than
-        one rank. Every rank must call ``fit_layer`` with the same settings;
-        shards may hold different numbers and sizes of images. Gates come
-        from ``seed`` (or rank 0's ``gates``).
-    relu_method
-        Solver of the exact-ReLU program. ``"auto"`` (default): the interior
-        point where it fits (in-memory data in one process and
-        :func:`solvers.interior.fits_interior_point`), ``"admm"`` otherwise
-        and for ``beta >= beta_max`` (zero block); when the interior point ends
-        without certifying (it stalls on some small over-parameterised blocks,
-        ``P C_in k^2`` far above ``N H W``), ADMM solves the block too and the
-        better certified of the two is returned (``report.message`` says so,
-        ``report.solver`` says whose block it is; one ``ConvergenceWarning``
-        when neither reached ``tol``). ``"admm"``: ADMM on the cone values
-        ``z = C v`` (:mod:`solvers.admm`): matrix-free with the masked conv,
-        streaming (with cached masks), sharding and on a GPU like the gated
-        path, plus the ``C_in k^2``-square Gram matrix of the patches and
-        about eight cone-sized buffers ``(N, 2, P, C_out, H, W)``; its
-        ``report.primal`` is the returned block's own objective and its dual
-        comes from the cone multipliers, so ``primal - p* <= gap`` always; it
-        is ``optimal`` only with both the block's and the program's value
-        within ``tol`` above the dual bound and violations within ``tol / 100``.
-        ``"pdhg"``: matrix-free restarted PDHG (:mod:`solvers.pdhg`; slower
-        than ADMM on conv blocks, kept for comparison). ``"interior_point"``
-        (:mod:`solvers.interior`: a primal-dual
-        interior-point method on the explicit patch matrix, float64, for
-        in-memory problems whose Newton system ``min(N H W, P C_in k^2)``
-        has at most 12,000 unknowns, with at most 2^25 cone rows ``N H W x 2 P``
-        and, when ``N H W`` is the smaller side, a Woodbury factor
-        ``N H W x P C_in k^2`` of at most 2^27 numbers; far fewer iterations to a tight
-        certificate, strictly feasible iterates). Ignored for gated blocks.
-    gated_method
-        Solver of the gated program: ``"fista"`` (matrix-free FISTA with a
-        Newton-CG tail, :mod:`solvers.group_lasso`; any size, streaming and
-        sharding) or ``"interior_point"`` (a barrier Newton method on the
-        explicit patch matrix, float64, :func:`solvers.interior.solve_gated_program_ipm`,
-        for in-memory problems with ``P C_in k^2 <= 12,000`` unknowns: a few
-        dozen small factorisations to a tight certificate). Ignored for relu
-        blocks.
-    allow_tf32
-        On CUDA, let float32 convolutions and matrix products run in TF32
-        (10-bit mantissa; about 3e-4 relative error per product). Default
-        False: TF32 is switched off for the duration of the solve and the
-        previous settings are restored after, so GPU iterates carry float32
-        rounding only, as on the CPU. With True the solve is faster on
-        Ampere/Hopper GPUs but its gradient no longer matches the float64
-        certificate to float32 accuracy: the certificate stays honest, yet may
-        stall above a tight ``tol``. No effect on the CPU or in float64.
+        Any field of :class:`~convexrecon.block.options.FitOptions`, overriding ``options``
+        (``fit_layer(x, y, kernel_size=5, tol=1e-4)``).
 
     Returns
     -------
@@ -228,125 +137,36 @@ def _fit(inputs: Any, targets: Any, gates: Any, options: FitOptions, *, betas: l
         return _fit_blocks(inputs, targets, gates, options, betas, ratios)
 
 
-def _problem(inputs: Any, targets: Any, gates: Any, o: FitOptions):
-    """Validated data, gates, communicator and the masked-conv operator of a block's convex program."""
-    device, dtype, kernel_size, chunk_size, gate_chunk = o.device, o.dtype, o.kernel_size, o.chunk_size, o.gate_chunk
-    if streaming.is_chunked(inputs):
-        x = streaming.ChunkSource("inputs", inputs, chunk_size=chunk_size, dtype=dtype, device=device)
-        y = (streaming.ChunkSource("targets", targets, chunk_size=chunk_size, dtype=dtype, device=device).gather()
-             if streaming.is_chunked(targets) else checks.as_batch("targets", targets, dtype=dtype, device=device))
-        streaming.stream_shapes_match(x, y)
-        channels, spatial_dims = x.channels, len(x.spatial)
-    else:
-        x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
-        y = checks.as_batch("targets", targets, dtype=dtype, device=device)
-        checks.check_pair(x, y)
-        channels, spatial_dims = x.shape[1], x.ndim - 2
-    if gates is None:
-        gates = draw_gates(o.num_arrangements, channels, kernel_size, o.seed, spatial_dims=spatial_dims, dtype=dtype,
-                           device=device, sampling=o.gate_sampling)
-    else:
-        gates = _check_gates(gates, (channels,) + (kernel_size,) * spatial_dims, dtype, device)
-    comm = _communicator(o.shard, device)
-    if comm.world_size > 1:
-        _check_shards(comm, channels, y)
-        gates = comm.broadcast(gates.contiguous())
-    relu = o.relu
-    if isinstance(x, streaming.ChunkSource):  # streamed: only the masks may be resident, within their own budget
-        operator = streaming.StreamingArrangementConv(x, gates, kernel_size, y.shape[1], relu=relu)
-    else:
-        guard.check_fit_memory(tuple(x.shape), y.shape[1], gates.shape[0], kernel_size, relu=relu,
-                               chunk_size=chunk_size, gate_chunk=gate_chunk, dtype=dtype, device=device)
-        operator = ArrangementConv(x, arrangement_masks(x, gates, gate_chunk), kernel_size, y.shape[1], relu=relu,
-                                   chunk_size=chunk_size, gate_chunk=gate_chunk)
-    return x, y, gates, comm, operator
-
-
 def problem_beta_max(inputs: Any, targets: Any, *, gates: Any = None, options: FitOptions | None = None,
                      **settings: Any) -> float:
     """``beta_max`` of the block problem :func:`fit_layer` would solve with these arguments."""
-    options = FitOptions.of(options, **settings)
-    _, y, _, comm, operator = _problem(inputs, targets, gates, options)
-    return beta_max(ShardedOperator(operator, comm), y)
+    program = block_program(inputs, targets, gates=gates, options=options, **settings)
+    return beta_max(program.sharded_operator, program.targets)
 
 
 def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: list[float] | None,
                 ratios: list[float] | None) -> list[ConvexBlock]:
-    x, y, gates, comm, operator = _problem(inputs, targets, gates, o)
-    relu, relu_method = o.relu, o.relu_method
-    auto = relu and relu_method == "auto"
-    if auto:  # the interior point where its Newton system fits, ADMM otherwise
-        relu_method = "interior_point" if _interior_fits(x, gates, comm) else "admm"
-        rows = 2 * gates.shape[0] * y.numel()
-        if relu_method == "admm" and rows >= _SLOW_EXACT_ROWS:
-            warnings.warn(
-                f"fit_layer: activation='relu' (the default) with relu_method='auto' solves this block by ADMM, since "
-                f"the interior point does not fit it (streamed or sharded data, or beyond its size limits): on "
-                f"{rows:,} cone rows expect minutes to hours on a CPU (docs/benchmarks.md, 'Exact-ReLU blocks at "
-                f"training scale'). activation='gated' solves the relaxation far faster.",
-                PerformanceWarning, stacklevel=4)
-    interior = relu_method == "interior_point" if relu else o.gated_method == "interior_point"
-    if interior:
-        _check_interior(x, y, gates, o.kernel_size, comm, relu)
-    dtype = o.dtype
-    certify_operator = operator.to(torch.float64) if dtype != torch.float64 else None
+    """Pose the program once, choose its solver once, then solve, check and wrap one block per ``beta``."""
+    program = block_program(inputs, targets, gates=gates, options=o)
+    solver = choose_solver(o, program)
+    slow = slow_admm_message(o, program, solver)
+    if slow is not None:  # stacklevel 4: the line that called fit_layer / fit_layer_path
+        warnings.warn(slow, PerformanceWarning, stacklevel=4)
+    if solver == "interior_point":
+        check_interior(program, o.relu)
+    runner = BlockSolver(program, o, solver)
+    y, tol = program.targets, o.tol
     if betas is None:
-        scale = beta_max(ShardedOperator(operator, comm), y)
+        scale = beta_max(program.sharded_operator, y)
         if scale == 0.0:
             raise ValueError("targets are zero on every arrangement: beta cannot be chosen from beta_max; pass beta")
         betas = [r * scale for r in ratios]
-    blocks, v, split = [], operator.zeros(), None
-    tol, max_iter = o.tol, o.max_iter
+    blocks, v = [], program.operator.zeros()
     for beta in betas:
         beta = checks.positive_float("beta", beta)
         callback, bar = _progress(o.progress, tol)
-        method = relu_method
-        if auto and interior and beta >= beta_max(ShardedOperator(operator, comm), y):
-            method = "admm"  # the zero block is optimal: ADMM certifies it at its first check
         try:
-            fallback = None
-            if interior and not (relu and method == "admm"):
-                start = v
-                v, report = _quietly(_solve_interior, x, y, operator, gates, o.kernel_size, beta, tol,
-                                     max_iter, callback, relu)
-                if auto and report.status is not Status.OPTIMAL:
-                    # the interior point diverges on some small over-parameterised programs (P C_in k^2 >> N H W:
-                    # e.g. 25 patches, 1152 unknowns per output ended 63x above cvxpy's optimum); ADMM solves them
-                    # from ADMM's own start (from the interior point's best iterate it took 2-45x longer)
-                    fallback, method, v_interior, v = report, "admm", v, start
-            if relu and method == "admm":
-                if split is None:
-                    split = relu_split.admm_structure(operator, x, o.kernel_size, comm) + (
-                        relu_split.relu_prediction(operator),)
-                v, _, report = _quietly(
-                    solve_relu_program_admm, operator, y, beta, v, gram=split[0],
-                    pick=split[1], spread=split[2], realised=split[3], tol=tol, max_iter=max_iter or 20_000,
-                    certify_operator=certify_operator, callback=callback, comm=comm,
-                )
-                if fallback is not None and _better(fallback, report) and bool(torch.isfinite(v_interior).all()):
-                    # ADMM did not beat it (an interior point that stopped 'inaccurate' just above tol is usually
-                    # far better than an ADMM run out of iterations): keep the interior point's block
-                    v, report = v_interior, dataclasses.replace(
-                        fallback, seconds=report.seconds + fallback.seconds,
-                        message=(f"relu_method='auto': the interior point ended {fallback.status.value}; ADMM, tried "
-                                 f"next, ended {report.status.value} at relative gap {report.relative_gap:.3g}, so "
-                                 f"the interior point's block is kept; {fallback.message}"))
-                elif fallback is not None:
-                    report = dataclasses.replace(
-                        report, seconds=report.seconds + fallback.seconds,
-                        message=(f"relu_method='auto': the interior point ended {fallback.status.value} after "
-                                 f"{fallback.iterations} iterations (relative gap {fallback.relative_gap:.3g}), so "
-                                 f"ADMM solved the block instead; {report.message}"))
-            elif relu and not interior:
-                v, _, report = _quietly(
-                    solve_cone_group_lasso_pdhg, operator, y, beta, v, tol=tol, max_iter=max_iter or 50_000,
-                    certify_operator=certify_operator, callback=callback, comm=comm,
-                )
-            elif not interior:
-                v, report = _quietly(
-                    solve_group_lasso, operator, y, beta, v, tol=tol, max_iter=max_iter or 10_000,
-                    certify_operator=certify_operator, callback=callback, comm=comm,
-                )
+            v, report = runner.solve(beta, v, callback)
         finally:
             if bar is not None:
                 bar.close()
@@ -358,93 +178,11 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
         if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
             raise SolverError(
                 f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
-                f"{report.primal:.4g}); no block is returned. The data may overflow {dtype} (largest |target| "
+                f"{report.primal:.4g}); no block is returned. The data may overflow {o.dtype} (largest |target| "
                 f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
             )
-        blocks.append(block_from_solution(v, gates, y.shape[1], o.activation, beta, report))
+        blocks.append(block_from_solution(v, program.gates, y.shape[1], o.activation, beta, report))
     return blocks
-
-
-# exact-ReLU blocks with at least this many cone rows (N H W C_out 2P) warn when auto must use ADMM: the issue-18
-# benchmark block has 640,000 and ADMM took 157 s there for 6,000 iterations without reaching 1e-3
-_SLOW_EXACT_ROWS = 2**20
-
-
-def _quietly(solve, *args, **kwargs):
-    """``solve(*args, **kwargs)`` with its :class:`ConvergenceWarning` dropped (``_fit_blocks`` warns once per block,
-    for the block it returns, pointing at the line that called ``fit_layer``); any other warning is passed on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = solve(*args, **kwargs)
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return result
-
-
-def _better(first: SolveReport, second: SolveReport) -> bool:
-    """Whether ``first`` certifies at least as well as ``second``: the smaller relative gap, a diverged run never."""
-    if first.status is Status.DIVERGED or not math.isfinite(first.relative_gap):
-        return False
-    if second.status is Status.DIVERGED or not math.isfinite(second.relative_gap):
-        return True
-    return first.relative_gap <= second.relative_gap
-
-
-def _check_interior(x: Any, y: Tensor, gates: Tensor, kernel_size: int, comm: Local, relu: bool = True) -> None:
-    """The interior-point methods need the whole data in memory, in one process, and a small Newton system."""
-    name, other = ("relu_method", "pdhg") if relu else ("gated_method", "fista")
-    if isinstance(x, streaming.ChunkSource):
-        raise ValueError(f"{name}='interior_point' needs in-memory inputs (a tensor). Got "
-                         f"chunked/streamed inputs instead: use {name}='{other}'.")
-    if comm.world_size > 1:
-        raise ValueError(f"{name}='interior_point' runs in one process. Got a sharded solve over "
-                         f"{comm.world_size} ranks instead: use {name}='{other}'.")
-    n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
-    d = int(gates[0].numel())
-    P = gates.shape[0]
-    if not relu:
-        if not fits_gated_interior_point(n, P, d):
-            raise ValueError(f"gated_method='interior_point' solves a dense Newton system of P*C_in*k^d = {P * d} "
-                             f"unknowns on an explicit patch matrix of N*H*W x C_in*k^d = {n} x {d}; its limits are "
-                             "12000 unknowns and 2^27 numbers in the patch matrix and in the masks (N*H*W x P): use "
-                             "gated_method='fista'")
-        return
-    if not fits_interior_point(n, P, d):
-        raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, P*C_in*k^d) = "
-                         f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
-                         f"{n * 2 * P} cone rows), above its limits (12000 unknowns; 2^27 numbers in the "
-                         "Woodbury factor N*H*W * P*C_in*k^d; 2^25 cone rows): use relu_method='pdhg'")
-
-
-def _interior_fits(x: Any, gates: Tensor, comm: Local) -> bool:
-    """``relu_method="auto"``: the interior point needs in-memory data, one process and a small Newton system."""
-    if isinstance(x, streaming.ChunkSource) or comm.world_size > 1:
-        return False
-    n = int(x.shape[0]) * int(torch.tensor(x.shape[2:]).prod())
-    return fits_interior_point(n, gates.shape[0], int(gates[0].numel()))
-
-
-def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
-                    tol: float, max_iter: int | None, callback, relu: bool = True):
-    """Interior-point solve on the explicit patch problem (exact ReLU, or gated by the barrier Newton method);
-    ``v`` in the operator's layout."""
-    X, D, Y = patch_problem(x, operator.masks, y, kernel_size)
-    X, D, Y = torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(Y)
-    if relu:
-        U, _, report = solve_relu_program_ipm(X, D, Y, beta, gates=gates.double().reshape(gates.shape[0], -1).cpu(),
-                                              tol=tol, max_iter=max_iter or 200, callback=callback)
-    else:
-        U, report = solve_gated_program_ipm(X, D, Y, beta, tol=tol, max_iter=max_iter or 200, callback=callback)
-    # U is (2, P, C_out, d) for relu, (P, C_out, d) gated: the operator's group order
-    v = U.reshape(operator.var_shape).to(device=x.device, dtype=x.dtype)
-    return v, report
-
-
-def beta_max(operator: ArrangementConv, y: Tensor) -> float:
-    """``max_{i,c} ||X^T D_i y_c||``: the gated solution is zero for ``beta >= beta_max``."""
-    direction = operator.adjoint(y)  # for relu the w groups repeat the v groups with a sign flip
-    return float(torch.linalg.vector_norm(direction.reshape(direction.shape[0], -1).double(), dim=1).max())
 
 
 @dataclass(frozen=True)
@@ -500,39 +238,6 @@ def _dual_norms(x: Tensor, gates: Tensor, theta: Tensor) -> Tensor:
     return torch.linalg.vector_norm(grads.reshape(gates.shape[0], c, -1), dim=-1)
 
 
-def _communicator(shard: bool | None, device: torch.device) -> Local:
-    import torch.distributed as dist
-
-    initialized = dist.is_available() and dist.is_initialized()
-    if shard is None:
-        shard = initialized and dist.get_world_size() > 1
-    if not shard:
-        return Local()
-    if not initialized:
-        raise ValueError("shard=True needs torch.distributed to be initialized (torch.distributed.init_process_group)")
-    return TorchDistributed(device)
-
-
-def _check_shards(comm: TorchDistributed, input_channels: int, y: Tensor) -> None:
-    """Every rank must hold images with the same channel counts."""
-    for name, channels in (("inputs", input_channels), ("targets", y.shape[1])):
-        low, high = -comm.max(-float(channels)), comm.max(float(channels))
-        if low != high:
-            raise ValueError(f"{name} must have the same number of channels on every rank; "
-                             f"rank {comm.rank} has {channels}, others range from {int(low)} to {int(high)}")
-
-
-def _check_gates(gates: Any, filter_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``filter_shape`` is ``(C_in, k, k)`` or ``(C_in, k, k, k)``."""
-    expected = "(P, " + ", ".join(str(n) for n in filter_shape) + ")"
-    if not isinstance(gates, (Tensor,)) and not hasattr(gates, "__array__"):
-        raise TypeError(f"The 'gates' parameter must be a tensor of shape {expected}. Got {type(gates).__name__} instead.")
-    gates = torch.as_tensor(gates)
-    if gates.ndim != 1 + len(filter_shape) or tuple(gates.shape[1:]) != filter_shape or gates.shape[0] < 1:
-        raise ValueError(f"The 'gates' parameter must have shape {expected} with P >= 1. Got {tuple(gates.shape)} instead.")
-    if not bool(torch.isfinite(gates).all()):
-        raise ValueError("The 'gates' parameter must be finite. Found NaN/Inf values instead.")
-    return gates.to(device=device, dtype=dtype)
 
 
 def _progress(enabled: bool, tol: float):

@@ -27,49 +27,104 @@ DEFAULT_BETA_RATIO = 1e-3
 """``beta = DEFAULT_BETA_RATIO * beta_max`` when no ``beta`` is given to ``fit_layer`` or ``BlockSettings``."""
 CLI_BETA_RATIO = 1e-2
 """The ``train`` command's default ratio: its blocks are fitted on small windows (24 px, P = 8) within a
-400-iteration budget, where the larger weight regularises more and converges faster. Kept from the earlier
-CLI default, not re-tuned; ``--beta-ratios`` chooses per block on held-out volumes instead."""
+400-iteration budget, where the larger weight regularises more and converges faster. It is not tuned on
+held-out data; ``--beta-ratios`` chooses per block on held-out volumes instead."""
 
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How one two-layer block is posed and solved.
+    """How one two-layer block is posed and solved: the one description of every setting of
+    :func:`~convexrecon.block.fit.fit_layer` and :func:`~convexrecon.block.fit.fit_layer_path`.
 
     Attributes
     ----------
     kernel_size
         Odd ``k`` of the first layer (zero padding ``k // 2``).
     num_arrangements
-        ``P``, number of sampled gates (ignored when ``gates`` are given).
+        ``P``, number of sampled gates (ignored when ``gates`` are given). The hidden width is at most
+        ``2 P C_out`` (relu) or ``P C_out`` (gated).
     activation
         ``"relu"`` (the exact, cone-constrained program) or ``"gated"`` (its relaxation).
     seed
-        Seed of the gates.
+        Seed of the default gates.
     gate_sampling
-        ``"gaussian"`` (i.i.d.) or ``"antithetic"`` (pairs ``g, -g``), see
-        :func:`~convexrecon.block.arrangements.draw_gates`.
+        How the default gates are drawn: ``"gaussian"`` (i.i.d.) or ``"antithetic"`` (complementary pairs
+        ``g, -g``), see :func:`~convexrecon.block.arrangements.draw_gates`.
     beta_ratio
-        ``beta = beta_ratio * beta_max`` when no explicit ``beta`` is given.
+        ``beta = beta_ratio * beta_max`` when no explicit ``beta`` is given (default
+        :data:`DEFAULT_BETA_RATIO`).
     device, dtype
         Where and in which precision to solve (float32 or float64); the final
         certificate is always evaluated in float64. ``device=None`` is the CPU.
     tol
         Relative duality-gap tolerance (and relative violation tolerance for relu).
     max_iter
-        Iteration budget (None: 10,000 gated, 50,000 relu; 200 Newton steps per
-        output for the interior-point methods).
+        Iteration budget. None: the solver's own default
+        (:data:`~convexrecon.block.dispatch.DEFAULT_MAX_ITER`: 10,000 gated FISTA, 20,000 relu ADMM,
+        50,000 relu PDHG, 200 Newton steps per output for the interior-point methods). For gated FISTA
+        the conjugate-gradient iterations of its Newton steps count too (each is one forward and one
+        adjoint, like a FISTA iteration).
     progress
         Show a progress bar with the relative gap.
-    chunk_size, gate_chunk
-        Images per chunk inside the operator, and arrangements per convolution
-        (see :func:`~convexrecon.block.fit.fit_layer`).
+    chunk_size
+        Images per chunk inside the operator (bounds temporary memory; default about 2 MiB of conv
+        intermediate per chunk, see :func:`~convexrecon.block.arrangements.default_chunk_size`); for an
+        ``h5py.Dataset`` input, images read per chunk (default 8).
+    gate_chunk
+        Arrangements per convolution (in-memory inputs): bounds the conv intermediate to
+        ``S * gate_chunk * C_out`` channels and keeps the masks as booleans only — for one large volume,
+        where ``chunk_size`` cannot help. Default: all gates at once.
     shard
-        Treat the inputs as this process's shard of a ``torch.distributed`` data set
-        (None: when a process group of more than one rank is initialized).
-    relu_method, gated_method
-        Solvers of the exact and of the gated program.
+        Treat the inputs and targets as this process's shard of one data set spread over a
+        ``torch.distributed`` process group: the objective is the sum over all ranks, every reduction
+        (objective, gradient, dual certificate) is all-reduced, and every rank returns the same block,
+        equal up to rounding to a single-process solve on all the data. Default (None): True when
+        ``torch.distributed`` is initialized with more than one rank. Every rank must call ``fit_layer``
+        with the same settings; shards may hold different numbers and sizes of images. Gates come from
+        ``seed`` (or rank 0's ``gates``).
+    relu_method
+        Solver of the exact-ReLU program (ignored for gated blocks; the choice is made by
+        :func:`~convexrecon.block.dispatch.choose_solver`).
+
+        * ``"auto"``: the interior point where it fits (in-memory data in one process within the limits
+          of :func:`solvers.interior.fits_interior_point`), ADMM otherwise and for ``beta >= beta_max``
+          (zero block). When the interior point ends without certifying (it stalls on some small
+          over-parameterised blocks, ``P C_in k^2`` far above ``N H W``), ADMM solves the block too and
+          the better certified of the two is returned
+          (:func:`~convexrecon.block.dispatch.keep_better_certified`: ``report.message`` says so,
+          ``report.solver`` says whose block it is; one ``ConvergenceWarning`` when neither reached
+          ``tol``).
+        * ``"admm"``: ADMM on the cone values ``z = C v`` (:mod:`solvers.admm`): matrix-free with the
+          masked conv, streaming (with cached masks), sharding and on a GPU like the gated path, plus
+          the ``C_in k^2``-square Gram matrix of the patches and about eight cone-sized buffers
+          ``(N, 2, P, C_out, H, W)``. Its ``report.primal`` is the returned block's own objective and its
+          dual comes from the cone multipliers, so ``primal - p* <= gap`` always; it is ``optimal`` only
+          with both the block's and the program's value within ``tol`` above the dual bound and
+          violations within ``tol / 100``.
+        * ``"pdhg"``: matrix-free restarted PDHG (:mod:`solvers.pdhg`; slower than ADMM on conv blocks,
+          kept for comparison).
+        * ``"interior_point"``: a primal-dual interior-point method on the explicit patch matrix, float64
+          (:func:`solvers.interior.solve_relu_program_ipm`), for in-memory problems within its size limits
+          (:data:`solvers.interior.MAX_NEWTON_UNKNOWNS` unknowns in the Newton system
+          ``min(N H W, P C_in k^2)``, :data:`~solvers.interior.MAX_CONE_ROWS` cone rows ``N H W x 2 P`` and,
+          when ``N H W`` is the smaller side, :data:`~solvers.interior.MAX_ARRAY_NUMBERS` numbers in the
+          Woodbury factor ``N H W x P C_in k^2``); far fewer iterations to a tight certificate, strictly
+          feasible iterates.
+    gated_method
+        Solver of the gated program (ignored for relu blocks): ``"fista"`` (matrix-free FISTA with a
+        Newton-CG tail, :mod:`solvers.group_lasso`; any size, streaming and sharding) or
+        ``"interior_point"`` (a barrier Newton method on the explicit patch matrix, float64,
+        :func:`solvers.interior.solve_gated_program_ipm`, for in-memory problems within
+        :func:`solvers.interior.fits_gated_interior_point`: a few dozen small factorisations to a tight
+        certificate).
     allow_tf32
-        Let CUDA float32 convolutions and products run in TF32 during the solve.
+        On CUDA, let float32 convolutions and matrix products run in TF32 (10-bit mantissa; about 3e-4
+        relative error per product). Default False: TF32 is switched off for the duration of the solve
+        and the previous settings are restored after (:func:`~convexrecon.block.precision.tf32_mode`), so
+        GPU iterates carry float32 rounding only, as on the CPU. With True the solve is faster on
+        Ampere/Hopper GPUs but its gradient no longer matches the float64 certificate to float32
+        accuracy: the certificate stays honest, yet may stall above a tight ``tol``. No effect on the
+        CPU or in float64.
     """
 
     kernel_size: int = 7

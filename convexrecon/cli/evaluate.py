@@ -29,7 +29,7 @@ import numpy as np
 from convexrecon.cli.common import (REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of,
                                     markdown_table)
 from convexrecon.cli.device import add_device_argument
-from convexrecon.mri.sense import center_crop
+from convexrecon.mri.fft import center_crop
 from convexrecon.metrics import evaluate
 
 

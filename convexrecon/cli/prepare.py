@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from convexrecon.cli.common import REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
-from convexrecon.mri.classical import LAMBDA_GRID, SliceProblem, cross_validated_table, slice_problem
-from convexrecon.mri.sense import center_crop
+from convexrecon.data.problems import slice_problem
+from convexrecon.mri.classical import LAMBDA_GRID, SliceProblem, cross_validated_table
+from convexrecon.mri.fft import center_crop
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS

@@ -35,7 +35,7 @@ from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, o
 from convexrecon.cli.device import add_device_argument
 from convexrecon.data.fastmri import FastMRIVolume, list_volumes
 from convexrecon.data.mapcache import MapCache
-from convexrecon.mri.sense import calibration_width
+from convexrecon.mri.espirit import calibration_width
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path, ensure_writable_dir
 from convexrecon.recon import mask_func_of, model_crop, reconstruct_slice, volume_sampling

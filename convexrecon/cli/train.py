@@ -1,20 +1,21 @@
 """The ``train`` command: train a reconstruction network on a directory of fastMRI files.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR \\
-        [--method layerwise_convex|end_to_end|layerwise_adam] [--blocks 4] [--kernel-size 5] ...
+        [--method layerwise_convex|end_to_end|layerwise_adam] [--architecture layerwise-cnn|unrolled] \\
+        [--blocks 4] [--kernel-size 5] ...
 
 The first ``--val-volumes`` volumes (by name) are the validation split, the
 rest the training split (:func:`convexrecon.data.splits.stack_split`, shared with
 ``benchmarks/run_knee.py``). Checkpoints go to ``MODEL_DIR/checkpoints``; the
-same command after an interruption resumes. The model is written with
-:meth:`~convexrecon.stack.network.ReconNet.save` (``model.pt`` + ``config.json``).
+same command after an interruption resumes. The model is written with its
+``save`` (``model.pt`` + ``config.json``).
 
-With ``layerwise_convex`` the model keeps the number of blocks with the best
-validation PSNR (``--keep-all-blocks`` keeps them all); the summary lists every
-block's solver status and relative duality gap against ``--tol`` and says loudly
-when a block is not certified. Every run ends with a table of the model and the
-zero-filled input per validation volume, against the fully sampled SENSE target
-(the training target). Preprocessed slices are cached in ``--cache-dir``.
+With ``layerwise_convex`` the layer-wise CNN keeps the number of blocks with the best
+validation PSNR (:meth:`~convexrecon.stack.layerwise.LayerwiseResult.best`; ``--keep-all-blocks``
+keeps them all); the summary lists every block's solver status and relative duality gap
+against ``--tol`` and says loudly when a block is not certified. Every run ends with a table
+of the model and the zero-filled input per validation volume, against the fully sampled SENSE
+target (the training target). Preprocessed slices are cached in ``--cache-dir``.
 """
 
 from __future__ import annotations
@@ -22,55 +23,74 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
-from convexrecon.stack.unrolled import DEFAULT_LAMBDAS
 from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
 from convexrecon.cli.device import add_device_argument
-from convexrecon.io import ensure_writable_dir
-from convexrecon.mri.consistency import measured_data
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
-from convexrecon.data.splits import Split, holdout_mask, stack_split
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
+from convexrecon.data.problems import measured_data
+from convexrecon.data.splits import Split, holdout_mask, stack_split
+from convexrecon.io import ensure_writable_dir
 from convexrecon.metrics import score_slices
+from convexrecon.stack.adam import END_TO_END_EPOCHS, LAYERWISE_EPOCHS, AdamSettings
+from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
+from convexrecon.stack.layerwise import train_layerwise
+from convexrecon.stack.modelfiles import ARCHITECTURE_ALIASES, LAYERWISE_CNN, UNROLLED
+from convexrecon.stack.network import ReconNet
+from convexrecon.stack.run import RunOptions
+from convexrecon.stack.settings import BlockSettings, ValidationSet
+from convexrecon.stack.stage_inputs import StageInputs
+from convexrecon.stack.unrolled import unrolled_plain
+from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end, train_unrolled_layerwise_adam
+from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS, train_unrolled
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
-ARCHITECTURES = ("seed", "unrolled")
+ARCHITECTURES = (LAYERWISE_CNN, UNROLLED)
+
+# the flag of each library setting, to name it in a usage error the library raised
+FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "activation": "--activation",
+         "beta_ratio": "--beta-ratio", "beta_ratios": "--beta-ratios", "gate_sampling": "--gates", "tol": "--tol",
+         "max_iter": "--max-iter", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+         "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
+         "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs"}
+
+
+def _architecture(text: str) -> str:
+    """``--architecture`` value, the earlier spelling ``seed`` read as ``layerwise-cnn``."""
+    return ARCHITECTURE_ALIASES.get(text, text)
 
 
 def _cs_input(text: str) -> tuple[float, str]:
-    """``--cs-inputs`` item ``L`` or ``L:WAVELET`` → ``(L, wavelet)`` (Daubechies-4 by default)."""
-    import pywt
-
-    lam, _, wave = text.partition(":")
-    wave = wave or "db4"
+    """``--cs-inputs`` item ``L`` or ``L:WAVELET`` (:meth:`StageInputs.parse_cs_input`)."""
     try:
-        value = float(lam)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)) or wave not in pywt.wavelist(kind="discrete"):
-        raise argparse.ArgumentTypeError(f"expected L or L:WAVELET, L a finite weight > 0 and WAVELET a discrete "
-                                         f"PyWavelets name (e.g. 0.003:haar). Got {text!r}")
-    return value, wave
+        return StageInputs.parse_cs_input(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train a reconstruction network",
                                    description=__doc__, formatter_class=HelpFormatter)
+    block, adam = BlockSettings(), AdamSettings()  # the library's defaults, shown by --help
     parser.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
     parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS], help="sampling pattern")
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--method", default="layerwise_convex", choices=METHODS, help="trainer")
-    parser.add_argument("--architecture", default="seed", choices=ARCHITECTURES,
-                        help="seed: the seed's CNN (blocks stacked, skip from the input); unrolled: stages of a block "
-                             "and a data-consistency step with the measured k-space (one stage per --blocks)")
+    parser.add_argument("--architecture", default=LAYERWISE_CNN, type=_architecture, choices=ARCHITECTURES,
+                        help="layerwise-cnn (also 'seed'): the paper's CNN (blocks stacked, skip from the input); "
+                             "unrolled: stages of a block and a data-consistency step with the measured k-space (one "
+                             "stage per --blocks)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
                         help="unrolled: candidate weights of every data-consistency step, chosen per stage on the "
                              "last --holdout-volumes training volumes")
@@ -100,10 +120,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--blocks", type=int, default=4, help="K blocks (K + 1 conv layers)")
     parser.add_argument("--keep-all-blocks", action="store_true",
                         help="layerwise_convex: keep all K blocks instead of the count with the best validation PSNR")
-    parser.add_argument("--kernel-size", type=int, default=5, help="odd k of every k x k layer")
-    parser.add_argument("--arrangements", type=int, default=8, help="P gates per block")
-    parser.add_argument("--activation", default="gated", choices=["gated", "relu"], help="block activation")
-    parser.add_argument("--gates", default="antithetic", choices=["antithetic", "gaussian"],
+    parser.add_argument("--kernel-size", type=int, default=block.kernel_size, help="odd k of every k x k layer")
+    parser.add_argument("--arrangements", type=int, default=block.num_arrangements, help="P gates per block")
+    parser.add_argument("--activation", default=block.activation, choices=["gated", "relu"], help="block activation")
+    parser.add_argument("--gates", default=block.gate_sampling, choices=["antithetic", "gaussian"],
                         help="gate sampling: complementary pairs g, -g (each block then holds every linear "
                              "convolution of its input) or i.i.d.")
     parser.add_argument("--beta-ratio", type=float, default=CLI_BETA_RATIO, help="beta = ratio * beta_max per block")
@@ -116,11 +136,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-iter", type=int, default=400, help="solver iterations per block")
     parser.add_argument("--patch-size", type=int, default=24, help="0: whole slices")
     parser.add_argument("--patches-per-slice", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=None, help="Adam epochs (default 40 end-to-end, 30 per block)")
-    parser.add_argument("--halve-every", type=int, default=10,
-                        help="epochs between halvings of Adam's learning rate 1e-4 (the seed's 10)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"Adam epochs (default {END_TO_END_EPOCHS} end-to-end, {LAYERWISE_EPOCHS} per block)")
+    parser.add_argument("--halve-every", type=int, default=adam.halve_every,
+                        help=f"epochs between halvings of Adam's learning rate {adam.lr:g} (the paper's 10)")
     parser.add_argument("--batch-size", type=int, default=2, help="Adam batch size (baselines)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (baselines)")
+    parser.add_argument("--weight-decay", type=float, default=adam.weight_decay, help="Adam weight decay (baselines)")
     parser.add_argument("--seed", type=int, default=0, help="seeds masks, windows, gates and initialisations")
     parser.add_argument("--verbose", action="store_true", help="also show the progress bars inside every solve")
     add_device_argument(parser, "device of the preprocessing (ESPIRiT, SENSE) and the training")
@@ -128,34 +149,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
+                     ) -> tuple[list[BlockSettings], AdamSettings, StageInputs]:
+    """The library's setting objects of the flags; a setting they refuse is a usage error naming its flag."""
+    try:
+        block = BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
+                              activation=args.activation, beta_ratio=args.beta_ratio,
+                              beta_ratios=None if args.beta_ratios is None else tuple(args.beta_ratios),
+                              gate_sampling=args.gates, tol=args.tol, max_iter=args.max_iter)
+        adam = AdamSettings(epochs=args.epochs, batch_size=args.batch_size, halve_every=args.halve_every,
+                            weight_decay=args.weight_decay)
+        inputs = StageInputs.from_options(bias=args.stage_bias, shrink=tuple(args.stage_shrink),
+                                          cs_iterations=args.cs_start, cs_lambda=args.cs_start_lambda,
+                                          cs_inputs=tuple(args.cs_inputs))
+    except ValueError as error:
+        names = re.findall(r"'(\w+)'", str(error))
+        flag = next((FLAGS[n] for n in names if n in FLAGS), None)
+        parser.error(f"argument {flag}: {error}" if flag else str(error))
+    return [block] * args.blocks, adam, inputs
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``train``; returns the exit code (usage errors exit with 2, training failures with 1)."""
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
-    for name in ("blocks", "kernel_size", "arrangements", "max_iter", "batch_size", "patches_per_slice", "halve_every",
-                 "epochs"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+    for name in ("blocks", "patches_per_slice", "holdout_volumes"):  # counts no library object holds
+        if getattr(args, name) < 1:
             parser.error(f"argument --{name.replace('_', '-')}: expected an int >= 1. Got {getattr(args, name)}.")
-    if args.holdout_volumes < 1:
-        parser.error(f"argument --holdout-volumes: expected an int >= 1. Got {args.holdout_volumes}.")
-    if args.beta_ratios is not None and not all(r > 0 and math.isfinite(r) for r in args.beta_ratios):
-        parser.error(f"argument --beta-ratios: expected finite numbers > 0. Got {args.beta_ratios}.")
-    if args.kernel_size % 2 == 0:
-        parser.error(f"argument --kernel-size: expected an odd int. Got {args.kernel_size}.")
     if not args.acceleration > 1:
         parser.error(f"argument --acceleration: expected a number > 1. Got {args.acceleration}.")
-    if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
-        parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
-    if args.architecture != "unrolled" and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
-                                            or args.no_stage_zero_filled):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--no-stage-zero-filled: expected "
-                     f"with --architecture unrolled only. Got --architecture {args.architecture}.")
-    if args.cs_inputs and not args.cs_start:
-        parser.error(f"argument --cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs "
-                     f"{' '.join(f'{lam:g}:{wave}' for lam, wave in args.cs_inputs)} and --cs-start {args.cs_start}.")
-    if args.cs_start < 0 or not (args.cs_start_lambda > 0 and math.isfinite(args.cs_start_lambda)):
-        parser.error(f"argument --cs-start/--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got "
-                     f"{args.cs_start} and {args.cs_start_lambda}.")
+    _check_stage_flags(args, parser)
+    blocks, adam, stage_inputs = library_settings(args, parser)
     _check_volume_count(args, parser)
     cache_dir = cache_dir_of(args)
     try:
@@ -167,7 +191,28 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ensure_writable_dir(args.out)
         except ValueError as error:
             parser.error(f"argument --out: {error}")
-        return _run(args, parser, cache_dir)
+        return _run(args, parser, cache_dir, blocks, adam, stage_inputs)
+
+
+def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The unrolled architecture's flags: refused with the other architecture, and stated in the flags' own terms."""
+    if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
+                                          or args.no_stage_zero_filled):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--no-stage-zero-filled: expected "
+                     f"with --architecture unrolled only. Got --architecture {args.architecture}.")
+    if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
+        parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
+    if args.cs_inputs and not args.cs_start:
+        parser.error(f"argument --cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs "
+                     f"{' '.join(f'{lam:g}:{wave}' for lam, wave in args.cs_inputs)} and --cs-start {args.cs_start}.")
+    if args.cs_start < 0 or not (args.cs_start_lambda > 0 and math.isfinite(args.cs_start_lambda)):
+        parser.error(f"argument --cs-start/--cs-start-lambda: expected an int >= 0 and a finite number > 0. Got "
+                     f"{args.cs_start} and {args.cs_start_lambda}.")
+
+
+def _choosing(args: argparse.Namespace) -> bool:
+    """Whether training chooses among candidates on held-out training volumes (β ratios, or the unrolled λ)."""
+    return args.method == "layerwise_convex" and (args.beta_ratios is not None or args.architecture == UNROLLED)
 
 
 def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -176,8 +221,7 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
         count = len({path for path, _ in build_index(args.data)})
     except ValueError as error:
         parser.error(f"argument --data: {error}")
-    choosing = args.method == "layerwise_convex" and (args.beta_ratios is not None or args.architecture == "unrolled")
-    holdout = args.holdout_volumes if choosing else 0
+    holdout = args.holdout_volumes if _choosing(args) else 0
     needed = args.val_volumes + 1 + holdout
     if args.val_volumes < 1 or count < needed:
         what = f"--val-volumes ({args.val_volumes}) for validation, " + (
@@ -186,35 +230,55 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
                      f"on). Got {count} in {args.data}.")
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path) -> int:
-    from convexrecon.stack.layerwise import BlockSettings
+@dataclass(frozen=True)
+class Job:
+    """Everything a trainer of the table needs, built once from the flags and the data."""
 
+    args: argparse.Namespace
+    train: Split
+    val: Split
+    blocks: list[BlockSettings]
+    adam: AdamSettings
+    stage_inputs: StageInputs
+    run: RunOptions
+    config: dict[str, Any]
+    holdout: torch.Tensor | None = None
+    measured: tuple | None = None  # the training and validation slices' MeasuredData (unrolled)
+
+    @property
+    def validation(self) -> ValidationSet:
+        """The validation split (with its measurements for the unrolled architecture)."""
+        return ValidationSet(*self.val.validation, data=None if self.measured is None else self.measured[1])
+
+    @property
+    def width(self) -> int:
+        """Hidden width of every Adam baseline block: the convex block's largest."""
+        return self.blocks[0].width
+
+    @property
+    def middle_lambda(self) -> float:
+        """The Adam baselines' fixed (or initial) data-consistency weight: the middle of ``--lambdas``."""
+        return sorted(self.args.lambdas)[len(self.args.lambdas) // 2]
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path, blocks: list[BlockSettings],
+         adam: AdamSettings, stage_inputs: StageInputs) -> int:
     try:
         dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
                                cache_dir=cache_dir, device=args.device)
         train, val = stack_split(dataset, args.val_volumes)
-        settings = [BlockSettings(kernel_size=args.kernel_size, num_arrangements=args.arrangements,
-                                  activation=args.activation, beta_ratio=args.beta_ratio,
-                                  beta_ratios=None if args.beta_ratios is None else tuple(args.beta_ratios),
-                                  gate_sampling=args.gates,
-                                  tol=args.tol, max_iter=args.max_iter)] * args.blocks
-        holdout = None
-        if args.method == "layerwise_convex" and (args.beta_ratios is not None or args.architecture == "unrolled"):
-            holdout = holdout_mask(train.volumes, args.holdout_volumes)
+        holdout = holdout_mask(train.volumes, args.holdout_volumes) if _choosing(args) else None
         measured = None
-        if args.architecture == "unrolled":  # the measured k-space and full-grid maps of every slice
+        if args.architecture == UNROLLED:  # the measured k-space and full-grid maps of every slice
             measured = tuple(measured_data(dataset, split.pairs)[0] for split in (train, val))
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    config = {"data": {**dataset.settings(), "root": str(args.data)}}
-    ckpt = args.out / "checkpoints"
-    width = (2 if args.activation == "gated" else 4) * args.arrangements
+    job = Job(args, train, val, blocks, adam, stage_inputs,
+              RunOptions(seed=args.seed, checkpoint_dir=args.out / "checkpoints", progress=True, device=args.device),
+              {"data": {**dataset.settings(), "root": str(args.data)}}, holdout, measured)
     try:
-        if measured is None:
-            net, records = _train(args, train, val, settings, config, ckpt, width, holdout)
-        else:
-            net, records = _train_unrolled(args, train, val, measured, settings, config, ckpt, width, holdout)
+        net, records = TRAINERS[args.method, args.architecture](job)
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
@@ -226,6 +290,70 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: P
     summary.update(comparison(net, val, None if measured is None else measured[1]))
     print(json.dumps(summary))
     return 0
+
+
+# ---- one trainer per (method, architecture); each returns (network, records) ------------------------
+
+def _convex_cnn(job: Job) -> tuple[Any, list]:
+    a = job.args
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        result = train_layerwise(job.train.inputs, job.train.targets, job.blocks, validation=job.validation,
+                                 patch_size=a.patch_size or None, patches_per_slice=a.patches_per_slice,
+                                 holdout=job.holdout, solve_progress=a.verbose, config=job.config, run=job.run)
+    return result.best(keep_all=a.keep_all_blocks), result.records
+
+
+def _end_to_end_cnn(job: Job) -> tuple[Any, list]:
+    net = ReconNet.plain([job.width] * job.args.blocks, job.args.kernel_size, seed=job.args.seed, config=job.config)
+    return net, train_end_to_end(net, job.train.inputs, job.train.targets, adam=job.adam, validation=job.validation,
+                                 run=job.run)
+
+
+def _layerwise_adam_cnn(job: Job) -> tuple[Any, list]:
+    net, records = train_layerwise_adam(job.train.inputs, job.train.targets, [job.width] * job.args.blocks,
+                                        job.args.kernel_size, adam=job.adam, validation=job.validation, run=job.run)
+    net.config.update(job.config)
+    return net, records
+
+
+def _convex_unrolled(job: Job) -> tuple[Any, list]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
+                                lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
+                                concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
+                                config=job.config, run=job.run)
+    return result.network, result.records
+
+
+def _end_to_end_unrolled(job: Job) -> tuple[Any, list]:
+    a = job.args
+    net = unrolled_plain(a.blocks, job.width, a.kernel_size, [job.middle_lambda] * a.blocks, a.crop, seed=a.seed,
+                         learn_lambda=True, config=job.config, concat_input=not a.no_stage_zero_filled,
+                         **job.stage_inputs.options())
+    return net, train_unrolled_end_to_end(net, job.train.targets, job.measured[0], adam=job.adam,
+                                          validation=job.validation, run=job.run)
+
+
+def _layerwise_adam_unrolled(job: Job) -> tuple[Any, list]:
+    a = job.args
+    net, records = train_unrolled_layerwise_adam(job.train.targets, job.measured[0], job.width, a.kernel_size,
+                                                 [job.middle_lambda] * a.blocks, adam=job.adam,
+                                                 validation=job.validation, concat_input=not a.no_stage_zero_filled,
+                                                 stage_inputs=job.stage_inputs, run=job.run)
+    net.config.update(job.config)
+    return net, records
+
+
+TRAINERS: dict[tuple[str, str], Callable[[Job], tuple[Any, list]]] = {
+    ("layerwise_convex", LAYERWISE_CNN): _convex_cnn,
+    ("end_to_end", LAYERWISE_CNN): _end_to_end_cnn,
+    ("layerwise_adam", LAYERWISE_CNN): _layerwise_adam_cnn,
+    ("layerwise_convex", UNROLLED): _convex_unrolled,
+    ("end_to_end", UNROLLED): _end_to_end_unrolled,
+    ("layerwise_adam", UNROLLED): _layerwise_adam_unrolled,
+}
 
 
 def block_summary(records: list[dict], kept: int, tol: float) -> str:
@@ -288,79 +416,3 @@ def comparison(net, val: Split, measured=None) -> dict:
     print()
     return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
             "zero_filled_ssim": z["ssim"].mean, "reference": "sense"}
-
-
-def _train_unrolled(args: argparse.Namespace, train: Split, val: Split, measured: tuple, settings: list,
-                    config: dict, ckpt: Path, width: int, holdout: torch.Tensor | None) -> tuple:
-    """The unrolled architecture: convex stages (β and λ chosen on the held-out volumes), or its Adam baselines
-    with the λ of ``--lambdas``' middle value; returns ``(network, records)``."""
-    from convexrecon.stack.unrolled import (train_unrolled, train_unrolled_end_to_end, train_unrolled_layerwise_adam,
-                                            unrolled_plain)
-
-    train_data, val_data = measured
-    validation = (*val.validation, val_data)
-    features = {"bias": args.stage_bias, "shrink": tuple(args.stage_shrink), "cs_iterations": args.cs_start,
-                "cs_lambda": args.cs_start_lambda if args.cs_start else 0.0, "cs_inputs": tuple(args.cs_inputs),
-                "concat_input": not args.no_stage_zero_filled}
-    if args.method == "layerwise_convex":
-        with warnings.catch_warnings():
-            warnings.simplefilter("once")
-            result = train_unrolled(train.inputs, train.targets, train_data, settings, lambdas=args.lambdas,
-                                    holdout=holdout, validation=validation, seed=args.seed, checkpoint_dir=ckpt,
-                                    progress=True, config=config, device=args.device, **features)
-        return result.network, result.records
-    lam = sorted(args.lambdas)[len(args.lambdas) // 2]
-    if args.method == "end_to_end":
-        net = unrolled_plain(args.blocks, width, args.kernel_size, [lam] * args.blocks, args.crop, seed=args.seed,
-                             learn_lambda=True, config=config, **features)
-        records = train_unrolled_end_to_end(net, train.targets, train_data, epochs=args.epochs or 40,
-                                            batch_size=args.batch_size, halve_every=args.halve_every,
-                                            weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                            validation=validation, progress=True, device=args.device)
-        return net, records
-    net, records = train_unrolled_layerwise_adam(train.targets, train_data, width, args.kernel_size,
-                                                 [lam] * args.blocks, epochs=args.epochs or 30,
-                                                 batch_size=args.batch_size, halve_every=args.halve_every,
-                                                 weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                                 validation=validation, progress=True, device=args.device,
-                                                 **features)
-    net.config.update(config)
-    return net, records
-
-
-def _train(args: argparse.Namespace, train: Split, val: Split, settings: list, config: dict, ckpt: Path,
-           width: int, holdout: torch.Tensor | None) -> tuple:
-    """Run the chosen trainer; returns ``(network, records)``."""
-    from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
-    from convexrecon.stack.layerwise import train_layerwise
-    from convexrecon.stack.network import ReconNet
-
-    if args.method == "layerwise_convex":
-        with warnings.catch_warnings():
-            warnings.simplefilter("once")
-            result = train_layerwise(train.inputs, train.targets, settings, val_inputs=val.inputs,
-                                     val_targets=val.targets, val_scales=val.scales, val_volumes=val.volumes,
-                                     patch_size=args.patch_size or None, patches_per_slice=args.patches_per_slice,
-                                     seed=args.seed, checkpoint_dir=ckpt, progress=True, config=config,
-                                     holdout=holdout, solve_progress=args.verbose,
-                                     device=args.device)
-        net, records = result.network, result.records
-        best = 1 + max(range(len(records)), key=lambda j: records[j]["psnr"])
-        if best < len(records) and not args.keep_all_blocks:
-            net = result.truncated(best)
-        net.config["kept_blocks"] = net.num_blocks
-    elif args.method == "end_to_end":
-        net = ReconNet.plain([width] * args.blocks, args.kernel_size, seed=args.seed, config=config)
-        records = train_end_to_end(net, train.inputs, train.targets, epochs=args.epochs or 40,
-                                   halve_every=args.halve_every, batch_size=args.batch_size,
-                                   weight_decay=args.weight_decay, seed=args.seed,
-                                   checkpoint_dir=ckpt, validation=val.validation, progress=True,
-                                   device=args.device)
-    else:
-        net, records = train_layerwise_adam(train.inputs, train.targets, [width] * args.blocks, args.kernel_size,
-                                            epochs=args.epochs or 30, halve_every=args.halve_every,
-                                            batch_size=args.batch_size,
-                                            weight_decay=args.weight_decay, seed=args.seed, checkpoint_dir=ckpt,
-                                            validation=val.validation, progress=True, device=args.device)
-        net.config.update(config)
-    return net, records

@@ -1,6 +1,8 @@
-"""MRI data: fastMRI reader, masks, SENSE images, synthetic data, classical references.
+"""MRI data: the fastMRI reader, masks, datasets and splits, synthetic families, caches, slice problems.
 
-See ``docs/data.md`` for the layout and conventions (``docs/design.md`` §8).
+The physics these build on (FFTs, ESPIRiT, SENSE, data consistency, classical reconstructions) is
+:mod:`convexrecon.mri`, which reads no files. See ``docs/data.md`` for the layout and conventions
+(``docs/design.md`` §8).
 """
 
 from convexrecon.data.dataset import Batch, Sample, SliceDataset, collate, preprocess_slice
@@ -14,23 +16,12 @@ from convexrecon.data.fastmri import (
     parse_header,
 )
 from convexrecon.data.masks import MaskFunc, equispaced_lines, poisson_disc, random_lines, slice_seed
-from convexrecon.mri.sense import (
-    SenseOperator,
-    calibration_width,
-    center_crop,
-    channels_to_complex,
-    complex_to_channels,
-    espirit_maps,
-    fft2c,
-    ifft2c,
-    sense_images,
-)
+from convexrecon.data.problems import measured_data, slice_problem, slice_problems
 from convexrecon.data.synthetic import ANATOMIES, make_synthetic, synthesize_volume
 
 __all__ = [
-    "ANATOMIES", "Batch", "collate", "DataWarning", "FastMRIVolume", "Header", "MaskFunc", "MatrixSize", "Sample", "SenseOperator", "SliceDataset",
-    "build_index", "calibration_width", "center_crop", "channels_to_complex", "complex_to_channels",
-    "equispaced_lines", "espirit_maps", "fft2c", "ifft2c", "list_volumes", "make_synthetic",
-    "parse_header", "poisson_disc", "preprocess_slice", "random_lines", "sense_images", "slice_seed",
+    "ANATOMIES", "Batch", "DataWarning", "FastMRIVolume", "Header", "MaskFunc", "MatrixSize", "Sample", "SliceDataset",
+    "build_index", "collate", "equispaced_lines", "list_volumes", "make_synthetic", "measured_data", "parse_header",
+    "poisson_disc", "preprocess_slice", "random_lines", "slice_problem", "slice_problems", "slice_seed",
     "synthesize_volume",
 ]

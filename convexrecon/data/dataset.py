@@ -30,9 +30,10 @@ from convexrecon.io import atomic_path
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.mri.sense import complex_to_channels, data_device, sense_images
+from convexrecon.mri.fft import complex_to_channels, data_device
+from convexrecon.mri.sense import sense_images
 
-CACHE_VERSION = 3  # 3: ESPIRiT eigenvalue crop 0.8 (was 0.95); 2: ESPIRiT in torch. Bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+CACHE_VERSION = 3  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 
 
 class Sample(NamedTuple):
@@ -135,7 +136,9 @@ class SliceDataset(torch.utils.data.Dataset):
     seed : int
         Base mask seed.
     cache_dir : str or Path, optional
-        Where to cache preprocessed volumes; None preprocesses on every access.
+        Where to cache preprocessed volumes (under ``cache_dir/<settings key>/``, attribute ``cache_dir``;
+        the given directory is ``cache_root``, where :func:`convexrecon.data.problems.measured_data` keeps
+        its maps too); None preprocesses on every access.
     progress : bool
         Show a progress bar while preprocessing.
     device : str or torch.device, optional
@@ -176,7 +179,8 @@ class SliceDataset(torch.utils.data.Dataset):
                     f"The 'crop' parameter must be at most the image size {(height, width)} of "
                     f"'{path.name}'. Got {self.crop} instead."
                 )
-        self.cache_dir = None if cache_dir is None else Path(cache_dir) / self.settings_key()
+        self.cache_root = None if cache_dir is None else Path(cache_dir)
+        self.cache_dir = None if cache_dir is None else self.cache_root / self.settings_key()
         self._handles: dict[Path, h5py.File] = {}
         self._pid = os.getpid()
         if self.cache_dir is not None:

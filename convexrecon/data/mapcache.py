@@ -1,10 +1,13 @@
-"""A disk cache of ESPIRiT maps, so that applying a model twice estimates them once.
+"""A disk cache of ESPIRiT maps, so that each slice's maps are estimated once.
 
 ESPIRiT reads only the fully sampled calibration square of a slice's k-space, so its
 maps depend on the source file (name, size, modification time), the slice, the
-calibration width and, since only the cropped maps are kept, the crop. Each entry is
-one ``.npy`` file of ``(coils, crop, crop)`` complex64 under
-``<cache_dir>/espirit/<file stem>-<source hash>/``, written atomically.
+calibration width and the crop of the kept maps. Full-grid maps (the measured data of
+:mod:`convexrecon.data.problems`, which must equal a fresh computation bit for bit) are also
+keyed by the mask: ESPIRiT divides the k-space by its peak, and the mask can change that.
+Each entry is one ``.npy`` file of ``(coils, crop, crop)`` (full grid: stored ``(H, W, coils)``)
+complex64 under ``<cache_dir>/espirit/<file stem>-<source hash>/``, written atomically, checked
+for its shape and dtype when read back.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path
-from convexrecon.mri.sense import calibration_width, center_crop, espirit_maps
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.fft import center_crop
 
-MAPS_VERSION = 2  # 2: eigenvalue crop 0.8. Bump when espirit_maps' parameters change
+MAPS_VERSION = 2  # bump when espirit_maps' parameters change
 
 
 class MapCache:
@@ -42,15 +46,21 @@ class MapCache:
         self.computed = 0
         self.reused = 0
 
-    def _entry(self, source: Path, slice_index: int, width: int, crop: int) -> Path:
+    def _entry(self, source: Path, slice_index: int, width: int, crop: int | None, mask: np.ndarray) -> Path:
         stat = source.stat()
         ident = json.dumps({"name": source.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                             "version": MAPS_VERSION})
         folder = f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-        return self.directory / folder / f"s{slice_index:04d}-w{width}-c{crop}.npy"
+        if crop is None:
+            mask = np.asarray(mask, dtype=bool)
+            digest = hashlib.sha256(repr(mask.shape).encode() + np.packbits(mask).tobytes()).hexdigest()[:12]
+            size = f"m{digest}-full"
+        else:
+            size = f"c{crop}"
+        return self.directory / folder / f"s{slice_index:04d}-w{width}-{size}.npy"
 
     def maps(self, source: str | Path, slice_index: int, masked_kspace: np.ndarray, mask: np.ndarray,
-             calib_limit: int, crop: int, calib_width: int | None = None) -> np.ndarray:
+             calib_limit: int, crop: int | None, calib_width: int | None = None) -> np.ndarray:
         """The ``(coils, crop, crop)`` maps of one slice, read from the cache or estimated and stored.
 
         Parameters
@@ -64,30 +74,37 @@ class MapCache:
         calib_limit
             Largest calibration square (:meth:`~convexrecon.data.masks.MaskFunc.calibration_limit`).
         crop
-            Side of the kept maps.
+            Side of the kept maps; None keeps the full grid ``(coils, H, W)``.
         calib_width
-            The calibration square's side, when known (then ``mask`` and ``calib_limit`` are not used).
+            The calibration square's side, when known (then ``calib_limit`` is not used, nor ``mask`` for
+            cropped maps).
         """
         width = calibration_width(mask, calib_limit) if calib_width is None else int(calib_width)
-        entry = self._entry(Path(source), int(slice_index), width, int(crop))
-        expected = (masked_kspace.shape[0], int(crop), int(crop))
+        crop = None if crop is None else int(crop)
+        entry = self._entry(Path(source), int(slice_index), width, crop, mask)
+        # Full-grid maps are stored coil-last and returned as the (coils, H, W) view of that, the memory layout
+        # espirit_maps returns: sums over the coils (the SENSE images) round differently in another layout.
+        coils, height, width_k = masked_kspace.shape
+        expected = (height, width_k, coils) if crop is None else (coils, crop, crop)
         if entry.is_file():
             try:
                 maps = np.load(entry, allow_pickle=False)
                 if maps.shape == expected and maps.dtype == np.complex64:
                     self.reused += 1
-                    return maps
+                    return maps.transpose(2, 0, 1) if crop is None else maps
                 problem = f"holds shape {maps.shape} {maps.dtype}, expected {expected} complex64"
             except (OSError, ValueError) as error:
                 problem = f"cannot be read ({type(error).__name__}: {error})"
             warnings.warn(f"The cached ESPIRiT maps '{entry}' {problem}; they are recomputed.", DataWarning,
                           stacklevel=2)
-        maps = np.ascontiguousarray(center_crop(espirit_maps(masked_kspace, width), (int(crop), int(crop))))
+        maps = espirit_maps(masked_kspace, width)
+        maps = maps if crop is None else np.ascontiguousarray(center_crop(maps, (crop, crop)))
         self.computed += 1
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(entry) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, maps, allow_pickle=False)
+                np.save(handle, np.ascontiguousarray(maps.transpose(1, 2, 0)) if crop is None else maps,
+                        allow_pickle=False)
         except OSError as error:  # a full or read-only cache costs time, not results
             warnings.warn(f"Cannot write ESPIRiT maps to the cache '{self.directory}': {error}.", DataWarning,
                           stacklevel=2)

@@ -51,7 +51,7 @@ from convexrecon.data.brain import brain_slice
 from convexrecon.data.knee import knee_slice
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import slice_seed
-from convexrecon.mri.sense import center_crop, fft2c, ifft2c
+from convexrecon.mri.fft import center_crop, fft2c, ifft2c
 from convexrecon.data.tissue import Canvas, band_limit, slow_field
 
 FULL_SHAPE = (640, 368)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from convexrecon.mri.sense import center_crop, fft2c, ifft2c
+from convexrecon.mri.fft import center_crop, fft2c, ifft2c
 
 MM = 1 / 70.0  # one millimetre in grid units (the 140 mm crop spans [-1, 1])
 

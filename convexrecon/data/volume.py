@@ -41,8 +41,9 @@ import torch
 
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
-from convexrecon.mri.sense import (SenseOperator, calibration_width, channels_to_complex, complex_to_channels,
-                                    espirit_maps, fftnc, ifftnc)
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.fft import channels_to_complex, complex_to_channels, fftnc, ifftnc
+from convexrecon.mri.sense import SenseOperator
 from convexrecon.data.synthetic import INTENSITY, birdcage_maps, phantom_slice
 
 DEFAULT_SHAPE = (24, 48, 40)
@@ -88,7 +89,7 @@ def readout_espirit(kspace: np.ndarray, mask: np.ndarray, calib: int = 16) -> np
 
     The masked k-space is inverse Fourier transformed along the readout; every
     ``x`` plane ``(coils, ky, kz)`` then holds the fully sampled calibration
-    square of the mask, from which :func:`convexrecon.mri.sense.espirit_maps`
+    square of the mask, from which :func:`convexrecon.mri.espirit.espirit_maps`
     (``sigpy.mri.app.EspiritCalib``) estimates that plane's maps.
     """
     kspace = _check_kspace(kspace)

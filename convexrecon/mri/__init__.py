@@ -1,5 +1,59 @@
-"""MRI physics and classical reconstructions: FFTs, ESPIRiT and the SENSE operator, data consistency,
-wavelet sparsity and L1-wavelet CS, zero-filled / SENSE-CG / CS references.
+"""MRI physics and classical reconstructions, in the manner of ``sigpy.mri``.
 
-Knows nothing of files: ``convexrecon.data`` reads fastMRI volumes and builds datasets on top of it.
+* :mod:`~convexrecon.mri.fft`: centred FFTs, centre crops, the 2-channel layout, the compute device;
+* :mod:`~convexrecon.mri.espirit`: ESPIRiT coil sensitivities and the calibration square;
+* :mod:`~convexrecon.mri.sense`: the batched SENSE operator and the SENSE images of a slice;
+* :mod:`~convexrecon.mri.consistency`: the data-consistency step, crops of full-grid images, measured data;
+* :mod:`~convexrecon.mri.sparsity`: wavelet soft-thresholding and L1-wavelet CS by FISTA, in torch;
+* :mod:`~convexrecon.mri.classical`: the references (zero-filled, SENSE-CG, L1-wavelet) and slice problems.
+
+Knows nothing of files: :mod:`convexrecon.data` reads fastMRI volumes and builds datasets, slice
+problems and measured data on top of it.
 """
+
+from convexrecon.mri.classical import (
+    LAMBDA_GRID,
+    SliceProblem,
+    choose_lambda,
+    cross_validated_table,
+    l1_wavelet,
+    problem_from_kspace,
+    reference_table,
+    sense_cg,
+    warn_lambda_at_edge,
+    zero_filled,
+)
+from convexrecon.mri.consistency import (
+    DC_METHODS,
+    MeasuredData,
+    conjugate_gradient,
+    crop_center,
+    crop_window,
+    data_consistency,
+    embed_crop,
+    exact_dc_applies,
+    measured_from_problems,
+)
+from convexrecon.mri.espirit import ESPIRIT_CROP, ESPIRIT_METHODS, calibration_width, espirit_maps
+from convexrecon.mri.fft import (
+    center_crop,
+    channels_to_complex,
+    complex_to_channels,
+    data_device,
+    fft2c,
+    fftnc,
+    ifft2c,
+    ifftnc,
+)
+from convexrecon.mri.sense import SenseImages, SenseOperator, sense_adjoint, sense_forward, sense_images, sense_normal
+from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
+
+__all__ = [
+    "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_METHODS", "LAMBDA_GRID", "MeasuredData", "SenseImages",
+    "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex", "choose_lambda",
+    "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window", "cross_validated_table",
+    "data_consistency", "data_device", "embed_crop", "espirit_maps", "exact_dc_applies", "fft2c", "fftnc", "ifft2c",
+    "ifftnc", "l1_wavelet", "l1_wavelet_fista", "measured_from_problems", "problem_from_kspace", "reference_table",
+    "sense_adjoint", "sense_cg", "sense_forward", "sense_images", "sense_normal", "warn_lambda_at_edge",
+    "wavelet_shrink", "zero_filled",
+]

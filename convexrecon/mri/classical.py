@@ -20,11 +20,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.errors import SelectionWarning, grid_edge
-from convexrecon.data.masks import MaskFunc
-from convexrecon.mri.sense import calibration_width, center_crop, espirit_maps, sense_images
 from convexrecon.metrics import Summary, evaluate, psnr
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.fft import center_crop
+from convexrecon.mri.sense import sense_images
 
 LAMBDA_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
@@ -64,13 +64,18 @@ class SliceProblem:
         return int(self.target.shape[-1])
 
 
-def slice_problem(volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc, crop: int) -> SliceProblem:
-    """Build the problem of one slice exactly as :class:`SliceDataset` preprocesses it."""
-    kspace = volume.kspace(slice_index)
-    mask = mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index)
+def problem_from_kspace(kspace: np.ndarray, mask: np.ndarray, calib: int, crop: int, *,
+                        maps: np.ndarray | None = None, fname: str = "", slice_index: int = 0) -> SliceProblem:
+    """The problem of one fully sampled slice ``(coils, H, W)`` under the ``(H, W)`` mask ``mask``.
+
+    Preprocessed as :class:`~convexrecon.data.SliceDataset` does (ESPIRiT on the masked k-space from a
+    calibration square of at most ``calib``, SENSE images, scale), keeping the full-grid maps; ``maps``
+    skips ESPIRiT. :func:`convexrecon.data.problems.slice_problem` reads the slice and its mask from a file.
+    """
     masked = kspace * mask
-    maps = espirit_maps(masked, calibration_width(mask, mask_func.calibration_limit(mask.shape)))
-    images = sense_images(kspace, mask, mask_func.calibration_limit(mask.shape), crop, maps=maps)
+    if maps is None:
+        maps = espirit_maps(masked, calibration_width(mask, calib))
+    images = sense_images(kspace, mask, calib, crop, maps=maps)
     return SliceProblem(
         kspace=(masked / images.scale).astype(np.complex64),
         mask=mask,
@@ -78,7 +83,7 @@ def slice_problem(volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc, 
         zero_filled=images.input.numpy(),
         target=images.target.numpy(),
         scale=images.scale,
-        fname=volume.path.name,
+        fname=fname,
         slice_index=slice_index,
     )
 

@@ -1,7 +1,7 @@
-r"""Data consistency with the measured k-space: batched SENSE operators and the DC step.
+r"""Data consistency with the measured k-space: the DC step, crops of full-grid images, measured data.
 
 The multi-coil SENSE model of one slice with maps :math:`S_c`, sampling mask :math:`M`
-and centred orthonormal FFT :math:`F` (``docs/design.md`` §8) is
+and centred orthonormal FFT :math:`F` (``docs/design.md`` §8; :class:`~convexrecon.mri.sense.SenseOperator`) is
 
 .. math:: A x = (M F S_c x)_{c=1}^{C}, \qquad A^H y = \sum_c \overline{S_c} F^{-1}(M y_c).
 
@@ -43,29 +43,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convexrecon.mri.sense import fft2c, ifft2c
+from convexrecon.mri.fft import fft2c, ifft2c
+from convexrecon.mri.sense import SenseOperator, sense_adjoint
 
 DC_METHODS = ("auto", "cg", "exact")
-
-
-# ---- batched SENSE operators --------------------------------------------------------------------
-
-def sense_forward(x: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
-    """:math:`A x`: images ``(B, H, W)`` complex → masked k-space ``(B, C, H, W)``.
-
-    ``maps`` ``(B, C, H, W)`` complex, ``mask`` ``(B, H, W)`` real (0/1 or weights).
-    """
-    return fft2c(maps * x.unsqueeze(-3)) * mask.unsqueeze(-3)
-
-
-def sense_adjoint(y: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
-    """:math:`A^H y`: k-space ``(B, C, H, W)`` → images ``(B, H, W)``."""
-    return (maps.conj() * ifft2c(y * mask.unsqueeze(-3))).sum(dim=-3)
-
-
-def sense_normal(x: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
-    """:math:`A^H A x` (the mask enters squared)."""
-    return sense_adjoint(sense_forward(x, maps, mask), maps, mask)
 
 
 def _inner(a: Tensor, b: Tensor) -> Tensor:
@@ -186,17 +167,14 @@ def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam:
         w = torch.where(denominator > 0, (data + ls * v) / safe, v)
         return phase[:, 0].conj() * ifft2c(w)
     ls = lam_b.reshape(-1, 1, 1)
-    rhs = sense_adjoint(kspace, maps, mask) + ls * z
-    # CG in ifftshifted coordinates: ifft2c(M² fft2c(u)) = fftshift(ifft(ifftshift(M²) fft(ifftshift(u)))),
-    # so with shifted maps and images the iterations need no shifts (they cost more than the FFTs)
+    op = SenseOperator(maps, mask, spatial_dims=2)
+    rhs = op.adjoint(kspace) + ls * z
+    # CG in ifftshifted coordinates, where the iterations need no shifts (SenseOperator.shifted_normal)
     dims = (-2, -1)
-    maps_s = torch.fft.ifftshift(maps, dim=dims)
-    weight = torch.fft.ifftshift(mask, dim=dims).pow(2).unsqueeze(-3)
+    gram = op.shifted_normal()
 
     def normal(x: Tensor) -> Tensor:
-        coil = torch.fft.ifftn(weight * torch.fft.fftn(maps_s * x.unsqueeze(-3), dim=dims, norm="ortho"), dim=dims,
-                               norm="ortho")
-        return (maps_s.conj() * coil).sum(dim=-3) + ls * x
+        return gram(x) + ls * x
 
     x = conjugate_gradient(normal, torch.fft.ifftshift(rhs, dim=dims), torch.fft.ifftshift(z, dim=dims), iterations)
     return torch.fft.fftshift(x, dim=dims)
@@ -205,7 +183,7 @@ def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam:
 # ---- crops of full-grid images ------------------------------------------------------------------
 
 def crop_window(shape: Sequence[int], crop: int) -> tuple[slice, slice]:
-    """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.mri.sense.center_crop`."""
+    """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.mri.fft.center_crop`."""
     height, width = int(shape[-2]), int(shape[-1])
     if not 1 <= crop <= min(height, width):
         raise ValueError(f"The 'crop' parameter must be between 1 and {min(height, width)}. Got {crop!r} instead.")
@@ -271,7 +249,8 @@ class MeasuredData(NamedTuple):
 
 
 def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
-    """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`."""
+    """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`
+    (:func:`convexrecon.data.problems.measured_data` builds them from a data set's files)."""
     if len(problems) == 0:
         raise ValueError("The 'problems' parameter must hold at least one slice. Got none.")
     shapes = {tuple(p.kspace.shape) for p in problems}
@@ -285,22 +264,3 @@ def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
                         torch.from_numpy(np.stack([p.maps for p in problems]).astype(np.complex64)),
                         torch.from_numpy(np.stack([p.mask for p in problems]).astype(np.float32)),
                         int(crops.pop()))
-
-
-def measured_data(dataset: Any, pairs: Sequence[tuple[Any, int]]) -> tuple[MeasuredData, list[Any]]:
-    """The measurements of the slices ``pairs`` of a :class:`~convexrecon.data.SliceDataset`.
-
-    Each slice is rebuilt by :func:`~convexrecon.mri.classical.slice_problem` (same mask and
-    ESPIRiT settings as the dataset's samples, with the full-grid maps, which the dataset's
-    cache does not keep; one ESPIRiT run per slice). Returns the stacked data and the
-    problems (reusable, e.g. for L1-wavelet CS on the same slices).
-    """
-    from convexrecon.mri.classical import slice_problem
-    from convexrecon.data.fastmri import FastMRIVolume
-
-    volumes: dict[Any, FastMRIVolume] = {}
-    problems = []
-    for path, s in pairs:
-        volume = volumes.setdefault(path, FastMRIVolume(path))
-        problems.append(slice_problem(volume, s, dataset.mask_func, dataset.crop))
-    return measured_from_problems(problems), problems

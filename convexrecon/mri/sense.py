@@ -1,10 +1,7 @@
-r"""Centred FFTs, ESPIRiT sensitivity maps and the SENSE operator.
+r"""The multi-coil SENSE operator, batched, and the SENSE images of a slice.
 
-FFT convention (``docs/design.md`` §8): centred and orthonormal over the last two
-axes, ``fftshift(fftn(ifftshift(x), norm="ortho"))`` — fastMRI's ``fft2c`` and
-sigpy's default.
-
-The SENSE model of one slice with coil maps :math:`S_c` and mask :math:`M` is
+The SENSE model with coil maps :math:`S_c`, sampling mask :math:`M` and the centred orthonormal
+FFT :math:`F` (``docs/design.md`` §8) is
 
 .. math::  A x = (M \, F (S_c x))_{c=1}^{C}, \qquad
            A^H y = \sum_c \overline{S_c} \, F^{-1} (M y_c),
@@ -12,326 +9,137 @@ The SENSE model of one slice with coil maps :math:`S_c` and mask :math:`M` is
 so the zero-filled input is :math:`A^H (M k)` and the fully sampled target is
 :math:`\sum_c \overline{S_c} F^{-1} k_c`. Both are centre-cropped after the
 inverse FFT.
+
+:class:`SenseOperator` is the one implementation of :math:`A`: of one slice, of one 3D Cartesian
+volume, or of a batch of slices each with its own maps and mask (the preprocessing, data
+consistency, L1-wavelet CS and the unrolled network all use it). :func:`sense_forward`,
+:func:`sense_adjoint` and :func:`sense_normal` are its shortcuts for a batch of slices.
 """
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
-Array = np.ndarray | torch.Tensor
-
-
-def fftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
-    """Centred orthonormal FFT over the last ``ndim`` axes (``ifftshift → fftn(norm="ortho") → fftshift``)."""
-    dims = tuple(range(-ndim, 0))
-    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
-
-
-def ifftnc(x: torch.Tensor, ndim: int = 2) -> torch.Tensor:
-    """Centred orthonormal inverse FFT over the last ``ndim`` axes."""
-    dims = tuple(range(-ndim, 0))
-    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
-
-
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D FFT over the last two axes (fastMRI's ``fft2c``)."""
-    return fftnc(x, 2)
-
-
-def ifft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D inverse FFT over the last two axes."""
-    return ifftnc(x, 2)
-
-
-def center_crop(x: Array, shape: tuple[int, int]) -> Array:
-    """Crop the last two axes of ``x`` to ``shape`` around the centre ``n // 2``.
-
-    Raises
-    ------
-    ValueError
-        If ``shape`` is larger than the image in either axis.
-    """
-    height, width = x.shape[-2:]
-    if shape[0] > height or shape[1] > width or min(shape) < 1:
-        raise ValueError(
-            f"The 'crop' parameter must fit the image: at most {(height, width)}. Got {tuple(shape)} instead."
-        )
-    top = height // 2 - shape[0] // 2
-    left = width // 2 - shape[1] // 2
-    return x[..., top : top + shape[0], left : left + shape[1]]
-
-
-def complex_to_channels(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
-    """``(..., H, W)`` complex → ``(..., 2, H, W)`` real (real, imaginary); volumes (``spatial_dims=3``):
-    ``(..., D, H, W)`` → ``(..., 2, D, H, W)``."""
-    return torch.stack((x.real, x.imag), dim=-spatial_dims - 1)
-
-
-def channels_to_complex(x: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
-    """``(..., 2, H, W)`` real → ``(..., H, W)`` complex (volumes: ``(..., 2, D, H, W)``, ``spatial_dims=3``)."""
-    axis = -spatial_dims - 1
-    if x.ndim < spatial_dims + 1 or x.shape[axis] != 2:
-        raise ValueError(f"The input must have 2 channels (real, imaginary) at axis {axis}. "
-                         f"Got shape {tuple(x.shape)} instead.")
-    return torch.complex(x.select(axis, 0), x.select(axis, 1))
-
-
-def calibration_width(mask: np.ndarray, limit: int) -> int:
-    """Side of the largest fully sampled centred square, at most ``limit``.
-
-    The square is placed as ``sigpy.resize`` (and so ``EspiritCalib``) crops:
-    from ``n // 2 - w // 2`` in each axis. For Poisson-disc masks this is the
-    calibration square; for line masks it is the width of the sampled centre
-    band, so ESPIRiT never sees zeros inside its calibration window.
-
-    Raises
-    ------
-    ValueError
-        If not even the centre sample is acquired.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    best = 0
-    for width in range(1, min(limit, *mask.shape) + 1):
-        if not center_crop(mask, (width, width)).all():
-            break
-        best = width
-    if best == 0:
-        raise ValueError("The mask does not sample the k-space centre; ESPIRiT needs a calibration region.")
-    return best
-
-
-ESPIRIT_METHODS = ("torch", "sigpy")
-ESPIRIT_CROP = 0.8
-"""Maps are zeroed where ESPIRiT's leading eigenvalue is below this (sigpy's default is 0.95; BART users
-commonly pass ``ecalib -c 0.8``). At 0.95 the support cut into the object at the edges of the knee on the
-synthetic sets (a 16-wide calibration square, 8 coils): the data of the cut-off tissue cannot be explained
-by the SENSE model, and iterative reconstructions (CG-SENSE, L1-wavelet) blew up along the support edge
-(one validation volume of run_knee's default set: L1-wavelet 26.1 dB after 30 iterations, 19.4 dB after 100;
-docs/benchmarks.md)."""
-
-
-def espirit_maps(
-    kspace: np.ndarray,
-    calib_width: int,
-    kernel_width: int = 6,
-    thresh: float = 0.02,
-    crop: float = ESPIRIT_CROP,
-    max_iter: int = 100,
-    *,
-    device: str | torch.device | None = None,
-    method: str = "torch",
-    tol: float = 1e-6,
-) -> np.ndarray:
-    """ESPIRiT coil sensitivities from the centre of (undersampled) k-space.
-
-    The maps of ``sigpy.mri.app.EspiritCalib`` (one set): kernels from the SVD of the
-    calibration matrix, the per-pixel ``C x C`` matrix ``A^H A`` of the image-domain
-    kernels, its leading eigenvector by power iterations from a vector of ones, phases
-    relative to coil 0, and zero where the leading eigenvalue is below ``crop`` (outside
-    the object, so the SENSE images have a zero background).
-
-    ``method="torch"`` (default) computes the same maps in torch on ``device``: ``A^H A``
-    from the ``(2 kernel_width - 1)^2`` lags of the kernels' cross-correlation with one
-    FFT per coil pair, instead of one FFT per kernel and coil plus an outer product per
-    kernel (sigpy), and power iterations that stop, per block of pixels, once an iterate
-    changes by less than ``tol`` (checked every 5 iterations; at most ``max_iter``).
-    ``method="sigpy"`` calls ``EspiritCalib`` itself (on a CUDA ``device`` through sigpy's
-    cupy backend, the ``gpu`` extra: ``pip install convexrecon[gpu]``). The two agree to
-    float32 rounding (tests/test_data_sense.py); on one 15-coil 640x368 slice the torch path
-    took 10 s on 2 CPU cores against sigpy's 45 s (docs/benchmarks.md).
-
-    Parameters
-    ----------
-    kspace : numpy.ndarray
-        ``(coils, H, W)`` complex k-space (masked; the calibration square must be
-        fully sampled, see :func:`calibration_width`).
-    calib_width : int
-        Side of the calibration square (> ``kernel_width``).
-    kernel_width, thresh, max_iter
-        ESPIRiT parameters, sigpy's defaults.
-    crop
-        Eigenvalue threshold of the maps' support (:data:`ESPIRIT_CROP`, not sigpy's 0.95).
-    device : str or torch.device, optional
-        Where to compute (None: the CPU). The maps are returned on the host.
-    method : {"torch", "sigpy"}
-        Implementation, see above.
-    tol : float
-        Power iterations stop once the largest change of a (unit-norm) iterate is below
-        ``tol`` (``method="torch"``; 0 runs all ``max_iter``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(coils, H, W)`` complex64 maps.
-    """
-    if calib_width <= kernel_width:
-        raise ValueError(
-            f"The fully sampled calibration region is {calib_width} wide, but ESPIRiT with kernel width "
-            f"{kernel_width} needs more than {kernel_width}: increase 'calib' (Poisson disc) or "
-            f"'center_fraction' (lines)."
-        )
-    if method not in ESPIRIT_METHODS:
-        raise ValueError(f"The 'method' parameter must be one of {ESPIRIT_METHODS}. Got {method!r} instead.")
-    device = data_device(device)
-    kspace = np.asarray(kspace, dtype=np.complex64)
-    peak = float(np.abs(kspace).max())
-    # ESPIRiT is scale invariant; unit-scale data keeps OpenBLAS's complex64 SVD fast
-    # (fastMRI's ~1e-4 values make it up to 40x slower on small problems).
-    kspace = kspace / peak if peak > 0 else kspace
-    if method == "sigpy":
-        return _espirit_sigpy(kspace, calib_width, kernel_width, thresh, crop, max_iter, device)
-    return _espirit_torch(kspace, calib_width, kernel_width, thresh, crop, max_iter, device, tol)
-
-
-def data_device(device: str | torch.device | None) -> torch.device:
-    """A validated torch device (None: the CPU)."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"The 'device' parameter must be a torch device such as 'cpu' or 'cuda:0'. "
-                         f"Got {device!r} instead.") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"The 'device' parameter must be a CPU or CUDA device. Got {str(device)!r} instead.")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"The 'device' parameter must name a device of this machine. Got {str(device)!r} instead "
-                         f"(CUDA is not available on this machine).")
-    return device
-
-
-def _espirit_sigpy(kspace: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float,
-                   max_iter: int, device: torch.device) -> np.ndarray:
-    import sigpy
-    from sigpy.mri.app import EspiritCalib
-
-    sp_device = -1
-    if device.type == "cuda":
-        if sigpy.config.cupy_enabled is False:
-            raise ValueError("The 'device' parameter is a CUDA device, but sigpy has no cupy backend here: install "
-                             "the gpu extra (pip install 'convexrecon[gpu]', i.e. cupy-cuda12x) or use "
-                             "method='torch'.")
-        sp_device = device.index if device.index is not None else torch.cuda.current_device()
-    maps = EspiritCalib(kspace, calib_width=calib_width, kernel_width=kernel_width, thresh=thresh, crop=crop,
-                        max_iter=max_iter, device=sp_device, show_pbar=False).run()
-    return np.asarray(sigpy.to_device(maps, sigpy.cpu_device), dtype=np.complex64)
-
-
-def _espirit_torch(kspace: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float,
-                   max_iter: int, device: torch.device, tol: float, block_pixels: int = 8192) -> np.ndarray:
-    """sigpy's ``EspiritCalib`` (2D, one set of maps) in torch; see :func:`espirit_maps`."""
-    x = torch.from_numpy(kspace).to(device)
-    coils, height, width = x.shape
-    kw, cw = kernel_width, calib_width
-    top, left = height // 2 - cw // 2, width // 2 - cw // 2  # sigpy.resize's crop
-    calib = x[:, top:top + cw, left:left + cw]
-    blocks = calib.unfold(1, kw, 1).unfold(2, kw, 1)  # (C, nb, nb, kw, kw): sigpy.array_to_blocks
-    mat = blocks.reshape(coils, -1, kw * kw).transpose(0, 1).reshape(-1, coils * kw * kw)
-    # a small matrix ((cw - kw + 1)^2 x C kw^2): LAPACK via NumPy on the host (torch's CPU complex SVD is ~50x slower)
-    _, s, vh = np.linalg.svd(mat.cpu().numpy(), full_matrices=False)
-    vh = torch.from_numpy(np.ascontiguousarray(vh[s > thresh * s.max()])).to(device)  # kernels (K, C * kw * kw)
-    # A^H A = (HW / kw^2) sum_k g_k g_k^H with g_k the centred orthonormal IFFT of kernel k zero-padded to
-    # (H, W) (sigpy). Products of IFFTs are IFFTs of correlations: sum_k g_k[c] conj(g_k[c']) is
-    # IFFT(R[c, c']) / sqrt(HW), R the kernels' cross-correlation at lags d in [-(kw-1), kw-1]^2.
-    gram = (vh.T @ vh.conj()).reshape(coils, kw, kw, coils, kw, kw)
-    lags = torch.zeros(coils, coils, height, width, dtype=x.dtype, device=device)
-    for dy in range(-(kw - 1), kw):
-        y0, y1 = max(dy, 0), min(kw, kw + dy)
-        for dx in range(-(kw - 1), kw):
-            x0, x1 = max(dx, 0), min(kw, kw + dx)
-            sub = gram[:, y0:y1, x0:x1, :, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
-            lags[:, :, height // 2 + dy, width // 2 + dx] = torch.einsum("ayxbyx->ab", sub)
-    aha = ifft2c(lags).mul_(math.sqrt(height * width) / kw ** 2)  # (C, C, H, W)
-    pixels = height * width
-    aha = aha.reshape(coils, coils, pixels).permute(2, 0, 1).contiguous()  # (HW, C, C)
-    vectors = torch.empty(pixels, coils, dtype=x.dtype, device=device)
-    values = torch.empty(pixels, device=device)
-    step = pixels if device.type == "cuda" else block_pixels
-    for start in range(0, pixels, step):
-        if device.type == "cuda":
-            a = aha[start:start + step]
-            v, lam = _power(lambda u: torch.matmul(a, u), torch.ones(len(a), coils, 1, dtype=x.dtype, device=device),
-                            max_iter, tol, lambda u: torch.linalg.vector_norm(u, dim=1, keepdim=True),
-                            lambda u, w: float((u - w).abs().max()))
-            vectors[start:start + step], values[start:start + step] = v[..., 0], lam[:, 0, 0]
-        else:  # numpy's batched matmul of small matrices is several times faster than torch's on the CPU
-            a = aha[start:start + step].numpy()
-            v, lam = _power(lambda u: a @ u, np.ones((len(a), coils, 1), dtype=np.complex64), max_iter, tol,
-                            lambda u: np.sqrt(np.sum(np.abs(u) ** 2, axis=1, keepdims=True)),
-                            lambda u, w: float(np.abs(u - w).max()))
-            vectors[start:start + step] = torch.from_numpy(v[..., 0])
-            values[start:start + step] = torch.from_numpy(lam[:, 0, 0])
-    vectors = vectors * torch.conj(vectors[:, :1] / vectors[:, :1].abs())  # phase relative to coil 0
-    vectors = vectors * (values > crop)[:, None]
-    return vectors.T.reshape(coils, height, width).cpu().numpy().astype(np.complex64, copy=False)
-
-
-def _power(apply, v, max_iter: int, tol: float, norm, change):
-    """sigpy's ``PowerMethod``: ``v <- A v / |A v|`` per pixel; returns ``(v, |A v_previous|)``."""
-    lam = norm(v)
-    for it in range(max_iter):
-        y = apply(v)
-        lam = norm(y)
-        y = y / lam
-        done = tol > 0 and it % 5 == 4 and change(y, v) < tol
-        v = y
-        if done:
-            break
-    return v, lam
+from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.fft import center_crop, data_device, fftnc, ifftnc
 
 
 class SenseOperator:
-    r"""Multi-coil SENSE operator :math:`A x = M F (S x)` and its adjoint, for images and volumes.
+    r"""SENSE operator :math:`A x = M F (S x)`, its adjoint and normal operator.
 
-    Follows the project's operator protocol (``forward``, ``adjoint``).
-    Works in the dtype of ``maps`` (complex64 or complex128) on its device.
+    Follows the project's operator protocol (``forward``, ``adjoint``). Works in the dtype of
+    ``maps`` (complex64 or complex128) on its device, differentiably.
 
     Parameters
     ----------
     maps : torch.Tensor
-        ``(coils, H, W)`` complex sensitivities of an image, or ``(coils, X, Y, Z)`` of a volume
-        (3D Cartesian: ``F`` is the 3D centred FFT).
+        Complex sensitivities ``(*batch, coils, *spatial)``: ``(coils, H, W)`` of one slice,
+        ``(B, coils, H, W)`` of a batch of slices (with ``spatial_dims=2``), ``(coils, X, Y, Z)``
+        of a volume (3D Cartesian: ``F`` is the 3D centred FFT).
     mask : torch.Tensor, optional
-        Sampling mask (bool or real) of the image's shape ``(H, W)``; for a volume ``(Y, Z)``
-        (phase encodes, repeated along the fully sampled readout ``X``) or ``(X, Y, Z)``.
-        None means fully sampled.
+        Sampling mask (bool or real weights) over k-space, converted to the real dtype of
+        ``maps``: of shape ``spatial`` (shared by the batch), ``(*batch, *spatial)`` (one per
+        batch element), or for a volume ``(Y, Z)`` (phase encodes, repeated along the fully
+        sampled readout ``X``). None means fully sampled.
+    spatial_dims : {2, 3}, optional
+        The number of spatial axes; by default 2 for 3-D maps (one slice) and 3 for 4-D maps
+        (one volume).
     """
 
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        if not torch.is_tensor(maps) or not maps.is_complex() or maps.ndim not in (3, 4):
-            raise TypeError("The 'maps' parameter must be a complex torch.Tensor of shape (coils, H, W) "
-                            "(volumes: (coils, X, Y, Z)).")
-        spatial = tuple(maps.shape[1:])
-        if mask is not None and tuple(mask.shape) not in (spatial, spatial[-2:]):
-            expected = f"{spatial}" if len(spatial) == 2 else f"{spatial[-2:]} (ky, kz) or {spatial}"
-            raise ValueError(f"The 'mask' parameter must have shape {expected}. Got {tuple(mask.shape)} instead.")
+    def __init__(self, maps: Tensor, mask: Tensor | None = None, *, spatial_dims: int | None = None) -> None:
+        if spatial_dims is not None and (isinstance(spatial_dims, bool) or spatial_dims not in (2, 3)):
+            raise ValueError(f"The 'spatial_dims' parameter must be 2, 3 or None. Got {spatial_dims!r} instead.")
+        ndim = spatial_dims if spatial_dims is not None else getattr(maps, "ndim", 0) - 1
+        if not torch.is_tensor(maps) or not maps.is_complex() or ndim not in (2, 3) or maps.ndim < ndim + 1:
+            got = f"{maps.dtype} {tuple(maps.shape)}" if torch.is_tensor(maps) else type(maps).__name__
+            raise TypeError("The 'maps' parameter must be a complex torch.Tensor of shape (coils, H, W) (volumes: "
+                            "(coils, X, Y, Z); a batch of slices: (B, coils, H, W) with spatial_dims=2). "
+                            f"Got {got} instead.")
         self.maps = maps
-        self.ndim = len(spatial)
-        self.mask = None if mask is None else mask.to(device=maps.device, dtype=maps.real.dtype)
+        self.ndim = ndim
+        self.mask: Tensor | None = None
+        self._weight: Tensor | None = None  # the mask, shaped to broadcast over k-space (*batch, coils, *spatial)
+        if mask is None:
+            return
+        spatial, batch = tuple(maps.shape[-ndim:]), tuple(maps.shape[:-ndim - 1])
+        shape = tuple(getattr(mask, "shape", ()))
+        per_element = bool(batch) and len(shape) == len(batch) + ndim and shape[len(batch):] == spatial \
+            and _broadcastable(shape[:len(batch)], batch)
+        if not torch.is_tensor(mask) or not (per_element or shape == spatial or (ndim == 3 and shape == spatial[-2:])):
+            expected = [spatial] + ([spatial[-2:]] if ndim == 3 else []) + ([batch + spatial] if batch else [])
+            raise ValueError(f"The 'mask' parameter must be a tensor of shape {' or '.join(map(str, expected))}. "
+                             f"Got {type(mask).__name__} {shape} instead.")
+        self.mask = mask.to(device=maps.device, dtype=maps.real.dtype)
+        self._weight = self.mask.unsqueeze(-ndim - 1) if per_element else self.mask
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         """``(H, W)`` (volumes: ``(X, Y, Z)``)."""
-        return tuple(self.maps.shape[1:])
+        return tuple(self.maps.shape[-self.ndim:])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``(..., H, W)`` → masked multi-coil k-space ``(..., coils, H, W)`` (volumes alike)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(*batch, H, W)`` → masked multi-coil k-space ``(*batch, coils, H, W)`` (volumes alike)."""
         y = fftnc(self.maps * x.unsqueeze(-self.ndim - 1), self.ndim)
-        return y if self.mask is None else y * self.mask
+        return y if self._weight is None else y * self._weight
 
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Multi-coil k-space ``(..., coils, H, W)`` → image ``(..., H, W)`` (volumes alike)."""
-        if self.mask is not None:
-            y = y * self.mask
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Multi-coil k-space ``(*batch, coils, H, W)`` → images ``(*batch, H, W)`` (volumes alike)."""
+        if self._weight is not None:
+            y = y * self._weight
         return (self.maps.conj() * ifftnc(y, self.ndim)).sum(dim=-self.ndim - 1)
 
-    def normal(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`A^H A x`."""
+    def normal(self, x: Tensor) -> Tensor:
+        """:math:`A^H A x` (the mask enters squared)."""
         return self.adjoint(self.forward(x))
+
+    def shifted_normal(self) -> Callable[[Tensor], Tensor]:
+        r""":math:`A^H A` in ifftshifted image coordinates: the function ``u ↦ ifftshift(A^H A fftshift(u))``.
+
+        :math:`F^{-1} M^2 F u` is ``fftshift(ifft(ifftshift(M²) fft(ifftshift(u))))``, so with maps, mask
+        and images shifted once, an iterative solver's loop needs no shifts (they cost more than the FFTs).
+        """
+        dims = tuple(range(-self.ndim, 0))
+        coil_axis = -self.ndim - 1
+        maps = torch.fft.ifftshift(self.maps, dim=dims)
+        weight = None if self._weight is None else torch.fft.ifftshift(self._weight, dim=dims).pow(2)
+
+        def gram(u: Tensor) -> Tensor:
+            k = torch.fft.fftn(maps * u.unsqueeze(coil_axis), dim=dims, norm="ortho")
+            coil = torch.fft.ifftn(k if weight is None else weight * k, dim=dims, norm="ortho")
+            return (maps.conj() * coil).sum(dim=coil_axis)
+
+        return gram
+
+
+def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    try:
+        torch.broadcast_shapes(a, b)
+    except RuntimeError:
+        return False
+    return True
+
+
+def sense_forward(x: Tensor, maps: Tensor, mask: Tensor | None) -> Tensor:
+    """:math:`A x` of a batch of slices: images ``(B, H, W)`` complex → masked k-space ``(B, C, H, W)``.
+
+    ``maps`` ``(B, C, H, W)`` complex, ``mask`` ``(B, H, W)`` (or ``(H, W)``, shared) bool or real weights;
+    :class:`SenseOperator` with ``spatial_dims=2``.
+    """
+    return SenseOperator(maps, mask, spatial_dims=2).forward(x)
+
+
+def sense_adjoint(y: Tensor, maps: Tensor, mask: Tensor | None) -> Tensor:
+    """:math:`A^H y` of a batch of slices: k-space ``(B, C, H, W)`` → images ``(B, H, W)`` (:func:`sense_forward`)."""
+    return SenseOperator(maps, mask, spatial_dims=2).adjoint(y)
+
+
+def sense_normal(x: Tensor, maps: Tensor, mask: Tensor | None) -> Tensor:
+    """:math:`A^H A x` of a batch of slices (the mask enters squared; see :func:`sense_forward`)."""
+    return SenseOperator(maps, mask, spatial_dims=2).normal(x)
 
 
 class SenseImages(NamedTuple):

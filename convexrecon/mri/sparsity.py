@@ -9,8 +9,8 @@ L1-wavelet CS program as :func:`~convexrecon.mri.classical.l1_wavelet`,
 .. math:: \min_x \tfrac12 \|A x - k\|_2^2 + \lambda \|W x\|_1,
 
 solved by FISTA (Beck & Teboulle 2009; sigpy's ``L1WaveletRecon`` runs the same accelerated proximal
-gradient) for a batch of slices at once, with the SENSE operator of
-:mod:`convexrecon.mri.consistency`. It serves the unrolled network's CS start
+gradient) for a batch of slices at once, with the SENSE operator
+:class:`~convexrecon.mri.sense.SenseOperator`. It serves the unrolled network's CS start
 (:class:`convexrecon.stack.unrolled.UnrolledNet`), where it must run on the network's device; the CS
 *baseline* of the benchmarks stays sigpy's, an independent implementation.
 """
@@ -24,7 +24,7 @@ import pywt
 import torch
 from torch import Tensor
 
-from convexrecon.mri.consistency import sense_adjoint, sense_forward
+from convexrecon.mri.sense import SenseOperator
 
 DEFAULT_WAVE = "db4"  # sigpy's linop.Wavelet default, the CS baseline's wavelet
 
@@ -74,7 +74,7 @@ def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, i
     r"""L1-wavelet CS of a batch of slices by ``iterations`` FISTA steps; full-grid complex images ``(B, H, W)``.
 
     ``kspace`` ``(B, C, H, W)`` (masked), ``maps`` ``(B, C, H, W)``, ``mask`` ``(B, H, W)``, as
-    :func:`~convexrecon.mri.consistency.sense_forward`. The weight of slice ``b`` is ``lamda * scale[b]``
+    :func:`~convexrecon.mri.sense.sense_forward`. The weight of slice ``b`` is ``lamda * scale[b]``
     (None: ``lamda``). The step of slice ``b`` is :math:`1 / (\max M^2 \cdot \max_r \sum_c |S_c(r)|^2)`,
     the inverse of a bound on :math:`\|A^H A\|`, so the iteration converges for any maps (1 for 0/1 masks and
     ESPIRiT maps of unit sum of squares, sigpy's step). Starts at ``start`` (default :math:`A^H k`). As
@@ -100,7 +100,8 @@ def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, i
     if not grid or not all(len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
                            for p in grid):
         raise error
-    x = sense_adjoint(kspace, maps, mask) if start is None else start
+    op = SenseOperator(maps, mask, spatial_dims=2)
+    x = op.adjoint(kspace) if start is None else start
     _check_images("start", x)
     b = x.shape[0]
     real = x.real.dtype
@@ -112,7 +113,7 @@ def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, i
     for _ in range(iterations):
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         y = x + ((t - 1.0) / t_next) * (x - previous)
-        gradient = sense_adjoint(sense_forward(y, maps, mask) - kspace, maps, mask)  # A^H (A y - k)
+        gradient = op.adjoint(op.forward(y) - kspace)  # A^H (A y - k)
         previous = x
         z = y - step.reshape(b, 1, 1).to(x.dtype) * gradient
         x = sum(torch.roll(wavelet_shrink(torch.roll(z, p, (-2, -1)), [1.0], cut, wave)[0], (-p[0], -p[1]), (-2, -1))

@@ -9,17 +9,38 @@ that differs, or that the data differ. A checkpoint is never reused silently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
 from convexrecon.errors import CheckpointError
 from convexrecon.io import atomic_path
+
+
+def checkpoint_file(directory: str | Path | None, name: str) -> Path | None:
+    """``directory / name`` with ``directory`` created, or None when there is no checkpoint directory."""
+    if directory is None:
+        return None
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / name
+
+
+@contextlib.contextmanager
+def restoring(path: Path, what: str) -> Iterator[None]:
+    """Turn the errors of restoring state from the checkpoint ``path`` into a :class:`CheckpointError` that says
+    to delete it ``what`` (e.g. "to recompute block 3")."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"The checkpoint {path} is corrupt ({type(error).__name__}: {error}); "
+                              f"delete it {what}.") from None
 
 
 def fingerprint(*parts: Any) -> str:

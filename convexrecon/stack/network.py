@@ -8,8 +8,9 @@ r"""The stacked reconstruction network of layer-wise training (``docs/design.md`
 gated ReLU of :class:`~convexrecon.block.module.ConvexBlock` (the gates are buffers of
 the layer). The same module serves the convex layer-wise network and the
 baselines (end-to-end and non-convex layer-wise Adam), so all three are
-saved, loaded and applied in one way (:mod:`convexrecon.stack.persist`,
-:func:`convexrecon.recon.reconstruct_slice`).
+saved, loaded and applied in one way (:mod:`convexrecon.stack.modelfiles`,
+:mod:`convexrecon.stack.persist`, :func:`convexrecon.recon.reconstruct_slice`). Its architecture is
+called ``"layerwise-cnn"`` in saved configs and on the command line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from convexrecon.block.module import CONV_MODULES, ConvexBlock, activate
 from convexrecon.block.options import ACTIVATIONS
+from convexrecon.stack.modelfiles import LAYERWISE_CNN, write_model
 
 
 class HiddenLayer(nn.Module):
@@ -70,7 +72,7 @@ class HiddenLayer(nn.Module):
             "in_channels": self.first.in_channels, "width": self.first.out_channels,
             "kernel_size": self.first.kernel_size[0], "activation": self.activation,
         }
-        if isinstance(self.first, nn.Conv3d):  # volumes; image specs stay as they were
+        if isinstance(self.first, nn.Conv3d):  # volumes; an image layer's spec has no spatial_dims
             spec["spatial_dims"] = 3
         if self.activation == "gated":
             spec["num_gates"] = int(self.gates.shape[0])
@@ -164,10 +166,17 @@ class ReconNet(nn.Module):
         return torch.cat([self(inputs[i:i + chunk_size]) for i in range(0, len(inputs), chunk_size)])
 
     def spec(self) -> dict[str, Any]:
-        return {"layers": [layer.spec() for layer in self.layers], "out_channels": self.second.out_channels}
+        return {"kind": LAYERWISE_CNN, "layers": [layer.spec() for layer in self.layers],
+                "out_channels": self.second.out_channels}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], config: dict[str, Any] | None = None) -> "ReconNet":
+        """An untrained network of the architecture ``spec`` (:meth:`spec`; without ``kind`` in older files)."""
+        layers = [HiddenLayer.from_spec(s) for s in spec["layers"]]
+        second = type(layers[-1].first)(layers[-1].first.out_channels, int(spec.get("out_channels", 2)), 1,
+                                        bias=False)
+        return cls(layers, second, config)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.pt`` and ``config.json`` atomically (:func:`convexrecon.stack.persist.save_network`)."""
-        from convexrecon.stack.persist import save_network  # persist builds networks: imported on use
-
-        return save_network(self, directory)
+        """Write ``model.pt`` and ``config.json`` atomically (:func:`convexrecon.stack.modelfiles.write_model`)."""
+        return write_model(self, directory)

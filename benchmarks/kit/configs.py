@@ -1,0 +1,310 @@
+"""The knee experiment's configurations (``run_knee.py --config``), its two masks and its time estimate.
+
+A configuration is a frozen :class:`KneeConfig` (the CNN methods' settings) holding a :class:`SyntheticSet` (the
+data) and an :class:`UnrolledConfig` (the unrolled network's settings). Derive a variant with
+:func:`dataclasses.replace`; :meth:`KneeConfig.to_dict` is what ``results.json`` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from convexrecon.data.masks import CENTER_FRACTION
+
+MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
+         "lines": {"mask": "lines", "acceleration": 4.0, "center_fraction": CENTER_FRACTION}}
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (e.g. from a JSON override) as tuples, nested ones included, so that a configuration stays immutable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+class _Frozen:
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            object.__setattr__(self, field.name, _frozen(getattr(self, field.name)))
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The names of the settings, sorted (for error messages about unknown overrides)."""
+        return sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticSet(_Frozen):
+    """The synthetic knee-like set (:func:`convexrecon.data.make_synthetic`): volumes × slices, coils, k-space
+    shape, SNR."""
+
+    volumes: int
+    slices: int
+    coils: int
+    shape: tuple[int, int]
+    snr: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnrolledConfig(_Frozen):
+    """The unrolled network with data consistency: ``stages`` convex stages (β ratio and DC λ chosen per stage on
+    the held-out training volume from ``beta_ratios`` and ``lambdas``) and its two Adam baselines.
+
+    The stages refine ``cs_iterations`` FISTA steps of L1-wavelet CS (``cs_lambda = "cs"``: the CS baseline's λ)
+    and see the estimate, a constant channel (``bias``), the db4-shrunk estimates at ``shrink`` and the further CS
+    images ``cs_inputs`` (``(multiple of the start's λ, wavelet)`` pairs)."""
+
+    stages: int
+    activation: str
+    kernel_size: int
+    num_arrangements: int
+    beta_ratios: tuple[float, ...]
+    lambdas: tuple[float, ...]
+    tol: float
+    max_iter: int | None
+    gated_method: str
+    cg_iterations: int
+    concat_input: bool
+    epochs_end_to_end: int
+    epochs_layerwise: int
+    bias: bool
+    shrink: tuple[float, ...]
+    cs_iterations: int
+    cs_lambda: float | str
+    cs_inputs: tuple[tuple[float, str], ...]
+    halve_every: int
+    lr: float
+    batch_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class KneeConfig(_Frozen):
+    """One mode of the knee experiment: data, the layer-wise CNN (``blocks`` convex blocks, β per block chosen from
+    ``beta_ratios`` on the last ``holdout_volumes`` training volumes, or the fixed ``beta_ratio`` when None), its
+    Adam baselines, L1-wavelet CS (λ from ``cs_lambdas`` on ``cs_lambda_slices`` training slices; scored on the
+    first ``cs_val_slices`` validation slices, all when None), exact-ReLU blocks (``relu``), the held-out
+    brain-family volumes (``anatomy_volumes``) and the unrolled network."""
+
+    synthetic: SyntheticSet
+    crop: int
+    val_volumes: int
+    blocks: int
+    kernel_size: int
+    num_arrangements: int
+    activation: str
+    gate_sampling: str
+    beta_ratio: float
+    beta_ratios: tuple[float, ...] | None
+    holdout_volumes: int
+    tol: float
+    max_iter: int | None
+    solve_chunk_size: int | None
+    patch_size: int | None
+    patches_per_slice: int
+    epochs_end_to_end: int
+    epochs_layerwise: int
+    halve_every: int
+    batch_size: int
+    cs_lambda_slices: int
+    cs_max_iter: int
+    cs_lambdas: tuple[float, ...]
+    cs_val_slices: int | None = None
+    allow_tf32: bool = False
+    relu: bool
+    anatomy_volumes: int
+    unrolled: UnrolledConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain JSON-ready values (nested configurations as dicts), for ``results.json``."""
+        return dataclasses.asdict(self)
+
+
+# The unrolled network's further CS images (multiples of the CS start's λ, wavelet): the blocks learn where to trust
+# which (docs/design.md §9.1). With them, the zero-filled image and the db4-shrunk estimates add nothing as block
+# inputs (one stage: lines 27.79 / 27.78 dB, Poisson 34.11 / 34.13 dB without / with), so every configuration's
+# stage sees [estimate, constant channel, 4 CS images]: 11 channels.
+CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
+
+CONFIGS: dict[str, KneeConfig] = {
+    "quick": KneeConfig(
+        synthetic=SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0),
+        crop=48, val_volumes=1, blocks=2, kernel_size=3, num_arrangements=4,
+        activation="gated", gate_sampling="antithetic",
+        # half-decades from 1e-4 to 1e-1: at the same ratio the exact-ReLU blocks' cone constraints regularise harder;
+        # with [3e-3, 3e-2] they chose the smallest candidate and lost 2 dB to the gated blocks on Poisson, with these
+        # they choose 1e-4-3e-4 and gain 1.4 dB over them, and the gated blocks choose 3e-3-1e-1 (docs/benchmarks.md)
+        beta_ratio=1e-2, beta_ratios=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), holdout_volumes=1,
+        # 1000: at 200 the gated block 1 (Poisson) stopped at a relative gap of 1.7e-3 (tol 1e-3)
+        tol=1e-3, max_iter=1000, solve_chunk_size=None,
+        patch_size=16, patches_per_slice=4,
+        epochs_end_to_end=6, epochs_layerwise=3, halve_every=10, batch_size=2, cs_lambda_slices=1,
+        cs_max_iter=30, cs_lambdas=(1e-3, 1e-2),
+        relu=True, anatomy_volumes=1,
+        unrolled=UnrolledConfig(
+            stages=3, activation="gated",
+            kernel_size=3, num_arrangements=4, beta_ratios=(3e-3, 3e-2),
+            lambdas=(0.01, 0.1, 1.0, 10.0), tol=1e-4, max_iter=200, gated_method="interior_point",
+            cg_iterations=5, concat_input=False, epochs_end_to_end=15, epochs_layerwise=10,
+            # the stage inputs and CS start of the default (below), CS at this mode's iteration count
+            bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
+            cs_inputs=CS_INPUTS,
+            halve_every=10, lr=1e-3, batch_size=2),
+    ),
+    "default": KneeConfig(
+        synthetic=SyntheticSet(volumes=5, slices=4, coils=8, shape=(160, 368), snr=25.0),
+        crop=80, val_volumes=1, blocks=4, kernel_size=5, num_arrangements=8,
+        activation="gated", gate_sampling="antithetic",
+        # 3 β candidates and 200 / 150 Adam epochs (halved every 50) keep the whole mode, unrolled networks included,
+        # under 30 minutes on a 2-core machine
+        beta_ratio=1e-2, beta_ratios=(3e-3, 1e-2, 3e-2), holdout_volumes=1,
+        tol=1e-3, max_iter=500, solve_chunk_size=None,
+        patch_size=None, patches_per_slice=1,
+        epochs_end_to_end=200, epochs_layerwise=150, halve_every=50, batch_size=2,
+        cs_lambda_slices=2, cs_max_iter=100, cs_lambdas=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+        # no exact-ReLU blocks: on whole 80x80 slices the interior point's patch matrix (102,400 x 6,400 float64,
+        # ~5 GB) does not fit a 2-core machine and ADMM there takes hours (estimate, docs/benchmarks.md "Exact-ReLU
+        # blocks at training scale"); the quick mode has them
+        relu=False, anatomy_volumes=1,
+        # 10 / 6 Adam epochs and 5 CG steps: at 150 / 100 epochs and 10 CG steps one end-to-end epoch on 16 slices
+        # takes ~2 min on a 2-core machine (extrapolated from the quick run), hours in all
+        unrolled=UnrolledConfig(
+            stages=2, activation="gated",
+            kernel_size=5, num_arrangements=8, beta_ratios=(1e-3, 1e-2, 1e-1),
+            lambdas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), tol=1e-4, max_iter=500,
+            gated_method="interior_point", cg_iterations=5, concat_input=False,
+            # the stages refine CS (run_knee's λ and iteration count) and see a constant channel and the CS
+            # images of CS_INPUTS (docs/benchmarks.md); the gain plateaus after 1-2 stages
+            bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
+            cs_inputs=CS_INPUTS,
+            epochs_end_to_end=10, epochs_layerwise=6, halve_every=5, lr=1e-3, batch_size=2),
+    ),
+    "full": KneeConfig(
+        synthetic=SyntheticSet(volumes=4, slices=8, coils=15, shape=(640, 368), snr=25.0),
+        crop=320, val_volumes=1, blocks=4, kernel_size=7, num_arrangements=128,
+        activation="gated", gate_sampling="antithetic",
+        beta_ratio=1e-3, beta_ratios=(1e-4, 1e-3, 1e-2), holdout_volumes=1,
+        tol=1e-4, max_iter=None, solve_chunk_size=8,
+        patch_size=None, patches_per_slice=1,
+        epochs_end_to_end=40, epochs_layerwise=30, halve_every=10, batch_size=4,
+        cs_lambda_slices=4, cs_max_iter=100, cs_lambdas=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+        relu=True, anatomy_volumes=2,
+        unrolled=UnrolledConfig(
+            stages=5, activation="gated",
+            kernel_size=7, num_arrangements=32, beta_ratios=(1e-3, 1e-2, 1e-1),
+            lambdas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), tol=1e-4, max_iter=None,
+            gated_method="fista", cg_iterations=10, concat_input=False,
+            bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
+            cs_inputs=CS_INPUTS,
+            epochs_end_to_end=40, epochs_layerwise=30, halve_every=10, lr=1e-3,
+            batch_size=2),
+    ),
+    # one H100/H200 in 8 minutes including data and preprocessing (run_knee.py --config gpu); every reduction from
+    # the paper's settings ("full") is listed in REDUCTIONS and printed with the results
+    "gpu": KneeConfig(
+        synthetic=SyntheticSet(volumes=5, slices=8, coils=15, shape=(640, 368), snr=25.0),
+        crop=320, val_volumes=1, blocks=4, kernel_size=7, num_arrangements=32,
+        activation="gated", gate_sampling="antithetic",
+        beta_ratio=1e-3, beta_ratios=(1e-3, 1e-2), holdout_volumes=1,
+        tol=1e-3, max_iter=300, solve_chunk_size=None,
+        patch_size=64, patches_per_slice=4,
+        epochs_end_to_end=20, epochs_layerwise=15, halve_every=5, batch_size=4,
+        cs_lambda_slices=1, cs_max_iter=30, cs_lambdas=(3e-3, 1e-2), cs_val_slices=4,
+        allow_tf32=True,
+        relu=False, anatomy_volumes=1,
+        unrolled=UnrolledConfig(
+            stages=4, activation="gated",
+            kernel_size=5, num_arrangements=16, beta_ratios=(1e-3, 1e-2),
+            lambdas=(0.03, 0.3, 3.0), tol=1e-3, max_iter=300, gated_method="fista",
+            cg_iterations=5, concat_input=False, epochs_end_to_end=10, epochs_layerwise=5,
+            bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
+            cs_inputs=CS_INPUTS,
+            halve_every=5, lr=1e-3, batch_size=4),
+    ),
+}
+
+REDUCTIONS: dict[str, tuple[str, ...]] = {
+    "gpu": (
+        "hidden width 64 (P = 32 gated gates) instead of 256 (P = 128): the estimate at 256 is several times the "
+        "8-minute budget (docs/benchmarks.md: one 320x320 slice, C_in 256, k 7, P 64 takes ~10 s per solve with TF32)",
+        "convex blocks fit on 4 seeded 64x64 windows per training slice instead of whole slices",
+        "convex tolerance 1e-3 (max 300 iterations) instead of 1e-4",
+        "beta ratio candidates (1e-3, 1e-2) instead of (1e-4, 1e-3, 1e-2)",
+        "Adam: 20 end-to-end epochs (lr halved every 5) and 15 per layer-wise block instead of 40 / 30 (every 10)",
+        "L1-wavelet CS: 30 iterations, lambda from (3e-3, 1e-2) on 1 training slice, scored on the first 4 "
+        "validation slices",
+        "TF32 on for every method alike (convex solves, feature computation, both Adam baselines)",
+        "40 synthetic slices (5 volumes x 8: 1 validation volume, 4 training volumes = 32 slices, the last held out "
+        "for beta selection) instead of 32 training + real data",
+        "exact-ReLU blocks (layerwise_convex_relu) left out: an interior-point/ADMM solve at this size does not fit "
+        "the budget; the unrolled network reduced to 4 stages of 5x5 gated blocks, P = 16, 5 CG steps, 10 / 5 Adam "
+        "epochs (not measured on a GPU)",
+    ),
+}
+
+
+def hidden_width(cfg: KneeConfig) -> int:
+    """Channels of every hidden layer: the most neurons a convex block of ``cfg`` can have."""
+    return (2 if cfg.activation == "gated" else 4) * cfg.num_arrangements
+
+
+def beta_text(cfg: KneeConfig) -> str:
+    """How β is set, for the run's description."""
+    if cfg.beta_ratios is None:
+        return f"beta = {cfg.beta_ratio} beta_max"
+    return (f"beta per block chosen from {list(cfg.beta_ratios)} x beta_max by the squared error on the last "
+            f"{cfg.holdout_volumes} training volume(s) (held out from the fit; the validation volume is not "
+            f"used), then re-solved on all training slices")
+
+
+def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, float]:
+    """A rough wall-time estimate of run_knee with ``cfg`` on ``device`` (seconds per phase), from the timings in
+    docs/benchmarks.md: synthesis ~4.8 s per full-size slice per core; ESPIRiT + SENSE ~10 s per full-size 15-coil
+    slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one H100/H200; L1-wavelet ~0.29 s per iteration and
+    slice on one core; a gated solve ~10 s per (320x320 slice, C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6
+    without TF32), scaled by pixels x C_in x P, assumed x0.5 at tol 1e-3, x200 on a CPU; Adam at ~2e13 useful flop/s
+    on a GPU (4e10 on 2 CPU cores)."""
+    syn = cfg.synthetic
+    n = syn.volumes * syn.slices
+    scale = syn.coils * syn.shape[0] * syn.shape[1] / (15 * 640 * 368)
+    gpu = device.startswith("cuda")
+    cores = os.cpu_count() or 1
+    out = {"synthetic data": 4.8 * n * scale / min(cores, syn.volumes)}
+    out["preprocessing (both masks)"] = masks * n * scale * (1.0 if gpu else 10.0)
+    val = syn.slices * cfg.val_volumes
+    cs_val = val if cfg.cs_val_slices is None else min(val, cfg.cs_val_slices)
+    cs_slices = cfg.cs_lambda_slices * len(cfg.cs_lambdas) + cs_val
+    out["L1-wavelet CS (both masks)"] = (masks * cs_slices * scale * (0.29 * cfg.cs_max_iter + 10.0)
+                                         / max(1, min(cores, cs_slices)))
+    train = n - val
+    side = cfg.patch_size or cfg.crop
+    pixels = train * cfg.patches_per_slice * side ** 2 if cfg.patch_size else train * cfg.crop ** 2
+    width = hidden_width(cfg)
+    solves = len(cfg.beta_ratios or [0]) + 1
+    per_solve = [10.0 * pixels / 320 ** 2 * (2 if i == 0 else width) / 256 * cfg.num_arrangements / 64
+                 * (1.0 if cfg.tol < 1e-3 else 0.5) * (1.0 if cfg.allow_tf32 else 6.0)
+                 for i in range(cfg.blocks)]
+    out["convex layer-wise (both masks)"] = masks * solves * sum(per_solve) * (1.0 if gpu else 200.0)
+    k = cfg.kernel_size
+    flops = 6 * cfg.crop ** 2 * (2 * width * k * k + (cfg.blocks - 1) * width * width * k * k + 2 * width)
+    rate = (2e13 if cfg.allow_tf32 else 1e13) if gpu else 4e10
+    e2e_runs = 1 + (3 * (train - syn.slices) / train if cfg.beta_ratios else 0)
+    out["end-to-end Adam (both masks)"] = masks * e2e_runs * cfg.epochs_end_to_end * train * flops / rate
+    out["layer-wise Adam (both masks)"] = masks * cfg.epochs_layerwise * train * flops / rate * 1.5
+    u = cfg.unrolled
+    if u:  # ~7e-8 s per (slice, stage, CG step, coil pixel) and Adam epoch on 2 CPU cores (measured on the quick run)
+        coil_pixels = syn.coils * syn.shape[0] * syn.shape[1]
+        out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u.stages * u.cg_iterations * coil_pixels
+                                                 * (u.epochs_end_to_end + u.epochs_layerwise)
+                                                 * (0.05 if gpu else 1.0))
+        # the CS start and CS inputs: computed once for the training slices, the validation slices and the held-out
+        # anatomy (about as many slices as validation), shared by the 3 methods; ~4e-8 s per (slice, FISTA step,
+        # coil pixel, CS image) on one core
+        scored = train + 2 * val
+        out["unrolled networks (both masks)"] += (masks * 4e-8 * u.cs_iterations * coil_pixels * scored
+                                                  * (1 + len(u.cs_inputs)) * (0.05 if gpu else 1.0))
+    if cfg.relu:  # the exact-ReLU solves: ~20x a gated one on the quick run
+        out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
+    return out

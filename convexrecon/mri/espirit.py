@@ -1,0 +1,202 @@
+"""ESPIRiT coil sensitivities (Uecker et al., MRM 2014) from the calibration region of k-space.
+
+:func:`espirit_maps` computes the maps of ``sigpy.mri.app.EspiritCalib`` (one set), in torch on any
+device or through sigpy itself; :func:`calibration_width` finds the fully sampled centre square they
+are calibrated from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from convexrecon.mri.fft import center_crop, data_device, ifft2c
+
+
+def calibration_width(mask: np.ndarray, limit: int) -> int:
+    """Side of the largest fully sampled centred square, at most ``limit``.
+
+    The square is placed as ``sigpy.resize`` (and so ``EspiritCalib``) crops:
+    from ``n // 2 - w // 2`` in each axis. For Poisson-disc masks this is the
+    calibration square; for line masks it is the width of the sampled centre
+    band, so ESPIRiT never sees zeros inside its calibration window.
+
+    Raises
+    ------
+    ValueError
+        If not even the centre sample is acquired.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    best = 0
+    for width in range(1, min(limit, *mask.shape) + 1):
+        if not center_crop(mask, (width, width)).all():
+            break
+        best = width
+    if best == 0:
+        raise ValueError("The mask does not sample the k-space centre; ESPIRiT needs a calibration region.")
+    return best
+
+
+ESPIRIT_METHODS = ("torch", "sigpy")
+ESPIRIT_CROP = 0.8
+"""Maps are zeroed where ESPIRiT's leading eigenvalue is below this (sigpy's default is 0.95; BART users
+commonly pass ``ecalib -c 0.8``). At 0.95 the support cut into the object at the edges of the knee on the
+synthetic sets (a 16-wide calibration square, 8 coils): the data of the cut-off tissue cannot be explained
+by the SENSE model, and iterative reconstructions (CG-SENSE, L1-wavelet) blew up along the support edge
+(one validation volume of run_knee's default set: L1-wavelet 26.1 dB after 30 iterations, 19.4 dB after 100;
+docs/benchmarks.md)."""
+
+
+def espirit_maps(
+    kspace: np.ndarray,
+    calib_width: int,
+    kernel_width: int = 6,
+    thresh: float = 0.02,
+    crop: float = ESPIRIT_CROP,
+    max_iter: int = 100,
+    *,
+    device: str | torch.device | None = None,
+    method: str = "torch",
+    tol: float = 1e-6,
+) -> np.ndarray:
+    """ESPIRiT coil sensitivities from the centre of (undersampled) k-space.
+
+    The maps of ``sigpy.mri.app.EspiritCalib`` (one set): kernels from the SVD of the
+    calibration matrix, the per-pixel ``C x C`` matrix ``A^H A`` of the image-domain
+    kernels, its leading eigenvector by power iterations from a vector of ones, phases
+    relative to coil 0, and zero where the leading eigenvalue is below ``crop`` (outside
+    the object, so the SENSE images have a zero background).
+
+    ``method="torch"`` (default) computes the same maps in torch on ``device``: ``A^H A``
+    from the ``(2 kernel_width - 1)^2`` lags of the kernels' cross-correlation with one
+    FFT per coil pair, instead of one FFT per kernel and coil plus an outer product per
+    kernel (sigpy), and power iterations that stop, per block of pixels, once an iterate
+    changes by less than ``tol`` (checked every 5 iterations; at most ``max_iter``).
+    ``method="sigpy"`` calls ``EspiritCalib`` itself (on a CUDA ``device`` through sigpy's
+    cupy backend, the ``gpu`` extra: ``pip install convexrecon[gpu]``). The two agree to
+    float32 rounding (tests/test_data_sense.py); on one 15-coil 640x368 slice the torch path
+    took 10 s on 2 CPU cores against sigpy's 45 s (docs/benchmarks.md).
+
+    Parameters
+    ----------
+    kspace : numpy.ndarray
+        ``(coils, H, W)`` complex k-space (masked; the calibration square must be
+        fully sampled, see :func:`calibration_width`).
+    calib_width : int
+        Side of the calibration square (> ``kernel_width``).
+    kernel_width, thresh, max_iter
+        ESPIRiT parameters, sigpy's defaults.
+    crop
+        Eigenvalue threshold of the maps' support (:data:`ESPIRIT_CROP`, not sigpy's 0.95).
+    device : str or torch.device, optional
+        Where to compute (None: the CPU). The maps are returned on the host.
+    method : {"torch", "sigpy"}
+        Implementation, see above.
+    tol : float
+        Power iterations stop once the largest change of a (unit-norm) iterate is below
+        ``tol`` (``method="torch"``; 0 runs all ``max_iter``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(coils, H, W)`` complex64 maps.
+    """
+    if calib_width <= kernel_width:
+        raise ValueError(
+            f"The fully sampled calibration region is {calib_width} wide, but ESPIRiT with kernel width "
+            f"{kernel_width} needs more than {kernel_width}: increase 'calib' (Poisson disc) or "
+            f"'center_fraction' (lines)."
+        )
+    if method not in ESPIRIT_METHODS:
+        raise ValueError(f"The 'method' parameter must be one of {ESPIRIT_METHODS}. Got {method!r} instead.")
+    device = data_device(device)
+    kspace = np.asarray(kspace, dtype=np.complex64)
+    peak = float(np.abs(kspace).max())
+    # ESPIRiT is scale invariant; unit-scale data keeps OpenBLAS's complex64 SVD fast
+    # (fastMRI's ~1e-4 values make it up to 40x slower on small problems).
+    kspace = kspace / peak if peak > 0 else kspace
+    if method == "sigpy":
+        return _espirit_sigpy(kspace, calib_width, kernel_width, thresh, crop, max_iter, device)
+    return _espirit_torch(kspace, calib_width, kernel_width, thresh, crop, max_iter, device, tol)
+
+
+def _espirit_sigpy(kspace: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float,
+                   max_iter: int, device: torch.device) -> np.ndarray:
+    import sigpy
+    from sigpy.mri.app import EspiritCalib
+
+    sp_device = -1
+    if device.type == "cuda":
+        if sigpy.config.cupy_enabled is False:
+            raise ValueError("The 'device' parameter is a CUDA device, but sigpy has no cupy backend here: install "
+                             "the gpu extra (pip install 'convexrecon[gpu]', i.e. cupy-cuda12x) or use "
+                             "method='torch'.")
+        sp_device = device.index if device.index is not None else torch.cuda.current_device()
+    maps = EspiritCalib(kspace, calib_width=calib_width, kernel_width=kernel_width, thresh=thresh, crop=crop,
+                        max_iter=max_iter, device=sp_device, show_pbar=False).run()
+    return np.asarray(sigpy.to_device(maps, sigpy.cpu_device), dtype=np.complex64)
+
+
+def _espirit_torch(kspace: np.ndarray, calib_width: int, kernel_width: int, thresh: float, crop: float,
+                   max_iter: int, device: torch.device, tol: float, block_pixels: int = 8192) -> np.ndarray:
+    """sigpy's ``EspiritCalib`` (2D, one set of maps) in torch; see :func:`espirit_maps`."""
+    x = torch.from_numpy(kspace).to(device)
+    coils, height, width = x.shape
+    kw, cw = kernel_width, calib_width
+    top, left = height // 2 - cw // 2, width // 2 - cw // 2  # sigpy.resize's crop
+    calib = x[:, top:top + cw, left:left + cw]
+    blocks = calib.unfold(1, kw, 1).unfold(2, kw, 1)  # (C, nb, nb, kw, kw): sigpy.array_to_blocks
+    mat = blocks.reshape(coils, -1, kw * kw).transpose(0, 1).reshape(-1, coils * kw * kw)
+    # a small matrix ((cw - kw + 1)^2 x C kw^2): LAPACK via NumPy on the host (torch's CPU complex SVD is ~50x slower)
+    _, s, vh = np.linalg.svd(mat.cpu().numpy(), full_matrices=False)
+    vh = torch.from_numpy(np.ascontiguousarray(vh[s > thresh * s.max()])).to(device)  # kernels (K, C * kw * kw)
+    # A^H A = (HW / kw^2) sum_k g_k g_k^H with g_k the centred orthonormal IFFT of kernel k zero-padded to
+    # (H, W) (sigpy). Products of IFFTs are IFFTs of correlations: sum_k g_k[c] conj(g_k[c']) is
+    # IFFT(R[c, c']) / sqrt(HW), R the kernels' cross-correlation at lags d in [-(kw-1), kw-1]^2.
+    gram = (vh.T @ vh.conj()).reshape(coils, kw, kw, coils, kw, kw)
+    lags = torch.zeros(coils, coils, height, width, dtype=x.dtype, device=device)
+    for dy in range(-(kw - 1), kw):
+        y0, y1 = max(dy, 0), min(kw, kw + dy)
+        for dx in range(-(kw - 1), kw):
+            x0, x1 = max(dx, 0), min(kw, kw + dx)
+            sub = gram[:, y0:y1, x0:x1, :, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+            lags[:, :, height // 2 + dy, width // 2 + dx] = torch.einsum("ayxbyx->ab", sub)
+    aha = ifft2c(lags).mul_(math.sqrt(height * width) / kw ** 2)  # (C, C, H, W)
+    pixels = height * width
+    aha = aha.reshape(coils, coils, pixels).permute(2, 0, 1).contiguous()  # (HW, C, C)
+    vectors = torch.empty(pixels, coils, dtype=x.dtype, device=device)
+    values = torch.empty(pixels, device=device)
+    step = pixels if device.type == "cuda" else block_pixels
+    for start in range(0, pixels, step):
+        if device.type == "cuda":
+            a = aha[start:start + step]
+            v, lam = _power(lambda u: torch.matmul(a, u), torch.ones(len(a), coils, 1, dtype=x.dtype, device=device),
+                            max_iter, tol, lambda u: torch.linalg.vector_norm(u, dim=1, keepdim=True),
+                            lambda u, w: float((u - w).abs().max()))
+            vectors[start:start + step], values[start:start + step] = v[..., 0], lam[:, 0, 0]
+        else:  # numpy's batched matmul of small matrices is several times faster than torch's on the CPU
+            a = aha[start:start + step].numpy()
+            v, lam = _power(lambda u: a @ u, np.ones((len(a), coils, 1), dtype=np.complex64), max_iter, tol,
+                            lambda u: np.sqrt(np.sum(np.abs(u) ** 2, axis=1, keepdims=True)),
+                            lambda u, w: float(np.abs(u - w).max()))
+            vectors[start:start + step] = torch.from_numpy(v[..., 0])
+            values[start:start + step] = torch.from_numpy(lam[:, 0, 0])
+    vectors = vectors * torch.conj(vectors[:, :1] / vectors[:, :1].abs())  # phase relative to coil 0
+    vectors = vectors * (values > crop)[:, None]
+    return vectors.T.reshape(coils, height, width).cpu().numpy().astype(np.complex64, copy=False)
+
+
+def _power(apply, v, max_iter: int, tol: float, norm, change):
+    """sigpy's ``PowerMethod``: ``v <- A v / |A v|`` per pixel; returns ``(v, |A v_previous|)``."""
+    lam = norm(v)
+    for it in range(max_iter):
+        y = apply(v)
+        lam = norm(y)
+        y = y / lam
+        done = tol > 0 and it % 5 == 4 and change(y, v) < tol
+        v = y
+        if done:
+            break
+    return v, lam

@@ -1,0 +1,93 @@
+"""``benchmarks.kit``: the typed knee configurations, the unrolled block inputs, the weight-decay choice and the
+recorded command line (the benchmark runs themselves are benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.kit.configs import CONFIGS, CS_INPUTS, KneeConfig, UnrolledConfig, estimate_seconds, hidden_width
+from benchmarks.kit.methods import choose_weight_decay, unrolled_options
+from benchmarks.kit.runinfo import command
+from convexrecon.devices import DeviceError, default_device, parse_device
+
+
+def test_configurations_are_frozen_and_json_ready() -> None:
+    assert set(CONFIGS) == {"quick", "default", "full", "gpu"}
+    for cfg in CONFIGS.values():
+        assert isinstance(cfg, KneeConfig) and isinstance(cfg.unrolled, UnrolledConfig)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.crop = 1  # type: ignore[misc]
+        saved = json.loads(json.dumps(cfg.to_dict()))
+        assert saved["synthetic"]["shape"] == list(cfg.synthetic.shape)
+        assert saved["unrolled"]["cs_inputs"] == [list(c) for c in CS_INPUTS]
+        assert all(v > 0 for v in estimate_seconds(cfg, "cpu").values())
+    quick = CONFIGS["quick"]
+    assert hidden_width(quick) == 8 and hidden_width(dataclasses.replace(quick, activation="relu")) == 16
+    assert quick.cs_val_slices is None and not quick.allow_tf32 and CONFIGS["gpu"].cs_val_slices == 4
+
+
+def test_overrides_from_json_become_tuples() -> None:
+    u = dataclasses.replace(CONFIGS["quick"].unrolled, lambdas=[0.1, 1.0], cs_inputs=[[1, "haar"]])
+    assert u.lambdas == (0.1, 1.0) and u.cs_inputs == ((1, "haar"),)
+    assert "stages" in UnrolledConfig.setting_names() and "stage" not in UnrolledConfig.setting_names()
+
+
+def test_unrolled_options_scale_the_cs_inputs_by_the_cs_lambda() -> None:
+    u = CONFIGS["quick"].unrolled
+    options = unrolled_options(u, 0.01)
+    assert options["cs_lambda"] == 0.01 and options["shrink"] == [] and options["bias"] is True
+    assert options["cs_inputs"] == tuple((float(f) * 0.01, w) for f, w in CS_INPUTS)
+    with pytest.raises(ValueError, match="cs_lambda"):
+        unrolled_options(u, None)
+    plain = unrolled_options(dataclasses.replace(u, cs_iterations=0), None)
+    assert plain["cs_lambda"] == 0.0 and plain["cs_inputs"] == ()
+
+
+class _Scaled(torch.nn.Module):
+    """A stand-in network whose prediction is its input times ``decay``."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__()
+        self.decay = torch.nn.Parameter(torch.tensor(decay))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.decay
+
+
+def test_choose_weight_decay_keeps_the_smallest_held_out_error(tmp_path: Path) -> None:
+    inputs = torch.ones(4, 2, 3, 3)
+    part = {"inputs": inputs, "targets": 2 * inputs}
+    held = torch.tensor([False, False, True, True])
+    seen = []
+
+    def train(x: torch.Tensor, y: torch.Tensor, decay: float, where: Path) -> _Scaled:
+        seen.append((len(x), where.name))
+        return _Scaled(decay)
+
+    chosen, record = choose_weight_decay(part, held, [0.0, 1.0, 3.0], train, tmp_path)
+    assert chosen == 1.0 and record["chosen"] == 1.0  # errors 4, 1, 1 per pixel: the first of the smallest
+    assert record["holdout_sq_error"] == [144.0, 36.0, 36.0]
+    assert (record["fit_slices"], record["holdout_slices"]) == (2, 2)
+    assert seen == [(2, "end_to_end_select_0"), (2, "end_to_end_select_1"), (2, "end_to_end_select_2")]
+
+
+def test_command_reproduces_the_run_from_the_repository_root() -> None:
+    assert command("run_knee.py", ["--quick"]) == "python -m benchmarks.run_knee --quick"
+
+
+def test_parse_device_names_what_it_expected() -> None:
+    assert parse_device("cpu") == torch.device("cpu")
+    assert parse_device(default_device()).type == default_device()
+    for bad, message in (("nosuch", "expected a device such as"), ("mps", "expected a CPU or CUDA device")):
+        with pytest.raises(DeviceError, match=message) as caught:
+            parse_device(bad)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, argparse.ArgumentTypeError)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            parse_device("cuda")
