@@ -1,8 +1,8 @@
-"""The synthetic phantom used before the realistic generator (kept as a test fixture only).
+"""A nearly piecewise-constant synthetic phantom, kept as a test fixture: the contrast case for the generator.
 
 A smooth limb with flat ellipses and weak texture: nearly piecewise constant, so
 very sparse in wavelets. ``tests/test_data_synthetic.py`` checks that the texture
-statistics of the current generator exceed what this phantom reaches, and
+statistics of the package's generator exceed what this phantom reaches, and
 ``benchmarks/bench_synthetic.py`` shows both side by side in ``docs/``.
 It is not part of the package: nothing in ``convexrecon`` imports it.
 """

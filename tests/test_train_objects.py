@@ -106,7 +106,7 @@ def test_saved_models_load_under_the_old_architecture_name(tmp_path) -> None:
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architecture"]["kind"] == "layerwise-cnn"
     x, _ = _data()
-    for kind in ("seed", None):  # the earlier name, and files written before the kind was stored
+    for kind in ("seed", None):  # the alias, and model files whose config has no kind
         if kind is None:
             config["architecture"].pop("kind")
         else:

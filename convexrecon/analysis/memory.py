@@ -1,4 +1,4 @@
-r"""Training memory per step, counted device-independently (the seed's Fig. 4).
+r"""Training memory per step, counted device-independently (the paper's Fig. 4).
 
 The peak of one Adam step of a module is taken as
 
@@ -8,7 +8,7 @@ The peak of one Adam step of a module is taken as
 where the saved tensors are counted with
 :func:`torch.autograd.graph.saved_tensors_hooks` (each tensor once, parameters
 excluded; an input batch that autograd saves is counted once, not also as an input). Run on the ``meta`` device, no memory is allocated and no
-arithmetic is done, so the seed's full architecture (256 channels, 7 x 7,
+arithmetic is done, so the paper's full architecture (256 channels, 7 x 7,
 320 x 320) is measured on any machine. ``M`` is affine in the batch size;
 :func:`max_batch` solves ``M(B) <= budget`` from ``M(1)`` and ``M(2)``.
 Transient buffers of the backward pass (convolution workspaces, gradient

@@ -105,7 +105,7 @@ def fit_memory_terms(input_shape: tuple[int, ...], num_outputs: int, num_arrange
     ``input_shape`` is ``(N, C_in, *spatial)`` (any number of spatial axes).
     On the CPU the conv weight gradient unfolds a chunk's patches
     (``chunk * C_in k^d * voxels`` numbers); cuDNN does not, so on CUDA that
-    term is left out (measured on an H100 at the seed's width, 320 x 320,
+    term is left out (measured on an H100 at the paper's width, 320 x 320,
     C_in = 256, k = 7, P = 64: peak 0.51 / 0.74 / 2.73 GiB for 1 / 4 / 16
     images, estimates without the term 0.53 / 1.03 / 3.0 GiB;
     docs/benchmarks.md).
