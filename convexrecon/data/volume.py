@@ -41,6 +41,7 @@ import torch
 
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
+from convexrecon.mri.classical import fixed_numpy_seed
 from convexrecon.mri.espirit import calibration_width, espirit_maps
 from convexrecon.mri.fft import channels_to_complex, complex_to_channels, fftnc, ifftnc
 from convexrecon.mri.sense import SenseOperator
@@ -233,6 +234,8 @@ def l1_wavelet_volume(kspace: np.ndarray, images: VolumeImages, lamda: float, ma
         raise ValueError(f"The 'lamda' parameter must be > 0. Got {lamda} instead.")
     weights = np.broadcast_to(images.mask, kspace.shape[1:]).astype(np.float32)
     data = (kspace * images.mask / images.scale).astype(np.complex64)
-    x = L1WaveletRecon(data, images.maps, lamda=lamda, weights=weights, max_iter=max_iter, show_pbar=False).run()
+    with fixed_numpy_seed():
+        x = L1WaveletRecon(data, images.maps, lamda=lamda, weights=weights, max_iter=max_iter,
+                           show_pbar=False).run()
     support = (np.abs(images.maps) ** 2).sum(axis=0) > 0
     return np.asarray(x) * support

@@ -15,6 +15,7 @@ then centre-cropped; k-space is divided by the slice's scale factor (so that one
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -108,16 +109,33 @@ def sense_cg(problem: SliceProblem, lamda: float = 0.0, max_iter: int = 10) -> n
     return np.asarray(center_crop(x, (problem.crop, problem.crop)))
 
 
+@contextmanager
+def fixed_numpy_seed(seed: int = 0):
+    """Seed NumPy's global generator inside the block; the caller's state is restored after.
+
+    sigpy's iterative apps size their gradient step by a power iteration started from ``np.random``'s
+    global state, so without a fixed start the same CS reconstruction differs in the last digits
+    between runs.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def l1_wavelet(problem: SliceProblem, lamda: float, max_iter: int = 100) -> np.ndarray:
     """L1-wavelet compressed sensing, cropped, stored scale."""
     from sigpy.mri.app import L1WaveletRecon
 
     if not lamda > 0:
         raise ValueError(f"The 'lamda' parameter must be > 0. Got {lamda} instead.")
-    x = L1WaveletRecon(
-        problem.kspace, problem.maps, lamda=lamda, weights=problem.mask.astype(np.float32),
-        max_iter=max_iter, show_pbar=False,
-    ).run()
+    with fixed_numpy_seed():
+        x = L1WaveletRecon(
+            problem.kspace, problem.maps, lamda=lamda, weights=problem.mask.astype(np.float32),
+            max_iter=max_iter, show_pbar=False,
+        ).run()
     # Where ESPIRiT's eigenvalue crop zeroed every map the data say nothing, and the
     # wavelet prior alone extrapolates the object there; the SENSE image (and the
     # target) is zero outside the maps' support, so the reconstruction is too.
