@@ -23,6 +23,7 @@ time. Every row states the threads and the device; the certificate is always
 evaluated in float64.
 
     python -m benchmarks.bench_relu --threads 1        # n = 10,000, C_in 8, k 5, P 16 (about 5 min)
+    python -m benchmarks.bench_relu --threads 1 --no-admm --no-pdhg --no-interior --newton-sizes 4000,8000,12000,16000
 
 Writes ``benchmarks/results/<--name>/results.{json,md}``.
 """
@@ -46,7 +47,9 @@ import convexrecon as cr  # noqa: E402
 from convexrecon.block.arrangements import arrangement_masks, draw_gates, patch_problem  # noqa: E402
 from benchmarks.kit.runinfo import write_results  # noqa: E402
 from convexrecon.io import write_text  # noqa: E402
-from solvers.interior import data_gram, fits_interior_point  # noqa: E402
+from convexrecon.block.dispatch import interior_fits  # noqa: E402
+from convexrecon.block.problem import block_program  # noqa: E402
+from solvers.interior import data_gram  # noqa: E402
 
 
 def make_problem(num: int, channels: int, size: int, k: int, P: int, seed: int = 0):
@@ -87,7 +90,6 @@ def run(label: str, x, y, gates, beta, k, args, tol: float | None = None, **kw) 
 def run_alm(x, y, gates, beta, k, args) -> dict:
     """The package's augmented Lagrangian with FISTA subproblems (:func:`solvers.group_lasso.solve_cone_group_lasso`,
     scnn's method; not a ``relu_method`` of ``fit_layer``) on the same program, float64 certificate."""
-    from convexrecon.block.problem import block_program
     from solvers.group_lasso import solve_cone_group_lasso
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -135,6 +137,29 @@ def data_gram_seconds(x, gates, k: int) -> float:
     return time.perf_counter() - start
 
 
+def newton_seconds(sizes: list[int]) -> list[dict]:
+    """Seconds of one interior-point Newton factorisation at ``m`` unknowns (copy of an ``m x m`` matrix to the
+    working precision, Cholesky, one solve), float64 and float32, in the threads set; with the estimated peak
+    bytes of a relu solve (``NEWTON_MATRIX_COPIES`` float64 squares) that decide whether ``auto`` tries it."""
+    from solvers.interior import NEWTON_MATRIX_COPIES
+
+    rows = []
+    for m in sizes:
+        gram = torch.rand(m, m, dtype=torch.float64, generator=torch.Generator().manual_seed(m))
+        gram = gram + gram.T
+        gram.diagonal().add_(2.0 * m)
+        row = {"unknowns": m, "matrix_bytes": 8 * NEWTON_MATRIX_COPIES * m * m}
+        for dtype in (torch.float64, torch.float32):
+            start = time.perf_counter()
+            factor, _ = torch.linalg.cholesky_ex(gram.to(dtype, copy=True))
+            torch.cholesky_solve(torch.ones(m, 1, dtype=dtype), factor)
+            row[f"{str(dtype).split('.')[-1]}_seconds"] = time.perf_counter() - start
+            del factor
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def markdown(rows, meta) -> str:
     gated = next(r for r in rows if r["solver"] == "gated")
     lines = [
@@ -174,6 +199,12 @@ def markdown(rows, meta) -> str:
                       f"the solution lies on faces of dimension {a['d'] - a['max']}–{a['d'] - a['min']} (median "
                       f"{a['d'] - a['median']:g}) of the neurons' cones, a highly degenerate point for splitting "
                       "methods."]
+    if meta.get("newton"):
+        lines += ["", f"One Newton factorisation ({meta['threads']} thread(s)): unknowns, seconds in float64 / float32, "
+                  "estimated peak GiB of a relu solve (solvers.interior.newton_memory_bytes):", "",
+                  "| unknowns | float64 s | float32 s | estimated peak GiB |", "|---:|---:|---:|---:|"]
+        lines += [f"| {r['unknowns']:,} | {r['float64_seconds']:.2f} | {r['float32_seconds']:.2f} | "
+                  f"{r['matrix_bytes'] / 2**30:.2f} |" for r in meta["newton"]]
     if meta.get("data_gram_seconds") is not None:
         lines += ["", f"Forming the data Gram matrix B^T B ({meta['P'] * meta['C_in'] * meta['k'] ** 2} × "
                   f"{meta['P'] * meta['C_in'] * meta['k'] ** 2}, float64, {meta['threads']} thread(s)), the fixed "
@@ -210,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--alm-max-iter", type=int, default=0,
                         help="add a row for the augmented Lagrangian with FISTA subproblems, capped at this many "
                              "FISTA iterations (default 0: no row)")
+    parser.add_argument("--newton-sizes", default="",
+                        help="comma-separated Newton system sizes (unknowns) to time one factorisation at, e.g. "
+                             "4000,8000,12000,16000 (default: none)")
     parser.add_argument("--name", default="relu-block")
     parser.add_argument("--from-json", type=Path, help="only rebuild results.md from this results.json")
     args = parser.parse_args(argv)
@@ -228,6 +262,12 @@ def main(argv=None) -> int:
         parser.error(f"--kernel must be an odd integer >= 1; got {args.kernel}")
     if not (args.tol > 0 and args.beta_ratio > 0):
         parser.error(f"--tol and --beta-ratio must be > 0; got {args.tol} and {args.beta_ratio}")
+    try:
+        newton_sizes = [int(m) for m in args.newton_sizes.split(",") if m.strip()]
+    except ValueError:
+        parser.error(f"--newton-sizes must be comma-separated integers; got {args.newton_sizes!r}")
+    if any(m < 1 for m in newton_sizes):
+        parser.error(f"--newton-sizes must be >= 1; got {args.newton_sizes!r}")
     torch.set_num_threads(args.threads)
     x, y, gates = make_problem(args.images, args.channels, args.size, args.kernel, args.gates)
     k = args.kernel
@@ -239,6 +279,7 @@ def main(argv=None) -> int:
             "images": f"{args.images} x {args.size}x{args.size}", "C_in": args.channels, "k": k, "P": args.gates,
             "beta_ratio": args.beta_ratio, "beta": beta, "tol": args.tol, "dtype": args.dtype,
             "command": "python -m benchmarks.bench_relu " + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta["newton"] = newton_seconds(newton_sizes)
     rows = [run("gated", x, y, gates, beta, k, args, activation="gated")]
     meta["data_gram_seconds"] = data_gram_seconds(x, gates, k)
     if not args.no_admm:
@@ -249,7 +290,9 @@ def main(argv=None) -> int:
     if not args.no_pdhg:
         rows.append(run("relu pdhg", x, y, gates, beta, k, args, activation="relu", relu_method="pdhg",
                         max_iter=args.pdhg_max_iter))
-    if not args.no_interior and fits_interior_point(n, args.gates, args.channels * k * k):
+    # the rule relu_method='auto' follows: the interior point where its Newton system fits (above
+    # MAX_NEWTON_UNKNOWNS where memory allows, convexrecon.block.dispatch.newton_limit)
+    if not args.no_interior and interior_fits(block_program(x, y, gates=gates, kernel_size=k, activation="relu")):
         rows.append(run("relu auto", x, y, gates, beta, k, args, tol=args.auto_tol, activation="relu",
                         relu_method="auto"))
     table = markdown(rows, meta)

@@ -30,7 +30,10 @@ is absorbed exactly by the ``v`` step. The multipliers of ``C v \ge 0`` come
 from the scaled dual ``u`` of the splitting, :math:`\lambda = -\rho u - M^\top\theta`
 clipped at zero, and certify the exact program (:mod:`solvers.groups`); an
 external lower bound (for instance the gated relaxation's dual) can only raise
-the dual value used. Alternating direction method of multipliers: Boyd et al.,
+the dual value used. A check whose iterate is not finite, or whose objective has grown past a million times the
+zero block's, restarts the splitting from the best certified iterate (at most a few times); the solve always
+returns its best certified iterate, and says in its message what it found (the penalty's range, the largest
+objective and cone value, the restarts). Alternating direction method of multipliers: Boyd et al.,
 Found. Trends Mach. Learn. 2011; the splitting of the cone constraints follows
 the idea of CRONOS (Feng, Frangella & Pilanci, NeurIPS 2024), whose least-squares
 step is replaced here by the exact Gram eigenbasis.
@@ -38,6 +41,7 @@ step is replaced here by the exact Gram eigenbasis.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -155,7 +159,8 @@ def solve_relu_program_admm(
     z = torch.clamp(cone, min=0.0)
     u = torch.zeros_like(z)  # scaled dual of C v = z
     r = pick(z) - y  # the z step's scalar per data entry, warm-started
-    best: tuple[float, Tensor, Tensor, Certificate] | None = None
+    best: _Best | None = None
+    trace = _Trace(rho, 0.5 * comm.sum(float(torch.sum(y * y, dtype=torch.float64))))
     reason, k = "max_iter", 0
 
     def certificate(v_: Tensor, parts: tuple[Tensor, Tensor], u_: Tensor, rho_: float, op=operator,
@@ -185,15 +190,26 @@ def solve_relu_program_admm(
             z_hat, u_hat = z, u
         if k % check_every and k != max_iter:
             continue
-        cert, judge, lam = certificate(v, (pred, cone), u, rho)
+        finite = comm.max(0.0 if all(bool(torch.isfinite(t).all()) for t in (v, z, u)) else 1.0) == 0.0
+        cert, judge, lam = certificate(v, (pred, cone), u, rho) if finite else (_NOT_FINITE,) * 2 + (u,)
         monitor.record(k, cert)
+        trace.saw(cert, comm.max(float(z.abs().max()) if finite and z.numel() else 0.0))
+        runaway = trace.runaway(k, cert, finite)
+        if runaway is not None:  # restart from the best iterate seen, or stop and return it
+            if best is None or len(trace.restarts) >= _MAX_RESTARTS:
+                reason = "diverged" if best is None else f"no progress after {len(trace.restarts)} restarts"
+                trace.restarts.append(runaway)
+                break
+            trace.restarts.append(runaway)
+            z, u, rho = best.z.clone(), best.u.clone(), best.rho
+            z_hat, u_hat, momentum, combined = z, u, 1.0, math.inf
+            trace.rho = rho
+            r = pick(z) - y
+            continue
         score = max(judge.relative_gap, min(judge.max_violation, cert.max_violation + 1.0) * tol / feas_tol)
-        if best is None or score < best[0]:
-            best = (score, v.clone(), lam, judge)
-        if not (math.isfinite(cert.primal) and math.isfinite(cert.dual)):
-            reason = "diverged"
-            break
-        if monitor.converged(best[3]):
+        if math.isfinite(score) and (best is None or score < best.score):
+            best = _Best(score, v.clone(), lam, judge, z.clone(), u.clone(), rho)
+        if best is not None and monitor.converged(best.judge):
             reason = "converged"
             break
         if monitor.stalled(cert):
@@ -209,17 +225,77 @@ def solve_relu_program_admm(
             rho *= factor
             u, u_hat = u / factor, u_hat / factor
             combined = math.inf
-    if best is None:
+            trace.penalty(rho)
+    if best is None:  # no finite iterate was ever certified: report the last one (diverged if it is not finite)
         _, judge, lam = certificate(v, (pred, cone), u, rho)
-        best = (0.0, v, lam, judge)
-    _, v, lam, _ = best
+        best = _Best(0.0, v, lam, judge, z, u, rho)
+    v, lam = best.v, best.lam
     final_op, v_final, y_final = ((certify_operator, v.double(), y.double()) if certify_operator is not None
                                   else (operator, v, y))
     cert, judge, _ = _certificate(v_final, final_op.forward(v_final), None, rho, y_final, beta, final_op, pick,
                                   spread, y_scale, lower_bound, comm, lam=lam.to(v_final.dtype), realised=realised)
-    status = status_of("checked" if reason in ("stalled", "converged") else reason, monitor, judge)
-    message = f"stopped: {reason}; penalty rho {rho:.3g}."
-    return v, lam, monitor.report(cert, k, status, message)
+    stop = "checked" if reason in ("stalled", "converged") or reason.startswith("no progress") else reason
+    status = status_of(stop, monitor, judge)
+    return v, lam, monitor.report(cert, k, status, f"stopped: {reason}; {trace.describe()}")
+
+
+_NOT_FINITE = Certificate(math.nan, math.nan, math.inf)
+_MAX_RESTARTS = 5
+_GROWTH = 1e6  # an iterate whose objective exceeds this multiple of the zero block's has run away
+
+
+@dataclasses.dataclass
+class _Best:
+    """The best certified iterate so far (by gap and violation), with the splitting state to restart from."""
+
+    score: float
+    v: Tensor
+    lam: Tensor
+    judge: Certificate
+    z: Tensor
+    u: Tensor
+    rho: float
+
+
+class _Trace:
+    """What a solve found along the way: the penalty's range, the largest objective and cone step, the restarts.
+
+    A check whose iterate is not finite, or whose objective exceeds ``_GROWTH`` times that of the zero block
+    (``1/2 ||y||^2``), has run away (:meth:`runaway`); the solve then restarts from its best iterate.
+    """
+
+    def __init__(self, rho: float, zero_objective: float) -> None:
+        self.rho_low = self.rho_high = self.rho = rho
+        self.updates = 0
+        self.zero_objective = zero_objective
+        self.largest_primal = 0.0
+        self.largest_step = 0.0
+        self.restarts: list[str] = []
+
+    def penalty(self, rho: float) -> None:
+        self.rho, self.updates = rho, self.updates + 1
+        self.rho_low, self.rho_high = min(self.rho_low, rho), max(self.rho_high, rho)
+
+    def saw(self, cert: Certificate, step: float) -> None:
+        if math.isfinite(cert.primal):
+            self.largest_primal = max(self.largest_primal, cert.primal)
+        self.largest_step = max(self.largest_step, step)
+
+    def runaway(self, k: int, cert: Certificate, finite: bool) -> str | None:
+        """A description of what ran away at check ``k`` (None when nothing did)."""
+        if not finite:
+            return f"non-finite iterate at iteration {k} (penalty rho {self.rho:.3g})"
+        if cert.primal > _GROWTH * max(self.zero_objective, 1e-300):
+            return (f"objective {cert.primal:.4g} at iteration {k}, over {_GROWTH:g} x the zero block's "
+                    f"{self.zero_objective:.4g} (penalty rho {self.rho:.3g})")
+        return None
+
+    def describe(self) -> str:
+        restarts = "; ".join(self.restarts) if self.restarts else "none"
+        return (f"penalty rho {self.rho:.3g} ({self.updates} updates, range {self.rho_low:.3g} to "
+                f"{self.rho_high:.3g}); largest objective {self.largest_primal:.4g} (zero block "
+                f"{self.zero_objective:.4g}); largest cone value |z| {self.largest_step:.3g}; restarts from the "
+                f"best iterate: {restarts}.")
 
 
 def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho: float, y: Tensor, beta: float,
@@ -250,7 +326,7 @@ def _certificate(v: Tensor, parts: tuple[Tensor, Tensor], u: Tensor | None, rho:
         fit_sq = comm.sum(float(torch.sum(miss * miss, dtype=torch.float64)))
     penalty = beta * float(group_penalty(v))
     primal = 0.5 * fit_sq + penalty
-    dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)
+    dual, _ = scaled_dual_value(theta_dot_y, theta_sq, max_norm, beta)  # -inf for a non-finite multiplier
     dual = max(dual, lower_bound)
     violation = comm.max(float(torch.clamp(-cone, min=0.0).max()) if cone.numel() else 0.0) / y_scale
     # judged on both the realised model's and the program's value at v: each must lie within the gap of the
@@ -268,16 +344,20 @@ class _GramBasis:
 
     For each group, :math:`\min_x \tau\|x\| + \tfrac12 x^\top K x - c^\top x`
     is zero when :math:`\|c\| \le \tau` (``c`` lies in the range of ``K``) and
-    otherwise :math:`\hat x = \hat c / (\Lambda + \kappa)` in the eigenbasis,
-    with :math:`\kappa > 0` the root of :math:`g(\kappa) = 1/\|\hat c/(\Lambda+\kappa)\| - \kappa/\tau`.
-    ``1/||p(kappa)||`` is concave (as in the trust-region secular equation,
-    Moré & Sorensen 1983), so ``g`` is concave with one positive root, and
-    Newton's method started right of it, at
-    :math:`\kappa = \tau\Lambda_{\max} / (\|c\| - \tau)` (where ``g <= 0``),
-    decreases monotonically to it.
+    otherwise, with :math:`t = \|x\| > 0`, :math:`(K + \tfrac{\tau}{t} I) x = c`, i.e.
+    :math:`\hat x = t\hat c / (t\Lambda + \tau)` in the eigenbasis, where ``t`` is the root of
+    :math:`h(t) = \|\hat c / (t\Lambda + \tau)\|^{-1} - 1`. ``h(t) + 1`` is ``t`` times
+    ``1/||p(tau/t)||`` with :math:`p(\kappa) = \hat c/(\Lambda + \kappa)`, the perspective of a concave
+    function (the trust-region secular equation, Moré & Sorensen 1983), so ``h`` is concave and
+    increasing, with :math:`h(0) = \tau/\|c\| - 1 < 0`: Newton's method started at ``t = 0``
+    increases monotonically to the root. Unlike the root in :math:`\kappa = \tau / t`, this stays
+    well-conditioned when :math:`\|c\|` is within rounding of ``tau`` (``t`` near 0): there the
+    ``kappa`` form divides 0 by 0 (measured: in float32, :math:`\|c\| = \tau (1 + 10^{-7})` gave
+    a NaN step on an ordinary conv block after 4,169 ADMM iterations). The root is found in
+    float64 whatever the working precision (``groups x d`` numbers, small next to the operator).
     """
 
-    _NEWTON_STEPS = 50
+    _NEWTON_STEPS = 60
 
     def __init__(self, gram: Tensor, dtype: torch.dtype) -> None:
         gram = gram.double()
@@ -285,30 +365,32 @@ class _GramBasis:
         top = float(values.max()) if values.numel() else 0.0
         if not math.isfinite(top) or top <= 0:
             raise ValueError(f"gram must be a non-zero positive semidefinite matrix; its largest eigenvalue is {top}")
-        self.values = torch.clamp(values, min=1e-12 * top).to(dtype)
+        self.values = torch.clamp(values, min=1e-12 * top)  # float64: the secular root
         self.vectors = vectors.to(dtype)
 
     def group_prox(self, c: Tensor, tau: float) -> Tensor:
         flat = c.reshape(c.shape[0], -1)
-        hat = flat @ self.vectors
+        hat = (flat @ self.vectors).double()
         norms = torch.linalg.vector_norm(hat, dim=1)
-        active = norms > tau * (1 + 1e-12)  # at the boundary the step is zero up to rounding
+        active = norms > tau
         x_hat = torch.zeros_like(hat)
         if bool(active.any()):
-            h2, n = hat[active] ** 2, norms[active]
-            kappa = (tau * self.values.max() / (n - tau).clamp(min=torch.finfo(hat.dtype).tiny))[:, None]
-            for step in range(self._NEWTON_STEPS):
-                inv = 1.0 / (self.values + kappa)
-                p_sq = (h2 * inv * inv).sum(dim=1, keepdim=True)
-                g = p_sq.rsqrt() - kappa / tau
-                slope = p_sq.pow(-1.5) * (h2 * inv ** 3).sum(dim=1, keepdim=True) - 1.0 / tau
-                new = kappa - g / slope
-                done = step >= 3 and bool(((new - kappa).abs() <= 1e-12 * kappa).all())
-                kappa = torch.minimum(new, kappa).clamp(min=0.0)  # monotone from the right; guards rounding
+            h2, lam = hat[active] ** 2, self.values.to(hat.device)
+            t = torch.zeros(h2.shape[0], 1, dtype=hat.dtype, device=hat.device)
+            for _ in range(self._NEWTON_STEPS):
+                den = t * lam + tau
+                phi = (h2 / (den * den)).sum(dim=1, keepdim=True)  # ||c_hat / (t Lambda + tau)||^2, decreasing
+                root = phi.rsqrt()
+                slope = root / phi * (h2 * lam / (den * den * den)).sum(dim=1, keepdim=True)  # h'(t) > 0
+                new = t - (root - 1.0) / slope
+                new = torch.where(torch.isfinite(new) & (new > t), new, t)  # monotone from the left; guards rounding
+                done = bool(((new - t) <= 1e-14 * new).all())
+                t = new
                 if done:
                     break
-            x_hat[active] = hat[active] / (self.values + kappa)
-        return (x_hat @ self.vectors.T).reshape(c.shape)
+            x_hat[active] = t * hat[active] / (t * lam + tau)
+        x_hat[~torch.isfinite(norms)] = math.nan  # a non-finite c gives a non-finite step, never a zero group
+        return (x_hat.to(flat.dtype) @ self.vectors.T).reshape(c.shape)
 
 
 def _cone_step(q: Tensor, y: Tensor, rho: float, pick, spread, r0: Tensor, max_steps: int = 60) -> tuple[Tensor, Tensor]:

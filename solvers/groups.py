@@ -17,6 +17,8 @@ dual point after scaling both by one factor ``s`` (scaling keeps
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -62,6 +64,8 @@ def scaled_dual_value(theta_dot_y: float, theta_sq: float, max_dual_norm: float,
         ``0 <= s <= beta / max_dual_norm``; ``dual`` is that maximum (a lower
         bound on the primal optimum).
     """
+    if not (math.isfinite(max_dual_norm) and math.isfinite(theta_dot_y) and math.isfinite(theta_sq)):
+        return float("-inf"), 0.0  # a non-finite dual point bounds nothing (NaN > 0 would read as slack)
     s_max = beta / max_dual_norm if max_dual_norm > 0 else float("inf")
     if theta_sq > 0:
         s = min(max(theta_dot_y / theta_sq, 0.0), s_max)

@@ -43,11 +43,23 @@ from .certificate import Certificate, Monitor, certify
 from .interior_relu import ReluInteriorPoint
 from .report import IterationRecord, SolveReport, Status
 
-__all__ = ["MAX_ARRAY_NUMBERS", "MAX_CONE_ROWS", "MAX_NEWTON_UNKNOWNS", "data_gram", "fits_gated_interior_point",
-           "fits_interior_point", "newton_system_size", "solve_gated_program_ipm", "solve_relu_program_ipm"]
+__all__ = ["MAX_ARRAY_NUMBERS", "MAX_CONE_ROWS", "MAX_NEWTON_UNKNOWNS", "NEWTON_MATRIX_COPIES", "STRETCH_NEWTON_UNKNOWNS",
+           "data_gram", "fits_gated_interior_point", "fits_interior_point", "newton_memory_bytes", "newton_system_size",
+           "solve_gated_program_ipm", "solve_relu_program_ipm"]
 
 MAX_NEWTON_UNKNOWNS = 12_000
-"""Largest dense Newton system either method factors (unknowns): ``min(n, P d)`` for relu, ``P d`` gated."""
+"""Largest dense Newton system either method factors on any machine (unknowns): ``min(n, P d)`` for relu,
+``P d`` gated."""
+STRETCH_NEWTON_UNKNOWNS = 16_384
+"""Largest relu Newton system tried where the solve fits in memory (:func:`newton_memory_bytes`; the caller
+checks, passing ``max_system``). Measured on 2 cores, one thread (docs/benchmarks.md, 'Exact-ReLU blocks at
+training scale'): one factorisation in float64 / float32 takes 13 / 7 s at 12,000 unknowns and 31 / 15 s at
+16,000 (it grows as ``m^3``); on a block of 12,800 unknowns the solve certified 1e-3 in 30 iterations, 669 s of
+CPU, where ADMM ran out of 20,000 iterations uncertified. At 16,384 a solve is about twice that."""
+NEWTON_MATRIX_COPIES = 5
+"""``m x m`` float64 squares counted for a relu solve's peak memory: ``B^T B`` (or the Woodbury ``K``), the
+Newton matrix and its Cholesky factor, and as much again for the rest (patches, per-row arrays, temporaries).
+Measured peak RSS 5.83 GiB at ``m = 12,800``, where five squares are 6.1 GiB."""
 MAX_ARRAY_NUMBERS = 2**27
 """Largest explicit array (float64 numbers, 1 GiB): the relu Woodbury factor ``n x P d``; the gated method's
 patch matrix ``n x d`` and masks ``n x P``."""
@@ -65,6 +77,14 @@ _GATED_MU_FACTOR = 0.05  # with the line search: 54 -> 16 Newton steps on the k 
 def newton_system_size(n: int, num_gates: int, d: int) -> int:
     """Unknowns of the interior-point Newton system for ``P = num_gates``: ``min(n, P d)``."""
     return min(n, num_gates * d)
+
+
+def newton_memory_bytes(n: int, num_gates: int, d: int) -> int:
+    """Estimated peak bytes of :func:`solve_relu_program_ipm` (``system="auto"``): :data:`NEWTON_MATRIX_COPIES`
+    float64 squares of :func:`newton_system_size`, plus the Woodbury factor ``n x P d`` where that system is used."""
+    m = newton_system_size(n, num_gates, d)
+    factor = 0 if num_gates * d <= n else n * num_gates * d
+    return 8 * (NEWTON_MATRIX_COPIES * m * m + factor)
 
 
 def fits_interior_point(n: int, num_gates: int, d: int, max_system: int | None = None) -> bool:
@@ -105,6 +125,7 @@ def solve_relu_program_ipm(
     tol: float = 1e-6,
     max_iter: int = 200,
     system: str = "auto",
+    max_system: int | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
 ) -> tuple[Tensor, Tensor, SolveReport]:
     r"""Solve the exact-ReLU arrangement program by a primal-dual interior-point method.
@@ -132,6 +153,10 @@ def solve_relu_program_ipm(
         How the Newton system is solved: ``"direct"`` (Cholesky of the
         ``P d`` square matrix), ``"woodbury"`` (an ``n x n`` Cholesky) or
         ``"auto"`` (the smaller of the two).
+    max_system
+        Largest Newton system accepted (default :data:`MAX_NEWTON_UNKNOWNS`); up to
+        :data:`STRETCH_NEWTON_UNKNOWNS` where the caller has checked :func:`newton_memory_bytes`
+        against the memory available.
 
     Returns
     -------
@@ -155,8 +180,9 @@ def solve_relu_program_ipm(
     n, d = X.shape
     P, c = D.shape[1], Y.shape[1]
     direct = system == "direct" or (system == "auto" and P * d <= n)
-    if not _relu_fits(n, P, d, direct):
-        raise ValueError(f"the interior-point method needs a Newton system of at most {MAX_NEWTON_UNKNOWNS} unknowns "
+    if not _relu_fits(n, P, d, direct, max_system):
+        limit = MAX_NEWTON_UNKNOWNS if max_system is None else max_system
+        raise ValueError(f"the interior-point method needs a Newton system of at most {limit} unknowns "
                          f"({'P d' if direct else 'n'} = {P * d if direct else n} with system={system!r}), "
                          f"n * P * d <= {MAX_ARRAY_NUMBERS} for the Woodbury system and n * 2 P <= {MAX_CONE_ROWS}. "
                          f"Got n={n}, P={P}, d={d} instead.")

@@ -1,4 +1,5 @@
-"""``benchmarks/bench_relu.py`` end to end on a tiny block: every row, the degeneracy count and the Newton floor."""
+"""``benchmarks/bench_relu.py`` end to end on a tiny block: every row, the degeneracy count, the Newton floor and the
+Newton factorisation times."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from solvers.interior import NEWTON_MATRIX_COPIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "benchmarks.bench_relu"  # run as a module from ROOT: it imports benchmarks.kit
@@ -15,7 +18,7 @@ def test_tiny_block_rows_degeneracy_and_gram_time(tmp_path: Path) -> None:
     out = tmp_path / "relu"
     run = subprocess.run([sys.executable, "-m", SCRIPT, "--images", "1", "--size", "8", "--channels", "2", "--kernel", "3",
                           "--gates", "2", "--beta-ratio", "0.1", "--dtype", "float64", "--admm-max-iter", "4000",
-                          "--alm-max-iter", "200", "--no-pdhg", "--name", str(out)],
+                          "--alm-max-iter", "200", "--no-pdhg", "--newton-sizes", "50,120", "--name", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     saved = json.loads((out / "results.json").read_text())
@@ -30,8 +33,12 @@ def test_tiny_block_rows_degeneracy_and_gram_time(tmp_path: Path) -> None:
     assert a["d"] == 2 * 3 * 3 and a["neurons"] >= 1
     assert 0 <= a["min"] <= a["p10"] <= a["median"] <= a["max"] <= 64  # rows at equality, of n = 64 patches
     assert saved["meta"]["data_gram_seconds"] > 0
+    newton = saved["meta"]["newton"]
+    assert [r["unknowns"] for r in newton] == [50, 120] and newton[1]["matrix_bytes"] == 8 * NEWTON_MATRIX_COPIES * 120 * 120
+    assert all(r["float64_seconds"] > 0 and r["float32_seconds"] > 0 for r in newton)
     table = (out / "results.md").read_text()
     assert "Degeneracy of the exact optimum" in table and "Forming the data Gram matrix" in table
+    assert "| 120 | " in table
 
 
 def test_bad_alm_budget_names_the_option(tmp_path: Path) -> None:

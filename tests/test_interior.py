@@ -373,3 +373,36 @@ def test_data_gram_is_the_dense_b_transpose_b():
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D).double()
     B = (Dt[:, :, None] * Xt[:, None, :]).reshape(70, 35)
     torch.testing.assert_close(data_gram(Xt, Dt), B.T @ B, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_stretches_the_newton_limit_only_where_memory_allows(monkeypatch):
+    """A block above MAX_NEWTON_UNKNOWNS but within STRETCH_NEWTON_UNKNOWNS goes to the interior point when its
+    dense matrices fit in half the available memory, to ADMM otherwise (and when no memory figure is readable)."""
+    from convexrecon.block import dispatch, guard
+    from convexrecon.block.options import FitOptions
+    from convexrecon.block.problem import block_program
+    from solvers import interior
+
+    p = make_problem(7, c_out=1, k=3, activation="relu")
+    n, P, d = dispatch._sizes(block_program(p.inputs, p.targets, gates=p.gates, kernel_size=3, activation="relu"))
+    m = min(n, P * d)  # the Newton system: P d = 4 * 18 = 72 unknowns, or n by the Woodbury identity
+    assert 50 < m <= 72
+    copies = interior.NEWTON_MATRIX_COPIES
+    assert interior.newton_memory_bytes(n, P, d) == 8 * (copies * m * m + (n * P * d if P * d > n else 0))
+    monkeypatch.setattr(interior, "MAX_NEWTON_UNKNOWNS", 50)
+    monkeypatch.setattr(interior, "STRETCH_NEWTON_UNKNOWNS", 100)
+    options = FitOptions.of(None, kernel_size=3, activation="relu", dtype=torch.float64)
+    program = block_program(p.inputs, p.targets, gates=p.gates, options=options)
+    need = interior.newton_memory_bytes(n, P, d)
+    for available, expected in ((2 * need, "interior_point"), (2 * need - 1, "admm"), (None, "admm")):
+        monkeypatch.setattr(guard, "available_bytes", lambda device, a=available: (a, "test"))
+        assert dispatch.choose_solver(options, program) == expected, available
+    monkeypatch.setattr(guard, "available_bytes", lambda device: (2**30, "test"))
+    block = cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=p.beta, activation="relu",
+                         dtype=torch.float64, tol=1e-6)
+    assert block.report.solver == "interior_point" and block.report.status is Status.OPTIMAL
+    monkeypatch.setattr(interior, "STRETCH_NEWTON_UNKNOWNS", m - 1)  # beyond the stretch too
+    assert dispatch.choose_solver(options, program) == "admm"
+    with pytest.raises(ValueError, match=rf"above its limits \({m - 1} unknowns"):
+        cr.fit_layer(p.inputs, p.targets, kernel_size=3, gates=p.gates, beta=p.beta, activation="relu",
+                     relu_method="interior_point")

@@ -37,6 +37,15 @@ def test_scaled_dual_value_is_feasible_and_optimal_on_the_ray():
     assert s == pytest.approx(0.25) and dual == pytest.approx(0.125)  # unconstrained maximiser
 
 
+@pytest.mark.parametrize("bad", ["max_dual_norm", "theta_dot_y", "theta_sq"])
+def test_scaled_dual_value_of_a_non_finite_dual_point_bounds_nothing(bad):
+    # a NaN constraint norm must not read as slack (NaN > 0 is False): that would certify any primal
+    values = dict(theta_dot_y=10.0, theta_sq=4.0, max_dual_norm=5.0, beta=1.0)
+    values[bad] = float("nan")
+    dual, s = scaled_dual_value(**values)
+    assert dual == float("-inf") and s == 0.0
+
+
 def _dense_problem(seed: int):
     rng = np.random.default_rng(seed)
     n, d, P, c = 50, 5, 4, 2

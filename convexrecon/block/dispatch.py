@@ -26,12 +26,12 @@ from torch import Tensor
 from solvers.admm import solve_relu_program_admm
 from solvers.group_lasso import solve_group_lasso
 from solvers import interior
-from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_system_size,
+from solvers.interior import (fits_gated_interior_point, fits_interior_point, newton_memory_bytes, newton_system_size,
                               solve_gated_program_ipm, solve_relu_program_ipm)
 from solvers.pdhg import solve_cone_group_lasso_pdhg
 from solvers.report import ConvergenceWarning, SolveReport, Status
 
-from convexrecon.block import relu_split
+from convexrecon.block import guard, relu_split
 from convexrecon.block.arrangements import ArrangementConv, patch_problem
 from convexrecon.block.options import FitOptions
 from convexrecon.block.problem import BlockProgram, beta_max
@@ -56,10 +56,28 @@ def choose_solver(o: FitOptions, program: BlockProgram) -> str:
 
 
 def interior_fits(program: BlockProgram) -> bool:
-    """The interior point needs in-memory data, one process and a small Newton system."""
+    """The interior point needs in-memory data, one process and a small Newton system (:func:`newton_limit`)."""
     if program.streamed or program.comm.world_size > 1:
         return False
-    return fits_interior_point(*_sizes(program))
+    return fits_interior_point(*_sizes(program), max_system=newton_limit(program))
+
+
+# share of the available memory the interior point's dense matrices may take on a block above MAX_NEWTON_UNKNOWNS
+# (the rest holds the patches, masks, per-row arrays and the ADMM fallback)
+_NEWTON_MEMORY_SHARE = 0.5
+
+
+def newton_limit(program: BlockProgram) -> int:
+    """The largest relu Newton system the interior point takes on this block: ``solvers.interior``'s
+    ``STRETCH_NEWTON_UNKNOWNS`` where its dense matrices (:func:`solvers.interior.newton_memory_bytes`) fit in
+    half the memory available (:func:`convexrecon.block.guard.available_bytes`), else ``MAX_NEWTON_UNKNOWNS``:
+    the Newton system is the known-good method, and ADMM on such blocks may take far longer without certifying."""
+    if program.streamed:
+        return interior.MAX_NEWTON_UNKNOWNS
+    available, _ = guard.available_bytes(program.inputs.device)
+    if available is None or newton_memory_bytes(*_sizes(program)) > _NEWTON_MEMORY_SHARE * available:
+        return interior.MAX_NEWTON_UNKNOWNS
+    return max(interior.MAX_NEWTON_UNKNOWNS, interior.STRETCH_NEWTON_UNKNOWNS)
 
 
 def check_interior(program: BlockProgram, relu: bool) -> None:
@@ -80,10 +98,11 @@ def check_interior(program: BlockProgram, relu: bool) -> None:
                              f"{interior.MAX_NEWTON_UNKNOWNS} unknowns and {_power(interior.MAX_ARRAY_NUMBERS)} "
                              "numbers in the patch matrix and in the masks (N*H*W x P): use gated_method='fista'")
         return
-    if not fits_interior_point(n, P, d):
+    limit = newton_limit(program)
+    if not fits_interior_point(n, P, d, max_system=limit):
         raise ValueError(f"relu_method='interior_point' solves a dense Newton system of min(N*H*W, P*C_in*k^d) = "
                          f"min({n}, {P * d}) = {newton_system_size(n, P, d)} unknowns (N*H*W * 2*P = "
-                         f"{n * 2 * P} cone rows), above its limits ({interior.MAX_NEWTON_UNKNOWNS} unknowns; "
+                         f"{n * 2 * P} cone rows), above its limits ({limit} unknowns; "
                          f"{_power(interior.MAX_ARRAY_NUMBERS)} numbers in the Woodbury factor N*H*W * P*C_in*k^d; "
                          f"{_power(interior.MAX_CONE_ROWS)} cone rows): use relu_method='pdhg'")
 
@@ -135,7 +154,7 @@ class BlockSolver:
     def _interior(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
         p, o = self.program, self.options
         return _quietly(_solve_interior, p.inputs, p.targets, p.operator, p.gates, o.kernel_size, beta, o.tol,
-                        o.max_iter, callback, o.relu)
+                        o.max_iter, callback, o.relu, newton_limit(p) if o.relu else None)
 
     def _admm(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
         p, o = self.program, self.options
@@ -214,7 +233,8 @@ def _quietly(solve, *args, **kwargs):
 
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
-                    tol: float, max_iter: int | None, callback, relu: bool = True) -> tuple[Tensor, SolveReport]:
+                    tol: float, max_iter: int | None, callback, relu: bool = True,
+                    max_system: int | None = None) -> tuple[Tensor, SolveReport]:
     """Interior-point solve on the explicit patch problem (exact ReLU, or gated by the barrier Newton method);
     ``v`` in the operator's layout."""
     X, D, Y = patch_problem(x, operator.masks, y, kernel_size)
@@ -222,7 +242,7 @@ def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tens
     budget = max_iter or DEFAULT_MAX_ITER["interior_point"]
     if relu:
         U, _, report = solve_relu_program_ipm(X, D, Y, beta, gates=gates.double().reshape(gates.shape[0], -1).cpu(),
-                                              tol=tol, max_iter=budget, callback=callback)
+                                              tol=tol, max_iter=budget, max_system=max_system, callback=callback)
     else:
         U, report = solve_gated_program_ipm(X, D, Y, beta, tol=tol, max_iter=budget, callback=callback)
     # U is (2, P, C_out, d) for relu, (P, C_out, d) gated: the operator's group order

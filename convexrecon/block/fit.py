@@ -91,8 +91,10 @@ def fit_layer(
     convexrecon.errors.MemoryBudgetError
         When the solve's buffers are estimated not to fit in memory.
     convexrecon.errors.SolverError
-        When the solve diverges (non-finite iterates); never a block with
-        non-finite weights.
+        When the solve produces no finite iterate to return (non-finite data or
+        iterates from the start); never a block with non-finite weights. A solve
+        that cannot certify returns its best certified block with status
+        ``max_iter`` or ``inaccurate`` and warns.
     """
     options = FitOptions.of(options, **settings)
     betas = None if beta is None else [beta]
@@ -176,13 +178,21 @@ def _fit_blocks(inputs: Any, targets: Any, gates: Any, o: FitOptions, betas: lis
                           f"{report.relative_gap:.3g} (tol {tol:.3g}), relative violation {report.max_violation:.3g}. "
                           f"{report.message}", ConvergenceWarning, stacklevel=4)
         if report.status is Status.DIVERGED or not bool(torch.isfinite(v).all()):
-            raise SolverError(
-                f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations (primal "
-                f"{report.primal:.4g}); no block is returned. The data may overflow {o.dtype} (largest |target| "
-                f"{float(y.abs().max()):.3g}): rescale them or use torch.float64."
-            )
+            raise SolverError(_diverged_message(report, program.inputs, y, o.dtype))
         blocks.append(block_from_solution(v, program.gates, y.shape[1], o.activation, beta, report))
     return blocks
+
+
+def _diverged_message(report, x: Any, y: Tensor, dtype: torch.dtype) -> str:
+    """What a solve that produced no finite certified block found, in the solver's own words; the precision hint
+    only where the squares of the data come within a factor 1e6 of the largest number ``dtype`` holds."""
+    message = (f"fit_layer: the {report.solver} solve diverged after {report.iterations} iterations: it found no "
+               f"finite certified block (last objective {report.primal:.4g}); no block is returned. {report.message}")
+    largest = max(float(t.abs().max()) if isinstance(t, Tensor) and t.numel() else 0.0 for t in (x, y))
+    if largest ** 2 > 1e-6 * torch.finfo(dtype).max:
+        message += (f" The largest |input| or |target| is {largest:.3g}: its square is near the range of {dtype}; "
+                    "rescale the data or use torch.float64.")
+    return message
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ class FitOptions:
         :func:`~convexrecon.block.dispatch.choose_solver`).
 
         * ``"auto"``: the interior point where it fits (in-memory data in one process within the limits
-          of :func:`solvers.interior.fits_interior_point`), ADMM otherwise and for ``beta >= beta_max``
+          of :func:`solvers.interior.fits_interior_point`, the Newton-system limit raised to
+          :data:`solvers.interior.STRETCH_NEWTON_UNKNOWNS` where its dense matrices fit in half the
+          available memory: :func:`~convexrecon.block.dispatch.newton_limit`), ADMM otherwise and for ``beta >= beta_max``
           (zero block). When the interior point ends without certifying (it stalls on some small
           over-parameterised blocks, ``P C_in k^2`` far above ``N H W``), ADMM solves the block too and
           the better certified of the two is returned
@@ -106,7 +108,8 @@ class FitOptions:
         * ``"interior_point"``: a primal-dual interior-point method on the explicit patch matrix, float64
           (:func:`solvers.interior.solve_relu_program_ipm`), for in-memory problems within its size limits
           (:data:`solvers.interior.MAX_NEWTON_UNKNOWNS` unknowns in the Newton system
-          ``min(N H W, P C_in k^2)``, :data:`~solvers.interior.MAX_CONE_ROWS` cone rows ``N H W x 2 P`` and,
+          ``min(N H W, P C_in k^2)``, or the memory-dependent stretch of
+          :func:`~convexrecon.block.dispatch.newton_limit`, :data:`~solvers.interior.MAX_CONE_ROWS` cone rows ``N H W x 2 P`` and,
           when ``N H W`` is the smaller side, :data:`~solvers.interior.MAX_ARRAY_NUMBERS` numbers in the
           Woodbury factor ``N H W x P C_in k^2``); far fewer iterations to a tight certificate, strictly
           feasible iterates.
