@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c
 from convexrecon.mri.sense import sense_images
 
@@ -146,8 +146,11 @@ def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]
 
 
 def model_crop(net: nn.Module, shape: tuple[int, int]) -> int:
-    """The crop a model was trained at (``config["data"]["crop"]``), default ``min(320, H, W)``."""
-    return int(getattr(net, "config", {}).get("data", {}).get("crop", min(320, *shape)))
+    """The crop a model was trained at (``config["data"]["crop"]``, else an unrolled network's ``crop``), default
+    ``min(320, H, W)``."""
+    trained = getattr(net, "crop", None)
+    default = int(trained) if isinstance(trained, int) else min(320, *shape)
+    return int((getattr(net, "config", None) or {}).get("data", {}).get("crop", default))
 
 
 @torch.no_grad()
@@ -163,7 +166,7 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
     kspace, mask
         Entries outside ``mask`` are ignored.
     crop
-        Output side; default the model's training crop (``net.config["data"]["crop"]``,
+        Output side, for both architectures; default the model's training crop (``net.config["data"]["crop"]``,
         else ``min(320, H, W)``).
     maps
         Precomputed ``(coils, crop, crop)`` ESPIRiT maps (cropped, e.g. from
@@ -187,10 +190,10 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
     if mask.shape != kspace.shape[-2:]:
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
     config = getattr(net, "config", {})
-    if getattr(net, "needs_measurements", False):  # unrolled networks: data consistency with the k-space
-        image, zero_filled = _reconstruct_with_measurements(net, kspace, mask, config)
-        return (image, zero_filled) if return_input else image
     crop = model_crop(net, kspace.shape[-2:]) if crop is None else int(crop)
+    if getattr(net, "needs_measurements", False):  # unrolled networks: data consistency with the k-space
+        image, zero_filled = _reconstruct_with_measurements(net, kspace, mask, config, crop)
+        return (image, zero_filled) if return_input else image
     weight = next(net.parameters())
     run = weight.device if device is None else data_device(device)
     if weight.device != run:
@@ -224,13 +227,13 @@ def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:
 
 
 def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray,
-                                   config: dict[str, Any]) -> tuple[Tensor, Tensor]:
+                                   config: dict[str, Any], crop: int) -> tuple[Tensor, Tensor]:
     """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps and the masked k-space divided by
-    the slice scale (as in training, :func:`convexrecon.data.problems.slice_problem`), passed to
-    ``net.reconstruct_measured``; the ``(crop, crop)`` result and the zero-filled image, scaled back."""
+    the slice scale (as in training, :func:`convexrecon.data.problems.slice_problem`, at the output crop), passed
+    to ``net.reconstruct_measured``; the ``(crop, crop)`` result and the zero-filled image, scaled back."""
     limit = mask_func_of(config).calibration_limit(mask.shape)
     masked = kspace * mask
-    maps = espirit_maps(masked, calibration_width(mask, limit))
-    images = sense_images(masked, mask, limit, int(net.crop), maps=maps)
-    image = net.reconstruct_measured(masked / images.scale, maps, mask) * images.scale
+    maps = coil_maps(masked, calibration_width(mask, limit))
+    images = sense_images(masked, mask, limit, crop, maps=maps)
+    image = net.reconstruct_measured(masked / images.scale, maps, mask, crop=crop) * images.scale
     return image, images.input * images.scale

@@ -207,13 +207,16 @@ def test_evaluate_prints_a_row_per_file_with_zero_filled(synthetic_dir: Path, tm
     assert f"| mean over 2 file(s) | {2 * SLICES} |" in out
 
 
-@pytest.mark.parametrize("command, shown", [("train", "(default: 4)"), ("reconstruct", "(default: None)"),
-                                            ("evaluate", "(default: rss)"), ("prepare", "(default: poisson)")])
-def test_help_shows_defaults(command: str, shown: str, capsys) -> None:
+@pytest.mark.parametrize("command, shown", [("train", "(default: 4)"), ("reconstruct", "training crop"),
+                                            ("evaluate", "(default: rss)"), ("prepare", "(default poisson)")])
+def test_help_shows_each_default_once(command: str, shown: str, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
     assert info.value.code == 0
-    assert shown in capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
+    assert shown in text
+    assert not re.search(r"\(default[^()]*\) \(default", text)  # argparse's addition after a stated default
+    assert "(default: None)" not in text
 
 
 def test_warnings_are_one_readable_line() -> None:
@@ -313,3 +316,52 @@ def test_reconstruct_skips_an_unreadable_file(synthetic_dir: Path, tmp_path: Pat
     with pytest.warns(DataWarning, match=r"Skipping a file of .*broken.h5.*not a readable HDF5 file"):
         assert main(["reconstruct", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r")]) == 0
     assert [p.name for p in (tmp_path / "r").glob("*.h5")] == ["file_synth_0_0000.h5"]
+
+
+# --- smaller items: one warning per message, missing model, no reference, existing synthetic set ---------------
+
+
+def test_a_message_raised_from_two_places_is_printed_once() -> None:
+    from convexrecon.cli.common import readable_warnings
+
+    with warnings.catch_warnings(record=True) as log:
+        with readable_warnings():
+            warnings.warn("Skipping a file of 'd': broken", DataWarning)
+            warnings.warn("Skipping a file of 'd': broken", DataWarning)  # another line, same message
+            warnings.warn("Skipping a file of 'd': other", DataWarning)
+    assert [str(w.message) for w in log] == ["Skipping a file of 'd': broken", "Skipping a file of 'd': other"]
+
+
+def test_missing_model_directory_is_named(tmp_path: Path, synthetic_dir: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["reconstruct", "--model", str(tmp_path / "nope"), "--data", str(synthetic_dir), "--out",
+              str(tmp_path / "r")])
+    assert info.value.code == 2
+    assert f"argument --model: expected the directory `train --out` wrote. Got '{tmp_path / 'nope'}', which does " \
+           f"not exist." in capsys.readouterr().err
+
+
+def test_a_file_without_any_reference_does_not_send_the_user_in_a_circle(synthetic_dir: Path, tmp_path: Path,
+                                                                        model: Path, capsys) -> None:
+    src = sorted(synthetic_dir.glob("*.h5"))[0]
+    columns = _line_columns(45)
+    path = _copy(src, tmp_path / "d", zero_columns=columns)
+    with h5py.File(path, "r+") as handle:
+        del handle["reconstruction_rss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        assert main(["reconstruct", "--model", str(model), "--data", str(path), "--out", str(tmp_path / "r"),
+                     "--cache-dir", str(tmp_path / "c")]) == 0
+    for reference in ("rss", "sense"):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--recon", str(tmp_path / "r"), "--data", str(tmp_path / "d"), "--reference", reference,
+                  "--cache-dir", str(tmp_path / "c")])
+        assert "this file has no reference; leave it out of --recon" in capsys.readouterr().err
+
+
+def test_make_synthetic_on_an_existing_set_says_it_is_kept(synthetic_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["prepare", "--data", str(synthetic_dir), "--make-synthetic", "--volumes", "5", "--crop", str(CROP),
+                 "--no-classical", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert f"already holds 2 .h5 file(s), which are used as they are (--volumes" in out
+    assert len(list(synthetic_dir.glob("*.h5"))) == 2

@@ -264,3 +264,53 @@ def test_command_line_errors(synthetic_dir: Path, tmp_path: Path, capsys: pytest
         main(argv)
     assert info.value.code == code
     assert re.search(message, capsys.readouterr().err), message
+
+
+# --- API inputs: grad, dtypes, layouts, NumPy, kernel size ------------------------------------------------------
+
+LARGE = torch.randn(2, 2, 17, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("override, exc, message", [
+    (dict(inputs=X.long()), TypeError, r"'inputs' parameter must be a floating tensor of dtype torch.float32 or "
+                                       r"torch.float64. Got dtype torch.int64 .*convert with .float\(\)"),
+    (dict(targets=Y.half()), TypeError, r"'targets' parameter must be .*Got dtype torch.float16 .*half precision"),
+    (dict(inputs=X.bfloat16()), TypeError, r"'inputs' .*Got dtype torch.bfloat16 .*half precision"),
+    (dict(inputs=LARGE.permute(0, 2, 3, 1), targets=LARGE[:, :1].permute(0, 2, 3, 1)), ValueError,
+     r"'inputs' parameter must be channels-first \(N, C, H, W\). Got shape \(2, 17, 15, 2\).*x.permute\(0, 3, 1, 2\)"),
+    (dict(inputs=LARGE, targets=LARGE[:, :1], kernel_size=31), ValueError,
+     r"'kernel_size' parameter must be at most the image's smaller side 15 \(images 17x15\). Got 31 instead"),
+], ids=["int64", "float16", "bfloat16", "channels-last", "kernel-larger-than-image"])
+def test_fit_layer_refuses_unsupported_inputs(override, exc, message) -> None:
+    kwargs = dict(inputs=X, targets=Y, kernel_size=3, num_arrangements=2, beta=0.1, dtype=torch.float64)
+    kwargs.update(override)
+    with pytest.raises(exc, match=message):
+        cr.fit_layer(kwargs.pop("inputs"), kwargs.pop("targets"), **kwargs)
+
+
+def test_inputs_that_require_grad_are_detached() -> None:
+    kwargs = dict(kernel_size=3, num_arrangements=2, beta=0.1, dtype=torch.float64, max_iter=50)
+    plain = cr.fit_layer(X, Y, **kwargs)
+    graded = cr.fit_layer(X.clone().requires_grad_(), Y.clone().requires_grad_(), **kwargs)
+    assert torch.equal(plain.first.weight, graded.first.weight)
+    assert not graded.first.weight.requires_grad or graded.first.weight.grad_fn is None
+
+
+def test_trainers_name_numpy_half_and_channels_last_inputs() -> None:
+    with pytest.raises(TypeError, match=r"'inputs' parameter must be a float tensor \(N, 2, H, W\).*numpy.ndarray "
+                                        r"float32 \(2, 2, 7, 6\).*torch.from_numpy"):
+        train_layerwise(IMAGES.numpy(), IMAGES, [BLOCK])
+    with pytest.raises(TypeError, match=r"'targets' .*Got dtype torch.float16 .*half precision"):
+        train_layerwise(IMAGES, IMAGES.half(), [BLOCK])
+    with pytest.raises(ValueError, match=r"'inputs' .*Got shape \(2, 7, 6, 2\) \(it looks channels-last: pass "
+                                         r"x.permute\(0, 3, 1, 2\)\)"):
+        train_layerwise(IMAGES.permute(0, 2, 3, 1), IMAGES, [BLOCK])
+
+
+def test_trainers_detach_inputs_that_require_grad() -> None:
+    targets = torch.randn(2, 2, 7, 6, generator=torch.Generator().manual_seed(4))
+    plain = train_layerwise(IMAGES, targets, [BLOCK])
+    graded = train_layerwise(IMAGES.clone().requires_grad_(), targets.clone().requires_grad_(), [BLOCK])
+    first = [p for p in plain.network.parameters()]
+    again = [p for p in graded.network.parameters()]
+    assert len(first) == len(again) and all(torch.equal(a, b) for a, b in zip(first, again))

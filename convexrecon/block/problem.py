@@ -77,7 +77,7 @@ def block_program(inputs: Any, targets: Any, *, gates: Any = None, options: FitO
     else:
         x = checks.as_batch("inputs", inputs, dtype=dtype, device=device)
         y = checks.as_batch("targets", targets, dtype=dtype, device=device)
-        checks.check_pair(x, y)
+        checks.check_pair(x, y, kernel_size)
         channels, spatial_dims = x.shape[1], x.ndim - 2
     if gates is None:
         gates = draw_gates(o.num_arrangements, channels, kernel_size, o.seed, spatial_dims=spatial_dims, dtype=dtype,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,7 +25,17 @@ REFERENCE_TEXT = {
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows every option's default and keeps the description's line breaks."""
+    """``--help`` shows every option's default once and keeps the description's line breaks.
+
+    argparse's default formatter appends ``(default: X)`` to every help text; texts that already state their
+    default, and options without one (None), are left as written.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def add_cache_dir(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +56,23 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 @contextlib.contextmanager
 def readable_warnings() -> Iterator[None]:
-    """Print warnings as one line ``warning: <message> [<category>]``, each distinct message once."""
+    """Print warnings as one line ``warning: <message> [<category>]``, each distinct message once (whichever
+    line of the package raised it: a file skipped by two readers of a directory is reported once)."""
     saved = warnings.formatwarning
     warnings.formatwarning = _format_warning
+    seen: set[tuple[type, str]] = set()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
+            warnings.simplefilter("always")
+            show = warnings.showwarning
+
+            def once(message, category, filename, lineno, file=None, line=None):
+                key = (category, str(message))
+                if key not in seen:
+                    seen.add(key)
+                    show(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = once
             yield
     finally:
         warnings.formatwarning = saved
@@ -77,3 +100,27 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
+
+
+INTERRUPTED = 130  # the shell's exit status after Ctrl-C (128 + SIGINT)
+_FINISHED = re.compile(r"^(?:block|stage)_(\d+)\.pt$")  # a convex block or stage, written once it is solved
+
+
+def finished_blocks(directory: Path) -> int:
+    """How many blocks (stages) of a convex run the checkpoints in ``directory`` hold: ``block_01.pt``,
+    ``block_02.pt``, ... (``stage_XX.pt`` for the unrolled network) in an unbroken run from 1."""
+    if not directory.is_dir():
+        return 0
+    numbers = {int(m.group(1)) for p in directory.iterdir() if (m := _FINISHED.match(p.name))}
+    count = 0
+    while count + 1 in numbers:
+        count += 1
+    return count
+
+
+def interrupted(during: str) -> SystemExit:
+    """Report Ctrl-C as one line on stderr, ``interrupted during <during>; run the same command to resume``;
+    returns the ``SystemExit(130)`` to raise (so that :func:`output_dir` removes an output directory left empty)."""
+    sys.stderr.write(f"\ninterrupted during {during}; run the same command to resume\n")
+    sys.stderr.flush()
+    return SystemExit(INTERRUPTED)

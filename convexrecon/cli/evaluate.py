@@ -14,8 +14,11 @@ For every ``OUT_DIR/<name>.h5`` written by ``reconstruct`` the reference comes f
   needs fully sampled k-space.
 
 Prints one row per file (volume-wise: data range = the volume's maximum, SSIM the
-mean over its slices, fastMRI's numbers) for the model and for the zero-filled
-SENSE input it was given, then the mean over files and the slice-wise means.
+mean over its slices, fastMRI's numbers) for the model, the zero-filled SENSE image
+it was given, SENSE-CG and L1-wavelet CS (each file undersampled as ``reconstruct``
+did, the CS λ chosen on the other files; computed once and cached,
+:mod:`convexrecon.cli.references`; ``--no-classical`` skips them), then the mean over
+files and the slice-wise means.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--reference", choices=REFERENCES, default="rss",
                         help="rss: the files' reconstruction_rss (fastMRI); sense: fully sampled SENSE (the "
                              "package's training target)")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="skip the SENSE-CG and L1-wavelet CS columns (computed once per file set with each "
+                             "file's sampling, and cached)")
     add_cache_dir(parser)
     add_device_argument(parser, "accepted and validated as in the other commands; the metrics are "
                                 "computed in NumPy on the host whatever the device")
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not files:
         parser.error(f"argument --recon: no .h5 files in {args.recon}.")
     _check_roles(args, parser, files)
-    rows, per_file = [], []
+    rows, per_file, references, model_dirs = [], [], {}, set()
     all_targets, all_model, all_zero, all_names = [], [], [], []
     for path in files:
         reference = args.data / path.name
@@ -88,11 +94,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             pred = np.asarray(rec["reconstruction"])
             zero = np.asarray(rec["zero_filled"]) if "zero_filled" in rec else None
             widths = rec.attrs.get("calib_width")
+            model_dirs.add(str(rec.attrs.get("model", "")))
         if args.reference == "rss":
             target = _rss(parser, reference, pred)
         else:
             target = _sense(args, parser, reference, pred, widths)
         side = target.shape[-2:]
+        references[path.name] = np.asarray(target)
         pred = center_crop(pred, side)
         zero = None if zero is None else center_crop(zero, side)
         model = evaluate(list(target), list(pred), [path.name] * len(target), "volume")
@@ -121,10 +129,35 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  *(_cells(zero_overall["slice"]) if zero_overall else ["–"] * 3)])
     header = ["file", "slices", "model PSNR (dB)", "model SSIM", "model NMSE",
               "zero-filled PSNR (dB)", "zero-filled SSIM", "zero-filled NMSE"]
+    classical = None if args.no_classical else _classical(args, references, model_dirs)
+    if isinstance(classical, dict):
+        header += ["SENSE-CG PSNR (dB)", "SENSE-CG SSIM", "L1-wavelet PSNR (dB)", "L1-wavelet SSIM"]
+        for row, key in zip(rows, [*references, ("__overall__", "volume"), ("__overall__", "slice")]):
+            name, convention = key if isinstance(key, tuple) else (key, "volume")
+            row += [f"{classical['files'][name][m][convention][k]:{f}}" for m in ("SENSE-CG", "L1-wavelet")
+                    for k, f in (("psnr", ".2f"), ("ssim", ".4f"))]
+        print(f"SENSE-CG: 10 CG iterations; L1-wavelet CS: λ chosen {classical['how']} "
+              f"({', '.join(f'{n}: {lam:g}' for n, lam in classical['lambdas'].items())}); each file undersampled "
+              f"as `reconstruct` did{'; read from the cache' if classical.get('cached') else ''}.\n")
     print(markdown_table(header, rows))
+    if isinstance(classical, str):
+        print(f"\n(SENSE-CG and L1-wavelet columns skipped: {classical})")
     if not have_zero:
         print("\n(–: the reconstruction files hold no 'zero_filled' dataset; rerun `reconstruct` to get it.)")
     return 0
+
+
+def _classical(args: argparse.Namespace, references: dict, model_dirs: set[str]) -> dict | str:
+    """The classical columns (:func:`convexrecon.cli.references.file_references`), or why they are skipped."""
+    from convexrecon.cli.references import file_references
+
+    if len(model_dirs) != 1 or not next(iter(model_dirs)):
+        return "the reconstructions do not name one model (its mask is needed)"
+    model = Path(next(iter(model_dirs)))
+    try:
+        return file_references(references, args.data, model, cache_dir_of(args), args.reference)
+    except (FileNotFoundError, ValueError) as error:
+        return f"the model '{model}' cannot be read ({error})"
 
 
 def _cells(table: dict) -> list[str]:
@@ -135,8 +168,11 @@ def _rss(parser: argparse.ArgumentParser, reference: Path, pred: np.ndarray) -> 
     """``reconstruction_rss`` cropped to ``(W, W)`` (fastMRI's ``evaluate.py``); refuses smaller reconstructions."""
     with h5py.File(reference, "r") as ref:
         if "reconstruction_rss" not in ref:
+            hint = ("try --reference sense" if _fully_sampled(reference) else
+                    "and its k-space is undersampled, so --reference sense cannot score it either: this file has no "
+                    "reference; leave it out of --recon")
             parser.error(f"argument --reference: rss needs a 'reconstruction_rss' dataset; {reference.name} has "
-                         f"none (try --reference sense).")
+                         f"none ({hint}).")
         target = np.asarray(ref["reconstruction_rss"])
     side = target.shape[-1]
     if len(pred) != len(target):
@@ -147,6 +183,17 @@ def _rss(parser: argparse.ArgumentParser, reference: Path, pred: np.ndarray) -> 
                      f"smaller than the {side}x{side} its reconstruction_rss is scored on (fastMRI's convention); "
                      f"reconstruct with --crop {side}.")
     return center_crop(target, (side, side))
+
+
+def _fully_sampled(reference: Path) -> bool:
+    """Whether a data file holds fully sampled k-space (no 'mask' dataset, slice 0 not zeroed)."""
+    from convexrecon.data.fastmri import FastMRIVolume
+    from convexrecon.recon import UNDERSAMPLED_FRACTION, sampled_entries
+
+    with h5py.File(reference, "r") as handle:
+        if "mask" in handle:
+            return False
+    return 1.0 - sampled_entries(FastMRIVolume(reference).kspace(0)).mean() <= UNDERSAMPLED_FRACTION
 
 
 def _sense(args: argparse.Namespace, parser: argparse.ArgumentParser, reference: Path, pred: np.ndarray,
@@ -168,8 +215,10 @@ def _sense(args: argparse.Namespace, parser: argparse.ArgumentParser, reference:
     for s in range(volume.num_slices):
         kspace = volume.kspace(s)
         if has_mask or 1.0 - sampled_entries(kspace).mean() > UNDERSAMPLED_FRACTION:
+            hint = ("Use --reference rss." if volume.has_rss else "It has no 'reconstruction_rss' either, so "
+                    "--reference rss cannot score it: this file has no reference; leave it out of --recon.")
             parser.error(f"argument --reference: sense needs fully sampled k-space; {reference.name} is "
-                         f"undersampled. Use --reference rss.")
+                         f"undersampled. {hint}")
         maps = cache.maps(reference, s, kspace, None, 0, crop, calib_width=int(widths[s]))
         images.append(cropped_adjoint(kspace, maps, crop).abs().numpy())
     return np.stack(images)

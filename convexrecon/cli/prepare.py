@@ -6,7 +6,7 @@
 2. preprocesses every slice into the cache (``--cache-dir``, default the user
    cache directory, never the data directory);
 3. prints zero-filled, SENSE-CG and L1-wavelet metrics on every file, slice-wise
-   (the seed's convention) and volume-wise (fastMRI's), as Markdown tables. The
+   (the paper's convention) and volume-wise (fastMRI's), as Markdown tables. The
    L1-wavelet λ of a file's slices is chosen on the other files (leave-one-volume-out;
    with one file, leave-one-slice-out). The reference is ``--reference``: ``rss``
    (default; the files' ``reconstruction_rss``, centre-cropped to ``--crop``, as
@@ -24,7 +24,9 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from convexrecon.cli.common import REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of
+from convexrecon.cli.common import (
+    REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of, interrupted,
+)
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
 from convexrecon.data.problems import slice_problem
@@ -37,7 +39,7 @@ from convexrecon.data.synthetic import make_synthetic
 from convexrecon.metrics import Summary
 
 CONVENTIONS = {
-    "slice": "slice-wise (the seed's convention): data range = max of each target slice; "
+    "slice": "slice-wise (the paper's convention): data range = max of each target slice; "
     "mean ± std (ddof=0) over {n} slices",
     "volume": "volume-wise (fastMRI's convention): data range = max of each target volume, SSIM averaged "
     "over its slices; mean ± std (ddof=0) over {n} volumes",
@@ -150,7 +152,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``prepare``; returns the exit code."""
     _validate(args, parser)
     try:
-        if args.make_synthetic and not (args.data.is_dir() and any(args.data.glob("*.h5"))):
+        existing = sorted(args.data.glob("*.h5")) if args.data.is_dir() else []
+        if args.make_synthetic and existing:
+            print(f"--make-synthetic: {args.data} already holds {len(existing)} .h5 file(s), which are used as they "
+                  f"are (--volumes, --slices, --coils, --shape and --snr are ignored); pass an empty or new "
+                  f"directory to write a new set.", flush=True)
+        if args.make_synthetic and not existing:
             print(f"writing the synthetic data set to {args.data} ({args.volumes} volumes × {args.slices} slices, "
                   f"{args.coils} coils, k-space {args.shape[0]}×{args.shape[1]}, SNR {args.snr})", flush=True)
             make_synthetic(args.data, volumes=args.volumes, slices=args.slices, coils=args.coils,
@@ -168,6 +175,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         table, lambdas, how = cross_validated_table(problems, args.lambdas, args.max_iter, references, progress=True)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; the slices and maps done stay cached
+        raise interrupted("preprocessing (the slices done stay cached)") from None
     files = sorted({p.fname for p in problems})
     print(f"\nClassical references: mask {args.mask}, acceleration {args.acceleration:g}, crop {args.crop}; "
           f"{len(problems)} slices of {len(files)} volume(s), every file scored.\n"

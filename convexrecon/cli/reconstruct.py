@@ -112,6 +112,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``reconstruct``; returns the exit code (usage errors exit with 2)."""
     from convexrecon.stack.persist import load_network
 
+    if not args.model.is_dir():
+        state = "does not exist" if not args.model.exists() else "is not a directory"
+        parser.error(f"argument --model: expected the directory `train --out` wrote. Got '{args.model}', which {state}.")
     try:
         net = load_network(args.model, map_location=args.device)
     except (FileNotFoundError, ValueError) as error:

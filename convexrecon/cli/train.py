@@ -7,15 +7,19 @@
 The first ``--val-volumes`` volumes (by name) are the validation split, the
 rest the training split (:func:`convexrecon.data.splits.stack_split`, shared with
 ``benchmarks/run_knee.py``). Checkpoints go to ``MODEL_DIR/checkpoints``; the
-same command after an interruption resumes. The model is written with its
-``save`` (``model.pt`` + ``config.json``).
+same command after an interruption resumes. Ctrl-C prints one line,
+``interrupted during block k; run the same command to resume`` (exit status
+130), and the re-run prints ``resuming after block k-1``. The model is written
+with its ``save`` (``model.pt`` + ``config.json``).
 
 With ``layerwise_convex`` the layer-wise CNN keeps the number of blocks with the best
 validation PSNR (:meth:`~convexrecon.stack.layerwise.LayerwiseResult.best`; ``--keep-all-blocks``
 keeps them all); the summary lists every block's solver status and relative duality gap
 against ``--tol`` and says loudly when a block is not certified. Every run ends with a table
-of the model and the zero-filled input per validation volume, against the fully sampled SENSE
-target (the training target). Preprocessed slices are cached in ``--cache-dir``.
+of the model and the zero-filled image per validation volume, against the fully sampled SENSE
+target (the training target), and one of the model beside zero-filled, SENSE-CG and L1-wavelet
+CS on the same slices (:mod:`convexrecon.cli.references`, cached; ``--no-classical`` skips it).
+Preprocessed slices are cached in ``--cache-dir``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ import torch
 from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
-from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, markdown_table, output_dir
+from convexrecon.cli.common import (
+    HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, markdown_table, output_dir,
+)
 from convexrecon.cli.device import add_device_argument
+from convexrecon.cli.references import references_table, validation_references
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
@@ -144,6 +151,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--weight-decay", type=float, default=adam.weight_decay, help="Adam weight decay (baselines)")
     parser.add_argument("--seed", type=int, default=0, help="seeds masks, windows, gates and initialisations")
     parser.add_argument("--verbose", action="store_true", help="also show the progress bars inside every solve")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="skip the classical references (zero-filled, SENSE-CG, L1-wavelet CS) printed beside the "
+                             "model on the validation slices (computed once per data set and cached)")
     add_device_argument(parser, "device of the preprocessing (ESPIRiT, SENSE) and the training")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
@@ -263,6 +273,32 @@ class Job:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path, blocks: list[BlockSettings],
          adam: AdamSettings, stage_inputs: StageInputs) -> int:
+    phase = ["preprocessing (the slices done stay cached)"]  # _train says when training starts
+    try:
+        return _train(args, parser, cache_dir, blocks, adam, stage_inputs, phase)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the block to resume after, not a traceback
+        if phase[0] != "training":
+            raise interrupted(phase[0]) from None
+        if args.method != "layerwise_convex":
+            raise interrupted("training") from None
+        unit = "stage" if args.architecture == UNROLLED else "block"
+        raise interrupted(f"{unit} {finished_blocks(args.out / 'checkpoints') + 1}") from None
+
+
+def _resume_line(args: argparse.Namespace) -> str | None:
+    """What a run finds in its checkpoint directory: ``resuming after block k``, or None for a fresh run."""
+    directory = args.out / "checkpoints"
+    if args.method == "layerwise_convex":
+        done = finished_blocks(directory)
+        unit = "stage" if args.architecture == UNROLLED else "block"
+        return f"resuming after {unit} {done} (checkpoints in {directory})" if done else None
+    if directory.is_dir() and any(directory.glob("*.pt")):
+        return f"resuming from the checkpoints in {directory}"
+    return None
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path, blocks: list[BlockSettings],
+           adam: AdamSettings, stage_inputs: StageInputs, phase: list[str]) -> int:
     try:
         dataset = SliceDataset(args.data, mask=args.mask, acceleration=args.acceleration,
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
@@ -277,17 +313,27 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: P
     job = Job(args, train, val, blocks, adam, stage_inputs,
               RunOptions(seed=args.seed, checkpoint_dir=args.out / "checkpoints", progress=True, device=args.device),
               {"data": {**dataset.settings(), "root": str(args.data)}}, holdout, measured)
+    resume = _resume_line(args)
+    if resume:
+        print(resume, flush=True)
+    phase[0] = "training"
     try:
         net, records = TRAINERS[args.method, args.architecture](job)
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
-    summary = {"method": args.method, "model": str(args.out), "train_slices": len(train.inputs),
+    summary = {"method": args.method, "architecture": args.architecture, "model": str(args.out),
+               "train_slices": len(train.inputs),
                "val_slices": len(val.inputs)}
     if args.method == "layerwise_convex":
         kept = net.num_blocks if measured is None else len(net.stages)
         print(block_summary([{**r, "block": r.get("block", r.get("stage"))} for r in records], kept, args.tol))
     summary.update(comparison(net, val, None if measured is None else measured[1]))
+    if not args.no_classical:
+        refs = validation_references(dataset, val.pairs, cache_dir)
+        print(references_table(summary, refs) + "\n")
+        summary.update({f"{m.lower().replace('-', '_')}_psnr": refs["table"][m]["slice"]["psnr"]["mean"]
+                        for m in ("SENSE-CG", "L1-wavelet")})
     print(json.dumps(summary))
     return 0
 
@@ -405,14 +451,19 @@ def comparison(net, val: Split, measured=None) -> dict:
         m, z = overall[convention]
         rows.append([label, str(len(val.volumes)), f"{m['psnr'].mean:.2f}", f"{z['psnr'].mean:.2f}",
                      f"{m['ssim'].mean:.4f}", f"{z['ssim'].mean:.4f}"])
-    print("\nValidation volumes, model vs zero-filled input; reference: the fully sampled SENSE target; per volume "
-          "volume-wise (data range = the volume's maximum):\n")
+    cs = int(getattr(net, "cs_iterations", 0) or 0)
+    start = (f" (the network starts from {cs} FISTA steps of L1-wavelet CS, not from this image)" if cs else
+             " (the network's input)")
+    print(f"\nValidation volumes, model vs the zero-filled SENSE image{start}; reference: the fully sampled SENSE "
+          f"target; per volume volume-wise (data range = the volume's maximum):\n")
     print(markdown_table(["volume", "slices", "model PSNR (dB)", "zero-filled PSNR (dB)", "model SSIM",
                           "zero-filled SSIM"], rows))
     m, z = overall["slice"]
     if m["psnr"].mean < z["psnr"].mean:
-        print(f"WARNING: the model ({m['psnr'].mean:.2f} dB) is worse than its zero-filled input "
+        print(f"WARNING: the model ({m['psnr'].mean:.2f} dB) is worse than the zero-filled image "
               f"({z['psnr'].mean:.2f} dB) on the validation slices.")
     print()
+    mv = overall["volume"][0]
     return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
-            "zero_filled_ssim": z["ssim"].mean, "reference": "sense"}
+            "zero_filled_ssim": z["ssim"].mean, "val_psnr_volume": mv["psnr"].mean, "val_ssim_volume": mv["ssim"].mean,
+            "reference": "sense"}

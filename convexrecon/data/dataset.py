@@ -33,7 +33,7 @@ from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
 from convexrecon.mri.fft import complex_to_channels, data_device
 from convexrecon.mri.sense import sense_images
 
-CACHE_VERSION = 3  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+CACHE_VERSION = 4  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
 
 
 class Sample(NamedTuple):

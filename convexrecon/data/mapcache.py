@@ -21,10 +21,10 @@ import numpy as np
 
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path
-from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop
 
-MAPS_VERSION = 2  # bump when espirit_maps' parameters change
+MAPS_VERSION = 3  # bump when coil_maps' estimate changes
 
 
 class MapCache:
@@ -97,7 +97,7 @@ class MapCache:
                 problem = f"cannot be read ({type(error).__name__}: {error})"
             warnings.warn(f"The cached ESPIRiT maps '{entry}' {problem}; they are recomputed.", DataWarning,
                           stacklevel=2)
-        maps = espirit_maps(masked_kspace, width)
+        maps = coil_maps(masked_kspace, width)
         maps = maps if crop is None else np.ascontiguousarray(center_crop(maps, (crop, crop)))
         self.computed += 1
         try:

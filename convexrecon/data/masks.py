@@ -34,7 +34,7 @@ import numpy as np
 MaskKind = Literal["poisson", "lines", "equispaced"]
 MASK_KINDS: tuple[str, ...] = ("poisson", "lines", "equispaced")
 CENTER_FRACTION = 0.04
-"""Fully sampled centre band of the line masks, as a fraction of the columns (the seed's 1D masks)."""
+"""Fully sampled centre band of the line masks, as a fraction of the columns (the paper's 1D masks)."""
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -34,7 +34,10 @@ from convexrecon.mri.consistency import (
     exact_dc_applies,
     measured_from_problems,
 )
-from convexrecon.mri.espirit import ESPIRIT_CROP, ESPIRIT_METHODS, calibration_width, espirit_maps
+from convexrecon.mri.espirit import (
+    ESPIRIT_CROP, ESPIRIT_METHODS, MIN_COVERAGE, calibration_width, coil_maps, espirit_maps, map_coverage,
+    working_width,
+)
 from convexrecon.mri.fft import (
     center_crop,
     channels_to_complex,
@@ -49,11 +52,11 @@ from convexrecon.mri.sense import SenseImages, SenseOperator, sense_adjoint, sen
 from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
 
 __all__ = [
-    "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_METHODS", "LAMBDA_GRID", "MeasuredData", "SenseImages",
-    "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex", "choose_lambda",
-    "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window", "cross_validated_table",
-    "data_consistency", "data_device", "embed_crop", "espirit_maps", "exact_dc_applies", "fft2c", "fftnc", "ifft2c",
-    "ifftnc", "l1_wavelet", "l1_wavelet_fista", "measured_from_problems", "problem_from_kspace", "reference_table",
-    "sense_adjoint", "sense_cg", "sense_forward", "sense_images", "sense_normal", "warn_lambda_at_edge",
-    "wavelet_shrink", "zero_filled",
+    "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_METHODS", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData",
+    "SenseImages", "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex",
+    "choose_lambda", "coil_maps", "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window",
+    "cross_validated_table", "data_consistency", "data_device", "embed_crop", "espirit_maps", "exact_dc_applies",
+    "fft2c", "fftnc", "ifft2c", "ifftnc", "l1_wavelet", "l1_wavelet_fista", "map_coverage", "measured_from_problems",
+    "problem_from_kspace", "reference_table", "sense_adjoint", "sense_cg", "sense_forward", "sense_images",
+    "sense_normal", "warn_lambda_at_edge", "wavelet_shrink", "working_width", "zero_filled",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from convexrecon.errors import SelectionWarning, grid_edge
 from convexrecon.metrics import Summary, evaluate, psnr
-from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop
 from convexrecon.mri.sense import sense_images
 
@@ -75,7 +75,7 @@ def problem_from_kspace(kspace: np.ndarray, mask: np.ndarray, calib: int, crop: 
     """
     masked = kspace * mask
     if maps is None:
-        maps = espirit_maps(masked, calibration_width(mask, calib))
+        maps = coil_maps(masked, calibration_width(mask, calib))
     images = sense_images(kspace, mask, calib, crop, maps=maps)
     return SliceProblem(
         kspace=(masked / images.scale).astype(np.complex64),
@@ -215,6 +215,21 @@ def cross_validated_table(
     how : str
         ``"leave-one-volume-out"``, ``"leave-one-slice-out"`` or ``"on the scored slice itself"``.
     """
+    targets = [p.target * p.scale for p in problems] if references is None else list(references)
+    predictions, lambdas, how = cross_validated_images(problems, grid, max_iter, targets, progress)
+    names = [p.fname for p in problems]
+    table = {method: {c: evaluate(targets, preds, names, c) for c in ("slice", "volume")}
+             for method, preds in predictions.items()}
+    return table, lambdas, how
+
+
+def cross_validated_images(
+    problems: Sequence[SliceProblem], grid: Sequence[float] = LAMBDA_GRID, max_iter: int = 100,
+    references: Sequence[np.ndarray] | None = None, progress: bool = False,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, float], str]:
+    """The images behind :func:`cross_validated_table`: ``{"zero-filled", "SENSE-CG", "L1-wavelet"}`` → one
+    physical-scale image per problem (L1-wavelet at the λ chosen without the scored volume), the λ per volume
+    name, and how it was chosen."""
     from tqdm.auto import tqdm
 
     if not problems:
@@ -259,9 +274,7 @@ def cross_validated_table(
         "SENSE-CG": cg,
         "L1-wavelet": [solutions[lam][i] for i, lam in enumerate(chosen)],
     }
-    table = {method: {c: evaluate(targets, preds, names, c) for c in ("slice", "volume")}
-             for method, preds in predictions.items()}
-    return table, lambdas, how
+    return predictions, lambdas, how
 
 
 def reference_table(

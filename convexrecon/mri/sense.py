@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop, data_device, fftnc, ifftnc
 
 
@@ -187,7 +187,7 @@ def sense_images(
     maps : numpy.ndarray, optional
         Precomputed ``(coils, H, W)`` maps; ESPIRiT runs when omitted.
     device : str or torch.device, optional
-        Where ESPIRiT (:func:`espirit_maps`) and the SENSE adjoints run (None: the CPU).
+        Where ESPIRiT (:func:`~convexrecon.mri.espirit.coil_maps`) and the SENSE adjoints run (None: the CPU).
         The returned tensors are on the host either way.
 
     Returns
@@ -203,7 +203,7 @@ def sense_images(
     width = calibration_width(mask, calib)
     device = data_device(device)
     if maps is None:
-        maps = espirit_maps(masked, width, device=device)
+        maps = coil_maps(masked, width, device=device)
     maps_t = torch.from_numpy(np.asarray(maps, dtype=np.complex64))
     op = SenseOperator(maps_t.to(device))
     zero_filled = center_crop(op.adjoint(torch.from_numpy(masked.astype(np.complex64)).to(device)), (crop, crop)).cpu()
