@@ -4,17 +4,17 @@ Reproduces the paper's three results (ISMRM 2021, Figs. 2-4) on the embedded
 synthetic knee-like data (or real fastMRI multi-coil files with ``--data``),
 for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
 
-* zero-filled SENSE and L1-wavelet CS (λ chosen on training slices);
-* ``end_to_end``: the whole network by Adam (lr 1e-4 halved every
-  ``halve_every`` epochs, l2 loss, weight decay ``d`` = mean over blocks of
-  ``beta_i / n_i``; when the convex blocks choose β on the held-out training
-  volume, end-to-end chooses its weight decay from {0, d, 10 d} on the same
-  volume). ``--full`` and ``--quick`` use the paper's schedule (40
-  epochs, halved every 10); the default stretches it 5x (200 epochs, halved
-  every 50; layer-wise Adam 150 per block), because on its 16 training slices
-  the paper's 40 epochs are only 320 Adam steps and the loss is still falling;
-* ``layerwise_adam``: each block by Adam on the same objective (weight decay
-  ``beta_i / n_i``), then frozen;
+* zero-filled SENSE, L1-wavelet CS (λ chosen on training slices) and cycle-spun L1-wavelet CS
+  (``cs_cycle_spun``: FISTA averaged over ``cs_shifts`` wavelet grids, λ chosen on the held-out training volume),
+  the strongest classical row;
+* ``end_to_end``: the whole network by Adam on the l2 loss; ``layerwise_adam``: each block by Adam on the same
+  objective, then frozen. Both, like the unrolled Adam baselines, are trained by the library's rule
+  (:class:`convexrecon.stack.adam.TrainingRule`, settings ``CONFIGS[mode].rule``): lr and weight decay (multiples
+  of ``d = beta_i / n_i`` of the convex blocks) chosen by the loss on the last training volume (held out; never the
+  validation volume), early stopping on that loss, a maximum of epochs (reaching it = "not converged"), the best
+  held-out checkpoint kept (so they learn from the training slices outside that volume, where the convex methods
+  re-solve on all training slices once β is chosen); the end-to-end baselines are also scored at the convex
+  method's wall time (the best checkpoint of the chosen run by then; the lr/decay search is not counted);
 * ``layerwise_convex``: each block by ``fit_layer`` (``docs/design.md`` §9) with antithetic
   gates (pairs ``g, -g``), β per block chosen from ``beta_ratios`` x β_max by the
   error on the last training volume (held out; never the validation volume), then
@@ -33,11 +33,12 @@ Every slice goes through ESPIRiT once (:func:`benchmarks.kit.data.measured_split
 networks' measurements and CS all come from the same ``slice_problem`` (cached under ``--out/cache``).
 
 Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
-``examples.png`` and ``batch_size.png`` under ``--out``; checkpoints under
+``examples.png``, ``batch_size.png`` and ``training_curves.png`` (held-out loss against wall time)
+under ``--out``; checkpoints under
 ``--out/checkpoints`` (a killed run restarted with the same command resumes). From the repository root:
 
     python -m benchmarks.run_knee            # default (CPU; sized for about 30 min on 2 cores)
-    python -m benchmarks.run_knee --quick    # ~2.5 min on 2 shared cores, every method
+    python -m benchmarks.run_knee --quick    # ~3 min on 2 shared cores, every method
     python -m benchmarks.run_knee --full --data /data/knee_multicoil  # the paper's settings, GPU
     python -m benchmarks.run_knee --config gpu   # one H100/H200 in ~8 min, reductions printed
 
@@ -64,31 +65,30 @@ import torch  # noqa: E402
 from benchmarks.kit.configs import (CONFIGS, MASKS, REDUCTIONS, KneeConfig, beta_text,  # noqa: E402
                                     estimate_seconds, hidden_width)
 from benchmarks.kit.data import anatomy_slices, measured_split, synthetic_parallel  # noqa: E402
-from benchmarks.kit.figures import plot_batch_size, plot_examples, plot_psnr_vs_layers  # noqa: E402
+from benchmarks.kit.evidence import (adam_effort, convex_effort, curve_of, cycle_spun_cs, paired,  # noqa: E402
+                                     slice_scores)
+from benchmarks.kit.figures import (plot_batch_size, plot_examples, plot_psnr_vs_layers,  # noqa: E402
+                                    plot_training_curves)
 from benchmarks.kit.memory import measured_memory_table  # noqa: E402
 from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, ensemble_entry, scores,  # noqa: E402
                                     train_convex, train_end_to_end_baseline, train_layerwise_adam_baseline,
                                     train_unrolled_methods)
+from benchmarks.kit.report import HEADLINES, markdown  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.devices import default_device, parse_device  # noqa: E402
-from convexrecon.metrics import validation_metrics  # noqa: E402
-from convexrecon.stack.unrolled import UnrolledNet, initial_estimates, unrolled_metrics  # noqa: E402
-
-CNN_METHODS = ("zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex",
-                "layerwise_convex_relu")
-UNROLLED_METHODS = ("cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
-METHODS = CNN_METHODS + UNROLLED_METHODS
-
+from convexrecon.stack.unrolled import UnrolledNet, initial_estimates  # noqa: E402
 
 def metrics_entry(model: Any, part: dict[str, Any], initial: Any = None) -> dict[str, float]:
     """Slice-wise PSNR/SSIM of a layer-wise CNN or an unrolled network on ``part`` (``initial``: the
     unrolled network's CS start of ``part``, computed once for several networks of one architecture)."""
-    if isinstance(model, UnrolledNet):
-        m = unrolled_metrics(model, part["targets"], part["scales"], part["volumes"], part["data"], initial=initial)
-    else:
-        m = validation_metrics(model, part["inputs"], part["targets"], part["scales"], part["volumes"])
-    return {"psnr_mean": m["psnr"], "psnr_std": m["psnr_std"], "ssim_mean": m["ssim"], "ssim_std": m["ssim_std"]}
+    with torch.no_grad():
+        if isinstance(model, UnrolledNet):
+            predictions = model.predict(part["data"], initial=initial).cpu()
+        else:
+            weight = next(model.parameters())
+            predictions = model.predict(part["inputs"].to(weight.device, weight.dtype)).cpu()
+    return slice_scores(part, predictions)
 
 
 def first_image(model: Any, part: dict[str, Any]) -> torch.Tensor:
@@ -115,12 +115,11 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
     va = split["val"]
     entry: dict[str, Any] = {"preprocessing_seconds": time.perf_counter() - t0}
     images: dict[str, Any] = {"target": va["targets"][0], "zero_filled": va["inputs"][0]}
-    entry["zero_filled"] = {**scores(va["targets"], va["inputs"], va["scales"], va["volumes"]),
-                            "train_seconds": 0.0, "peak_memory_bytes": 0}
+    entry["zero_filled"] = {**slice_scores(va, va["inputs"]), "train_seconds": 0.0, "peak_memory_bytes": 0}
     start = time.perf_counter()
     cs, lamda, lambda_scores = cs_predictions(split, cfg)
     ncs = len(cs)
-    entry["cs_l1_wavelet"] = {**scores(va["targets"][:ncs], cs, va["scales"][:ncs], va["volumes"][:ncs]),
+    entry["cs_l1_wavelet"] = {**slice_scores(va, cs), "iterations": cfg.cs_max_iter,
                               "scored_slices": ncs, "train_seconds": 0.0,
                               "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": lambda_scores,
                               "seconds": time.perf_counter() - start}
@@ -129,12 +128,17 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
     ckpt = out / "checkpoints" / mask
     print(f"CS: {time.perf_counter() - start:.0f} s", flush=True)
+    entry["cs_cycle_spun"], spun = cycle_spun_cs(split, cfg)
+    images["cs_cycle_spun"] = spun[0]
+    print(f"cycle-spun CS: {entry['cs_cycle_spun']['seconds']:.0f} s", flush=True)
     convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg, device)
     convex.network.save(out / "models" / mask / "layerwise_convex")
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     width = hidden_width(cfg)
     widths = [width] * K
-    net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg, device)
+    net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg, device,
+                                                                snapshot_seconds=convex_seconds)
+    e2e_snapshot = (e2e_selection or {}).pop("snapshot_net", None)
     net.save(out / "models" / mask / "end_to_end")
     # non-convex layer-wise
     adam_net, adam_seconds, adam_records = train_layerwise_adam_baseline(split, cfg, decays, ckpt, seed, data_cfg,
@@ -158,23 +162,47 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
     for name, model, seconds, memory in trained:
         entry[name] = {**metrics_entry(model, va), "train_seconds": seconds, "peak_memory_bytes": int(memory)}
         images[name] = first_image(model, va)
-    entry["end_to_end"]["weight_decay_selection"] = e2e_selection
+    entry["layerwise_convex"].update(convex_effort(convex.records))
+    if cfg.rule is not None:
+        rule = e2e_selection["rule"]
+        entry["end_to_end"].update({**adam_effort([rule]), "curve": curve_of([rule]),
+                                    "rule_record": {k: v for k, v in rule.items() if k != "curve"}})
+        if e2e_snapshot is not None:
+            entry["end_to_end"]["at_convex_time"] = {**metrics_entry(e2e_snapshot, va), **rule["snapshot"]}
+        rules = [r["rule"] for r in adam_records]
+        entry["layerwise_adam"].update({**adam_effort(rules), "curve": curve_of(rules)})
+    else:
+        entry["end_to_end"]["weight_decay_selection"] = e2e_selection
     entry["layerwise_adam"]["blocks"] = [{"psnr": r["psnr"], "ssim": r["ssim"], "duality_gap": None,
                                           "relative_gap": None, "status": None} for r in adam_records]
     entry["layerwise_convex"]["blocks"] = block_rows(convex.records)
     entry["layerwise_convex"]["warnings"] = sorted({str(w.message)[:200] for w in caught})
     if relu is not None:
         entry["layerwise_convex_relu"]["blocks"] = block_rows(relu.records)
+        entry["layerwise_convex_relu"].update(convex_effort(relu.records))
         entry["layerwise_convex_relu"]["width"] = hidden_width(relu_cfg)
         entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
     if cfg.unrolled is not None:
         unrolled, unrolled_nets, val_start = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed,
                                                                     data_cfg, device, cs_lambda=lamda)
+        snapshot = unrolled_nets.pop("unrolled_end_to_end@convex_time", None)
         entry.update(unrolled)
         models.update(unrolled_nets)
+        entry["unrolled_convex"].update(convex_effort(entry["unrolled_convex"]["stages"]))
+        if cfg.unrolled.rule is not None:
+            rule = entry["unrolled_end_to_end"].pop("rule")
+            entry["unrolled_end_to_end"].update({**adam_effort([rule]), "curve": curve_of([rule]),
+                                                 "rule_record": {k: v for k, v in rule.items() if k != "curve"}})
+            if snapshot is not None:
+                entry["unrolled_end_to_end"]["at_convex_time"] = {**metrics_entry(snapshot, va, val_start),
+                                                                  **rule["snapshot"]}
+        if cfg.unrolled.stage_rule() is not None:
+            rules = [st.pop("rule") for st in entry["unrolled_layerwise_adam"]["stages"]]
+            entry["unrolled_layerwise_adam"].update({**adam_effort(rules), "curve": curve_of(rules)})
         for name in ("unrolled_convex", "unrolled_end_to_end"):
             images[name] = unrolled_nets[name].predict(va["data"], initial=val_start)[0].cpu()
     images["scale"] = float(va["scales"][0])
+    entry["differences"] = [d for d in (paired(entry, a, b) for a, b in HEADLINES) if d is not None]
     anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
     return entry, images, anatomy
 
@@ -202,109 +230,6 @@ def held_out_anatomy(root: Path, mask: str, cfg: KneeConfig, seed: int, out: Pat
         entry[name] = metrics_entry(model, part, start)
     entry["seconds"] = time.perf_counter() - start
     return entry
-
-
-def markdown(results: dict[str, Any]) -> str:
-    cfg = results["config"]
-    lines = [f"# Knee reconstruction (run_knee.py, mode `{cfg['mode']}`)", "",
-             f"Command: `{cfg['command']}`  ", f"Machine: {cfg['machine']}; date {cfg['date']}; "
-             f"total wall time {cfg['total_seconds']:.0f} s", "",
-             f"Data: {cfg['data_description']}", "",
-             "Slice-wise PSNR/SSIM (data range = each target slice's maximum), mean ± std over validation slices.",
-             ""]
-    for mask, entry in results["masks"].items():
-        lines += [f"## Mask `{mask}` (4×)", "", "| method | PSNR (dB) | SSIM | train (s) | peak memory / step |",
-                  "| --- | --- | --- | --- | --- |"]
-        for m in (m for m in METHODS if m in entry):
-            e = entry[m]
-            mem = f"{e['peak_memory_bytes'] / 2**20:.1f} MiB" if e.get("peak_memory_bytes") else "—"
-            lines.append(f"| {m} | {e['psnr_mean']:.2f} ± {e['psnr_std']:.2f} | {e['ssim_mean']:.4f} ± "
-                         f"{e['ssim_std']:.4f} | {e['train_seconds']:.0f} | {mem} |")
-        relu = entry.get("layerwise_convex_relu")
-        head = "| block | convex (gated) PSNR | SSIM | duality gap | relative gap | status | solver | width |"
-        rule = "| --- | --- | --- | --- | --- | --- | --- | --- |"
-        if relu:
-            head += " exact-ReLU PSNR | relative gap | status | solver | width |"
-            rule += " --- | --- | --- | --- | --- |"
-        lines += ["", head + " Adam PSNR | Adam SSIM |", rule + " --- | --- |"]
-        for i, (b, a) in enumerate(zip(entry["layerwise_convex"]["blocks"], entry["layerwise_adam"]["blocks"])):
-            row = (f"| {i + 1} | {b['psnr']:.2f} | {b['ssim']:.4f} | {b['duality_gap']:.3g} | {b['relative_gap']:.2g} | "
-                   f"{b['status']} | {b.get('solver')} | {b['width']} |")
-            if relu:
-                r = relu["blocks"][i]
-                row += f" {r['psnr']:.2f} | {r['relative_gap']:.2g} | {r['status']} | {r.get('solver')} | {r['width']} |"
-            lines.append(row + f" {a['psnr']:.2f} | {a['ssim']:.4f} |")
-        chosen = entry["end_to_end"].get("weight_decay_selection")
-        if chosen:
-            lines += ["", "End-to-end weight decay chosen on the held-out training volume: "
-                      f"{chosen['chosen']:.3g} of {', '.join(f'{d:.3g}' for d in chosen['weight_decays'])} "
-                      f"(held-out squared errors {', '.join(f'{e:.4g}' for e in chosen['holdout_sq_error'])})."]
-        if any(b.get("selection") for b in entry["layerwise_convex"]["blocks"]):
-            ratios = [b.get("beta_ratio") for b in entry["layerwise_convex"]["blocks"]]
-            lines += ["", f"Convex (gated) β ratios chosen per block on the held-out training volume: {ratios}."]
-            if relu:
-                lines[-1] += f" Exact ReLU: {[b.get('beta_ratio') for b in relu['blocks']]}."
-        gap = entry["layerwise_convex"]["psnr_mean"] - entry["end_to_end"]["psnr_mean"]
-        lines += ["", f"Convex layer-wise − end-to-end: {gap:+.2f} dB (target: within 0.3 dB)."]
-        if relu:
-            lines[-1] += (f" Exact-ReLU − gated convex layer-wise: "
-                          f"{relu['psnr_mean'] - entry['layerwise_convex']['psnr_mean']:+.2f} dB.")
-        if "unrolled_convex" in entry:
-            lines += ["", "| stage | convex unrolled PSNR | λ | β ratio | width | status | relative gap | solver | "
-                      "layer-wise Adam PSNR |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-            for st, a in zip(entry["unrolled_convex"]["stages"], entry["unrolled_layerwise_adam"]["stages"]):
-                lines.append(f"| {st['stage']} | {st['psnr']:.2f} | {st['lam']:g} | {st['beta_ratio']} | {st['width']} | "
-                             f"{st['status']} | {st['relative_gap']:.2g} | {st.get('solver')} | {a['psnr']:.2f} |")
-            arch = entry["unrolled_convex"].get("architecture") or {}
-            if arch.get("cs_iterations") or arch.get("shrink") or arch.get("bias"):
-                blocks = "exact-ReLU" if arch.get("activation") == "relu" else "gated"
-                lines += ["", f"Unrolled architecture: {arch.get('stages')} stages ({blocks} convex blocks) refining "
-                          + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:g}, CS's)"
-                             if arch.get("cs_iterations") else "the zero-filled image")
-                          + "; block inputs: estimate" + (", zero-filled" if arch.get("concat_input", True) else "")
-                          + (", a constant channel" if arch.get("bias") else "")
-                          + (f", db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"
-                             if arch.get("shrink") else "")
-                          + (", CS images at (λ, wavelet) "
-                             + ", ".join(f"({v:.3g}, {w})" for v, w in arch["cs_inputs"]) if arch.get("cs_inputs") else "")
-                          + "."]
-            u, c, e = (entry[k]["psnr_mean"] for k in ("unrolled_convex", "cs_l1_wavelet", "unrolled_end_to_end"))
-            lines += ["", f"Convex unrolled − CS: {u - c:+.2f} dB (target ≥ +1 dB); convex unrolled − unrolled "
-                      f"end-to-end: {u - e:+.2f} dB (target: within 0.3 dB). End-to-end learned λ: "
-                      f"{', '.join(f'{v:.3g}' for v in entry['unrolled_end_to_end']['learned_lambdas'])}."]
-            if "cs_ensemble_mean" in entry:
-                lines[-1] += (f" Convex unrolled − the plain average of its {entry['cs_ensemble_mean']['cs_images']} "
-                              f"CS images (no learning): {u - entry['cs_ensemble_mean']['psnr_mean']:+.2f} dB.")
-        lines.append("")
-    if results.get("anatomy"):
-        anatomy = results["anatomy"]
-        first = next(iter(anatomy.values()))
-        lines += ["## Trained on knee, tested on brain (held-out anatomy)", "",
-                  f"Every model and CS's λ as chosen on the knee family above, scored on all {first['slices']} slices "
-                  f"of {len(first['volumes'])} brain-family volume(s) (same coils, k-space shape, SNR and mask "
-                  f"settings). The knee validation PSNR is repeated for the drop.", "",
-                  "| method | " + " | ".join(f"{m} PSNR (dB) | {m} SSIM | {m} knee→brain ΔPSNR" for m in anatomy)
-                  + " |", "| --- |" + " --- | --- | --- |" * len(anatomy)]
-        for name in (m for m in METHODS if m in first):
-            cells = []
-            for mask, a in anatomy.items():
-                e = a[name]
-                drop = e["psnr_mean"] - results["masks"][mask][name]["psnr_mean"]
-                cells.append(f"{e['psnr_mean']:.2f} ± {e['psnr_std']:.2f} | {e['ssim_mean']:.4f} | {drop:+.2f}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-    mem = results["memory"]
-    lines += ["## Memory at the paper's full architecture (Fig. 4)", "",
-              f"{mem['method']}; 5 conv layers, 256 channels, 7×7, 320×320, float32, budget 12 GiB.", "",
-              "| training | bytes at batch 1 | max batch in 12 GiB |", "| --- | --- | --- |",
-              f"| end-to-end | {mem['end_to_end']['batch_1']['total']:,} | {mem['end_to_end']['max_batch_12gb']} |"]
-    for b in mem["layerwise"]["blocks"]:
-        lines.append(f"| layer-wise block {b['block']} | {b['batch_1']['total']:,} | {b['max_batch_12gb']} |")
-    if "convex_solve" in mem:
-        lines.append(f"| convex block solve, in memory (320×320 slices) | — | {mem['convex_solve']['max_slices_12gb']} |")
-    ratio = mem["layerwise"]["max_batch_12gb"] / max(mem["end_to_end"]["max_batch_12gb"], 1)
-    lines += ["", f"Layer-wise (worst block) / end-to-end max batch: {ratio:.2f}× (target ≥ 1.6×).", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,10 +312,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"tol {cfg.tol}, "
                      f"max_iter {cfg.max_iter}; Adam baselines on whole training slices, width "
                      f"{hidden_width(cfg)}, "
-                     f"{cfg.epochs_end_to_end} / {cfg.epochs_layerwise} epochs "
-                     f"(lr 1e-4 halved every {cfg.halve_every}), "
-                     f"batch {cfg.batch_size}, weight decay d = mean beta_i / n_i of the convex blocks"
-                     + ("" if cfg.beta_ratios is None else
+                     + (f"{cfg.epochs_end_to_end} / {cfg.epochs_layerwise} epochs (lr 1e-4 halved every "
+                        f"{cfg.halve_every}), " if cfg.rule is None else
+                        f"trained by the library's rule (lr from {list(cfg.rule.lrs)}, weight decay from "
+                        f"{list(cfg.rule.decay_factors)} × d, search {cfg.rule.search}, both chosen by the loss on "
+                        f"the last training volume (held out; never the validation volume); stop after "
+                        f"{cfg.rule.patience} epochs without a {cfg.rule.rel_tol:g} relative improvement, at most "
+                        f"{cfg.rule.max_epochs} epochs = not converged; the best held-out checkpoint kept; the "
+                        f"unrolled Adam baselines likewise with {cfg.unrolled.rule if cfg.unrolled else None}), ")
+                     + f"batch {cfg.batch_size}, weight decay d = mean beta_i / n_i of the convex blocks"
+                     + ("" if cfg.beta_ratios is None or cfg.rule is not None else
                         ", end-to-end's chosen from {0, d, 10 d} on the same held-out training volume"))
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
@@ -426,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_psnr_vs_layers(masks, out / "psnr_vs_layers.png")
     plot_examples(images, out / "examples.png")
     plot_batch_size(memory, out / "batch_size.png")
+    plot_training_curves(masks, out / "training_curves.png")
     print("\n" + markdown(results))
     print(f"written: {', '.join(p.name for p in sorted(out.glob('*.*')))} in {out}")
     return 0

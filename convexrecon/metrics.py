@@ -6,13 +6,15 @@ Conventions (``docs/design.md`` §8, Conventions):
   their magnitude, ``(2, H, W)`` real/imaginary inputs must be converted by the
   caller (:func:`magnitude` does it).
 * ``data_range`` defaults to the maximum of the *target passed*: a slice gives
-  the seed's slice-wise numbers, a volume gives fastMRI's volume-wise numbers.
+  the paper's slice-wise numbers, a volume gives fastMRI's volume-wise numbers.
 * PSNR :math:`= 10 \log_{10}(\text{range}^2 / \text{MSE})`.
 * SSIM: 7×7 uniform window, :math:`k_1 = 0.01`, :math:`k_2 = 0.03`, sample
   covariance, mean over the window-valid interior — scikit-image's
   ``structural_similarity`` defaults. A 3-D input is a volume: SSIM is the mean
   of the per-slice SSIMs, all with the one data range.
 * NMSE :math:`= \|x - y\|^2 / \|y\|^2` with :math:`y` the target.
+* A paired difference of two methods (:func:`paired_difference`) is the mean over slices of the
+  per-slice differences with a two-sided Student-t interval over slices (``n - 1`` degrees of freedom).
 
 All functions are pure: they neither modify their inputs nor use global state.
 """
@@ -154,7 +156,7 @@ def evaluate(
         Volume name of each slice (used by the volume-wise convention).
     convention : {"slice", "volume"}
         ``"slice"``: one value per slice, data range = that slice's target
-        maximum (the seed's numbers), mean ± std over slices. ``"volume"``:
+        maximum (the paper's numbers), mean ± std over slices. ``"volume"``:
         one value per volume, data range = the volume's target maximum, PSNR
         and NMSE over the stacked volume, SSIM the mean over its slices
         (fastMRI's numbers), mean ± std over volumes.
@@ -239,3 +241,73 @@ def validation_metrics(net: torch.nn.Module, inputs: torch.Tensor, targets: torc
     summary = score_slices(targets, pred, scales, volumes)
     return {"psnr": summary["psnr"].mean, "psnr_std": summary["psnr"].std,
             "ssim": summary["ssim"].mean, "ssim_std": summary["ssim"].std}
+
+
+def slice_psnr(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray,
+               scales: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    """PSNR (dB) of every slice at physical scale (data range = that slice's target maximum), in order:
+    the values whose mean :func:`score_slices` reports, kept for paired comparisons."""
+    t, p = to_physical(targets, scales), to_physical(predictions, scales)
+    if t.ndim == 4:
+        t, p = t.reshape(-1, *t.shape[2:]), p.reshape(-1, *p.shape[2:])
+    return np.array([psnr(a, b) for a, b in zip(t, p)])
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of paired per-slice differences ``a - b`` with a two-sided ``level`` Student-t interval.
+
+    ``std`` is the sample standard deviation of the differences (ddof=1); the interval is
+    ``mean ± t_{n-1, (1 + level) / 2} std / sqrt(n)``. :attr:`significant` is False when it contains 0.
+    """
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    level: float
+
+    @property
+    def significant(self) -> bool:
+        return not self.low <= 0.0 <= self.high
+
+    def text(self, unit: str = "dB") -> str:
+        """``+0.52 dB (95 % CI +0.31 to +0.73, 8 slices)``, or "no significant difference (...)" when the
+        interval contains 0."""
+        interval = (f"{self.level:.0%} CI {self.low:+.2f} to {self.high:+.2f} {unit}, {self.n} slices, "
+                    f"paired t").replace("%", " %")
+        if not self.significant:
+            return f"no significant difference ({self.mean:+.2f} {unit}, {interval})"
+        return f"{self.mean:+.2f} {unit} ({interval})"
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {"mean": self.mean, "std": self.std, "n": self.n, "low": self.low, "high": self.high,
+                "level": self.level, "significant": self.significant}
+
+
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                      level: float = 0.95) -> PairedDifference:
+    """``a - b`` per slice (e.g. two methods' PSNRs on the same slices), mean and Student-t interval over slices.
+
+    The slices are treated as independent draws; slices of one volume are correlated, so the interval is
+    optimistic when few volumes are scored.
+    """
+    from scipy.stats import t as student_t
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"The 'a' and 'b' parameters must be 1-D of one length. Got shapes {x.shape} and "
+                         f"{y.shape} instead.")
+    if x.size < 2 or not np.all(np.isfinite(x - y)):
+        raise ValueError(f"A paired interval needs at least 2 finite differences. Got {x.size} values "
+                         f"({int(np.sum(~np.isfinite(x - y)))} not finite).")
+    if not 0 < level < 1:
+        raise ValueError(f"The 'level' parameter must be in (0, 1). Got {level!r} instead.")
+    d = x - y
+    mean, std = float(d.mean()), float(d.std(ddof=1))
+    half = float(student_t.ppf((1 + level) / 2, d.size - 1)) * std / np.sqrt(d.size)
+    return PairedDifference(mean, std, int(d.size), mean - half, mean + half, float(level))

@@ -91,3 +91,36 @@ def test_parse_device_names_what_it_expected() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             parse_device("cuda")
+
+
+def test_every_mode_trains_its_adam_baselines_by_the_rule() -> None:
+    from benchmarks.kit.configs import RuleConfig
+
+    for cfg in CONFIGS.values():
+        assert isinstance(cfg.rule, RuleConfig) and isinstance(cfg.unrolled.rule, RuleConfig)
+        rule = cfg.rule.training_rule(12.5)
+        assert rule.max_epochs == cfg.rule.max_epochs and rule.snapshot_seconds == 12.5
+    quick = CONFIGS["quick"].rule
+    assert quick.runs() == len(quick.lrs) + len(quick.decay_factors) - 1  # lr first, then the decay
+    grid = dataclasses.replace(quick, search="grid")
+    assert grid.runs() == len(quick.lrs) * len(quick.decay_factors)
+
+
+def test_effort_cells_curves_and_paired_differences() -> None:
+    from benchmarks.kit.evidence import adam_effort, convex_effort, curve_of, effort_cell, paired
+
+    runs = [{"epochs": 3, "converged": True, "lr": 1e-3, "weight_decay": 0.0, "best_epoch": 2, "seconds": 1.0,
+             "curve": [{"seconds": 0.0, "held_loss": 4.0}, {"seconds": 1.0, "held_loss": 2.0}]},
+            {"epochs": 5, "converged": False, "lr": 1e-2, "weight_decay": 0.1, "best_epoch": 5, "seconds": 2.0,
+             "curve": [{"seconds": 0.5, "held_loss": 1.5}, {"seconds": 2.0, "held_loss": 1.0}]}]
+    effort = adam_effort(runs)
+    assert (effort["epochs"], effort["converged"], effort["rule_seconds"]) == (8, False, 3.0)
+    assert effort_cell(effort) == ("8 ep", "**no** (max epochs)")
+    assert curve_of(runs) == [[0.0, 4.0], [1.0, 2.0], [1.5, 1.5], [3.0, 1.0]]  # blocks one after another
+    convex = convex_effort([{"iterations": 10, "status": "optimal"}, {"iterations": 5, "status": "max_iter"}])
+    assert convex == {"iterations": 15, "certified": False}
+    assert effort_cell(convex) == ("15 it", "**not certified**")
+    entry = {"a": {"psnr_slices": [2.0, 4.0, 6.0]}, "b": {"psnr_slices": [1.0, 2.0, 3.0], "converged": False}}
+    got = paired(entry, "a", "b")
+    assert got["mean"] == 2.0 and got["n"] == 3 and got["text"].endswith("b not converged: not a finding")
+    assert paired(entry, "a", "missing") is None

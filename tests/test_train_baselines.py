@@ -69,3 +69,41 @@ def test_learning_rate_schedule_follows_halve_every(tmp_path) -> None:
     assert state["scheduler"]["_last_lr"][0] == pytest.approx(1e-2 / 4)
     with pytest.raises(ValueError, match="halve_every"):
         _e2e(halve_every=0)
+
+
+def test_end_to_end_by_the_rule_exposes_its_choice_and_ends_at_the_best_checkpoint() -> None:
+    from convexrecon.stack.adam import TrainingRule, held_out_loss
+
+    x, y = _data(6)
+    held = torch.tensor([False] * 4 + [True] * 2)
+    net = ReconNet.plain([4, 3], 3, seed=1)
+    rule = TrainingRule(lrs=(1e-3, 1e-2), decay_factors=(0.0, 1.0), max_epochs=30, patience=5)
+    history = train_end_to_end(net, x, y, batch_size=2, weight_decay=1e-3, rule=rule, holdout=held)
+    result = history.result
+    assert len(result.candidates) == 4
+    assert (result.lr, result.weight_decay) == min(((c["lr"], c["weight_decay"]) for c in result.candidates),
+                                                   key=lambda k: next(c["best_held_loss"] for c in result.candidates
+                                                                      if (c["lr"], c["weight_decay"]) == k))
+    with torch.no_grad():
+        assert held_out_loss(net, x[held], y[held]) == pytest.approx(result.best_held_loss, rel=1e-9)
+    assert net.config["training"]["rule"]["converged"] == result.converged
+    assert net.config["training"]["lr"] == result.lr and len(history) == result.epochs + 1
+    with pytest.raises(ValueError, match="'holdout'"):
+        train_end_to_end(ReconNet.plain([2], 3), x, y, rule=rule, holdout=torch.ones(6, dtype=torch.bool))
+
+
+def test_layerwise_adam_by_the_rule_records_each_block() -> None:
+    from convexrecon.stack.adam import TrainingRule
+
+    x, y = _data(6)
+    held = torch.tensor([False] * 4 + [True] * 2)
+    rule = TrainingRule(lrs=(1e-2,), max_epochs=4, patience=2)
+    net, records = train_layerwise_adam(x, y, [4, 3], 3, batch_size=2, weight_decay=[0.0, 1e-3], rule=rule,
+                                        holdout=held)
+    assert [r["rule"]["epochs"] for r in records] == net.config["training"]["epochs_per_block"]
+    for r in records:  # converged exactly when the held-out curve met the plateau test (patience 2, rel_tol 1e-3)
+        held_losses = [c["held_loss"] for c in r["rule"]["curve"][1:]]
+        stalled = [b >= (1 - 1e-3) * min(held_losses[:i + 1]) for i, b in enumerate(held_losses[1:])]
+        assert r["rule"]["epochs"] <= 4
+        assert r["rule"]["converged"] == any(a and b for a, b in zip(stalled, stalled[1:]))
+    assert [r["rule"]["weight_decay"] for r in records] == [0.0, 1e-3]

@@ -13,7 +13,7 @@ import torch
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, max_batch, memory_table
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
+METHODS = {"zero_filled", "cs_l1_wavelet", "cs_cycle_spun", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
            "cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
 ANATOMY = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
            "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
@@ -52,7 +52,12 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert set(results["masks"]) == {"poisson", "lines"}
     for entry in results["masks"].values():
-        assert set(entry) == METHODS | {"preprocessing_seconds"}
+        assert set(entry) == METHODS | {"preprocessing_seconds", "differences"}
+        for method in ("end_to_end", "layerwise_adam", "unrolled_end_to_end", "unrolled_layerwise_adam"):
+            assert entry[method]["epochs"] > 0 and isinstance(entry[method]["converged"], bool) and entry[method]["curve"]
+        for method in ("layerwise_convex", "layerwise_convex_relu", "unrolled_convex"):
+            assert entry[method]["iterations"] > 0 and isinstance(entry[method]["certified"], bool)
+        assert all(d["low"] <= d["mean"] <= d["high"] for d in entry["differences"])
         for method in METHODS:
             assert {"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "train_seconds", "peak_memory_bytes"} <= set(entry[method])
         for method in ("layerwise_convex", "layerwise_convex_relu"):
@@ -68,7 +73,7 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
         assert held["cs_l1_wavelet"]["lambda"] > 0
     assert results["memory"]["end_to_end"]["max_batch_12gb"] > 0
     assert results["memory"]["layerwise"]["max_batch_12gb"] > 0
-    for name in ("results.md", "psnr_vs_layers.png", "examples.png", "batch_size.png"):
+    for name in ("results.md", "psnr_vs_layers.png", "examples.png", "batch_size.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0
     # the same command resumes from the checkpoints and gives the same model
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_knee.py"), "--quick", "--out", str(out)],

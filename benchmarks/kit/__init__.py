@@ -5,6 +5,9 @@
 * :mod:`~benchmarks.kit.configs`: the knee experiment's typed configurations, masks and time estimate;
 * :mod:`~benchmarks.kit.data`: synthetic sets, the measured-data split (one ESPIRiT run per slice);
 * :mod:`~benchmarks.kit.methods`: scores and every trained or classical method of the knee experiment;
+* :mod:`~benchmarks.kit.evidence`: cycle-spun CS, per-method effort (epochs / iterations, converged / certified),
+  paired per-slice differences and the Adam baselines' held-out curves;
+* :mod:`~benchmarks.kit.report`: the knee experiment's ``results.md``;
 * :mod:`~benchmarks.kit.memory`: Fig. 4 (the largest trainable batch) measured on CUDA.
 
 Everything here calls library functions; nothing re-implements them.

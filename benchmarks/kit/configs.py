@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convexrecon.data.masks import CENTER_FRACTION
+from convexrecon.stack.adam import TrainingRule
 
 MASKS = {"poisson": {"mask": "poisson", "acceleration": 4.0, "calib": 16},
          "lines": {"mask": "lines", "acceleration": 4.0, "center_fraction": CENTER_FRACTION}}
@@ -49,6 +50,32 @@ class SyntheticSet(_Frozen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RuleConfig(_Frozen):
+    """The training rule of a mode's Adam baselines (:class:`convexrecon.stack.adam.TrainingRule`): lr and weight
+    decay (multiples of the convex blocks' ``beta_i / n_i``) chosen on the held-out training volume, early stopping
+    after ``patience`` epochs without a ``rel_tol`` relative improvement of the held-out loss, at most
+    ``max_epochs`` epochs per run."""
+
+    lrs: tuple[float, ...]
+    decay_factors: tuple[float, ...]
+    search: str
+    max_epochs: int
+    patience: int
+    rel_tol: float
+
+    def training_rule(self, snapshot_seconds: float | None = None) -> TrainingRule:
+        """The library's rule with these settings (``snapshot_seconds``: keep the run at another method's time)."""
+        return TrainingRule(lrs=self.lrs, decay_factors=self.decay_factors, search=self.search,
+                            max_epochs=self.max_epochs, patience=self.patience, rel_tol=self.rel_tol,
+                            snapshot_seconds=snapshot_seconds)
+
+    def runs(self) -> int:
+        """The number of candidate runs."""
+        lrs, decays = len(self.lrs), len(set(self.decay_factors))
+        return lrs * decays if self.search == "grid" else lrs + decays - 1
+
+
+@dataclass(frozen=True, kw_only=True)
 class UnrolledConfig(_Frozen):
     """The unrolled network with data consistency: ``stages`` convex stages (β ratio and DC λ chosen per stage on
     the held-out training volume from ``beta_ratios`` and ``lambdas``) and its two Adam baselines.
@@ -78,6 +105,13 @@ class UnrolledConfig(_Frozen):
     halve_every: int
     lr: float
     batch_size: int
+    rule: RuleConfig | None = None
+    layerwise_rule: RuleConfig | None = None
+
+    def stage_rule(self) -> RuleConfig | None:
+        """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains
+        without data-consistency steps, so far more of its epochs fit the time of one end-to-end epoch)."""
+        return self.layerwise_rule or self.rule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +150,8 @@ class KneeConfig(_Frozen):
     relu: bool
     anatomy_volumes: int
     unrolled: UnrolledConfig | None = None
+    rule: RuleConfig | None = None
+    cs_shifts: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as plain JSON-ready values (nested configurations as dicts), for ``results.json``."""
@@ -151,7 +187,14 @@ CONFIGS: dict[str, KneeConfig] = {
             # the stage inputs and CS start of the default (below), CS at this mode's iteration count
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
             cs_inputs=CS_INPUTS,
-            halve_every=10, lr=1e-3, batch_size=2),
+            halve_every=10, lr=1e-3, batch_size=2,
+            rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=5,
+                            rel_tol=1e-3),
+            layerwise_rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=400,
+                                      patience=20, rel_tol=1e-3)),
+        # tiny networks: every lr run to a plateau (or 400 epochs) costs seconds
+        rule=RuleConfig(lrs=(1e-3, 3e-3, 1e-2), decay_factors=(1.0, 0.0, 10.0), search="lr_then_decay",
+                        max_epochs=400, patience=20, rel_tol=1e-3),
     ),
     "default": KneeConfig(
         synthetic=SyntheticSet(volumes=5, slices=4, coils=8, shape=(160, 368), snr=25.0),
@@ -179,7 +222,15 @@ CONFIGS: dict[str, KneeConfig] = {
             # images of CS_INPUTS (docs/benchmarks.md); the gain plateaus after 1-2 stages
             bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
             cs_inputs=CS_INPUTS,
-            epochs_end_to_end=10, epochs_layerwise=6, halve_every=5, lr=1e-3, batch_size=2),
+            epochs_end_to_end=10, epochs_layerwise=6, halve_every=5, lr=1e-3, batch_size=2,
+            rule=RuleConfig(lrs=(1e-3, 3e-3), decay_factors=(1.0,), search="grid", max_epochs=40, patience=5,
+                            rel_tol=1e-3),
+            layerwise_rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=300,
+                                      patience=20, rel_tol=1e-3)),
+        # lr 1e-4 (the paper's) is left out: on 16 slices it needs thousands of epochs to plateau; the quick mode
+        # chose 1e-2 or 1e-3 for every Adam network
+        rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0, 0.0, 10.0), search="lr_then_decay",
+                        max_epochs=300, patience=20, rel_tol=1e-3),
     ),
     "full": KneeConfig(
         synthetic=SyntheticSet(volumes=4, slices=8, coils=15, shape=(640, 368), snr=25.0),
@@ -199,7 +250,11 @@ CONFIGS: dict[str, KneeConfig] = {
             bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
             cs_inputs=CS_INPUTS,
             epochs_end_to_end=40, epochs_layerwise=30, halve_every=10, lr=1e-3,
-            batch_size=2),
+            batch_size=2,
+            rule=RuleConfig(lrs=(1e-4, 1e-3), decay_factors=(1.0,), search="grid", max_epochs=50, patience=5,
+                            rel_tol=1e-3)),
+        rule=RuleConfig(lrs=(1e-4, 1e-3), decay_factors=(1.0, 0.0, 10.0), search="lr_then_decay", max_epochs=100,
+                        patience=10, rel_tol=1e-3),
     ),
     # one H100/H200 in 8 minutes including data and preprocessing (run_knee.py --config gpu); every reduction from
     # the paper's settings ("full") is listed in REDUCTIONS and printed with the results
@@ -221,7 +276,11 @@ CONFIGS: dict[str, KneeConfig] = {
             cg_iterations=5, concat_input=False, epochs_end_to_end=10, epochs_layerwise=5,
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
             cs_inputs=CS_INPUTS,
-            halve_every=5, lr=1e-3, batch_size=4),
+            halve_every=5, lr=1e-3, batch_size=4,
+            rule=RuleConfig(lrs=(1e-3,), decay_factors=(1.0,), search="grid", max_epochs=20, patience=4,
+                            rel_tol=1e-3)),
+        rule=RuleConfig(lrs=(1e-4, 1e-3), decay_factors=(1.0, 0.0), search="lr_then_decay", max_epochs=60,
+                        patience=8, rel_tol=1e-3),
     ),
 }
 
@@ -291,13 +350,17 @@ def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, 
     flops = 6 * cfg.crop ** 2 * (2 * width * k * k + (cfg.blocks - 1) * width * width * k * k + 2 * width)
     rate = (2e13 if cfg.allow_tf32 else 1e13) if gpu else 4e10
     e2e_runs = 1 + (3 * (train - syn.slices) / train if cfg.beta_ratios else 0)
-    out["end-to-end Adam (both masks)"] = masks * e2e_runs * cfg.epochs_end_to_end * train * flops / rate
-    out["layer-wise Adam (both masks)"] = masks * cfg.epochs_layerwise * train * flops / rate * 1.5
+    e2e_epochs, lw_epochs = e2e_runs * cfg.epochs_end_to_end, cfg.epochs_layerwise
+    if cfg.rule:  # an upper bound: every candidate run to its maximum of epochs
+        e2e_epochs = lw_epochs = cfg.rule.runs() * cfg.rule.max_epochs
+    out["end-to-end Adam (both masks)"] = masks * e2e_epochs * train * flops / rate
+    out["layer-wise Adam (both masks)"] = masks * lw_epochs * train * flops / rate * 1.5
     u = cfg.unrolled
     if u:  # ~7e-8 s per (slice, stage, CG step, coil pixel) and Adam epoch on 2 CPU cores (measured on the quick run)
         coil_pixels = syn.coils * syn.shape[0] * syn.shape[1]
         out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u.stages * u.cg_iterations * coil_pixels
-                                                 * (u.epochs_end_to_end + u.epochs_layerwise)
+                                                 * (u.epochs_end_to_end + u.epochs_layerwise if u.rule is None
+                                                    else u.rule.runs() * u.rule.max_epochs * 1.2)
                                                  * (0.05 if gpu else 1.0))
         # the CS start and CS inputs: computed once for the training slices, the validation slices and the held-out
         # anatomy (about as many slices as validation), shared by the 3 methods; ~4e-8 s per (slice, FISTA step,

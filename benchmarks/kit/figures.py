@@ -85,3 +85,25 @@ def plot_batch_size(memory: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{len(arch['widths']) + 1} conv layers, {arch['widths'][0]} ch, "
                  f"{arch['kernel_size']}×{arch['kernel_size']}, {arch['size']}²", fontsize=9)
     save_figure(fig, path)
+
+
+def plot_training_curves(masks: dict[str, Any], path: Path) -> None:
+    """Held-out loss of every Adam-trained method's chosen run against its wall time, one axis per mask; the convex
+    methods' wall times as vertical lines (their solves have no held-out curve)."""
+    fig, axes = plt.subplots(1, len(masks), figsize=(6 * len(masks), 4), squeeze=False)
+    for ax, (mask, entry) in zip(axes[0], masks.items()):
+        for name, e in entry.items():
+            if isinstance(e, dict) and e.get("curve"):
+                points = np.asarray(e["curve"], dtype=float)
+                ax.plot(points[:, 0], points[:, 1], label=f"{name.replace('_', ' ')} (Adam, held-out loss)")
+        for name, color in (("layerwise_convex", "tab:blue"), ("layerwise_convex_relu", "tab:purple"),
+                            ("unrolled_convex", "tab:red")):
+            if name in entry:
+                ax.axvline(entry[name]["train_seconds"], color=color, ls="--", label=f"{name.replace('_', ' ')} time")
+        ax.set_xlabel("wall time of the chosen run (s)")
+        ax.set_ylabel("held-out training-volume loss (per pixel)")
+        ax.set_yscale("log")
+        ax.set_title(f"{mask} 4×")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

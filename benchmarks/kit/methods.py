@@ -7,6 +7,7 @@ on a split of :mod:`benchmarks.kit.data`.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
@@ -18,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.kit.configs import KneeConfig, UnrolledConfig, hidden_width
+from benchmarks.kit.evidence import slice_scores
 from convexrecon.block.guard import fit_memory_terms
 from convexrecon.data.splits import holdout_mask
 from convexrecon.metrics import score_slices
@@ -29,7 +31,7 @@ from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise
 from convexrecon.stack.network import ReconNet
 from convexrecon.stack import (UnrolledNet, initial_estimates, train_unrolled, train_unrolled_end_to_end,
-                               train_unrolled_layerwise_adam, unrolled_metrics, unrolled_plain)
+                               train_unrolled_layerwise_adam, unrolled_plain)
 
 
 # ---- scores and memory --------------------------------------------------------------------------
@@ -112,9 +114,13 @@ def train_convex(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, seed: int,
 
 
 def train_end_to_end_baseline(split: dict[str, Any], cfg: KneeConfig, decays: list[float], ckpt: Path,
-                              seed: int, data_cfg: dict[str, Any],
-                              device: Any = None) -> tuple[ReconNet, float, dict[str, Any] | None]:
+                              seed: int, data_cfg: dict[str, Any], device: Any = None,
+                              snapshot_seconds: float | None = None) -> tuple[ReconNet, float, dict[str, Any] | None]:
     """The same architecture trained end to end by Adam.
+
+    With ``cfg.rule`` the library's training rule trains it (lr and weight decay ``{factors} x d`` chosen on the
+    held-out training volume, early stopping, best checkpoint); the selection record is then
+    ``{"rule": RuleResult.to_dict(), "snapshot_net": the network at snapshot_seconds or None}``.
 
     Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective per pixel). When the
     convex blocks choose β on a held-out volume (``beta_ratios``), end-to-end gets the same chance
@@ -132,6 +138,14 @@ def train_end_to_end_baseline(split: dict[str, Any], cfg: KneeConfig, decays: li
         return net
 
     decay, selection = float(np.mean(decays)), None
+    if cfg.rule is not None:
+        net = ReconNet.plain([hidden_width(cfg)] * cfg.blocks, cfg.kernel_size, seed=seed, config=data_cfg)
+        history = train_end_to_end(net, tr["inputs"], tr["targets"], batch_size=cfg.batch_size, weight_decay=decay,
+                                   seed=seed, progress=True, device=device, allow_tf32=cfg.allow_tf32,
+                                   rule=cfg.rule.training_rule(snapshot_seconds),
+                                   holdout=holdout_mask(tr["volumes"], cfg.holdout_volumes))
+        return net, time.perf_counter() - start, {"rule": history.result.to_dict(),
+                                                  "snapshot_net": snapshot_of(net, history.result)}
     if cfg.beta_ratios is not None:
         decay, selection = choose_weight_decay(tr, holdout_mask(tr["volumes"], cfg.holdout_volumes),
                                                [0.0, decay, 10 * decay], train, ckpt)
@@ -159,16 +173,19 @@ def choose_weight_decay(part: dict[str, Any], held: torch.Tensor, candidates: li
 def train_layerwise_adam_baseline(split: dict[str, Any], cfg: KneeConfig, decays: list[float], ckpt: Path,
                                   seed: int, data_cfg: dict[str, Any],
                                   device: Any = None) -> tuple[Any, float, list[dict[str, Any]]]:
-    """The same architecture block by block by Adam (weight decay ``decays[i]`` for block ``i``, then frozen);
-    returns the network, its training seconds and its per-block records."""
+    """The same architecture block by block by Adam (weight decay ``decays[i]`` for block ``i``, then frozen; with
+    ``cfg.rule`` each block by the library's training rule); returns the network, its training seconds and its
+    per-block records."""
     tr, va = split["train"], split["val"]
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"])
     start = time.perf_counter()
+    rule = None if cfg.rule is None else cfg.rule.training_rule()
     net, records = train_layerwise_adam(
         tr["inputs"], tr["targets"], [hidden_width(cfg)] * cfg.blocks, cfg.kernel_size,
         epochs=cfg.epochs_layerwise, halve_every=cfg.halve_every, batch_size=cfg.batch_size,
         weight_decay=decays, seed=seed, checkpoint_dir=ckpt, validation=val, progress=True, device=device,
-        allow_tf32=cfg.allow_tf32)
+        allow_tf32=cfg.allow_tf32, rule=rule,
+        holdout=None if rule is None else holdout_mask(tr["volumes"], cfg.holdout_volumes))
     seconds = time.perf_counter() - start
     net.config.update(data_cfg)
     return net, seconds, records
@@ -176,7 +193,10 @@ def train_layerwise_adam_baseline(split: dict[str, Any], cfg: KneeConfig, decays
 
 # ---- the unrolled network with data consistency --------------------------------------------------
 
-def unrolled_entry(result: dict[str, float], seconds: float, **extra: Any) -> dict[str, Any]:
+def unrolled_entry(result: dict[str, Any], seconds: float, **extra: Any) -> dict[str, Any]:
+    """A results entry from :func:`benchmarks.kit.evidence.slice_scores` (or ``unrolled_metrics``' keys)."""
+    if "psnr_mean" in result:
+        return {**result, "train_seconds": seconds, "peak_memory_bytes": 0, **extra}
     return {"psnr_mean": result["psnr"], "psnr_std": result["psnr_std"], "ssim_mean": result["ssim"],
             "ssim_std": result["ssim_std"], "train_seconds": seconds, "peak_memory_bytes": 0, **extra}
 
@@ -250,8 +270,10 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
               "validation_initial": initial_estimates(template, va["data"], u.batch_size)}
     on = {"device": device, "allow_tf32": cfg.allow_tf32, **starts}
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
-    score = lambda net: unrolled_metrics(net, va["targets"], va["scales"], va["volumes"], va["data"],  # noqa: E731
-                                         initial=starts["validation_initial"])
+    def score(net: UnrolledNet) -> dict[str, Any]:  # mean ± std and every slice's PSNR, for paired differences
+        with torch.no_grad():
+            return slice_scores(va, net.predict(va["data"], initial=starts["validation_initial"]).cpu())
+
     entries: dict[str, Any] = {}
     if options["cs_inputs"]:
         entries["cs_ensemble_mean"] = ensemble_entry(starts["validation_initial"], va, cfg.crop)
@@ -280,15 +302,21 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
     e2e = unrolled_plain(u.stages, width, u.kernel_size, lambdas, cfg.crop, concat_input=u.concat_input,
                          **options,
                          cg_iterations=u.cg_iterations, seed=seed, learn_lambda=True, config=data_cfg)
+    convex_seconds = entries["unrolled_convex"]["train_seconds"]
+    by_rule = {} if u.rule is None else {"rule": u.rule.training_rule(convex_seconds),
+                                         "holdout": holdout_mask(tr["volumes"], cfg.holdout_volumes)}
     history = train_unrolled_end_to_end(e2e, tr["targets"], tr["data"], epochs=u.epochs_end_to_end,
                                         batch_size=u.batch_size, lr=u.lr, halve_every=u.halve_every,
                                         weight_decay=float(np.mean(decays)), seed=seed,
-                                        checkpoint_dir=ckpt / "unrolled_end_to_end", progress=True, **on)
+                                        checkpoint_dir=ckpt / "unrolled_end_to_end", progress=True, **on, **by_rule)
     seconds = time.perf_counter() - start
     e2e.save(models / "unrolled_end_to_end")
     entries["unrolled_end_to_end"] = unrolled_entry(
         score(e2e), seconds, final_loss=history[-1]["loss"] if history else None,
         weight_decay=float(np.mean(decays)), learned_lambdas=[float(s.lam.detach()) for s in e2e.stages])
+    if u.rule is not None:
+        entries["unrolled_end_to_end"]["rule"] = history.result.to_dict()
+        nets["unrolled_end_to_end@convex_time"] = snapshot_of(e2e, history.result)
     nets["unrolled_end_to_end"] = e2e
     start = time.perf_counter()
     lw, records = train_unrolled_layerwise_adam(
@@ -296,10 +324,21 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
         **options,
         cg_iterations=u.cg_iterations, epochs=u.epochs_layerwise, batch_size=u.batch_size, lr=u.lr,
         halve_every=u.halve_every, weight_decay=decays, seed=seed,
-        checkpoint_dir=ckpt / "unrolled_layerwise_adam", validation=val, progress=True, **on)
+        checkpoint_dir=ckpt / "unrolled_layerwise_adam", validation=val, progress=True, **on,
+        **({} if u.stage_rule() is None else {"rule": u.stage_rule().training_rule(),
+                                               "holdout": holdout_mask(tr["volumes"], cfg.holdout_volumes)}))
     seconds = time.perf_counter() - start
     lw.save(models / "unrolled_layerwise_adam")
     entries["unrolled_layerwise_adam"] = unrolled_entry(
-        score(lw), seconds, stages=[{k: r.get(k) for k in ("stage", "psnr", "ssim")} for r in records])
+        score(lw), seconds, stages=[{k: r.get(k) for k in ("stage", "psnr", "ssim", "rule")} for r in records])
     nets["unrolled_layerwise_adam"] = lw
     return entries, nets, starts["validation_initial"]
+
+
+def snapshot_of(net: Any, result: Any) -> Any:
+    """A copy of ``net`` in the state the rule kept at its ``snapshot_seconds`` (None without a snapshot)."""
+    if result.snapshot_state is None:
+        return None
+    other = copy.deepcopy(net)
+    other.load_state_dict(result.snapshot_state)
+    return other

@@ -6,7 +6,7 @@ Modules, bottom to top (each imports only modules above it in this list, never o
 * :mod:`~convexrecon.stack.checkpoint` — crash-safe per-block / per-epoch checkpoints of a run;
 * :mod:`~convexrecon.stack.run` — :class:`RunOptions`: seed, checkpoints, device and precision of a run;
 * :mod:`~convexrecon.stack.settings` — :class:`BlockSettings`, :class:`ValidationSet`, the hold-out and choice rules;
-* :mod:`~convexrecon.stack.adam` — :class:`AdamSettings` and the Adam loop of every baseline;
+* :mod:`~convexrecon.stack.adam` — :class:`AdamSettings`, the Adam loop of every baseline and its training rule;
 * :mod:`~convexrecon.stack.network` — :class:`ReconNet`, the layer-wise CNN (kept layers + 1×1 conv + skip);
 * :mod:`~convexrecon.stack.stage_inputs` — :class:`StageInputs`, the unrolled blocks' further inputs;
 * :mod:`~convexrecon.stack.unrolled` — :class:`UnrolledNet`: convex stages with data consistency;
@@ -17,7 +17,7 @@ Modules, bottom to top (each imports only modules above it in this list, never o
 * :mod:`~convexrecon.stack.unrolled_baselines` — end-to-end and layer-wise Adam on the unrolled network.
 """
 
-from convexrecon.stack.adam import AdamSettings
+from convexrecon.stack.adam import AdamSettings, RuleResult, TrainingRule, train_by_rule
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import LayerwiseResult, train_layerwise
 from convexrecon.stack.network import HiddenLayer, ReconNet
@@ -30,7 +30,7 @@ from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end, trai
 from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS, UnrolledResult, train_unrolled
 
 __all__ = ["AdamSettings", "BlockSettings", "DEFAULT_LAMBDAS", "HiddenLayer", "LayerwiseResult", "ReconNet",
-           "RunOptions", "StageInputs", "UnrolledNet", "UnrolledResult", "ValidationSet", "initial_estimates",
-           "load_network", "load_unrolled", "save_network", "train_end_to_end", "train_layerwise",
-           "train_layerwise_adam", "train_unrolled", "train_unrolled_end_to_end", "train_unrolled_layerwise_adam",
-           "unrolled_metrics", "unrolled_plain"]
+           "RuleResult", "RunOptions", "StageInputs", "TrainingRule", "UnrolledNet", "UnrolledResult",
+           "ValidationSet", "initial_estimates", "load_network", "load_unrolled", "save_network", "train_by_rule",
+           "train_end_to_end", "train_layerwise", "train_layerwise_adam", "train_unrolled",
+           "train_unrolled_end_to_end", "train_unrolled_layerwise_adam", "unrolled_metrics", "unrolled_plain"]
