@@ -4,6 +4,7 @@
 * :mod:`~convexrecon.mri.espirit`: ESPIRiT coil sensitivities and the calibration square;
 * :mod:`~convexrecon.mri.sense`: the batched SENSE operator and the SENSE images of a slice;
 * :mod:`~convexrecon.mri.consistency`: the data-consistency step, crops of full-grid images, measured data;
+* :mod:`~convexrecon.mri.noise`: the noise level of a scan, estimated from its outer k-space;
 * :mod:`~convexrecon.mri.sparsity`: wavelet soft-thresholding and L1-wavelet CS by FISTA, in torch;
 * :mod:`~convexrecon.mri.classical`: the references (zero-filled, SENSE-CG, L1-wavelet) and slice problems.
 
@@ -48,6 +49,7 @@ from convexrecon.mri.fft import (
     ifft2c,
     ifftnc,
 )
+from convexrecon.mri.noise import estimate_noise
 from convexrecon.mri.sense import SenseImages, SenseOperator, sense_adjoint, sense_forward, sense_images, sense_normal
 from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
 
@@ -55,7 +57,7 @@ __all__ = [
     "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_METHODS", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData",
     "SenseImages", "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex",
     "choose_lambda", "coil_maps", "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window",
-    "cross_validated_table", "data_consistency", "data_device", "embed_crop", "espirit_maps", "exact_dc_applies",
+    "cross_validated_table", "data_consistency", "data_device", "embed_crop", "espirit_maps", "estimate_noise", "exact_dc_applies",
     "fft2c", "fftnc", "ifft2c", "ifftnc", "l1_wavelet", "l1_wavelet_fista", "map_coverage", "measured_from_problems",
     "problem_from_kspace", "reference_table", "sense_adjoint", "sense_cg", "sense_forward", "sense_images",
     "sense_normal", "warn_lambda_at_edge", "wavelet_shrink", "working_width", "zero_filled",

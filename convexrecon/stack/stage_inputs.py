@@ -3,7 +3,18 @@ r"""What an unrolled stage's block sees besides the estimate: :class:`StageInput
 ``bias`` adds a constant channel :math:`\rho = \max|P^T x_1|` of the slice; ``shrink`` the estimate
 wavelet-shrunk at each relative threshold; ``cs_iterations`` > 0 starts the chain from that many
 FISTA steps of L1-wavelet CS with weight ``cs_lambda`` :math:`\cdot\rho`, and ``cs_inputs`` adds the
-CS images at further (weight, wavelet) pairs (``docs/design.md`` §9.1). The trainers, the network,
+CS images at further (weight, wavelet) pairs (``docs/design.md`` §9.1). ``cs_relative="noise"``
+scales those weights by the slice's noise level estimated from its own outer k-space
+(:func:`~convexrecon.mri.noise.estimate_noise`) instead of :math:`\rho`: the best CS weight follows the
+noise, not the image maximum, so a network trained at one SNR keeps a sensible CS start at another.
+
+The fallback inputs: ``sense_input`` adds the unregularised SENSE-CG image (:data:`SENSE_ITERATIONS` CG
+steps on :math:`A^H A` from zero, the classical SENSE-CG reference) as a block input, and ``sense_start``
+starts the chain from it. With the skip connection a zero block leaves its stage's estimate as it is, so
+a network whose stages are all identity stages (zero block, no DC step) returns its start exactly, and a
+block that sees the SENSE-CG image can reproduce it; :func:`~convexrecon.stack.unrolled_train.train_unrolled`
+with ``keep_start`` makes a stage the identity whenever every candidate scores worse than the stage's
+input on the held-out slices. The trainers, the network,
 the command line (:meth:`StageInputs.parse_cs_input`) and the benchmarks
 (:meth:`StageInputs.from_options`) all build this one object.
 """
@@ -20,11 +31,13 @@ from convexrecon.checks import bool_flag
 from convexrecon.mri import DEFAULT_WAVE
 
 CsInput = tuple[float, str]
+CS_RELATIVE = ("max", "noise")  # what the CS weights multiply: the slice's max |P^T x_1|, or its noise estimate
+SENSE_ITERATIONS = 10  # CG steps of the SENSE-CG input and start (sigpy's SenseRecon default, as sense_cg)
 
 
 @dataclass(frozen=True)
 class StageInputs:
-    """The further block inputs and the CS start of an unrolled network (checked and normalised on creation).
+    r"""The further block inputs and the CS start of an unrolled network (checked and normalised on creation).
 
     Attributes
     ----------
@@ -37,6 +50,14 @@ class StageInputs:
     cs_inputs
         ``((weight, wavelet), ...)``: further CS images (need ``cs_iterations`` > 0); a bare number means
         Daubechies-4.
+    sense_input
+        Adds the unregularised SENSE-CG image as a block input (2 channels).
+    sense_start
+        Starts the chain from the SENSE-CG image instead of the zero-filled image or the CS start (the CS
+        inputs stay; ``cs_lambda`` then weighs nothing but must still be valid when ``cs_iterations`` > 0).
+    cs_relative
+        ``"max"``: CS weights are relative to :math:`\rho = \max|P^T x_1|`; ``"noise"``: relative to the
+        slice's estimated noise standard deviation (:func:`~convexrecon.mri.noise.estimate_noise`).
     """
 
     bias: bool = False
@@ -44,6 +65,9 @@ class StageInputs:
     cs_iterations: int = 0
     cs_lambda: float = 0.0
     cs_inputs: tuple[CsInput, ...] = ()
+    sense_input: bool = False
+    sense_start: bool = False
+    cs_relative: str = "max"
 
     def __post_init__(self) -> None:
         iterations, lam = self.cs_iterations, self.cs_lambda
@@ -58,27 +82,34 @@ class StageInputs:
         if inputs and not iterations:
             raise ValueError(f"The 'cs_inputs' parameter needs 'cs_iterations' > 0 (the FISTA steps of every CS "
                              f"image). Got cs_inputs={inputs!r} with cs_iterations=0.")
+        if self.cs_relative not in CS_RELATIVE:
+            raise ValueError(f"The 'cs_relative' parameter must be one of {CS_RELATIVE}. Got {self.cs_relative!r} "
+                             "instead.")
         object.__setattr__(self, "bias", bool_flag("bias", self.bias))
+        object.__setattr__(self, "sense_input", bool_flag("sense_input", self.sense_input))
+        object.__setattr__(self, "sense_start", bool_flag("sense_start", self.sense_start))
         object.__setattr__(self, "shrink", _thresholds(self.shrink))
         object.__setattr__(self, "cs_lambda", float(lam))
         object.__setattr__(self, "cs_inputs", inputs)
 
     @classmethod
     def from_options(cls, *, bias: Any = False, shrink: Any = (), cs_iterations: Any = 0, cs_lambda: Any = 0.0,
-                     cs_inputs: Any = (), relative: bool = False) -> "StageInputs":
+                     cs_inputs: Any = (), relative: bool = False, sense_input: Any = False,
+                     sense_start: Any = False, cs_relative: str = "max") -> "StageInputs":
         """The inputs as a command line or a benchmark configuration states them.
 
         ``cs_lambda`` and ``cs_inputs`` apply to a CS start only: without one (``cs_iterations`` 0) they
         are dropped. ``cs_inputs`` items may also be text ``"L"`` or ``"L:WAVELET"``
         (:meth:`parse_cs_input`); with ``relative`` their weights are multiples of ``cs_lambda``.
         """
+        more = {"sense_input": sense_input, "sense_start": sense_start, "cs_relative": cs_relative}
         if not cs_iterations:
-            return cls(bias, shrink, cs_iterations, 0.0, ())
+            return cls(bias, shrink, cs_iterations, 0.0, (), **more)
         items = [cls.parse_cs_input(item) if isinstance(item, str) else item for item in cs_inputs]
         pairs = [(f, DEFAULT_WAVE) if isinstance(f, (int, float)) else tuple(f) for f in items]
         if relative:
             pairs = [(float(f) * float(cs_lambda), w) for f, w in pairs]
-        return cls(bias, shrink, cs_iterations, cs_lambda, tuple(pairs))
+        return cls(bias, shrink, cs_iterations, cs_lambda, tuple(pairs), **more)
 
     @staticmethod
     def parse_cs_input(text: str) -> CsInput:
@@ -96,17 +127,36 @@ class StageInputs:
 
     def channels(self, concat_input: bool = True) -> int:
         """Input channels of a stage's block: the estimate (2), the zero-filled image (2) when ``concat_input``,
-        the constant channel (1), every shrunk estimate (2 each) and every further CS image (2 each)."""
-        return 2 + 2 * bool(concat_input) + int(self.bias) + 2 * len(self.shrink) + 2 * len(self.cs_inputs)
+        the constant channel (1), every shrunk estimate (2 each), every further CS image (2 each) and the SENSE-CG
+        image (2) when ``sense_input``."""
+        return (2 + 2 * bool(concat_input) + int(self.bias) + 2 * len(self.shrink) + 2 * len(self.cs_inputs)
+                + 2 * int(self.sense_input))
+
+    @property
+    def images(self) -> int:
+        """Images computed once per slice (:meth:`UnrolledNet.initial`): the start, the CS inputs, SENSE-CG."""
+        return 1 + len(self.cs_inputs) + int(self.sense_input)
+
+    @property
+    def precomputed(self) -> bool:
+        """Whether those images cost more than the zero-filled image (worth computing once and reusing)."""
+        return bool(self.cs_iterations or self.sense_input or self.sense_start)
 
     def options(self) -> dict[str, Any]:
         """The fields as keyword arguments (of :class:`~convexrecon.stack.unrolled.UnrolledNet`)."""
         return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
-                "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs}
+                "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs, "sense_input": self.sense_input,
+                "sense_start": self.sense_start, "cs_relative": self.cs_relative}
 
     def settings(self) -> dict[str, Any]:
-        """The fields as JSON values (lists for tuples), as saved in configs and checkpoints."""
-        return {**self.options(), "shrink": list(self.shrink), "cs_inputs": [list(c) for c in self.cs_inputs]}
+        """The fields as JSON values (lists for tuples), as saved in configs and checkpoints; the fallback and
+        noise-relative fields only when they differ from their defaults, so the records of networks without
+        them (and the checkpoints they resume from) keep their keys."""
+        out = {**self.options(), "shrink": list(self.shrink), "cs_inputs": [list(c) for c in self.cs_inputs]}
+        for name, default in (("sense_input", False), ("sense_start", False), ("cs_relative", "max")):
+            if out[name] == default:
+                del out[name]
+        return out
 
 
 def _cs_inputs(value: Any) -> tuple[CsInput, ...]:

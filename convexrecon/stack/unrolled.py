@@ -19,6 +19,12 @@ starts from FISTA steps of L1-wavelet CS, :func:`~convexrecon.mri.sparsity.l1_wa
 scaled by :math:`\rho = \max|P^T x_1|` of the slice, so the network stays positively homogeneous.
 This is the unrolled proximal-gradient / MoDL structure (Aggarwal et al., IEEE TMI 2019).
 
+The fallback: ``sense_input`` / ``sense_start`` give the blocks (or the chain's start) the unregularised
+SENSE-CG image, and ``cs_relative="noise"`` weighs the CS images by the slice's estimated noise level
+(:class:`~convexrecon.stack.stage_inputs.StageInputs`). A stage with λ = ∞ has no DC step
+(:math:`x_{i+1} = z_i`, the limit of the DC step as λ → ∞); with a zero block it is the **identity stage**
+(:func:`identity_stage`), so a network of identity stages returns its start exactly.
+
 The trainers live beside it: :mod:`~convexrecon.stack.unrolled_train` (each stage's block by its
 convex program, GLEAM-style greedy training) and :mod:`~convexrecon.stack.unrolled_baselines` (Adam).
 :class:`EstimateChain` carries the estimates of many slices through frozen stages for both.
@@ -37,9 +43,10 @@ from torch import Tensor, nn
 from convexrecon.block.module import ConvexBlock
 from convexrecon.metrics import score_slices
 from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, channels_to_complex, complex_to_channels, crop_center,
-                             data_consistency, embed_crop, l1_wavelet_fista, sense_adjoint, wavelet_shrink)
+                             data_consistency, embed_crop, estimate_noise, l1_wavelet_fista, sense_adjoint,
+                             wavelet_shrink)
 from convexrecon.stack.modelfiles import UNROLLED, write_model
-from convexrecon.stack.stage_inputs import StageInputs
+from convexrecon.stack.stage_inputs import SENSE_ITERATIONS, StageInputs
 
 ARCHITECTURE = UNROLLED
 
@@ -61,6 +68,16 @@ def block_from_spec(spec: dict[str, Any]) -> ConvexBlock:
                        float(spec.get("beta", 0.0)))
 
 
+def identity_stage(spec: dict[str, Any]) -> "UnrolledStage":
+    """The identity stage: a block of the shape ``spec`` (:func:`block_spec`) with every weight zero and no DC
+    step (λ = ∞), so the stage returns its input estimate exactly."""
+    block = block_from_spec(spec)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.zero_()
+    return UnrolledStage(block, math.inf)
+
+
 def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> ConvexBlock:
     """A ReLU block ``k×k conv → ReLU → 1×1 conv`` for the Adam baselines: the first layer at PyTorch's default
     init (seeded), the second at zero, so an untrained stage adds nothing and Adam starts from the stage's input
@@ -80,9 +97,10 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
 
 
 def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_inputs: Sequence[Any] = ()) -> int:
+                   cs_inputs: Sequence[Any] = (), sense_input: bool = False) -> int:
     """Input channels of an unrolled stage's block (:meth:`StageInputs.channels`)."""
-    return 2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
+    return (2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
+            + 2 * int(bool(sense_input)))
 
 
 class UnrolledStage(nn.Module):
@@ -97,8 +115,8 @@ class UnrolledStage(nn.Module):
 
     def __init__(self, block: ConvexBlock, lam: float, learn_lambda: bool = False, limit: float = math.inf) -> None:
         super().__init__()
-        if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
-            raise ValueError(f"The 'lam' parameter must be a finite number > 0. Got {lam!r} instead.")
+        if not (isinstance(lam, (int, float)) and lam > 0 and not math.isnan(lam)):
+            raise ValueError(f"The 'lam' parameter must be a number > 0 (inf: no DC step). Got {lam!r} instead.")
         if not (isinstance(limit, (int, float)) and limit > 0):
             raise ValueError(f"The 'limit' parameter must be a number > 0 (inf: no bound). Got {limit!r} instead.")
         self.block = block
@@ -148,8 +166,11 @@ class UnrolledNet(nn.Module):
         Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
         weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
         L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
+    sense_input, sense_start, cs_relative
+        The SENSE-CG image as a block input / as the start, and what the CS weights are relative to
+        (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
     stage_inputs
-        The five settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
+        The eight settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
         CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
         learn where to trust which (docs/design.md §9.1).
 
@@ -163,10 +184,12 @@ class UnrolledNet(nn.Module):
     def __init__(self, stages: Sequence[UnrolledStage], crop: int, concat_input: bool = True,
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
-                 cs_inputs: Sequence[Any] = (), stage_inputs: StageInputs | None = None) -> None:
+                 cs_inputs: Sequence[Any] = (), sense_input: bool = False, sense_start: bool = False,
+                 cs_relative: str = "max", stage_inputs: StageInputs | None = None) -> None:
         super().__init__()
         if stage_inputs is None:
-            stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
+            stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start,
+                                       cs_relative)
         self.stage_inputs = stage_inputs
         self.bias, self.shrink = stage_inputs.bias, stage_inputs.shrink
         self.cs_iterations, self.cs_lambda = stage_inputs.cs_iterations, stage_inputs.cs_lambda
@@ -211,34 +234,47 @@ class UnrolledNet(nn.Module):
 
     @torch.no_grad()
     def initial(self, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
-        """The images computed once per slice before the first stage, ``(B, 1 + len(cs_inputs), H, W)`` complex:
-        the first stage's estimate (``x1``, or the CS start from it), then the CS image of every ``cs_inputs``
-        weight. No parameters, so no autograd graph; the images of one wavelet run as one batch of FISTA."""
-        if not self.cs_iterations:
+        """The images computed once per slice before the first stage, ``(B, StageInputs.images, H, W)`` complex:
+        the first stage's estimate (``x1``, the CS start from it, or SENSE-CG with ``sense_start``), then the CS
+        image of every ``cs_inputs`` weight, then the SENSE-CG image when ``sense_input``. No parameters, so no
+        autograd graph; the images of one wavelet run as one batch of FISTA."""
+        inputs = self.stage_inputs
+        if not inputs.precomputed:
             return x1.unsqueeze(1)
         real = x1.real.dtype
-        rho = crop_center(x1, self.crop).abs().flatten(1).amax(1)
-        runs = ((self.cs_lambda, DEFAULT_WAVE),) + self.cs_inputs
         k, s, m = kspace.to(x1.device, x1.dtype), maps.to(x1.device, x1.dtype), mask.to(x1.device, real)
-        out: list[Tensor] = [x1] * len(runs)
-        for wave in dict.fromkeys(w for _, w in runs):  # one batched FISTA per wavelet
-            index = [i for i, (_, w) in enumerate(runs) if w == wave]
+        sense = None
+        if inputs.sense_input or inputs.sense_start:  # unregularised SENSE-CG: CG on A^H A from zero
+            sense = data_consistency(torch.zeros_like(x1), k, s, m, 0.0, iterations=SENSE_ITERATIONS)
+        runs = ((self.cs_lambda, DEFAULT_WAVE),) + self.cs_inputs if self.cs_iterations else ()
+        out: list[Tensor] = [x1] * max(len(runs), 1)
+        if runs:
+            rho = estimate_noise(k, m).to(real) if inputs.cs_relative == "noise" else \
+                crop_center(x1, self.crop).abs().flatten(1).amax(1)
+        first = 1 if inputs.sense_start else 0  # the CS start is not needed when SENSE-CG starts the chain
+        for wave in dict.fromkeys(w for _, w in runs[first:]):  # one batched FISTA per wavelet
+            index = [i for i, (_, w) in enumerate(runs) if w == wave and i >= first]
             n = len(index)
             images = l1_wavelet_fista(k.repeat(n, 1, 1, 1), s.repeat(n, 1, 1, 1), m.repeat(n, 1, 1), 1.0,
                                       self.cs_iterations, scale=torch.cat([runs[i][0] * rho for i in index]),
                                       start=x1.repeat(n, 1, 1), wave=wave)
             for j, i in enumerate(index):
                 out[i] = images[j * len(x1):(j + 1) * len(x1)]
+        if inputs.sense_start:
+            out[0] = sense
+        if inputs.sense_input:
+            out.append(sense)
         return torch.stack(out, 1)
 
     def _initial_of(self, initial: Tensor, x1: Tensor) -> Tensor:
-        """A caller's ``initial`` (:meth:`initial`'s layout; ``(B, H, W)`` allowed without ``cs_inputs``), checked."""
+        """A caller's ``initial`` (:meth:`initial`'s layout; ``(B, H, W)`` allowed for one image per slice), checked."""
         init = initial.to(x1.device, x1.dtype)
         if init.ndim == 3:
             init = init.unsqueeze(1)
-        if init.ndim != 4 or init.shape[0] != x1.shape[0] or init.shape[1] != 1 + len(self.cs_inputs) \
+        n = self.stage_inputs.images
+        if init.ndim != 4 or init.shape[0] != x1.shape[0] or init.shape[1] != n \
                 or init.shape[-2:] != x1.shape[-2:]:
-            raise ValueError(f"The 'initial' parameter must hold ({x1.shape[0]}, {1 + len(self.cs_inputs)}, "
+            raise ValueError(f"The 'initial' parameter must hold ({x1.shape[0]}, {n}, "
                              f"{x1.shape[-2]}, {x1.shape[-1]}) images (UnrolledNet.initial). "
                              f"Got {tuple(initial.shape)} instead.")
         return init
@@ -246,12 +282,13 @@ class UnrolledNet(nn.Module):
     def features(self, x: Tensor, x1: Tensor) -> Tensor:
         """The block input of a stage: the cropped estimate ``x`` (2 channels), then the cropped ``x1`` when
         ``concat_input``, the constant channel when ``bias``, the shrunk estimates of ``shrink`` and the CS images
-        of ``cs_inputs``. ``x1`` is the zero-filled image ``(B, H, W)``, or ``(B, 1 + len(cs_inputs), H, W)``:
-        the zero-filled image followed by the CS images."""
+        of ``cs_inputs`` and the SENSE-CG image with ``sense_input``. ``x1`` is the zero-filled image ``(B, H, W)``,
+        or ``(B, StageInputs.images, H, W)``: the zero-filled image followed by the CS images and SENSE-CG."""
         fixed = x1 if x1.ndim == 4 else x1.unsqueeze(1)
-        if fixed.shape[1] != 1 + len(self.cs_inputs):
-            raise ValueError(f"The 'x1' parameter must hold the zero-filled image and {len(self.cs_inputs)} CS "
-                             f"images per slice (cs_inputs={self.cs_inputs}). Got {tuple(x1.shape)} instead.")
+        if fixed.shape[1] != self.stage_inputs.images:
+            raise ValueError(f"The 'x1' parameter must hold the zero-filled image, {len(self.cs_inputs)} CS images "
+                             f"and {int(self.stage_inputs.sense_input)} SENSE-CG images per slice "
+                             f"(cs_inputs={self.cs_inputs}). Got {tuple(x1.shape)} instead.")
         h = complex_to_channels(crop_center(x, self.crop))
         start = crop_center(fixed[:, 0], self.crop)
         parts = [h, complex_to_channels(start)] if self.concat_input else [h]
@@ -267,10 +304,14 @@ class UnrolledNet(nn.Module):
 
     def step(self, stage: UnrolledStage, x: Tensor, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor,
              lam: Any = None) -> Tensor:
-        """One stage on full-grid estimates ``x`` (``x1`` as in :meth:`features`); ``lam`` overrides the stage's λ."""
+        """One stage on full-grid estimates ``x`` (``x1`` as in :meth:`features`); ``lam`` overrides the stage's λ
+        (λ = ∞: no DC step, the stage returns ``z``)."""
         h = complex_to_channels(crop_center(x, self.crop))
         z = h + stage.correction(self.features(x, x1), h)
         z_full = embed_crop(x, channels_to_complex(z))
+        weight = stage.lam if lam is None else lam
+        if bool(torch.isinf(torch.as_tensor(weight)).all()):
+            return z_full
         dtype = x.dtype
         return data_consistency(z_full, kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device),
                                 stage.lam if lam is None else lam, iterations=self.cg_iterations)
@@ -323,6 +364,8 @@ class UnrolledNet(nn.Module):
                 "cg_iterations": self.cg_iterations, "bias": self.bias, "shrink": list(self.shrink),
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "cs_inputs": [list(c) for c in self.cs_inputs],
+                **{k: v for k, v in self.stage_inputs.settings().items()
+                   if k in ("sense_input", "sense_start", "cs_relative")},
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -341,20 +384,24 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
     return UnrolledNet(stages, int(spec["crop"]), bool(spec["concat_input"]), int(spec["cg_iterations"]), config,
                        bias=bool(spec.get("bias", False)), shrink=spec.get("shrink", ()),
                        cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)),
-                       cs_inputs=spec.get("cs_inputs", ()))
+                       cs_inputs=spec.get("cs_inputs", ()), sense_input=bool(spec.get("sense_input", False)),
+                       sense_start=bool(spec.get("sense_start", False)),
+                       cs_relative=str(spec.get("cs_relative", "max")))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = ()) -> UnrolledNet:
+                   cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = (),
+                   sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max") -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
-    ``cs_iterations``, ``cs_lambda`` and ``cs_inputs`` as in :class:`UnrolledNet`."""
+    ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start`` and ``cs_relative`` as in
+    :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
-    inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs)
+    inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative)
     c = inputs.channels(concat_input)
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
@@ -387,7 +434,7 @@ class EstimateChain:
             init = torch.cat([net.initial(x1[j:j + chunk_size], *self._part(j))
                               for j in range(0, len(data), chunk_size)]) if initial is None \
                 else net._initial_of(initial, x1)
-        # x1: the zero-filled images and the CS images of cs_inputs, (N, 1 + len(cs_inputs), H, W)
+        # x1: the zero-filled images, the CS images of cs_inputs and SENSE-CG, (N, StageInputs.images, H, W)
         self.x, self.x1 = init[:, 0], torch.cat([x1.unsqueeze(1), init[:, 1:]], 1)
 
     def _part(self, j: int, index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -414,9 +461,9 @@ class EstimateChain:
 
 
 def initial_estimates(net: UnrolledNet, data: MeasuredData, chunk_size: int = 4) -> Tensor | None:
-    """:meth:`UnrolledNet.initial` of all slices of ``data`` when ``net`` has a CS start (None otherwise: the
-    zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS."""
-    if not net.cs_iterations:
+    """:meth:`UnrolledNet.initial` of all slices of ``data`` when ``net`` has a CS start or SENSE-CG images (None
+    otherwise: the zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS."""
+    if not net.stage_inputs.precomputed:
         return None
     chain = EstimateChain(net, data, chunk_size)
     return torch.cat([chain.x.unsqueeze(1), chain.x1[:, 1:]], 1)

@@ -13,6 +13,13 @@ the same way, here with each stage's block the certified convex two-layer block 
 training volumes by the squared error *after* the DC step, then the block is solved again on all
 training slices. Held-out scores use a *selection chain* of stages solved without the held-out
 slices, as :func:`~convexrecon.stack.layerwise.train_layerwise` does for β.
+
+With ``keep_start`` the selection also weighs the **identity stage** (a zero block and no DC step,
+:func:`~convexrecon.stack.unrolled.identity_stage`, which returns its input exactly): when every (β, λ)
+candidate scores worse on the held-out slices than the stage's input, the stage is the identity (in both
+chains). So on the held-out slices the selection chain's error never increases from stage to stage, and
+the network never scores below its start there: with SENSE-CG as the start (``sense_start``), never below
+SENSE-CG.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from tqdm.auto import tqdm
 
 from convexrecon.block.fit import fit_layer, fit_layer_path
 from convexrecon.block.options import FitOptions
-from convexrecon.checks import check_images, device_of
+from convexrecon.checks import bool_flag, check_images, device_of
 from convexrecon.mri import MeasuredData, complex_to_channels, crop_center, sense_adjoint
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, restoring, run_payload, save_checkpoint
 from convexrecon.stack.run import RunOptions, with_keywords
@@ -38,7 +45,7 @@ from convexrecon.stack.settings import (BlockSettings, ValidationSet, block_beta
                                         holdout_of, warn_choice_at_edge)
 from convexrecon.stack.stage_inputs import StageInputs
 from convexrecon.stack.unrolled import (EstimateChain, UnrolledNet, UnrolledStage, block_from_spec, block_spec,
-                                        initial_estimates, moved_initial, unrolled_metrics)
+                                        identity_stage, initial_estimates, moved_initial, unrolled_metrics)
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -107,6 +114,7 @@ def train_unrolled(
     solve_options: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     run: RunOptions | None = None,
+    keep_start: bool = False,
     **keywords: Any,
 ) -> UnrolledResult:
     r"""Train ``len(stages)`` unrolled stages greedily, each block by its convex program.
@@ -156,6 +164,10 @@ def train_unrolled(
         resumes); ``device`` None trains where ``inputs``, ``targets`` and ``data`` are, an explicit one
         moves them and the validation set there once (``solve_options["device"]``, if given, must agree);
         ``allow_tf32`` holds for the whole training (solves, chains, DC steps).
+    keep_start
+        Also weigh the identity stage on ``holdout`` (needs it): a stage whose every candidate scores worse
+        there than its input becomes the identity, so the network never scores below its start on the
+        held-out slices (the module doc).
 
     Returns
     -------
@@ -172,9 +184,11 @@ def train_unrolled(
     if not lambdas or not all(v > 0 and math.isfinite(v) for v in lambdas):
         raise ValueError(f"The 'lambdas' parameter must be a non-empty sequence of finite numbers > 0. "
                          f"Got {lambdas!r} instead.")
-    selecting = len(lambdas) > 1 or any(b.beta_ratios is not None for b in stages)
+    keep_start = bool_flag("keep_start", keep_start)
+    selecting = len(lambdas) > 1 or any(b.beta_ratios is not None for b in stages) or keep_start
     held = holdout_of(holdout, len(inputs), torch.device("cpu"),
-                      f"Choosing λ among {lambdas} (or β among 'beta_ratios')" if selecting else None)
+                      f"Choosing λ among {lambdas} (or β among 'beta_ratios', or the identity stage with "
+                      f"'keep_start')" if selecting else None)
     validation = ValidationSet.of(validation)
     if validation is not None:
         check_images("validation inputs", validation.inputs)
@@ -189,7 +203,7 @@ def train_unrolled(
     trainer = _StageTrainer(inputs=inputs, targets=targets, data=data, stages=list(stages), lambdas=lambdas, held=held,
                             validation=validation, concat_input=concat_input, stage_inputs=stage_inputs,
                             cg_iterations=cg_iterations, chunk_size=chunk_size, solve_chunk_size=solve_chunk_size,
-                            solve_options=solve_options, run=run)
+                            solve_options=solve_options, run=run, keep_start=keep_start)
     with run.precision():
         records = trainer.train(initial, validation_initial)
     meta = {"method": "unrolled_convex", "training": trainer.settings,
@@ -216,6 +230,7 @@ class _StageTrainer:
     solve_chunk_size: int | None
     solve_options: dict[str, Any]
     run: RunOptions
+    keep_start: bool = False
     main: EstimateChain = field(init=False)
     sel: EstimateChain = field(init=False)
 
@@ -224,7 +239,7 @@ class _StageTrainer:
                          "seed": self.run.seed, "concat_input": self.concat_input, **self.stage_inputs.settings(),
                          "cg_iterations": self.cg_iterations,
                          "holdout": None if self.held is None else self.held.nonzero().flatten().tolist(),
-                         "solve_options": self.solve_options}
+                         "solve_options": self.solve_options, **({"keep_start": True} if self.keep_start else {})}
         self.key = fingerprint(self.inputs, self.targets, self.data.mask, self.data.kspace.abs())
 
     def network(self, stages: list[UnrolledStage], config: dict[str, Any] | None = None) -> UnrolledNet:
@@ -318,13 +333,19 @@ class _StageTrainer:
                     errors[r, j] = _error(sel.advanced(candidate, index, lam=lam_j), targets[index], crop)
             r_best, j_best = np.unravel_index(int(np.argmin(errors)), errors.shape)
             ratio, lam = ratios[r_best], lambdas[j_best]
+            input_error = _error(sel.x[index], targets[index], crop)
+            if self.keep_start and not errors.min() <= input_error:  # every candidate worse than the identity
+                return self._identity(i, blocks[r_best], start, {
+                    "beta_ratios": ratios, "lambdas": list(lambdas), "holdout_sq_error": errors.tolist(),
+                    "holdout_input_sq_error": input_error, "chosen_identity": True,
+                    "fit_slices": int((~hd).sum()), "holdout_slices": int(hd.sum())})
             if ratio is not None:
                 warn_choice_at_edge(f"Stage {i + 1}", "β ratio", ratio, ratios, "beta_ratios", stacklevel=5)
             warn_choice_at_edge(f"Stage {i + 1}", "data-consistency λ", lam, lambdas, "lambdas", stacklevel=5)
             sel_stage = UnrolledStage(blocks[r_best], lam)
             selection = {"beta_ratios": ratios, "lambdas": list(lambdas), "holdout_sq_error": errors.tolist(),
                          "holdout_target_energy": float(targets[index].double().pow(2).sum()),
-                         "holdout_input_sq_error": _error(sel.x[index], targets[index], crop),
+                         "holdout_input_sq_error": input_error,
                          "widths": [blk.width for blk in blocks], "chosen_ratio": ratio, "chosen_lambda": lam,
                          "fit_slices": int((~hd).sum()), "holdout_slices": int(hd.sum())}
         x, y = self.main.features(), targets - complex_to_channels(crop_center(self.main.x, crop)).to(targets.dtype)
@@ -341,4 +362,16 @@ class _StageTrainer:
         stage = UnrolledStage(block, lam, limit=2.0 * ratio_max if ratio_max > 0 else math.inf)
         record: dict[str, Any] = {"stage": i + 1, "lam": lam, "correction_limit": float(stage.limit),
                                   **block_record(block, b, seed, y, ratio, selection, time.perf_counter() - start)}
+        return stage, sel_stage, record
+
+    def _identity(self, i: int, like: Any, start: float,
+                  selection: dict[str, Any]) -> tuple[UnrolledStage, UnrolledStage, dict[str, Any]]:
+        """Stage ``i`` as the identity stage (zero block of the shape of ``like``, no DC step) in both chains."""
+        spec = block_spec(like)
+        stage, sel_stage = identity_stage(spec), identity_stage(spec)
+        for s in (stage, sel_stage):
+            s.to(device=self.inputs.device, dtype=self.inputs.dtype)
+        record: dict[str, Any] = {"stage": i + 1, "lam": math.inf, "correction_limit": math.inf, "identity": True,
+                                  **block_record(stage.block, self.stages[i], self.run.seed + i, self.targets, None,
+                                                 selection, time.perf_counter() - start)}
         return stage, sel_stage, record
