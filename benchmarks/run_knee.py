@@ -29,6 +29,15 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
   (``make_synthetic(anatomy="brain")``), every knee-trained model and CS with the knee-tuned λ scored on them
   (skipped with ``--data``).
 
+Spread over seeds (``--seeds N``; the mode's ``seeds`` by default: quick 3, default 2): the learned methods are
+trained with seeds ``--seed``, ``--seed + 1``, ... (gates, patch windows, initialisation, data order) on the first
+seed's data, masks, preprocessing, CS λ and unrolled CS starts; the classical rows are computed once. The first
+seed's run is exactly a single-seed run (its numbers, figures, per-block tables and held-out anatomy); each later
+seed adds mean ± std over seeds per learned row and the headline differences pooled over seeds
+(:func:`later_seeds`, :mod:`benchmarks.kit.seeds`). Later seeds train the end-to-end baselines (CNN and unrolled)
+in one run at the first seed's chosen lr and decay factor, stopped by the same rule; every other learned method
+repeats its whole selection.
+
 Every slice goes through ESPIRiT once (:func:`benchmarks.kit.data.measured_split`): the CNN inputs, the unrolled
 networks' measurements and CS all come from the same ``slice_problem`` (cached under ``--out/cache``).
 
@@ -38,7 +47,7 @@ under ``--out``; checkpoints under
 ``--out/checkpoints`` (a killed run restarted with the same command resumes). From the repository root:
 
     python -m benchmarks.run_knee            # default (CPU; sized for about 30 min on 2 cores)
-    python -m benchmarks.run_knee --quick    # ~3 min on 2 shared cores, every method
+    python -m benchmarks.run_knee --quick    # every method, 3 seeds (budget 5 min on 2 cores, one thread)
     python -m benchmarks.run_knee --full --data /data/knee_multicoil  # the paper's settings, GPU
     python -m benchmarks.run_knee --config gpu   # one H100/H200 in ~8 min, reductions printed
 
@@ -54,15 +63,17 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see docs/data.md, performance note
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.kit.configs import (CONFIGS, MASKS, REDUCTIONS, KneeConfig, beta_text,  # noqa: E402
+from benchmarks.kit.configs import (CONFIGS, MASKS, REDUCTIONS, KneeConfig, RuleConfig, beta_text,  # noqa: E402
                                     estimate_seconds, hidden_width)
 from benchmarks.kit.data import anatomy_slices, measured_split, synthetic_parallel  # noqa: E402
 from benchmarks.kit.evidence import (adam_effort, convex_effort, curve_of, cycle_spun_cs, paired,  # noqa: E402
@@ -72,8 +83,9 @@ from benchmarks.kit.figures import (plot_batch_size, plot_examples, plot_psnr_vs
 from benchmarks.kit.memory import measured_memory_table  # noqa: E402
 from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, ensemble_entry, scores,  # noqa: E402
                                     train_convex, train_end_to_end_baseline, train_layerwise_adam_baseline,
-                                    train_unrolled_methods)
+                                    train_unrolled_methods, unrolled_starts)
 from benchmarks.kit.report import HEADLINES, markdown  # noqa: E402
+from benchmarks.kit.seeds import fixed_rule, pooled_paired, seed_list, slim, spread  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.devices import default_device, parse_device  # noqa: E402
@@ -106,9 +118,14 @@ def block_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
              device: torch.device = torch.device("cpu"), anatomy_root: Path | None = None,
-             ) -> tuple[dict[str, Any], dict, dict[str, Any] | None]:
+             seeds: list[int] | None = None) -> tuple[dict[str, Any], dict, dict[str, Any] | None]:
     """Every method on one mask; returns the ``results.json`` entry, images for the figures and (with
-    ``anatomy_root``) the held-out-anatomy entry."""
+    ``anatomy_root``) the held-out-anatomy entry. The data, CS rows, figures and held-out anatomy are those of
+    ``seed``; with further ``seeds`` (the first must be ``seed``) the learned methods are trained again with each
+    (:func:`later_seeds`), and the entry's ``"seeds"`` holds their spread."""
+    seeds = seeds or [seed]
+    if seeds[0] != seed:
+        raise ValueError(f"The 'seeds' parameter must start with seed {seed}. Got {seeds!r} instead.")
     t0 = time.perf_counter()
     split = measured_split(root, mask, cfg, seed, out / "cache")
     print(f"preprocessing (ESPIRiT + SENSE once per slice, CPU): {time.perf_counter() - t0:.0f} s", flush=True)
@@ -124,26 +141,49 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
                               "peak_memory_bytes": 0, "lambda": lamda, "lambda_scores": lambda_scores,
                               "seconds": time.perf_counter() - start}
     images["cs_l1_wavelet"] = cs[0]
-    k, K = cfg.kernel_size, cfg.blocks
     data_cfg = {"data": {**split["dataset"].settings(), "root": str(root)}}
-    ckpt = out / "checkpoints" / mask
     print(f"CS: {time.perf_counter() - start:.0f} s", flush=True)
     entry["cs_cycle_spun"], spun = cycle_spun_cs(split, cfg)
     images["cs_cycle_spun"] = spun[0]
     print(f"cycle-spun CS: {entry['cs_cycle_spun']['seconds']:.0f} s", flush=True)
+    shared: dict[str, Any] = {}  # seed-independent work of the learned methods (the unrolled CS starts)
+    learned_start = time.perf_counter()
+    models = train_learned(entry, images, split, cfg, seed, data_cfg, device, lamda, shared,
+                           out / "checkpoints" / mask, out / "models" / mask)
+    first_seconds = time.perf_counter() - learned_start
+    images["scale"] = float(va["scales"][0])
+    entry["differences"] = [d for d in (paired(entry, a, b) for a, b in HEADLINES) if d is not None]
+    anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
+    if len(seeds) > 1:
+        entry["seeds"] = later_seeds(entry, split, cfg, seeds, data_cfg, device, lamda, shared, out, mask,
+                                     first_seconds)
+    return entry, images, anatomy
+
+
+def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, seed: int,
+                  data_cfg: dict[str, Any], device: torch.device, lamda: float, shared: dict[str, Any], ckpt: Path,
+                  models_dir: Path,
+                  e2e_rules: tuple[RuleConfig | None, RuleConfig | None] | None = None) -> dict[str, Any]:
+    """Every learned method of one seed on ``split``: fills ``entry`` and ``images`` and returns the trained
+    models by name. ``shared`` keeps seed-independent work between seeds (the unrolled networks' CS starts);
+    ``e2e_rules``, when given, replace ``cfg.rule`` for the end-to-end network and ``cfg.unrolled.rule`` for the
+    unrolled end-to-end network (None in either place: the configuration's) (a later seed's one-candidate rule, :func:`later_seeds`)."""
+    va = split["val"]
+    k, K = cfg.kernel_size, cfg.blocks
     convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg, device)
-    convex.network.save(out / "models" / mask / "layerwise_convex")
+    convex.network.save(models_dir / "layerwise_convex")
     decays = [r["beta"] / r["num_pixels"] for r in convex.records]
     width = hidden_width(cfg)
     widths = [width] * K
     net, e2e_seconds, e2e_selection = train_end_to_end_baseline(split, cfg, decays, ckpt, seed, data_cfg, device,
-                                                                snapshot_seconds=convex_seconds)
+                                                                snapshot_seconds=convex_seconds,
+                                                                rule=None if e2e_rules is None else e2e_rules[0])
     e2e_snapshot = (e2e_selection or {}).pop("snapshot_net", None)
-    net.save(out / "models" / mask / "end_to_end")
+    net.save(models_dir / "end_to_end")
     # non-convex layer-wise
     adam_net, adam_seconds, adam_records = train_layerwise_adam_baseline(split, cfg, decays, ckpt, seed, data_cfg,
                                                                          device)
-    adam_net.save(out / "models" / mask / "layerwise_adam")
+    adam_net.save(models_dir / "layerwise_adam")
     size, batch = cfg.crop, cfg.batch_size
     mem_e2e = end_to_end_memory(widths, k, size, batch).total
     mem_blocks = max(block_memory(2 if i == 0 else width, width, k, size, batch).total for i in range(K))
@@ -155,7 +195,7 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
         relu_cfg = dataclasses.replace(cfg, activation="relu")
         relu, relu_seconds, relu_caught = train_convex(split, relu_cfg, ckpt / "layerwise_convex_relu", seed,
                                                        data_cfg, device)
-        relu.network.save(out / "models" / mask / "layerwise_convex_relu")
+        relu.network.save(models_dir / "layerwise_convex_relu")
         models["layerwise_convex_relu"] = relu.network
         trained.append(("layerwise_convex_relu", relu.network, relu_seconds,
                         convex_solver_bytes(relu.records, relu_cfg)))
@@ -183,8 +223,14 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
         entry["layerwise_convex_relu"]["width"] = hidden_width(relu_cfg)
         entry["layerwise_convex_relu"]["warnings"] = sorted({str(w.message)[:200] for w in relu_caught})
     if cfg.unrolled is not None:
-        unrolled, unrolled_nets, val_start = train_unrolled_methods(split, cfg, ckpt, out / "models" / mask, seed,
-                                                                    data_cfg, device, cs_lambda=lamda)
+        if "unrolled_starts" not in shared:
+            shared["unrolled_starts"] = unrolled_starts(split, cfg, lamda, device)
+        ucfg = cfg if e2e_rules is None or e2e_rules[1] is None else dataclasses.replace(
+            cfg, unrolled=dataclasses.replace(cfg.unrolled, rule=e2e_rules[1],
+                                              layerwise_rule=cfg.unrolled.stage_rule()))
+        unrolled, unrolled_nets, val_start = train_unrolled_methods(split, ucfg, ckpt, models_dir, seed, data_cfg,
+                                                                    device, cs_lambda=lamda,
+                                                                    starts=shared["unrolled_starts"])
         snapshot = unrolled_nets.pop("unrolled_end_to_end@convex_time", None)
         entry.update(unrolled)
         models.update(unrolled_nets)
@@ -201,10 +247,48 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
             entry["unrolled_layerwise_adam"].update({**adam_effort(rules), "curve": curve_of(rules)})
         for name in ("unrolled_convex", "unrolled_end_to_end"):
             images[name] = unrolled_nets[name].predict(va["data"], initial=val_start)[0].cpu()
-    images["scale"] = float(va["scales"][0])
-    entry["differences"] = [d for d in (paired(entry, a, b) for a, b in HEADLINES) if d is not None]
-    anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
-    return entry, images, anatomy
+    return models
+
+
+def later_seeds(first: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, seeds: list[int],
+                data_cfg: dict[str, Any], device: torch.device, lamda: float, shared: dict[str, Any], out: Path,
+                mask: str, first_seconds: float) -> dict[str, Any]:
+    """The learned methods trained again with each of ``seeds[1:]`` (gates, windows, initialisation, data order)
+    on the first seed's split, CS λ and unrolled CS starts; the spread over all seeds and the headline differences
+    pooled over them (:mod:`benchmarks.kit.seeds`).
+
+    The end-to-end baselines (CNN and unrolled) of a later seed train one run at the first seed's chosen lr and
+    decay factor, stopped by the same rule (plateau, maximum of epochs, best held-out checkpoint); every other
+    method repeats its whole selection. The global random state is restored afterwards, so the next mask's first
+    seed sees what a single-seed run gives it."""
+    rules: tuple[RuleConfig | None, RuleConfig | None] = (None, None)
+    if cfg.rule is not None and first["end_to_end"].get("rule_record"):
+        base = float(np.mean([b["beta"] / b["num_pixels"] for b in first["layerwise_convex"]["blocks"]]))
+        rules = (fixed_rule(cfg.rule, first["end_to_end"]["rule_record"], base), None)
+    u = cfg.unrolled
+    if u is not None and u.rule is not None and first.get("unrolled_end_to_end", {}).get("rule_record"):
+        e = first["unrolled_end_to_end"]
+        rules = (rules[0], fixed_rule(u.rule, e["rule_record"], e["weight_decay"]))
+    per_seed, seconds = [slim(first)], [first_seconds]
+    state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        for s in seeds[1:]:
+            print(f"\n--- mask {mask}, seed {s}: learned methods ---", flush=True)
+            start, entry = time.perf_counter(), {}
+            train_learned(entry, {}, split, cfg, s, data_cfg, device, lamda, shared,
+                          out / "checkpoints" / mask / f"seed{s}", out / "models" / mask / f"seed{s}",
+                          e2e_rules=None if rules == (None, None) else rules)
+            per_seed.append(slim(entry))
+            seconds.append(time.perf_counter() - start)
+    finally:
+        torch.set_rng_state(state[0])
+        np.random.set_state(state[1])
+        random.setstate(state[2])
+    differences = [d for d in (pooled_paired(per_seed, first, a, b) for a, b in HEADLINES) if d is not None]
+    return {"seeds": seeds, "learned_seconds": seconds, "per_seed": {str(s): e for s, e in zip(seeds[1:], per_seed[1:])},
+            "spread": spread(per_seed), "differences": differences,
+            "later_rules": {"end_to_end": None if rules[0] is None else dataclasses.asdict(rules[0]),
+                            "unrolled_end_to_end": None if rules[1] is None else dataclasses.asdict(rules[1])}}
 
 
 def held_out_anatomy(root: Path, mask: str, cfg: KneeConfig, seed: int, out: Path, models: dict[str, Any],
@@ -219,15 +303,15 @@ def held_out_anatomy(root: Path, mask: str, cfg: KneeConfig, seed: int, out: Pat
     entry["cs_l1_wavelet"] = {**scores(part["targets"], cs, part["scales"], part["volumes"]), "lambda": lamda}
     starts: dict[str, Any] = {}  # the unrolled networks' CS start on these slices, once per architecture
     for name, model in models.items():
-        start = None
+        initial = None
         if isinstance(model, UnrolledNet):
             key = json.dumps(model.options())
             if key not in starts:
                 starts[key] = initial_estimates(model, part["data"])
                 if model.cs_inputs and "cs_ensemble_mean" not in entry:
                     entry["cs_ensemble_mean"] = ensemble_entry(starts[key], part, model.crop)
-            start = starts[key]
-        entry[name] = metrics_entry(model, part, start)
+            initial = starts[key]
+        entry[name] = metrics_entry(model, part, initial)
     entry["seconds"] = time.perf_counter() - start
     return entry
 
@@ -247,7 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default benchmarks/results/knee, knee-quick or knee-full by mode)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the data's seed (synthetic set, masks) and the first seed of the learned methods")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="train the learned methods with N seeds (--seed, --seed + 1, ...; default the mode's: "
+                             "quick 3, default 2, full and gpu 1) and report mean ± std over seeds and headline "
+                             "differences pooled over them; the data, CS rows, figures and held-out anatomy are the "
+                             "first seed's")
     parser.add_argument("--memory-only", action="store_true",
                         help="recount only the memory table (Fig. 4) of an existing run in --out and rewrite its "
                              "results and batch_size.png; the trained methods are kept as they are")
@@ -257,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
     name = args.config or ("quick" if args.quick else "full" if args.full else "default")
     cfg = CONFIGS[name]
+    if args.seeds is not None:
+        if args.seeds < 1:
+            parser.error(f"argument --seeds: expected an integer >= 1. Got {args.seeds}.")
+        cfg = dataclasses.replace(cfg, seeds=args.seeds)
+    seeds = seed_list(args.seed, cfg.seeds)
     device = args.device
     estimate = estimate_seconds(cfg, str(device), masks=len(args.masks))
     print(f"run_knee ({name}) on {device}: estimated {sum(estimate.values()) / 60:.1f} min "
@@ -323,13 +418,20 @@ def main(argv: list[str] | None = None) -> int:
                      + f"batch {cfg.batch_size}, weight decay d = mean beta_i / n_i of the convex blocks"
                      + ("" if cfg.beta_ratios is None or cfg.rule is not None else
                         ", end-to-end's chosen from {0, d, 10 d} on the same held-out training volume"))
+    if len(seeds) > 1:
+        description += (f". Learned methods trained with seeds {seeds} (gates, patch windows, initialisation, data "
+                        f"order) on the data, masks, preprocessing, CS λ and unrolled CS starts of seed {seeds[0]}; "
+                        f"the classical rows are computed once. Seeds after the first: the end-to-end baselines (CNN "
+                        f"and unrolled) train one run at seed {seeds[0]}'s chosen lr and decay factor, stopped by the "
+                        f"same rule; every other learned method repeats its whole selection (lr / decay grid, β, λ). "
+                        f"Figures, per-block tables and the held-out anatomy are seed {seeds[0]}'s")
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
     images: dict[str, Any] = {}
     anatomy: dict[str, Any] = {}
     for mask in args.masks:
         print(f"\n=== mask {mask} ===", flush=True)
-        masks[mask], images[mask], held = run_mask(mask, root, cfg, out, args.seed, device, anatomy_root)
+        masks[mask], images[mask], held = run_mask(mask, root, cfg, out, args.seed, device, anatomy_root, seeds)
         if held is not None:
             anatomy[mask] = held
     if device.type == "cuda":
@@ -343,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {**cfg.to_dict(), "mode": name, "command": command("run_knee.py", argv), "machine": machine(),
                    "device": str(device), "estimated_seconds": estimate, "reductions": list(REDUCTIONS.get(name, ())),
                    "date": utc_now(),
-                   "data_description": description, "seed": args.seed,
+                   "data_description": description, "seed": args.seed, "seeds": seeds,
                    "total_seconds": time.perf_counter() - t0,
                    "peak_memory_method": ("end_to_end / layerwise_adam: meta-device count of params + grads + Adam "
                                           "state + inputs + saved_tensors_hooks at the benchmark's size and batch; "

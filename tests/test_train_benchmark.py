@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.kit.seeds import LEARNED
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, max_batch, memory_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,15 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert set(results["masks"]) == {"poisson", "lines"}
     for entry in results["masks"].values():
-        assert set(entry) == METHODS | {"preprocessing_seconds", "differences"}
+        assert set(entry) == METHODS | {"preprocessing_seconds", "differences", "seeds"}
+        # the quick mode's 3 seeds: every learned row's spread, the first seed's numbers those of the main table
+        spread = entry["seeds"]["spread"]
+        assert entry["seeds"]["seeds"] == [0, 1, 2] and set(entry["seeds"]["per_seed"]) == {"1", "2"}
+        assert set(spread) == {m for m in METHODS if m in LEARNED}
+        for method, got in spread.items():
+            values = [entry[method]["psnr_mean"]] + [e[method]["psnr_mean"] for e in entry["seeds"]["per_seed"].values()]
+            assert got["psnr_mean"] == pytest.approx(sum(values) / 3) and got["psnr_std_seeds"] >= 0
+        assert all(d["low"] <= d["mean"] <= d["high"] and d["seeds"] == 3 for d in entry["seeds"]["differences"])
         for method in ("end_to_end", "layerwise_adam", "unrolled_end_to_end", "unrolled_layerwise_adam"):
             assert entry[method]["epochs"] > 0 and isinstance(entry[method]["converged"], bool) and entry[method]["curve"]
         for method in ("layerwise_convex", "layerwise_convex_relu", "unrolled_convex"):

@@ -7,6 +7,8 @@
 * :mod:`~benchmarks.kit.methods`: scores and every trained or classical method of the knee experiment;
 * :mod:`~benchmarks.kit.evidence`: cycle-spun CS, per-method effort (epochs / iterations, converged / certified),
   paired per-slice differences and the Adam baselines' held-out curves;
+* :mod:`~benchmarks.kit.seeds`: spread over seeds (mean ± std per learned method, headline differences pooled over
+  seeds, the first seed's rule choice for later seeds);
 * :mod:`~benchmarks.kit.report`: the knee experiment's ``results.md``;
 * :mod:`~benchmarks.kit.memory`: Fig. 4 (the largest trainable batch) measured on CUDA.
 

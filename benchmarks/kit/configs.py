@@ -120,7 +120,8 @@ class KneeConfig(_Frozen):
     ``beta_ratios`` on the last ``holdout_volumes`` training volumes, or the fixed ``beta_ratio`` when None), its
     Adam baselines, L1-wavelet CS (λ from ``cs_lambdas`` on ``cs_lambda_slices`` training slices; scored on the
     first ``cs_val_slices`` validation slices, all when None), exact-ReLU blocks (``relu``), the held-out
-    brain-family volumes (``anatomy_volumes``) and the unrolled network."""
+    brain-family volumes (``anatomy_volumes``), the unrolled network and the number of seeds of the learned methods
+    (``seeds``; ``run_knee.py --seeds`` overrides it)."""
 
     synthetic: SyntheticSet
     crop: int
@@ -152,6 +153,7 @@ class KneeConfig(_Frozen):
     unrolled: UnrolledConfig | None = None
     rule: RuleConfig | None = None
     cs_shifts: int = 4
+    seeds: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as plain JSON-ready values (nested configurations as dicts), for ``results.json``."""
@@ -195,6 +197,7 @@ CONFIGS: dict[str, KneeConfig] = {
         # tiny networks: every lr run to a plateau (or 400 epochs) costs seconds
         rule=RuleConfig(lrs=(1e-3, 3e-3, 1e-2), decay_factors=(1.0, 0.0, 10.0), search="lr_then_decay",
                         max_epochs=400, patience=20, rel_tol=1e-3),
+        seeds=3,
     ),
     "default": KneeConfig(
         synthetic=SyntheticSet(volumes=5, slices=4, coils=8, shape=(160, 368), snr=25.0),
@@ -231,6 +234,7 @@ CONFIGS: dict[str, KneeConfig] = {
         # chose 1e-2 or 1e-3 for every Adam network
         rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0, 0.0, 10.0), search="lr_then_decay",
                         max_epochs=300, patience=20, rel_tol=1e-3),
+        seeds=2,
     ),
     "full": KneeConfig(
         synthetic=SyntheticSet(volumes=4, slices=8, coils=15, shape=(640, 368), snr=25.0),
@@ -320,9 +324,9 @@ def beta_text(cfg: KneeConfig) -> str:
 
 def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, float]:
     """A rough wall-time estimate of run_knee with ``cfg`` on ``device`` (seconds per phase), from the timings in
-    docs/benchmarks.md: synthesis ~4.8 s per full-size slice per core; ESPIRiT + SENSE ~10 s per full-size 15-coil
-    slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one H100/H200; L1-wavelet ~0.29 s per iteration and
-    slice on one core; a gated solve ~10 s per (320x320 slice, C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6
+    docs/benchmarks.md, the learned methods once per seed: synthesis ~4.8 s per full-size slice per core; ESPIRiT +
+    SENSE ~10 s per full-size 15-coil slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one H100/H200;
+    L1-wavelet ~0.29 s per iteration and slice on one core; a gated solve ~10 s per (320x320 slice, C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6
     without TF32), scaled by pixels x C_in x P, assumed x0.5 at tol 1e-3, x200 on a CPU; Adam at ~2e13 useful flop/s
     on a GPU (4e10 on 2 CPU cores)."""
     syn = cfg.synthetic
@@ -358,7 +362,7 @@ def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, 
     u = cfg.unrolled
     if u:  # ~7e-8 s per (slice, stage, CG step, coil pixel) and Adam epoch on 2 CPU cores (measured on the quick run)
         coil_pixels = syn.coils * syn.shape[0] * syn.shape[1]
-        out["unrolled networks (both masks)"] = (masks * 7e-8 * train * u.stages * u.cg_iterations * coil_pixels
+        out["unrolled networks (both masks)"] = unrolled_training = (masks * 7e-8 * train * u.stages * u.cg_iterations * coil_pixels
                                                  * (u.epochs_end_to_end + u.epochs_layerwise if u.rule is None
                                                     else u.rule.runs() * u.rule.max_epochs * 1.2)
                                                  * (0.05 if gpu else 1.0))
@@ -370,4 +374,11 @@ def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, 
                                                   * (1 + len(u.cs_inputs)) * (0.05 if gpu else 1.0))
     if cfg.relu:  # the exact-ReLU solves: ~20x a gated one on the quick run
         out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
+    if cfg.seeds > 1:  # every learned method once per seed (an upper bound: later seeds reuse some choices)
+        for key in ("convex layer-wise (both masks)", "end-to-end Adam (both masks)", "layer-wise Adam (both masks)",
+                    "exact-ReLU layer-wise (both masks)"):
+            if key in out:
+                out[key] *= cfg.seeds
+        if u:
+            out["unrolled networks (both masks)"] += (cfg.seeds - 1) * unrolled_training
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.kit.configs import KneeConfig, UnrolledConfig, hidden_width
+from benchmarks.kit.configs import KneeConfig, RuleConfig, UnrolledConfig, hidden_width
 from benchmarks.kit.evidence import slice_scores
 from convexrecon.block.guard import fit_memory_terms
 from convexrecon.data.splits import holdout_mask
@@ -115,11 +115,13 @@ def train_convex(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, seed: int,
 
 def train_end_to_end_baseline(split: dict[str, Any], cfg: KneeConfig, decays: list[float], ckpt: Path,
                               seed: int, data_cfg: dict[str, Any], device: Any = None,
-                              snapshot_seconds: float | None = None) -> tuple[ReconNet, float, dict[str, Any] | None]:
+                              snapshot_seconds: float | None = None,
+                              rule: RuleConfig | None = None) -> tuple[ReconNet, float, dict[str, Any] | None]:
     """The same architecture trained end to end by Adam.
 
     With ``cfg.rule`` the library's training rule trains it (lr and weight decay ``{factors} x d`` chosen on the
-    held-out training volume, early stopping, best checkpoint); the selection record is then
+    held-out training volume, early stopping, best checkpoint; ``rule`` replaces ``cfg.rule`` for this network
+    alone, e.g. a later seed's one-candidate rule); the selection record is then
     ``{"rule": RuleResult.to_dict(), "snapshot_net": the network at snapshot_seconds or None}``.
 
     Weight decay ``d`` = mean of the convex blocks' ``beta_i / n_i`` (the same objective per pixel). When the
@@ -138,11 +140,12 @@ def train_end_to_end_baseline(split: dict[str, Any], cfg: KneeConfig, decays: li
         return net
 
     decay, selection = float(np.mean(decays)), None
-    if cfg.rule is not None:
+    rule = rule or cfg.rule
+    if rule is not None:
         net = ReconNet.plain([hidden_width(cfg)] * cfg.blocks, cfg.kernel_size, seed=seed, config=data_cfg)
         history = train_end_to_end(net, tr["inputs"], tr["targets"], batch_size=cfg.batch_size, weight_decay=decay,
                                    seed=seed, progress=True, device=device, allow_tf32=cfg.allow_tf32,
-                                   rule=cfg.rule.training_rule(snapshot_seconds),
+                                   rule=rule.training_rule(snapshot_seconds),
                                    holdout=holdout_mask(tr["volumes"], cfg.holdout_volumes))
         return net, time.perf_counter() - start, {"rule": history.result.to_dict(),
                                                   "snapshot_net": snapshot_of(net, history.result)}
@@ -246,9 +249,25 @@ def train_unrolled_convex(split: dict[str, Any], u: UnrolledConfig, options: dic
                           **run)
 
 
+def unrolled_starts(split: dict[str, Any], cfg: KneeConfig, cs_lambda: float | None = None,
+                    device: Any = None) -> dict[str, Any]:
+    """The CS start and CS inputs (:func:`~convexrecon.stack.unrolled.initial_estimates`) of the training and
+    validation slices for ``cfg.unrolled``'s architecture: seed-independent, so computed once per split and shared
+    by the three unrolled methods of every seed."""
+    u = cfg.unrolled
+    if u is None:
+        raise ValueError("unrolled_starts needs a configuration with 'unrolled' settings. Got None.")
+    options = unrolled_options(u, cs_lambda)
+    tr, va = split["train"], split["val"]
+    template = UnrolledNet([], cfg.crop, u.concat_input, **options).to(device or tr["data"].kspace.device)
+    return {"initial": initial_estimates(template, tr["data"], u.batch_size),
+            "validation_initial": initial_estimates(template, va["data"], u.batch_size)}
+
+
 def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, models: Path, seed: int,
                            data_cfg: dict[str, Any], device: Any = None,
-                           cs_lambda: float | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+                           cs_lambda: float | None = None,
+                           starts: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The convex unrolled network (:func:`train_unrolled_convex`) and the same architecture by Adam, end to end
     (λ_i learned from the convex choices) and layer-wise (λ_i fixed at them), on ``split``
     (:func:`benchmarks.kit.data.measured_split`), with ``cfg.unrolled``'s settings (``cs_lambda``: the CS
@@ -257,17 +276,15 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
     Returns the ``results.json`` entries (validation PSNR/SSIM, per-stage certificates), the trained networks, by
     method name, and the validation slices' CS start (:func:`~convexrecon.stack.unrolled.initial_estimates`, None
     without one): the three methods share one architecture, so their CS start and CS inputs are computed once per
-    part of the split.
+    part of the split (``starts``: :func:`unrolled_starts`' result, computed here when None).
     """
     u = cfg.unrolled
     if u is None:
         raise ValueError("train_unrolled_methods needs a configuration with 'unrolled' settings. Got None.")
     options = unrolled_options(u, cs_lambda)
     tr, va = split["train"], split["val"]
-    # the architecture without stages: its CS start, shared by the three methods
-    template = UnrolledNet([], cfg.crop, u.concat_input, **options).to(device or tr["data"].kspace.device)
-    starts = {"initial": initial_estimates(template, tr["data"], u.batch_size),
-              "validation_initial": initial_estimates(template, va["data"], u.batch_size)}
+    if starts is None:  # the architecture without stages: its CS start, shared by the three methods
+        starts = unrolled_starts(split, cfg, cs_lambda, device)
     on = {"device": device, "allow_tf32": cfg.allow_tf32, **starts}
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
     def score(net: UnrolledNet) -> dict[str, Any]:  # mean ± std and every slice's PSNR, for paired differences

@@ -123,6 +123,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", "Headline differences (validation PSNR, paired per slice, 95 % Student-t interval over "
                       "slices; slices of one volume are correlated, so the interval is optimistic):", ""]
             lines += [f"- {d['a']} − {d['b']}: {d['text']}" for d in entry["differences"]]
+        if entry.get("seeds"):
+            lines += seed_lines(entry, results["config"])
         lines.append("")
     if results.get("anatomy"):
         anatomy = results["anatomy"]
@@ -153,3 +155,39 @@ def markdown(results: dict[str, Any]) -> str:
     ratio = mem["layerwise"]["max_batch_12gb"] / max(mem["end_to_end"]["max_batch_12gb"], 1)
     lines += ["", f"Layer-wise (worst block) / end-to-end max batch: {ratio:.2f}× (target ≥ 1.6×).", ""]
     return "\n".join(lines)
+
+
+def seed_lines(entry: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """The spread-over-seeds table of one mask (mean ± sample std over seeds of each learned row's mean PSNR / SSIM;
+    the classical rows once) and the headline differences pooled over seeds."""
+    info = entry["seeds"]
+    seeds, spread = info["seeds"], info["spread"]
+    n = len(seeds)
+    total = cfg.get("total_seconds")
+    budget = ("" if cfg.get("mode") != "quick" or total is None else
+              f" Whole run (both masks, all seeds): {total:.0f} s, "
+              + ("within" if total <= 300 else "**over**") + " the quick mode's 5-minute budget.")
+    lines = ["", f"### Spread over {n} seeds {seeds}", "",
+             f"Learned rows: mean ± sample std (ddof 1) over the seeds of each seed's mean validation PSNR / SSIM; "
+             f"train (s): mean over seeds. Classical rows: seed-independent, computed once. Learned-method time per "
+             f"seed (this mask): {', '.join(f'{t:.0f} s' for t in info['learned_seconds'])}.{budget}", "",
+             f"| method | PSNR (dB), {n} seeds | SSIM, {n} seeds | train (s), mean | epochs / iterations per seed | "
+             f"converged / certified (all seeds) |", "| --- | --- | --- | --- | --- | --- |"]
+    for m in (m for m in METHODS if m in entry):
+        if m in spread:
+            e = spread[m]
+            effort = ", ".join(f"{v} ep" for v in e["epochs"]) if "epochs" in e else (
+                ", ".join(f"{v} it" for v in e["iterations"]) if "iterations" in e else "—")
+            done = ("yes" if e["converged"] else "**no** (max epochs in some seed)") if "converged" in e else (
+                ("certified" if e["certified"] else "**not certified** in some seed") if "certified" in e else "—")
+            lines.append(f"| {m} | {e['psnr_mean']:.2f} ± {e['psnr_std_seeds']:.2f} | {e['ssim_mean']:.4f} ± "
+                         f"{e['ssim_std_seeds']:.4f} | {e['train_seconds_mean']:.1f} | {effort} | {done} |")
+        elif isinstance(entry[m], dict) and "psnr_mean" in entry[m]:
+            lines.append(f"| {m} | {entry[m]['psnr_mean']:.2f} (seed-independent) | {entry[m]['ssim_mean']:.4f} | "
+                         f"— | — | — |")
+    if info.get("differences"):
+        lines += ["", f"Headline differences pooled over {n} seeds (each validation slice's PSNR difference averaged "
+                  f"over the seeds, then the paired 95 % Student-t interval over slices; it reflects slice-to-slice "
+                  f"spread after averaging, not seed-to-seed spread, which the per-seed means show):", ""]
+        lines += [f"- {d['a']} − {d['b']}: {d['text']}" for d in info["differences"]]
+    return lines
