@@ -207,7 +207,7 @@ def test_evaluate_prints_a_row_per_file_with_zero_filled(synthetic_dir: Path, tm
     assert f"| mean over 2 file(s) | {2 * SLICES} |" in out
 
 
-@pytest.mark.parametrize("command, shown", [("train", "(default: 4)"), ("reconstruct", "training crop"),
+@pytest.mark.parametrize("command, shown", [("train", "(default 4; 2 with --recommended)"), ("reconstruct", "training crop"),
                                             ("evaluate", "(default: rss)"), ("prepare", "(default poisson)")])
 def test_help_shows_each_default_once(command: str, shown: str, capsys) -> None:
     with pytest.raises(SystemExit) as info:

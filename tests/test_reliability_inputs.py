@@ -188,7 +188,7 @@ def test_adam_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
 def test_stale_or_damaged_cache_is_reported_and_recomputed(tiny_dir: Path, tmp_path: Path) -> None:
     first = SliceDataset(tiny_dir, crop=CROP, cache_dir=tmp_path, progress=False)
     reference = first[1].input.clone()
-    victim = first.cache_dir / first.index[0][0].name
+    victim = first.cache_file(first.index[0][0])
     first.close()
     with h5py.File(victim, "a") as handle:
         handle.attrs["settings"] = handle.attrs["settings"].replace('"crop": 31', '"crop": 29')

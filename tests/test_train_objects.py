@@ -120,8 +120,15 @@ def test_saved_models_load_under_the_old_architecture_name(tmp_path) -> None:
 
 
 def test_cli_architecture_alias() -> None:
+    from convexrecon.cli.train import apply_preset
+
     parser = build_parser()
     common = ["train", "--data", "d", "--mask", "poisson", "--out", "o"]
-    assert parser.parse_args([*common, "--architecture", "seed"]).architecture == "layerwise-cnn"
-    assert parser.parse_args(common).architecture == "layerwise-cnn"
-    assert parser.parse_args([*common, "--architecture", "unrolled"]).architecture == "unrolled"
+
+    def architecture(*extra: str) -> str:
+        return apply_preset(parser.parse_args([*common, *extra]), parser).architecture
+
+    assert architecture("--architecture", "seed") == "layerwise-cnn"
+    assert architecture() == "layerwise-cnn"  # the plain default stays the paper's CNN
+    assert architecture("--recommended") == "unrolled"
+    assert architecture("--architecture", "unrolled") == "unrolled"

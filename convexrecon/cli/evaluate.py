@@ -14,7 +14,9 @@ For every ``OUT_DIR/<name>.h5`` written by ``reconstruct`` the reference comes f
   needs fully sampled k-space.
 
 Prints one row per file (volume-wise: data range = the volume's maximum, SSIM the
-mean over its slices, fastMRI's numbers) for the model, the zero-filled SENSE image
+mean over its slices, fastMRI's numbers), its last column saying what the file was to
+the model (``training``, ``validation`` or ``unseen``, from the split ``train`` records
+in the model's ``config.json``; training files score optimistically), for the model, the zero-filled SENSE image
 it was given, SENSE-CG and L1-wavelet CS (each file undersampled as ``reconstruct``
 did, the CS λ chosen on the other files; computed once and cached,
 :mod:`convexrecon.cli.references`; ``--no-classical`` skips them), then the mean over
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  *(_cells(zero_overall["slice"]) if zero_overall else ["–"] * 3)])
     header = ["file", "slices", "model PSNR (dB)", "model SSIM", "model NMSE",
               "zero-filled PSNR (dB)", "zero-filled SSIM", "zero-filled NMSE"]
+    roles, role_note = _roles(model_dirs, [p.name for p in files])
     classical = None if args.no_classical else _classical(args, references, model_dirs)
     if isinstance(classical, dict):
         header += ["SENSE-CG PSNR (dB)", "SENSE-CG SSIM", "L1-wavelet PSNR (dB)", "L1-wavelet SSIM"]
@@ -139,7 +142,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"SENSE-CG: 10 CG iterations; L1-wavelet CS: λ chosen {classical['how']} "
               f"({', '.join(f'{n}: {lam:g}' for n, lam in classical['lambdas'].items())}); each file undersampled "
               f"as `reconstruct` did{'; read from the cache' if classical.get('cached') else ''}.\n")
-    print(markdown_table(header, rows))
+    rows = [[*row, roles.get(row[0], "all" if i >= len(files) else "–")] for i, row in enumerate(rows)]
+    print(markdown_table([*header, "role"], rows))
+    print(f"\nrole: {role_note}")
     if isinstance(classical, str):
         print(f"\n(SENSE-CG and L1-wavelet columns skipped: {classical})")
     if not have_zero:
@@ -158,6 +163,29 @@ def _classical(args: argparse.Namespace, references: dict, model_dirs: set[str])
         return file_references(references, args.data, model, cache_dir_of(args), args.reference)
     except (FileNotFoundError, ValueError) as error:
         return f"the model '{model}' cannot be read ({error})"
+
+
+def _roles(model_dirs: set[str], names: list[str]) -> tuple[dict[str, str], str]:
+    """What each file was to the model (``training``, ``validation``, ``unseen``) from the split in its
+    ``config.json``, and the line that explains the column."""
+    from convexrecon.stack.modelfiles import read_config
+
+    if len(model_dirs) != 1 or not next(iter(model_dirs)):
+        return {}, "– (the reconstructions do not name one model)"
+    try:
+        _, config = read_config(next(iter(model_dirs)))
+    except (FileNotFoundError, ValueError):
+        return {}, "– (the model's config.json cannot be read)"
+    split = config.get("split")
+    if not isinstance(split, dict):
+        return {}, "– (the model's config.json records no training/validation split)"
+    training, validation = set(split.get("training", ())), set(split.get("validation", ()))
+    roles = {n: "training" if n in training else "validation" if n in validation else "unseen" for n in names}
+    root = config.get("data", {}).get("root")
+    where = f" (by file name; the model was trained on {root})" if root else " (by file name)"
+    note = (f"what each file was to the model{where}: training files were fitted and score optimistically; judge "
+            "the model on validation and unseen files")
+    return roles, note
 
 
 def _cells(table: dict) -> list[str]:

@@ -3,8 +3,9 @@
 ``train`` prints them under its own table on the validation slices, against the same reference (the fully sampled
 SENSE target); ``evaluate`` adds them to every file's row, against its reference (RSS or SENSE), with each file's
 own sampling. A model's score is never read without the classical methods next to it. The scores are computed once
-and cached as one JSON file in the cache directory (keyed by the settings, the files' names, sizes and modification
-times, the λ grid and the iterations); a later run on the same data reads them back.
+and cached as one JSON file in the cache directory (keyed by the settings, the files' names and k-space digests,
+the reference images, the λ grid and the iterations); a later run on the same data, or on a copy of it in
+another directory, reads them back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from convexrecon.cli.common import markdown_table
 from convexrecon.data.fastmri import FastMRIVolume
+from convexrecon.data.digest import kspace_digest
 from convexrecon.data.mapcache import MapCache
 from convexrecon.data.problems import slice_problems
 from convexrecon.io import write_text
@@ -33,7 +35,7 @@ def _key(dataset: Any, pairs: Sequence[tuple[Path, int]], grid: Sequence[float],
     files = sorted({Path(p) for p, _ in pairs})
     ident = {"settings": dataset.settings(), "grid": [float(g) for g in grid], "max_iter": int(max_iter),
              "slices": [[Path(p).name, int(s)] for p, s in pairs],
-             "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+             "files": [[f.name, kspace_digest(f, getattr(dataset, "cache_root", None))] for f in files]}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -116,7 +118,9 @@ def file_references(references: dict[str, np.ndarray], data_dir: Path, model_dir
     paths = [Path(data_dir) / name for name in references]
     ident = {"reference": reference, "grid": [float(g) for g in grid], "max_iter": int(max_iter),
              "mask": config.get("data", {}), "sides": {n: list(r.shape) for n, r in references.items()},
-             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]}
+             "files": [[p.name, kspace_digest(p, cache_dir)] for p in paths],
+             "references": hashlib.sha256(b"".join(np.ascontiguousarray(references[p.name], np.float32).tobytes()
+                                                   for p in paths)).hexdigest()}
     entry = Path(cache_dir) / "classical" / f"{hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]}.json"
     cached = _read_cached(entry) if entry.is_file() else None
     if cached is not None:

@@ -1,5 +1,12 @@
 """The ``train`` command: train a reconstruction network on a directory of fastMRI files.
 
+Which network: ``--recommended`` trains the recommended one, the unrolled network that refines
+L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
+``--architecture unrolled --blocks 2 --cs-start 100 --cs-inputs 0.001 0.01 0.003:haar 0.003:sym8
+--no-stage-zero-filled --stage-bias``). Without it, ``train`` trains the paper's layer-wise CNN
+(``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
+
+    python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR \\
         [--method layerwise_convex|end_to_end|layerwise_adam] [--architecture layerwise-cnn|unrolled] \\
         [--blocks 4] [--kernel-size 5] ...
@@ -28,8 +35,7 @@ import argparse
 import json
 import math
 import re
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,17 +45,19 @@ from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
 from convexrecon.cli.common import (
-    HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, markdown_table, output_dir,
+    HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, output_dir,
 )
 from convexrecon.cli.device import add_device_argument
 from convexrecon.cli.references import references_table, validation_references
+from convexrecon.cli.summary import (
+    StageSolver, add_stage_solver, block_summary, comparison, marking_selection_warnings, stage_solver,
+)
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.problems import measured_data
 from convexrecon.data.splits import Split, holdout_mask, stack_split
 from convexrecon.io import ensure_writable_dir
-from convexrecon.metrics import score_slices
 from convexrecon.stack.adam import END_TO_END_EPOCHS, LAYERWISE_EPOCHS, AdamSettings
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import train_layerwise
@@ -70,7 +78,8 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "beta_ratio": "--beta-ratio", "beta_ratios": "--beta-ratios", "gate_sampling": "--gates", "tol": "--tol",
          "max_iter": "--max-iter", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
-         "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs"}
+         "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
+         "gated_method": "--stage-solver"}
 
 
 def _architecture(text: str) -> str:
@@ -87,17 +96,22 @@ def _cs_input(text: str) -> tuple[float, str]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("train", help="train a reconstruction network",
+    parser = subparsers.add_parser("train", help="train a reconstruction network (--recommended: the recommended "
+                                   "one, the unrolled network refining CS)",
                                    description=__doc__, formatter_class=HelpFormatter)
     block, adam = BlockSettings(), AdamSettings()  # the library's defaults, shown by --help
     parser.add_argument("--data", type=Path, required=True, help="directory of fastMRI multi-coil .h5 files")
     parser.add_argument("--mask", required=True, choices=[k for k in MASK_KINDS], help="sampling pattern")
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--method", default="layerwise_convex", choices=METHODS, help="trainer")
-    parser.add_argument("--architecture", default=LAYERWISE_CNN, type=_architecture, choices=ARCHITECTURES,
-                        help="layerwise-cnn (also 'seed'): the paper's CNN (blocks stacked, skip from the input); "
-                             "unrolled: stages of a block and a data-consistency step with the measured k-space (one "
-                             "stage per --blocks)")
+    parser.add_argument("--recommended", action="store_true",
+                        help="train the recommended network: the unrolled network refining L1-wavelet CS, as "
+                             f"'{' '.join(_preset_flags())}' (flags given beside it override "
+                             "--blocks, --cs-start and --cs-inputs)")
+    parser.add_argument("--architecture", default=None, type=_architecture, choices=ARCHITECTURES,
+                        help="default layerwise-cnn (also 'seed'): the paper's CNN (blocks stacked, skip from the "
+                             "input); unrolled (default with --recommended): stages of a block and a data-consistency "
+                             "step with the measured k-space (one stage per --blocks)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
                         help="unrolled: candidate weights of every data-consistency step, chosen per stage on the "
                              "last --holdout-volumes training volumes")
@@ -110,21 +124,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unrolled: for each relative threshold T, the estimate soft-thresholded in the "
                              "Daubechies-4 wavelet domain at T * max|zero-filled| as a further block input "
                              "(e.g. 0.003 0.01 0.03)")
-    parser.add_argument("--cs-start", type=int, default=0, metavar="N",
+    parser.add_argument("--cs-start", type=int, default=None, metavar="N",
                         help="unrolled: the stages refine N FISTA steps of L1-wavelet CS instead of the zero-filled "
-                             "image (0: zero-filled)")
+                             "image (default 0: zero-filled; 100 with --recommended)")
     parser.add_argument("--cs-start-lambda", type=float, default=0.003, metavar="L",
                         help="unrolled: weight of the CS start's L1 term, relative to max|zero-filled| of the slice")
-    parser.add_argument("--cs-inputs", type=_cs_input, nargs="+", default=[], metavar="L[:WAVELET]",
+    parser.add_argument("--cs-inputs", type=_cs_input, nargs="+", default=None, metavar="L[:WAVELET]",
                         help="unrolled, with --cs-start: for each relative weight L (and wavelet, default db4), the CS "
                              "image of --cs-start FISTA steps as a further block input of every stage "
-                             "(e.g. 0.001 0.01 0.003:haar 0.003:sym8)")
+                             "(e.g. 0.001 0.01 0.003:haar 0.003:sym8; default none, those four with --recommended)")
+    add_stage_solver(parser)
     parser.add_argument("--acceleration", type=float, default=4.0, help="acceleration > 1")
     parser.add_argument("--center-fraction", type=float, default=CENTER_FRACTION, help="line masks' centre band")
     parser.add_argument("--crop", type=int, default=320, help="image side after cropping")
     parser.add_argument("--val-volumes", type=int, default=1, help="the first N volumes by name validate")
     add_cache_dir(parser)
-    parser.add_argument("--blocks", type=int, default=4, help="K blocks (K + 1 conv layers)")
+    parser.add_argument("--blocks", type=int, default=None,
+                        help="K blocks (K + 1 conv layers) or unrolled stages (default 4; 2 with --recommended)")
     parser.add_argument("--keep-all-blocks", action="store_true",
                         help="layerwise_convex: keep all K blocks instead of the count with the best validation PSNR")
     parser.add_argument("--kernel-size", type=int, default=block.kernel_size, help="odd k of every k x k layer")
@@ -179,8 +195,43 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
     return [block] * args.blocks, adam, inputs
 
 
+RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100,
+                               "cs_inputs": ["0.001", "0.01", "0.003:haar", "0.003:sym8"],
+                               "no_stage_zero_filled": True, "stage_bias": True}
+"""``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
+P = 8, refining 100 FISTA steps of CS, a constant channel and four CS images as inputs, no zero-filled input),
+with this command's own β ratio, λ candidates and tolerance."""
+PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": []}
+"""The defaults without ``--recommended``: the paper's CNN."""
+
+
+def _preset_flags() -> list[str]:
+    """``--recommended`` as the flags it stands for."""
+    flags = []
+    for name, value in RECOMMENDED.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [flag, *(value if isinstance(value, list) else [str(value)])]
+    return flags
+
+
+def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Fill the flags left unset from ``--recommended`` (or from the paper's CNN without it); a usage error when
+    ``--recommended`` is given with ``--architecture layerwise-cnn``."""
+    if args.recommended and args.architecture not in (None, UNROLLED):
+        parser.error(f"argument --recommended: expected without --architecture or with --architecture unrolled (the "
+                     f"recommended network is unrolled). Got --architecture {args.architecture}.")
+    preset = RECOMMENDED if args.recommended else PLAIN
+    for name, value in preset.items():
+        if getattr(args, name) is None or getattr(args, name) is False:  # unset (0 is a value: --cs-start 0)
+            if name == "cs_inputs" and value:
+                value = [_cs_input(text) for text in value]
+            setattr(args, name, value)
+    return args
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``train``; returns the exit code (usage errors exit with 2, training failures with 1)."""
+    apply_preset(args, parser)
     if not (args.data.is_dir() and any(args.data.glob("*.h5"))):
         parser.error(f"argument --data: expected a directory with .h5 files. Got {args.data}.")
     for name in ("blocks", "patches_per_slice", "holdout_volumes"):  # counts no library object holds
@@ -207,9 +258,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """The unrolled architecture's flags: refused with the other architecture, and stated in the flags' own terms."""
     if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
-                                          or args.no_stage_zero_filled):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--no-stage-zero-filled: expected "
-                     f"with --architecture unrolled only. Got --architecture {args.architecture}.")
+                                          or args.no_stage_zero_filled or args.stage_solver != "auto"):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--stage-solver/"
+                     "--no-stage-zero-filled: expected with --architecture unrolled only. Got --architecture "
+                     f"{args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
     if args.cs_inputs and not args.cs_start:
@@ -254,6 +306,8 @@ class Job:
     config: dict[str, Any]
     holdout: torch.Tensor | None = None
     measured: tuple | None = None  # the training and validation slices' MeasuredData (unrolled)
+    solver: StageSolver | None = None  # the unrolled stages' gated solver
+    notes: dict[str, Any] = field(default_factory=dict)  # what a trainer reports beside its records
 
     @property
     def validation(self) -> ValidationSet:
@@ -305,14 +359,23 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                                cache_dir=cache_dir, device=args.device)
         train, val = stack_split(dataset, args.val_volumes)
         holdout = holdout_mask(train.volumes, args.holdout_volumes) if _choosing(args) else None
-        measured = None
+        measured, solver = None, None
         if args.architecture == UNROLLED:  # the measured k-space and full-grid maps of every slice
             measured = tuple(measured_data(dataset, split.pairs)[0] for split in (train, val))
+            if args.method == "layerwise_convex":
+                solver = stage_solver(args.stage_solver, len(train.inputs), int(train.inputs.shape[-1]),
+                                      stage_inputs.channels(not args.no_stage_zero_filled), args.kernel_size,
+                                      args.arrangements)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    split = {"training": sorted(set(train.volumes)), "validation": sorted(set(val.volumes))}
+    if holdout is not None:  # training volumes that also chose β / λ
+        split["held_out"] = sorted({v for v, held in zip(train.volumes, holdout.tolist()) if held})
     job = Job(args, train, val, blocks, adam, stage_inputs,
               RunOptions(seed=args.seed, checkpoint_dir=args.out / "checkpoints", progress=True, device=args.device),
-              {"data": {**dataset.settings(), "root": str(args.data)}}, holdout, measured)
+              {"data": {**dataset.settings(), "root": str(args.data)}, "split": split}, holdout, measured, solver)
+    if solver is not None and args.activation == "gated":
+        print(solver.line(), flush=True)
     resume = _resume_line(args)
     if resume:
         print(resume, flush=True)
@@ -327,7 +390,11 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                "val_slices": len(val.inputs)}
     if args.method == "layerwise_convex":
         kept = net.num_blocks if measured is None else len(net.stages)
-        print(block_summary([{**r, "block": r.get("block", r.get("stage"))} for r in records], kept, args.tol))
+        print(block_summary([{**r, "block": r.get("block", r.get("stage"))} for r in records], kept, args.tol,
+                            max_iter=args.max_iter, solver=solver if args.activation == "gated" else None,
+                            crop=int(train.inputs.shape[-1]), selection_failures=job.notes.get("selection", 0)))
+        if solver is not None:
+            summary["stage_solver"] = solver.method
     summary.update(comparison(net, val, None if measured is None else measured[1]))
     if not args.no_classical:
         refs = validation_references(dataset, val.pairs, cache_dir)
@@ -342,11 +409,11 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
 
 def _convex_cnn(job: Job) -> tuple[Any, list]:
     a = job.args
-    with warnings.catch_warnings():
-        warnings.simplefilter("once")
+    with marking_selection_warnings() as failures:
         result = train_layerwise(job.train.inputs, job.train.targets, job.blocks, validation=job.validation,
                                  patch_size=a.patch_size or None, patches_per_slice=a.patches_per_slice,
                                  holdout=job.holdout, solve_progress=a.verbose, config=job.config, run=job.run)
+    job.notes["selection"] = failures[0]
     return result.best(keep_all=a.keep_all_blocks), result.records
 
 
@@ -364,12 +431,12 @@ def _layerwise_adam_cnn(job: Job) -> tuple[Any, list]:
 
 
 def _convex_unrolled(job: Job) -> tuple[Any, list]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("once")
+    with marking_selection_warnings() as failures:
         result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
                                 lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
                                 concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
-                                config=job.config, run=job.run)
+                                solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run)
+    job.notes["selection"] = failures[0]
     return result.network, result.records
 
 
@@ -400,70 +467,3 @@ TRAINERS: dict[tuple[str, str], Callable[[Job], tuple[Any, list]]] = {
     ("end_to_end", UNROLLED): _end_to_end_unrolled,
     ("layerwise_adam", UNROLLED): _layerwise_adam_unrolled,
 }
-
-
-def block_summary(records: list[dict], kept: int, tol: float) -> str:
-    """Per block: solver status, relative gap vs ``tol``, validation PSNR; which blocks were kept; a loud
-    note on every block whose solve is not certified to ``tol``."""
-    rows = [[str(r["block"]), str(r["status"]), f"{r['relative_gap']:.2e}" if r.get("relative_gap") is not None
-             else "–", f"{tol:g}", str(r.get("iterations")), str(r["width"]),
-             f"{r['psnr']:.2f}" if r.get("psnr") is not None else "–",
-             "kept" if r["block"] <= kept else "dropped"] for r in records]
-    lines = ["", "Blocks (validation: slice-wise PSNR against the fully sampled SENSE target):", "",
-             markdown_table(["block", "status", "relative gap", "tol", "iterations", "width", "val PSNR (dB)",
-                             "model"], rows), ""]
-    if kept < len(records):
-        lines.append(f"Kept {kept} of {len(records)} blocks: validation PSNR peaked after block {kept} "
-                     f"({records[kept - 1]['psnr']:.2f} dB; {records[-1]['psnr']:.2f} dB with all {len(records)}). "
-                     f"The validation numbers chose the depth, so they are optimistic; --keep-all-blocks keeps all.")
-    else:
-        lines.append(f"Kept all {len(records)} blocks.")
-    failed = [r for r in records if r["status"] != "optimal"]
-    if failed:
-        gaps = ", ".join(f"block {r['block']}: {r['status']}, gap {r['relative_gap']:.1e}"
-                         if r.get("relative_gap") is not None else f"block {r['block']}: {r['status']}"
-                         for r in failed)
-        lines.append(f"WARNING: {len(failed)} of {len(records)} block solves did NOT reach the relative duality gap "
-                     f"tol {tol:g} ({gaps}); those blocks are not certified optima. Raise --max-iter or --tol.")
-    else:
-        lines.append(f"Every block solve is certified: relative duality gap <= tol {tol:g}.")
-    return "\n".join(lines)
-
-
-def comparison(net, val: Split, measured=None) -> dict:
-    """Print model and zero-filled metrics per validation volume and overall; return the overall numbers.
-
-    ``measured``: the validation slices' measurements, for an unrolled network."""
-    dtype = next(net.parameters()).dtype
-    with torch.no_grad():
-        pred = (net.predict(val.inputs.to(dtype)) if measured is None else net.predict(measured)).float().cpu()
-    rows = []
-    for name in sorted(set(val.volumes)):
-        keep = [i for i, v in enumerate(val.volumes) if v == name]
-        scores = [score_slices(val.targets[keep], x[keep], val.scales[keep], [name] * len(keep), "volume")
-                  for x in (pred, val.inputs)]
-        rows.append([name, str(len(keep)), *(f"{s['psnr'].mean:.2f}" for s in scores),
-                     *(f"{s['ssim'].mean:.4f}" for s in scores)])
-    overall = {c: [score_slices(val.targets, x, val.scales, val.volumes, c) for x in (pred, val.inputs)]
-               for c in ("volume", "slice")}
-    for convention, label in (("volume", f"mean over {len(rows)} volume(s)"),
-                              ("slice", "slice-wise mean (data range per slice)")):
-        m, z = overall[convention]
-        rows.append([label, str(len(val.volumes)), f"{m['psnr'].mean:.2f}", f"{z['psnr'].mean:.2f}",
-                     f"{m['ssim'].mean:.4f}", f"{z['ssim'].mean:.4f}"])
-    cs = int(getattr(net, "cs_iterations", 0) or 0)
-    start = (f" (the network starts from {cs} FISTA steps of L1-wavelet CS, not from this image)" if cs else
-             " (the network's input)")
-    print(f"\nValidation volumes, model vs the zero-filled SENSE image{start}; reference: the fully sampled SENSE "
-          f"target; per volume volume-wise (data range = the volume's maximum):\n")
-    print(markdown_table(["volume", "slices", "model PSNR (dB)", "zero-filled PSNR (dB)", "model SSIM",
-                          "zero-filled SSIM"], rows))
-    m, z = overall["slice"]
-    if m["psnr"].mean < z["psnr"].mean:
-        print(f"WARNING: the model ({m['psnr'].mean:.2f} dB) is worse than the zero-filled image "
-              f"({z['psnr'].mean:.2f} dB) on the validation slices.")
-    print()
-    mv = overall["volume"][0]
-    return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
-            "zero_filled_ssim": z["ssim"].mean, "val_psnr_volume": mv["psnr"].mean, "val_ssim_volume": mv["ssim"].mean,
-            "reference": "sense"}

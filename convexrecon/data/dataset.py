@@ -7,9 +7,12 @@ input, fully sampled SENSE target, centre crop, 2 channels, per-slice scale.
 
 ESPIRiT dominates the cost (seconds per slice), so with ``cache_dir`` every
 volume is preprocessed once, with a progress bar, into one HDF5 file per
-volume under ``cache_dir/<settings key>/``. Cache files are written to a
-temporary name and renamed, record their settings and the source file's size
-and modification time, and are recomputed when any of these differ.
+volume, ``cache_dir/<settings key>/<file stem>-<k-space digest>.h5``. The key is
+the content (:func:`~convexrecon.data.digest.kspace_digest`) and the name (the
+masks are seeded by file name), not the directory: an identical copy of a file
+in another data directory reads the same entry, and a changed file gets a new
+one. Cache files are written to a temporary name and renamed, record their
+settings and source, and are recomputed when these differ.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convexrecon.io import atomic_path
+from convexrecon.data.digest import kspace_digest
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
@@ -181,6 +185,7 @@ class SliceDataset(torch.utils.data.Dataset):
                 )
         self.cache_root = None if cache_dir is None else Path(cache_dir)
         self.cache_dir = None if cache_dir is None else self.cache_root / self.settings_key()
+        self._digests = {} if cache_dir is None else {p: kspace_digest(p, self.cache_root) for p in self.volumes}
         self._handles: dict[Path, h5py.File] = {}
         self._pid = os.getpid()
         if self.cache_dir is not None:
@@ -221,13 +226,19 @@ class SliceDataset(torch.utils.data.Dataset):
 
     # --- cache -------------------------------------------------------------
 
+    def cache_file(self, path: str | Path) -> Path:
+        """The cache file of the data file ``path`` (one of this dataset's): keyed by its name and the digest of
+        its k-space, so that copies with the same name share it wherever they are."""
+        if self.cache_dir is None:
+            raise ValueError("The dataset has no cache: pass 'cache_dir' to SliceDataset.")
+        path = Path(path)
+        return self.cache_dir / f"{path.stem}-{self._digests[path][:16]}.h5"
+
     def _cache_path(self, path: Path) -> Path:
-        assert self.cache_dir is not None
-        return self.cache_dir / path.name
+        return self.cache_file(path)
 
     def _source_id(self, path: Path) -> str:
-        stat = path.stat()
-        return json.dumps({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+        return json.dumps({"name": path.name, "kspace_sha256": self._digests[path]})
 
     def _cache_valid(self, path: Path) -> bool:
         """Whether ``path``'s cache file can be used; a stale or damaged one is reported, then recomputed."""
@@ -260,7 +271,7 @@ class SliceDataset(torch.utils.data.Dataset):
         if differ:
             return f"was written with other settings ({'; '.join(differ)})"
         if stored_source != self._source_id(path):
-            return f"was made from another version of '{path.name}' (size or modification time differ)"
+            return f"was made from another version of '{path.name}' (the k-space digest differs)"
         return None
 
     def _fill_cache(self, progress: bool) -> None:

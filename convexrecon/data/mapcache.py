@@ -1,24 +1,25 @@
 """A disk cache of ESPIRiT maps, so that each slice's maps are estimated once.
 
 ESPIRiT reads only the fully sampled calibration square of a slice's k-space, so its
-maps depend on the source file (name, size, modification time), the slice, the
-calibration width and the crop of the kept maps. Full-grid maps (the measured data of
+maps depend on the source file's k-space (its digest, :func:`~convexrecon.data.digest.kspace_digest`:
+an identical copy in another directory reads the same maps, a changed file gets new ones), the
+slice, the calibration width and the crop of the kept maps. Full-grid maps (the measured data of
 :mod:`convexrecon.data.problems`, which must equal a fresh computation bit for bit) are also
 keyed by the mask: ESPIRiT divides the k-space by its peak, and the mask can change that.
 Each entry is one ``.npy`` file of ``(coils, crop, crop)`` (full grid: stored ``(H, W, coils)``)
-complex64 under ``<cache_dir>/espirit/<file stem>-<source hash>/``, written atomically, checked
+complex64 under ``<cache_dir>/espirit/<file stem>-<k-space digest>/``, written atomically, checked
 for its shape and dtype when read back.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from convexrecon.data.digest import kspace_digest
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path
 from convexrecon.mri.espirit import calibration_width, coil_maps
@@ -47,9 +48,7 @@ class MapCache:
         self.reused = 0
 
     def _entry(self, source: Path, slice_index: int, width: int, crop: int | None, mask: np.ndarray) -> Path:
-        stat = source.stat()
-        ident = json.dumps({"name": source.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                            "version": MAPS_VERSION})
+        ident = f"{kspace_digest(source, self.directory.parent)}-v{MAPS_VERSION}"
         folder = f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
         if crop is None:
             mask = np.asarray(mask, dtype=bool)
@@ -66,7 +65,7 @@ class MapCache:
         Parameters
         ----------
         source
-            The fastMRI file the k-space comes from (its identity keys the entry).
+            The fastMRI file the k-space comes from (the digest of its k-space keys the entry).
         slice_index
             Slice within the file.
         masked_kspace, mask

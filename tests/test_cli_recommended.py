@@ -1,0 +1,71 @@
+"""``train --recommended``: the recommended network named by one flag; the paper's CNN stays the plain default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convexrecon.cli import build_parser, main
+from convexrecon.cli.train import RECOMMENDED, apply_preset
+from convexrecon.data.synthetic import make_synthetic
+from convexrecon.stack.persist import load_network
+
+BASE = ["train", "--data", "D", "--mask", "poisson", "--out", "M"]
+
+
+def _args(*flags: str):
+    parser = build_parser()
+    args = parser.parse_args([*BASE, *flags])
+    return apply_preset(args, parser)
+
+
+def test_recommended_sets_the_unrolled_network_and_flags_beside_it_override() -> None:
+    args = _args("--recommended")
+    assert (args.architecture, args.blocks, args.cs_start) == ("unrolled", 2, 100)
+    assert args.cs_inputs == [(0.001, "db4"), (0.01, "db4"), (0.003, "haar"), (0.003, "sym8")]
+    assert args.stage_bias and args.no_stage_zero_filled
+    args = _args("--recommended", "--blocks", "3", "--cs-inputs", "0.01:haar")
+    assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("unrolled", 3, 100, [(0.01, "haar")])
+    assert _args("--recommended", "--cs-start", "0").cs_start == 0
+
+
+def test_without_recommended_train_trains_the_papers_cnn_as_before() -> None:
+    args = _args()
+    assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("layerwise-cnn", 4, 0, [])
+    assert not (args.stage_bias or args.no_stage_zero_filled)
+    assert _args("--architecture", "seed").architecture == "layerwise-cnn"
+    assert _args("--architecture", "unrolled", "--blocks", "3").blocks == 3
+
+
+def test_recommended_refuses_the_cnn(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _args("--recommended", "--architecture", "seed")
+    assert exit_.value.code == 2
+    assert "argument --recommended: expected without --architecture or with --architecture unrolled" in \
+        capsys.readouterr().err
+
+
+def test_help_names_the_recommended_network_first(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    description = text[text.index("The ``train`` command"):]
+    assert description.index("--recommended") < description.index("The first ``--val-volumes``")
+    assert "--no-stage-zero-filled --stage-bias" in text and RECOMMENDED["architecture"] == "unrolled"
+
+
+def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    make_synthetic(data, volumes=3, slices=2, coils=4, seed=0, shape=(64, 45), recon=(32, 32), snr=40.0)
+    assert main(["train", "--data", str(data), "--mask", "poisson", "--out", str(tmp_path / "m"), "--recommended",
+                 "--crop", "32", "--kernel-size", "3", "--arrangements", "4", "--lambdas", "0.1", "1", "--device",
+                 "cpu", "--cache-dir", str(tmp_path / "cache"), "--no-classical"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["architecture"] == "unrolled" and summary["stage_solver"] == "interior_point"
+    net = load_network(tmp_path / "m")
+    assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2 and net.cs_iterations == 100
+    assert len(net.cs_inputs) == 4 and net.bias and not net.concat_input
+    assert [s["status"] for s in net.config["stages"]] == ["optimal", "optimal"]
+    assert "Every block the model keeps is certified" in out
