@@ -29,6 +29,7 @@ from convexrecon.cli.common import (
 )
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
+from convexrecon.data.mapcache import MapCache
 from convexrecon.data.problems import slice_problem
 from convexrecon.mri.classical import LAMBDA_GRID, SliceProblem, cross_validated_table
 from convexrecon.mri.fft import center_crop
@@ -126,7 +127,8 @@ def _problems(dataset: SliceDataset, limit: int | None) -> list[SliceProblem]:
         count[path] = count.get(path, 0) + 1
         if limit is None or count[path] <= limit:
             pairs.append((path, s))
-    return [slice_problem(FastMRIVolume(p), s, dataset.mask_func, dataset.crop)
+    cache = None if dataset.cache_root is None else MapCache(dataset.cache_root)  # full-grid maps, once per slice
+    return [slice_problem(FastMRIVolume(p), s, dataset.mask_func, dataset.crop, cache)
             for p, s in tqdm(pairs, desc="classical problems (ESPIRiT)", unit="slice")]
 
 
