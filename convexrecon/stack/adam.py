@@ -39,6 +39,16 @@ def pixel_loss(prediction: Tensor, target: Tensor) -> Tensor:
     return 0.5 * (prediction - target).pow(2).sum() / prediction[:, 0].numel()
 
 
+def _check_positive_ints(settings: Any, names: tuple[str, ...], optional: str) -> None:
+    """``ValueError`` naming the first of ``names`` that is not an int > 0 (``optional`` may also be None)."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None and name == optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"The '{name}' parameter must be an int > 0. Got {value!r} instead.")
+
+
 @dataclass(frozen=True)
 class AdamSettings:
     """Settings of the Adam baselines.
@@ -63,12 +73,7 @@ class AdamSettings:
     weight_decay: float | Sequence[float] = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "halve_every"):
-            value = getattr(self, name)
-            if value is None and name == "epochs":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"The '{name}' parameter must be an int > 0. Got {value!r} instead.")
+        _check_positive_ints(self, ("epochs", "batch_size", "halve_every"), optional="epochs")
         if not self.lr > 0:
             raise ValueError(f"The 'lr' parameter must be > 0. Got {self.lr!r} instead.")
         decays = self.weight_decay if isinstance(self.weight_decay, (list, tuple)) else [self.weight_decay]
@@ -266,12 +271,7 @@ class TrainingRule:
             object.__setattr__(self, name, tuple(float(v) for v in values))
         if self.search not in SEARCHES:
             raise ValueError(f"The 'search' parameter must be one of {SEARCHES}. Got {self.search!r} instead.")
-        for name in ("max_epochs", "patience", "halve_every"):
-            value = getattr(self, name)
-            if value is None and name == "halve_every":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"The '{name}' parameter must be an int > 0. Got {value!r} instead.")
+        _check_positive_ints(self, ("max_epochs", "patience", "halve_every"), optional="halve_every")
         if not (isinstance(self.rel_tol, (int, float)) and 0 <= self.rel_tol < 1):
             raise ValueError(f"The 'rel_tol' parameter must be a number in [0, 1). Got {self.rel_tol!r} instead.")
         if self.snapshot_seconds is not None and not self.snapshot_seconds >= 0:
