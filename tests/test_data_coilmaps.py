@@ -124,11 +124,41 @@ def test_test_set_file_with_8_centre_lines_is_not_black(synthetic_dir: Path, tmp
     with torch.no_grad():
         net.second.weight.mul_(0.01)
     net.save(model)
-    with pytest.warns(DataWarning, match=r"calibration region is 8 wide"):
-        code = main(["reconstruct", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r"),
-                     "--cache-dir", str(tmp_path / "cache")])
-    assert code == 0
-    with h5py.File(tmp_path / "r" / src.name, "r") as handle:
-        image = handle["reconstruction"][()]
-    dark = np.mean(image < 0.05 * image.max())
-    assert dark < 0.5, f"{dark:.1%} of the reconstruction is black"
+    for out in ("r", "again"):  # the second run reads the maps from the cache and warns again
+        with pytest.warns(DataWarning, match=r"calibration region is 8 wide.*3-pixel kernel") as log:
+            code = main(["reconstruct", "--model", str(model), "--data", str(data), "--out", str(tmp_path / out),
+                         "--cache-dir", str(tmp_path / "cache")])
+        assert code == 0
+        from_cache = any("read from the cache" in str(w.message) for w in log)
+        assert from_cache == (out == "again")
+        with h5py.File(tmp_path / out / src.name, "r") as handle:
+            image = handle["reconstruction"][()]
+        dark = np.mean(image < 0.05 * image.max())
+        assert dark < 0.5, f"{dark:.1%} of the reconstruction is black"
+
+
+def test_cached_fallback_maps_warn_on_every_run(tmp_path: Path) -> None:
+    """Maps of a narrow band estimated with the fallback kernel warn when read back from the cache, too."""
+    from convexrecon.data.mapcache import MapCache
+    from convexrecon.data.synthetic import make_synthetic
+
+    (source,) = make_synthetic(tmp_path / "data", volumes=1, slices=1, coils=6, seed=3, shape=(160, 92))
+    with h5py.File(source, "r") as handle:
+        kspace = handle["kspace"][0]
+    mask = _mask("lines", (160, 92), 8)
+    found = calibration_width(mask, 92)
+    assert found < working_width(ESPIRIT_KERNEL)
+    maps = []
+    for run in range(2):  # two runs (two cache objects) on the same data and cache directory
+        cache = MapCache(tmp_path / "cache")
+        with pytest.warns(DataWarning, match=rf"calibration region is {found} wide.*3-pixel kernel"):
+            maps.append(cache.maps(source, 0, kspace * mask, mask, 92, None))
+        assert (cache.computed, cache.reused) == ((1, 0) if run == 0 else (0, 1))
+    assert np.array_equal(maps[0], maps[1])
+    assert map_coverage(maps[1], kspace * mask, found) >= MIN_COVERAGE
+    # standard maps read back stay silent
+    wide = _mask("poisson", (160, 92), 16)
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            MapCache(tmp_path / "cache").maps(source, 0, kspace * wide, wide, 16, 64)

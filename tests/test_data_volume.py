@@ -96,3 +96,36 @@ def _works(sampler, seed):
         return True
     except ValueError:
         return False
+
+
+@pytest.mark.parametrize("calib", [8, 10])
+def test_narrow_calibration_volume_gets_healthy_maps_and_a_warning(noiseless, calib):
+    """A narrow calibration square in a 3-D volume: fallback maps with a warning, never black volumes."""
+    from convexrecon.errors import DataWarning
+    from convexrecon.mri.espirit import ESPIRIT_KERNEL, MIN_COVERAGE, calibration_width, espirit_maps, map_coverage
+
+    wide = vol.volume_images(noiseless.kspace, vol.phase_encode_mask(SHAPE[1:], 4.0, 16, seed=1), calib=16)
+    mask = vol.phase_encode_mask(SHAPE[1:], 4.0, calib, seed=1)
+    width = calibration_width(mask, 16)
+    assert width < 2 * ESPIRIT_KERNEL + 2
+    hybrid = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(noiseless.kspace * mask, axes=1), axis=1, norm="ortho"),
+                             axes=1).astype(np.complex64)
+    # what the standard kernel alone gives here: maps that lose much of the volume (the silent garbage)
+    plain = np.stack([espirit_maps(hybrid[:, x], width) for x in range(SHAPE[0])], axis=1)
+    assert map_coverage(plain, hybrid, width) < MIN_COVERAGE
+    with pytest.warns(DataWarning, match=rf"calibration region is {width} wide.*3-pixel kernel"):
+        images = vol.volume_images(noiseless.kspace, mask, calib=16)
+    assert map_coverage(images.maps, hybrid, width) >= MIN_COVERAGE
+    truth = np.abs(noiseless.image)
+    reference = psnr(truth / wide.scale, np.abs(wide.target.numpy()))
+    assert psnr(truth / images.scale, np.abs(images.target.numpy())) > reference - 6.0
+
+
+def test_too_narrow_calibration_volume_is_an_error_naming_both_widths(noiseless, tmp_path):
+    mask = vol.phase_encode_mask(SHAPE[1:], 4.0, 6, seed=1)
+    with pytest.raises(ValueError, match=r"region is 6 wide: coil maps need a calibration region at least 8 wide "
+                                         r"\(14 for .*--calib"):
+        vol.volume_images(noiseless.kspace, mask, calib=16)
+    paths = vol.make_synthetic_volumes(tmp_path, volumes=1, shape=SHAPE, coils=4, seed=1)
+    with pytest.raises(ValueError, match=r"region is 6 wide: coil maps need a calibration region at least 8 wide"):
+        vol.load_volume_set(paths, 4.0, 6)

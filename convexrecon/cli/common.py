@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -118,9 +119,51 @@ def finished_blocks(directory: Path) -> int:
     return count
 
 
-def interrupted(during: str) -> SystemExit:
-    """Report Ctrl-C as one line on stderr, ``interrupted during <during>; run the same command to resume``;
-    returns the ``SystemExit(130)`` to raise (so that :func:`output_dir` removes an output directory left empty)."""
-    sys.stderr.write(f"\ninterrupted during {during}; run the same command to resume\n")
+def interrupted(during: str, kept: str | None = None, rerun: str = "resume") -> SystemExit:
+    """Report Ctrl-C as one line on stderr, ``interrupted during <during>[; <kept>]; run the same command to
+    <rerun>``; returns the ``SystemExit(130)`` to raise (so that :func:`output_dir` removes an output directory
+    left empty). ``kept`` says what the command had already written completely (its outputs are written to a
+    temporary name and renamed, so nothing half-written is left)."""
+    line = f"interrupted during {during}" + (f"; {kept}" if kept else "") + f"; run the same command to {rerun}"
+    sys.stderr.write(f"\n{line}\n")
     sys.stderr.flush()
     return SystemExit(INTERRUPTED)
+
+
+@dataclass
+class Progress:
+    """What a command is doing, for the line Ctrl-C prints (:func:`on_interrupt`); the command updates it as it
+    goes.
+
+    Attributes
+    ----------
+    during : str
+        What is being done (``"reconstruct of a.h5 (slice 2 of 8)"``).
+    kept : str or None
+        What is already written and complete (None: nothing to say).
+    rerun : str
+        What running the same command again does (``"redo it"``, ``"resume"``).
+    """
+
+    during: str
+    kept: str | None = None
+    rerun: str = "redo it"
+
+
+@contextlib.contextmanager
+def on_interrupt(progress: Progress) -> Iterator[Progress]:
+    """Turn Ctrl-C (``KeyboardInterrupt``) inside the block into :func:`interrupted`'s one line from ``progress``
+    and exit status 130, without a traceback."""
+    try:
+        yield progress
+    except KeyboardInterrupt:
+        raise interrupted(progress.during, progress.kept, progress.rerun) from None
+
+
+def written_files(directory: Path, names: Sequence[str], total: int) -> str:
+    """``kept`` of :class:`Progress` for a command that writes one file per input into ``directory``."""
+    if not names:
+        return f"no output file was written to {directory}"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"{len(names)} of {total} output file(s) are complete in {directory} ({shown}); no partial file is "
+            f"left")

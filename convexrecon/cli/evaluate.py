@@ -21,6 +21,11 @@ it was given, SENSE-CG and L1-wavelet CS (each file undersampled as ``reconstruc
 did, the CS λ chosen on the other files; computed once and cached,
 :mod:`convexrecon.cli.references`; ``--no-classical`` skips them), then the mean over
 files and the slice-wise means.
+
+When ``--reference`` cannot score every file, one error says what to run instead: the
+other reference when it scores them all, else which files each one can score. Ctrl-C
+prints one line (what it stopped in; ``evaluate`` writes no file, the ESPIRiT maps done
+stay cached) and exits with status 130.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from convexrecon.cli.common import (REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of,
-                                    markdown_table)
+from convexrecon.cli.common import (REFERENCE_TEXT, REFERENCES, HelpFormatter, Progress, add_cache_dir, cache_dir_of,
+                                    markdown_table, on_interrupt)
 from convexrecon.cli.device import add_device_argument
 from convexrecon.mri.fft import center_crop
 from convexrecon.metrics import evaluate
@@ -78,7 +83,13 @@ def _check_roles(args: argparse.Namespace, parser: argparse.ArgumentParser, file
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Execute ``evaluate``; returns the exit code (usage errors exit with 2)."""
+    """Execute ``evaluate``; returns the exit code (usage errors exit with 2, Ctrl-C with 130)."""
+    progress = Progress("evaluate (reading the files)", "evaluate writes no file; the ESPIRiT maps done stay cached")
+    with on_interrupt(progress):
+        return _run(args, parser, progress)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, progress: Progress) -> int:
     for name in ("recon", "data"):
         if not getattr(args, name).is_dir():
             parser.error(f"argument --{name}: expected a directory. Got {getattr(args, name)}.")
@@ -86,12 +97,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not files:
         parser.error(f"argument --recon: no .h5 files in {args.recon}.")
     _check_roles(args, parser, files)
+    _check_references(args, parser, files)
     rows, per_file, references, model_dirs = [], [], {}, set()
     all_targets, all_model, all_zero, all_names = [], [], [], []
-    for path in files:
+    for number, path in enumerate(files, 1):
+        progress.during = f"evaluate (scoring {path.name}, file {number} of {len(files)})"
         reference = args.data / path.name
-        if not reference.is_file():
-            parser.error(f"argument --data: expected the reference {path.name} in {args.data}; it is missing.")
         with h5py.File(path, "r") as rec:
             pred = np.asarray(rec["reconstruction"])
             zero = np.asarray(rec["zero_filled"]) if "zero_filled" in rec else None
@@ -132,6 +143,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     header = ["file", "slices", "model PSNR (dB)", "model SSIM", "model NMSE",
               "zero-filled PSNR (dB)", "zero-filled SSIM", "zero-filled NMSE"]
     roles, role_note = _roles(model_dirs, [p.name for p in files])
+    progress.during = "evaluate (the SENSE-CG and L1-wavelet references)"
     classical = None if args.no_classical else _classical(args, references, model_dirs)
     if isinstance(classical, dict):
         header += ["SENSE-CG PSNR (dB)", "SENSE-CG SSIM", "L1-wavelet PSNR (dB)", "L1-wavelet SSIM"]
@@ -150,6 +162,49 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not have_zero:
         print("\n(–: the reconstruction files hold no 'zero_filled' dataset; rerun `reconstruct` to get it.)")
     return 0
+
+
+def _check_references(args: argparse.Namespace, parser: argparse.ArgumentParser, files: list[Path]) -> None:
+    """Every file has its data file, and ``--reference`` can score every one; otherwise one error that says what
+    to run instead (never an advice that the other reference then refuses)."""
+    for path in files:
+        if not (args.data / path.name).is_file():
+            parser.error(f"argument --data: expected the reference {path.name} in {args.data}; it is missing.")
+    def fully_sampled(path: Path) -> bool:
+        try:
+            return _fully_sampled(path)
+        except (OSError, ValueError) as error:
+            parser.error(f"argument --data: {error}")
+
+    qualifies = {"rss": _has_rss, "sense": fully_sampled}
+    refused = [p.name for p in files if not qualifies[args.reference](args.data / p.name)]
+    if not refused:
+        return
+    other = "sense" if args.reference == "rss" else "rss"
+    scorable = qualifies[other]
+    needs = {"rss": "needs a 'reconstruction_rss' dataset", "sense": "needs fully sampled k-space"}
+    neither = [n for n in refused if not scorable(args.data / n)]
+    if neither:
+        what = ("this file has no reference; leave it" if len(neither) == 1 else
+                "these files have no reference; leave them")
+        parser.error(f"argument --reference: {', '.join(neither)}: neither a 'reconstruction_rss' dataset (for "
+                     f"--reference rss) nor fully sampled k-space (for --reference sense): {what} out of --recon.")
+    names = ", ".join(refused)
+    others = [p.name for p in files if not scorable(args.data / p.name)]
+    if not others:
+        parser.error(f"argument --reference: {args.reference} {needs[args.reference]}, which {names} "
+                     f"{'lacks' if len(refused) == 1 else 'lack'}. Run the same command with --reference {other}, "
+                     f"which scores every file.")
+    rest = ", ".join(p.name for p in files if p.name not in refused)
+    parser.error(f"argument --reference: no one reference scores every file: {args.reference} "
+                 f"{needs[args.reference]} ({names} {'lacks' if len(refused) == 1 else 'lack'} it), {other} "
+                 f"{needs[other]} ({', '.join(others)} {'lacks' if len(others) == 1 else 'lack'} it). Evaluate in two "
+                 f"runs, each --recon directory holding one group's reconstructions: {names} with --reference "
+                 f"{other}; {rest} with --reference {args.reference}.")
+
+
+def _has_rss(reference: Path) -> bool:
+    return "reconstruction_rss" in _keys(reference)
 
 
 def _classical(args: argparse.Namespace, references: dict, model_dirs: set[str]) -> dict | str:

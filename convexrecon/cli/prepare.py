@@ -11,6 +11,11 @@
    with one file, leave-one-slice-out). The reference is ``--reference``: ``rss``
    (default; the files' ``reconstruction_rss``, centre-cropped to ``--crop``, as
    ``evaluate``) or ``sense`` (the fully sampled SENSE target, the training target).
+
+Ctrl-C prints one line naming the step it stopped in and what stays (the preprocessed
+slices and ESPIRiT maps done stay cached; synthetic files this run had written are
+removed, so the re-run writes the whole set) and exits with status 130; running the
+same command again resumes from the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from convexrecon.cli.common import (
-    REFERENCE_TEXT, REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of, interrupted,
+    REFERENCE_TEXT, REFERENCES, HelpFormatter, Progress, add_cache_dir, cache_dir_of, on_interrupt,
 )
 from convexrecon.cli.device import add_device_argument
 from convexrecon.io import ensure_writable_dir, write_text
@@ -38,6 +43,8 @@ from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.synthetic import make_synthetic
 from convexrecon.metrics import Summary
+
+PREPROCESSING = "preprocessing (the slices done stay cached)"  # as `train` says it
 
 CONVENTIONS = {
     "slice": "slice-wise (the paper's convention): data range = max of each target slice; "
@@ -132,6 +139,23 @@ def _problems(dataset: SliceDataset, limit: int | None) -> list[SliceProblem]:
             for p, s in tqdm(pairs, desc="classical problems (ESPIRiT)", unit="slice")]
 
 
+def _write_synthetic(args: argparse.Namespace, progress: Progress) -> None:
+    """The synthetic set, one file at a time; on Ctrl-C the files this run wrote are removed (a partial set would
+    be kept by the re-run, since ``--make-synthetic`` never touches a directory holding .h5 files)."""
+    written: list[Path] = []
+    try:
+        for v in range(args.volumes):
+            progress.during = f"writing the synthetic data set (file {v + 1} of {args.volumes})"
+            written += make_synthetic(args.data, volumes=args.volumes, slices=args.slices, coils=args.coils,
+                                      shape=tuple(args.shape), snr=args.snr, only=[v])
+    except KeyboardInterrupt:
+        for path in written:
+            path.unlink(missing_ok=True)
+        progress.kept = (f"the {len(written)} complete file(s) it had written are removed" if written else
+                         "no file was written")
+        raise
+
+
 def _rss_references(parser: argparse.ArgumentParser, problems: Sequence[SliceProblem], dataset: SliceDataset
                     ) -> list[np.ndarray]:
     """Each problem's ``reconstruction_rss`` slice, centre-cropped to the crop."""
@@ -151,8 +175,14 @@ def _rss_references(parser: argparse.ArgumentParser, problems: Sequence[SlicePro
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Execute ``prepare``; returns the exit code."""
+    """Execute ``prepare``; returns the exit code (usage errors exit with 2, Ctrl-C with 130)."""
     _validate(args, parser)
+    progress = Progress(PREPROCESSING, None, "resume")
+    with on_interrupt(progress):
+        return _run(args, parser, progress)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, progress: Progress) -> int:
     try:
         existing = sorted(args.data.glob("*.h5")) if args.data.is_dir() else []
         if args.make_synthetic and existing:
@@ -162,8 +192,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.make_synthetic and not existing:
             print(f"writing the synthetic data set to {args.data} ({args.volumes} volumes × {args.slices} slices, "
                   f"{args.coils} coils, k-space {args.shape[0]}×{args.shape[1]}, SNR {args.snr})", flush=True)
-            make_synthetic(args.data, volumes=args.volumes, slices=args.slices, coils=args.coils,
-                           shape=tuple(args.shape), snr=args.snr)
+            progress.rerun = "redo it"
+            _write_synthetic(args, progress)
+        progress.during, progress.kept, progress.rerun = PREPROCESSING, None, "resume"
         dataset = SliceDataset(
             args.data, mask=args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction,
             calib=args.calib, crop=args.crop, seed=args.seed, cache_dir=cache_dir_of(args),
@@ -172,13 +203,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{len(dataset)} slices of {len(dataset.volumes)} volumes cached in {dataset.cache_dir}", flush=True)
         if args.no_classical:
             return 0
+        progress.during = "the classical references (ESPIRiT maps of every slice)"
+        progress.kept = "the preprocessed slices and the ESPIRiT maps done stay cached"
         problems = _problems(dataset, args.max_slices)
         references = _rss_references(parser, problems, dataset) if args.reference == "rss" else None
+        progress.during = "the classical references (SENSE-CG and L1-wavelet reconstructions)"
         table, lambdas, how = cross_validated_table(problems, args.lambdas, args.max_iter, references, progress=True)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; the slices and maps done stay cached
-        raise interrupted("preprocessing (the slices done stay cached)") from None
     files = sorted({p.fname for p in problems})
     print(f"\nClassical references: mask {args.mask}, acceleration {args.acceleration:g}, crop {args.crop}; "
           f"{len(problems)} slices of {len(files)} volume(s), every file scored.\n"
@@ -188,6 +220,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for convention in ("slice", "volume"):
         print(format_table(table, convention) + "\n")
     if args.json is not None:
+        progress.during, progress.kept = f"writing {args.json}", f"no partial {args.json.name} is left"
         payload = {
             "settings": dataset.settings(), "reference": args.reference, "lambda_selection": how,
             "lambdas": lambdas,

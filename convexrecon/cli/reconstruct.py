@@ -19,6 +19,11 @@ sampling is printed; a warning says when it differs from the training one.
 Crop: ``--crop``, else the side of the file's ``reconstruction_rss`` (what
 fastMRI's evaluation compares against), else the model's training crop. ESPIRiT
 maps are cached (``--cache-dir``) and reused by later runs.
+
+Ctrl-C prints one line (the file and slice it stopped in, which output files are
+complete) and exits with status 130. Each output file is written to a temporary
+name and renamed when complete, so none is left half-written; running the same
+command again reconstructs every file (the ESPIRiT maps done are read from the cache).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from convexrecon.cli.common import HelpFormatter, add_cache_dir, cache_dir_of, output_dir
+from convexrecon.cli.common import (
+    HelpFormatter, Progress, add_cache_dir, cache_dir_of, on_interrupt, output_dir, written_files,
+)
 from convexrecon.cli.device import add_device_argument
 from convexrecon.data.fastmri import FastMRIVolume, list_volumes
 from convexrecon.data.mapcache import MapCache
@@ -109,7 +116,14 @@ def _crop_of(args: argparse.Namespace, parser: argparse.ArgumentParser, volume: 
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Execute ``reconstruct``; returns the exit code (usage errors exit with 2)."""
+    """Execute ``reconstruct``; returns the exit code (usage errors exit with 2, Ctrl-C with 130)."""
+    progress = Progress("reconstruct (reading the model and the input files)", "nothing was written",
+                        "redo it (the ESPIRiT maps done stay cached)")
+    with on_interrupt(progress):
+        return _run(args, parser, progress)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, progress: Progress) -> int:
     from convexrecon.stack.persist import load_network
 
     if not args.model.is_dir():
@@ -125,10 +139,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ensure_writable_dir(args.out)
         except ValueError as error:
             parser.error(f"argument --out: {error}")
-        return _reconstruct(args, parser, net, volumes)
+        return _reconstruct(args, parser, net, volumes, progress)
 
 
-def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volumes: list) -> int:
+def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volumes: list,
+                 progress: Progress) -> int:
     mask_func = mask_func_of(net.config)
     trained = model_crop(net, volumes[0].shape[-2:])
     cache = MapCache(cache_dir_of(args))
@@ -158,34 +173,51 @@ def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net,
                           f"size).", DataWarning, stacklevel=2)
         plans.append((volume, sampling, crop))
     total = sum(v.num_slices for v, _, _ in plans)
+    written: list[str] = []
+    progress.kept = written_files(args.out, written, len(plans))
     bar = tqdm(total=total, desc="reconstructing slices", unit="slice", disable=args.verbose)
-    for volume, sampling, crop in plans:
-        recon, zero, widths = [], [], []
-        try:
-            for s in tqdm(range(volume.num_slices), desc=volume.path.name, unit="slice", disable=not args.verbose):
-                kspace = volume.kspace(s)
-                mask = sampling.mask(kspace, volume, s, mask_func)
-                limit = mask_func.calibration_limit(mask.shape)
-                masked = kspace * mask
-                # an unrolled network estimates full-grid maps for its data consistency itself
-                maps = None if unrolled else cache.maps(volume.path, s, masked, mask, limit, crop)
-                image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True,
-                                                       device=args.device)
-                recon.append(image.abs().numpy().astype(np.float32))
-                zero.append(zero_filled.abs().numpy().astype(np.float32))
-                widths.append(calibration_width(mask, limit))
-                bar.update(1)
-        except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice, no calibration region
-            bar.close()
-            parser.exit(2, f"{parser.prog}: error: {error}\n")
-        with atomic_path(args.out / volume.path.name) as tmp, h5py.File(tmp, "w") as handle:
-            handle.create_dataset("reconstruction", data=np.stack(recon))
-            handle.create_dataset("zero_filled", data=np.stack(zero))
-            handle.attrs["model"] = str(args.model)
-            handle.attrs["crop"] = crop
-            handle.attrs["sampling"] = sampling.describe()
-            handle.attrs["calib_width"] = np.asarray(widths, dtype=np.int64)
-    bar.close()
+    try:
+        for number, (volume, sampling, crop) in enumerate(plans, 1):
+            recon, zero, widths = _volume(args, parser, net, volume, sampling, crop, mask_func, cache, unrolled, bar,
+                                          progress, f"file {number} of {len(plans)}")
+            progress.during = f"reconstruct (writing {volume.path.name}, file {number} of {len(plans)})"
+            with atomic_path(args.out / volume.path.name) as tmp, h5py.File(tmp, "w") as handle:
+                handle.create_dataset("reconstruction", data=np.stack(recon))
+                handle.create_dataset("zero_filled", data=np.stack(zero))
+                handle.attrs["model"] = str(args.model)
+                handle.attrs["crop"] = crop
+                handle.attrs["sampling"] = sampling.describe()
+                handle.attrs["calib_width"] = np.asarray(widths, dtype=np.int64)
+            written.append(volume.path.name)
+            progress.kept = written_files(args.out, written, len(plans))
+    finally:
+        bar.close()
     print(f"{len(plans)} volume(s) reconstructed into {args.out} (ESPIRiT maps: {cache.computed} estimated, "
           f"{cache.reused} reused from the cache)")
     return 0
+
+
+def _volume(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volume: FastMRIVolume, sampling,
+            crop: int, mask_func, cache: MapCache, unrolled: bool, bar, progress: Progress, which: str
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """The magnitude reconstructions, zero-filled inputs and calibration widths of every slice of one volume."""
+    recon, zero, widths = [], [], []
+    try:
+        for s in tqdm(range(volume.num_slices), desc=volume.path.name, unit="slice", disable=not args.verbose):
+            progress.during = f"reconstruct of {volume.path.name} (slice {s + 1} of {volume.num_slices}, {which})"
+            kspace = volume.kspace(s)
+            mask = sampling.mask(kspace, volume, s, mask_func)
+            limit = mask_func.calibration_limit(mask.shape)
+            masked = kspace * mask
+            # an unrolled network estimates full-grid maps for its data consistency itself
+            maps = None if unrolled else cache.maps(volume.path, s, masked, mask, limit, crop)
+            image, zero_filled = reconstruct_slice(net, masked, mask, crop=crop, maps=maps, return_input=True,
+                                                   device=args.device)
+            recon.append(image.abs().numpy().astype(np.float32))
+            zero.append(zero_filled.abs().numpy().astype(np.float32))
+            widths.append(calibration_width(mask, limit))
+            bar.update(1)
+    except (ValueError, OSError) as error:  # NaN/Inf k-space, unreadable slice, no calibration region
+        bar.close()
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return recon, zero, widths

@@ -42,7 +42,7 @@ import torch
 from convexrecon.io import atomic_path
 from convexrecon.data.masks import poisson_disc, slice_seed
 from convexrecon.mri.classical import fixed_numpy_seed
-from convexrecon.mri.espirit import calibration_width, espirit_maps
+from convexrecon.mri.espirit import calibration_width, espirit_maps, healthy_maps, map_coverage, warn_if_fallback
 from convexrecon.mri.fft import channels_to_complex, complex_to_channels, fftnc, ifftnc
 from convexrecon.mri.sense import SenseOperator
 from convexrecon.data.synthetic import INTENSITY, birdcage_maps, phantom_slice
@@ -86,12 +86,23 @@ def phase_encode_mask(shape: tuple[int, int], acceleration: float = 4.0, calib: 
 
 
 def readout_espirit(kspace: np.ndarray, mask: np.ndarray, calib: int = 16) -> np.ndarray:
-    """ESPIRiT maps ``(coils, X, Y, Z)``, one 2D calibration per readout position.
+    """ESPIRiT maps ``(coils, X, Y, Z)``, one 2D calibration per readout position, that pass the coil-map
+    health check.
 
     The masked k-space is inverse Fourier transformed along the readout; every
     ``x`` plane ``(coils, ky, kz)`` then holds the fully sampled calibration
     square of the mask, from which :func:`convexrecon.mri.espirit.espirit_maps`
     (``sigpy.mri.app.EspiritCalib``) estimates that plane's maps.
+
+    The check is the 2-D path's (:func:`convexrecon.mri.espirit.healthy_maps`), on
+    the whole volume: the maps must hold at least
+    :data:`~convexrecon.mri.espirit.MIN_COVERAGE` of the volume's object energy
+    (:func:`~convexrecon.mri.espirit.map_coverage` over every plane, so planes
+    with little signal weigh little). A calibration square too narrow for the
+    standard kernel gets the fallback kernel with a
+    :class:`~convexrecon.errors.DataWarning`; one too narrow for both, or maps
+    that miss the object, a ``ValueError`` naming the width found and the width
+    that works. Never silently empty maps (black volumes).
     """
     kspace = _check_kspace(kspace)
     mask = _check_mask(mask, kspace)
@@ -99,7 +110,14 @@ def readout_espirit(kspace: np.ndarray, mask: np.ndarray, calib: int = 16) -> np
     masked = torch.from_numpy((kspace * mask).astype(np.complex64))
     hybrid = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(masked, dim=1), dim=1, norm="ortho"), dim=1)
     hybrid = hybrid.numpy()
-    return np.stack([espirit_maps(hybrid[:, x], width) for x in range(kspace.shape[1])], axis=1)
+
+    def estimate(kernel: int) -> np.ndarray:
+        return np.stack([espirit_maps(hybrid[:, x], width, kernel_width=kernel) for x in range(kspace.shape[1])],
+                        axis=1)
+
+    result = healthy_maps(estimate, lambda maps: map_coverage(maps, hybrid, width), width)
+    warn_if_fallback(result, width)
+    return result.maps
 
 
 class VolumeImages(NamedTuple):

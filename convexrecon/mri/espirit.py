@@ -4,13 +4,17 @@
 device or through sigpy itself; :func:`calibration_width` finds the fully sampled centre square they
 are calibrated from. :func:`coil_maps` is what the package's preprocessing calls: ESPIRiT followed by
 the coil-map health check (:func:`map_coverage`), with a smaller kernel when the calibration region is
-too narrow for the default one, and an error when no estimate passes.
+too narrow for the default one, and an error when no estimate passes. :func:`healthy_maps` is that check
+around any estimate (the per-readout maps of a 3-D volume use it, :mod:`convexrecon.data.volume`), and
+:func:`estimate_coil_maps` returns which kernel was used, so that a cache can warn again when it hands out
+fallback maps (:mod:`convexrecon.data.mapcache`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -233,12 +237,17 @@ def working_width(kernel_width: int) -> int:
 
 
 def _calibration_energy(masked_kspace: np.ndarray, calib_width: int) -> np.ndarray:
-    """``(H, W)`` root-sum-of-squares energy of the image of the calibration square alone (no aliasing)."""
+    """``(..., H, W)`` root-sum-of-squares energy of the image of the calibration square alone (no aliasing).
+
+    ``masked_kspace`` is ``(coils, ..., H, W)``: the coils first, any batch axes (the readout planes of a 3-D
+    volume) between, the calibration square in the last two axes.
+    """
     kspace = np.asarray(masked_kspace, dtype=np.complex64)
     height, width = kspace.shape[-2:]
     top, left = height // 2 - calib_width // 2, width // 2 - calib_width // 2
     calib = np.zeros_like(kspace)
-    calib[:, top:top + calib_width, left:left + calib_width] = kspace[:, top:top + calib_width, left:left + calib_width]
+    window = (..., slice(top, top + calib_width), slice(left, left + calib_width))
+    calib[window] = kspace[window]
     return (ifft2c(torch.from_numpy(calib)).abs() ** 2).sum(dim=0).numpy()
 
 
@@ -250,6 +259,10 @@ def map_coverage(maps: np.ndarray, masked_kspace: np.ndarray, calib_width: int) 
     (free of undersampling aliasing, which lies outside the object and would make the measure depend on the
     mask and on how much of the field of view the object fills); the object is where that energy exceeds
     :data:`OBJECT_LEVEL` of its maximum. 1.0 for all-zero k-space (nothing to lose).
+
+    ``maps`` and ``masked_kspace`` are ``(coils, H, W)``, or ``(coils, ..., H, W)`` with the calibration square in
+    the last two axes (a 3-D volume in hybrid space, one plane per readout position): the object and its energy
+    are then those of the whole volume.
     """
     energy = _calibration_energy(masked_kspace, int(calib_width))
     peak = float(energy.max())
@@ -258,6 +271,77 @@ def map_coverage(maps: np.ndarray, masked_kspace: np.ndarray, calib_width: int) 
     inside = energy > OBJECT_LEVEL * peak
     support = (np.abs(np.asarray(maps)) ** 2).sum(axis=0) > 0
     return float(energy[inside & support].sum()) / float(energy[inside].sum())
+
+
+class HealthyMaps(NamedTuple):
+    """Coil maps that passed the health check, the ESPIRiT kernel width they were estimated with and their
+    :func:`map_coverage`."""
+
+    maps: np.ndarray
+    kernel_width: int
+    coverage: float
+
+
+def fallback_message(calib_width: int) -> str:
+    """What the :data:`DataWarning` says when maps of a ``calib_width``-wide region needed the fallback kernel."""
+    standard = working_width(ESPIRIT_KERNEL)
+    why = ("gave maps that miss part of the object" if calib_width >= standard
+           else f"needs one at least {standard} wide")
+    return (f"The fully sampled calibration region is {calib_width} wide: ESPIRiT's {ESPIRIT_KERNEL}-pixel kernel "
+            f"{why}, so the coil maps were estimated with a {FALLBACK_KERNEL}-pixel kernel instead (they pass the "
+            f"coverage check). A calibration region at least {standard} wide gives the standard maps.")
+
+
+def warn_if_fallback(result: HealthyMaps, calib_width: int, note: str = "", stacklevel: int = 2) -> None:
+    """Warn (:class:`~convexrecon.errors.DataWarning`, :func:`fallback_message` + ``note``) when ``result``
+    was estimated with the fallback kernel; silent for the standard one."""
+    if result.kernel_width != ESPIRIT_KERNEL:
+        warnings.warn(fallback_message(int(calib_width)) + note, DataWarning, stacklevel=stacklevel + 1)
+
+
+def healthy_maps(estimate: Callable[[int], np.ndarray], coverage: Callable[[np.ndarray], float],
+                 calib_width: int) -> HealthyMaps:
+    """The coil-map health check around any ESPIRiT estimate; no warning (see :func:`coil_maps`).
+
+    ``estimate(kernel_width)`` returns maps, ``coverage(maps)`` their :func:`map_coverage`. With a calibration
+    region at least :func:`working_width` ``(ESPIRIT_KERNEL)`` wide the standard kernel's maps are returned when
+    they cover at least :data:`MIN_COVERAGE`; otherwise the :data:`FALLBACK_KERNEL`-pixel kernel's, if the region
+    is at least :func:`working_width` ``(FALLBACK_KERNEL)`` wide and they pass. Maps below :data:`MIN_COVERAGE`
+    are never returned.
+
+    Raises
+    ------
+    ValueError
+        When no kernel gives healthy maps: the message names the calibration width found and the width that works.
+    """
+    width = int(calib_width)
+    covered = None
+    standard = working_width(ESPIRIT_KERNEL)
+    for kernel in (ESPIRIT_KERNEL, FALLBACK_KERNEL):
+        if width >= working_width(kernel):
+            maps = estimate(kernel)
+            covered = coverage(maps)
+            if covered >= MIN_COVERAGE:
+                return HealthyMaps(maps, kernel, covered)
+    found = "" if covered is None else (f" the coil maps estimated from it cover {covered:.0%} of the object "
+                                        f"(at least {MIN_COVERAGE:.0%} needed), so the reconstructions would lose "
+                                        f"the rest;")
+    needed = next((w for w in (working_width(FALLBACK_KERNEL), standard) if w > width), None)
+    advice = ("the width is not the cause: check that the k-space holds signal in its centre" if needed is None else
+              f"coil maps need a calibration region at least {needed} wide ({standard} for ESPIRiT's standard "
+              f"kernel). Sample a wider centre: 'calib' for Poisson-disc masks (--calib), 'center_fraction' for line "
+              f"masks (--center-fraction; the band is round(center_fraction x W) columns)")
+    raise ValueError(f"The fully sampled calibration region is {width} wide:{found} {advice}.")
+
+
+def estimate_coil_maps(masked_kspace: np.ndarray, calib_width: int, *, device: str | torch.device | None = None,
+                       method: str = "torch") -> HealthyMaps:
+    """:func:`coil_maps` without its warning: the maps, the kernel width used and their coverage (for callers
+    that keep the maps, such as the map cache, and must warn again whenever they hand fallback maps out)."""
+    width = int(calib_width)
+    return healthy_maps(
+        lambda kernel: espirit_maps(masked_kspace, width, kernel_width=kernel, device=device, method=method),
+        lambda maps: map_coverage(maps, masked_kspace, width), width)
 
 
 def coil_maps(masked_kspace: np.ndarray, calib_width: int, *, device: str | torch.device | None = None,
@@ -269,7 +353,7 @@ def coil_maps(masked_kspace: np.ndarray, calib_width: int, *, device: str | torc
     they cover at least :data:`MIN_COVERAGE` of the object (:func:`map_coverage`). Otherwise (a narrower region,
     or maps that miss part of the object) ESPIRiT runs with the :data:`FALLBACK_KERNEL`-pixel kernel, if the region
     is at least :func:`working_width` ``(FALLBACK_KERNEL)`` wide, and a :class:`~convexrecon.errors.DataWarning`
-    says so. Maps below :data:`MIN_COVERAGE` are never returned.
+    says so (:func:`fallback_message`). Maps below :data:`MIN_COVERAGE` are never returned.
 
     Raises
     ------
@@ -277,31 +361,6 @@ def coil_maps(masked_kspace: np.ndarray, calib_width: int, *, device: str | torc
         When no kernel gives healthy maps: the message names the calibration width found and the width that works
         (:func:`working_width`).
     """
-    width = int(calib_width)
-    coverage = None
-    standard = working_width(ESPIRIT_KERNEL)
-    if width >= standard:
-        maps = espirit_maps(masked_kspace, width, kernel_width=ESPIRIT_KERNEL, device=device, method=method)
-        coverage = map_coverage(maps, masked_kspace, width)
-        if coverage >= MIN_COVERAGE:
-            return maps
-    if width >= working_width(FALLBACK_KERNEL):
-        maps = espirit_maps(masked_kspace, width, kernel_width=FALLBACK_KERNEL, device=device, method=method)
-        coverage = map_coverage(maps, masked_kspace, width)
-        if coverage >= MIN_COVERAGE:
-            why = "gave maps that miss part of the object" if width >= standard else f"needs one at least {standard} wide"
-            warnings.warn(
-                f"The fully sampled calibration region is {width} wide: ESPIRiT's {ESPIRIT_KERNEL}-pixel kernel {why}, "
-                f"so the coil maps were estimated with a {FALLBACK_KERNEL}-pixel kernel instead (they pass the "
-                f"coverage check). A calibration region at least {standard} wide gives the standard maps.",
-                DataWarning, stacklevel=2)
-            return maps
-    found = "" if coverage is None else (f" the coil maps estimated from it cover {coverage:.0%} of the object "
-                                         f"(at least {MIN_COVERAGE:.0%} needed), so the reconstructions would lose "
-                                         f"the rest;")
-    needed = next((w for w in (working_width(FALLBACK_KERNEL), standard) if w > width), None)
-    advice = ("the width is not the cause: check that the k-space holds signal in its centre" if needed is None else
-              f"coil maps need a calibration region at least {needed} wide ({standard} for ESPIRiT's standard "
-              f"kernel). Sample a wider centre: 'calib' for Poisson-disc masks (--calib), 'center_fraction' for line "
-              f"masks (--center-fraction; the band is round(center_fraction x W) columns)")
-    raise ValueError(f"The fully sampled calibration region is {width} wide:{found} {advice}.")
+    result = estimate_coil_maps(masked_kspace, calib_width, device=device, method=method)
+    warn_if_fallback(result, calib_width)
+    return result.maps
