@@ -12,7 +12,12 @@ the content (:func:`~convexrecon.data.digest.kspace_digest`) and the name (the
 masks are seeded by file name), not the directory: an identical copy of a file
 in another data directory reads the same entry, and a changed file gets a new
 one. Cache files are written to a temporary name and renamed, record their
-settings and source, and are recomputed when these differ.
+settings and source, and are recomputed when these differ. They also record, per
+slice, the ESPIRiT kernel width and calibration width of the maps: slices whose maps
+came from the fallback kernel of a narrow calibration region
+(:func:`~convexrecon.mri.espirit.coil_maps`) warn whenever the cache hands them out,
+as when they were computed, and a cache file without these widths is recomputed
+rather than read silently.
 """
 
 from __future__ import annotations
@@ -34,10 +39,16 @@ from convexrecon.data.digest import kspace_digest
 from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.errors import DataWarning
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
-from convexrecon.mri.fft import complex_to_channels, data_device
+from convexrecon.mri.espirit import (
+    ESPIRIT_KERNEL, calibration_width, estimate_coil_maps, fallback_message, warn_if_fallback,
+)
+from convexrecon.mri.fft import center_crop, complex_to_channels, data_device
 from convexrecon.mri.sense import sense_images
 
-CACHE_VERSION = 4  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+CACHE_VERSION = 5  # bump when preprocessing changes (ESPIRiT parameters, scale, layout)
+WIDTHS = ("kernel_width", "calib_width")  # per-slice cache datasets: ESPIRiT kernel and calibration widths
+FROM_CACHE = " (maps read from the cache of preprocessed slices)"
+"""Appended to :func:`~convexrecon.mri.espirit.fallback_message` when cached fallback maps are reused."""
 
 
 class Sample(NamedTuple):
@@ -103,13 +114,25 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def preprocess_slice(
-    kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int, device: object = None
-) -> Sample:
+    kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int, device: object = None,
+    *, return_kernel: bool = False,
+) -> Sample | tuple[Sample, int, int]:
     """Preprocess one fully sampled slice ``(coils, H, W)`` into a :class:`Sample` (ESPIRiT and SENSE on
-    ``device``, None: the CPU; the sample is on the host)."""
+    ``device``, None: the CPU; the sample is on the host).
+
+    The maps are :func:`~convexrecon.mri.espirit.coil_maps`' (the same numbers and the same warning when the
+    calibration region needs the fallback kernel). With ``return_kernel``, returns ``(sample, kernel_width,
+    calib_width)``: the ESPIRiT kernel width the maps were estimated with and the calibration square's side, which
+    the cache stores so that it can warn again when it hands fallback maps out.
+    """
     mask = mask_func.for_slice(kspace.shape[-2:], fname, slice_index)
-    images = sense_images(kspace, mask, mask_func.calibration_limit(mask.shape), crop, device=device)
-    return Sample(
+    center_crop(mask, (crop, crop))  # validates the crop before ESPIRiT
+    limit = mask_func.calibration_limit(mask.shape)
+    width = calibration_width(mask, limit)
+    estimate = estimate_coil_maps(kspace * mask, width, device=data_device(device))
+    warn_if_fallback(estimate, width)
+    images = sense_images(kspace, mask, limit, crop, maps=estimate.maps, device=device)
+    sample = Sample(
         input=complex_to_channels(images.input).float(),
         target=complex_to_channels(images.target).float(),
         mask=torch.from_numpy(mask),
@@ -118,6 +141,7 @@ def preprocess_slice(
         fname=fname,
         slice_index=slice_index,
     )
+    return (sample, estimate.kernel_width, images.calib_width) if return_kernel else sample
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -153,6 +177,13 @@ class SliceDataset(torch.utils.data.Dataset):
     ------
     ValueError
         For a missing or empty directory, an invalid file, or invalid settings.
+
+    Warns
+    -----
+    DataWarning
+        Per slice whose calibration region needed ESPIRiT's fallback kernel
+        (:func:`~convexrecon.mri.espirit.fallback_message`), whether its maps are computed or, with
+        ``cache_dir``, read from the cache (then ending in :data:`FROM_CACHE`).
     """
 
     def __init__(
@@ -248,10 +279,14 @@ class SliceDataset(torch.utils.data.Dataset):
         try:
             with h5py.File(cached, "r") as handle:
                 stored_settings, stored_source = handle.attrs.get("settings"), handle.attrs.get("source")
+                widths = {name: handle[name].shape if name in handle else None for name in WIDTHS}
         except (OSError, KeyError, RuntimeError) as error:
             problem = f"cannot be read ({type(error).__name__}: {error})"
         else:
             problem = self._cache_problem(stored_settings, stored_source, path)
+            if problem is None and any(shape != (self.volumes[path].num_slices,) for shape in widths.values()):
+                # without them, fallback maps could not warn: recomputed, never handed out silently
+                problem = "records no per-slice ESPIRiT kernel and calibration widths"
             if problem is None:
                 return True
         warnings.warn(f"The cache file '{cached}' {problem}; it is not used and will be recomputed.",
@@ -276,7 +311,12 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def _fill_cache(self, progress: bool) -> None:
         assert self.cache_dir is not None
-        todo = [p for p in self.volumes if not self._cache_valid(p)]
+        todo = []
+        for path in self.volumes:
+            if self._cache_valid(path):
+                self._warn_if_fallback(path)
+            else:
+                todo.append(path)
         if not todo:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -299,11 +339,23 @@ class SliceDataset(torch.utils.data.Dataset):
             )
             d_mk = handle.create_dataset("mask", (slices, height, width), bool, chunks=(1, height, width))
             d_sc = handle.create_dataset("scale", (slices,), np.float64)
+            d_kw, d_cw = (handle.create_dataset(name, (slices,), np.int16) for name in WIDTHS)
             for s in range(slices):
-                sample = preprocess_slice(volume.kspace(s), self.mask_func, path.name, s, crop, self.device)
+                sample, d_kw[s], d_cw[s] = preprocess_slice(
+                    volume.kspace(s), self.mask_func, path.name, s, crop, self.device, return_kernel=True
+                )
                 d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
                 d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale
                 bar.update(1)
+
+    def _warn_if_fallback(self, path: Path) -> None:
+        """Warn, as :func:`preprocess_slice` did when it computed them, for each cached slice of ``path`` whose maps
+        came from the fallback kernel."""
+        with h5py.File(self._cache_path(path), "r") as handle:
+            kernels, widths = (handle[name][()] for name in WIDTHS)
+        for kernel, width in zip(kernels, widths):
+            if int(kernel) != ESPIRIT_KERNEL:
+                warnings.warn(fallback_message(int(width)) + FROM_CACHE, DataWarning, stacklevel=4)
 
     def _handle(self, path: Path) -> h5py.File:
         if os.getpid() != self._pid:  # a DataLoader worker: never share HDF5 handles across fork

@@ -1,7 +1,8 @@
 """MRI physics and classical reconstructions, in the manner of ``sigpy.mri``.
 
 * :mod:`~convexrecon.mri.fft`: centred FFTs, centre crops, the 2-channel layout, the compute device;
-* :mod:`~convexrecon.mri.espirit`: ESPIRiT coil sensitivities and the calibration square;
+* :mod:`~convexrecon.mri.espirit`: ESPIRiT coil sensitivities, the calibration square and the coil-map
+  health check (coverage, fallback kernel);
 * :mod:`~convexrecon.mri.sense`: the batched SENSE operator and the SENSE images of a slice;
 * :mod:`~convexrecon.mri.consistency`: the data-consistency step, crops of full-grid images, measured data;
 * :mod:`~convexrecon.mri.noise`: the noise level of a scan, estimated from its outer k-space;
@@ -36,8 +37,9 @@ from convexrecon.mri.consistency import (
     measured_from_problems,
 )
 from convexrecon.mri.espirit import (
-    ESPIRIT_CROP, ESPIRIT_METHODS, MIN_COVERAGE, calibration_width, coil_maps, espirit_maps, map_coverage,
-    working_width,
+    ESPIRIT_CROP, ESPIRIT_KERNEL, ESPIRIT_METHODS, FALLBACK_KERNEL, MIN_COVERAGE, OBJECT_LEVEL, HealthyMaps,
+    calibration_width, coil_maps, espirit_maps, estimate_coil_maps, fallback_message, healthy_maps, map_coverage,
+    warn_if_fallback, working_width,
 )
 from convexrecon.mri.fft import (
     center_crop,
@@ -54,11 +56,13 @@ from convexrecon.mri.sense import SenseImages, SenseOperator, sense_adjoint, sen
 from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shrink
 
 __all__ = [
-    "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_METHODS", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData",
-    "SenseImages", "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex",
-    "choose_lambda", "coil_maps", "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window",
-    "cross_validated_table", "data_consistency", "data_device", "embed_crop", "espirit_maps", "estimate_noise", "exact_dc_applies",
-    "fft2c", "fftnc", "ifft2c", "ifftnc", "l1_wavelet", "l1_wavelet_fista", "map_coverage", "measured_from_problems",
-    "problem_from_kspace", "reference_table", "sense_adjoint", "sense_cg", "sense_forward", "sense_images",
-    "sense_normal", "warn_lambda_at_edge", "wavelet_shrink", "working_width", "zero_filled",
+    "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_KERNEL", "ESPIRIT_METHODS", "FALLBACK_KERNEL",
+    "HealthyMaps", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData", "OBJECT_LEVEL", "SenseImages", "SenseOperator",
+    "SliceProblem", "calibration_width", "center_crop", "channels_to_complex", "choose_lambda", "coil_maps",
+    "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window", "cross_validated_table",
+    "data_consistency", "data_device", "embed_crop", "espirit_maps", "estimate_coil_maps", "estimate_noise",
+    "exact_dc_applies", "fallback_message", "fft2c", "fftnc", "healthy_maps", "ifft2c", "ifftnc", "l1_wavelet",
+    "l1_wavelet_fista", "map_coverage", "measured_from_problems", "problem_from_kspace", "reference_table",
+    "sense_adjoint", "sense_cg", "sense_forward", "sense_images", "sense_normal", "warn_if_fallback",
+    "warn_lambda_at_edge", "wavelet_shrink", "working_width", "zero_filled",
 ]
