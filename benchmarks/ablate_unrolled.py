@@ -26,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.
 
 from benchmarks.kit.configs import CONFIGS, UnrolledConfig  # noqa: E402
 from benchmarks.kit.data import split_under  # noqa: E402
-from benchmarks.kit.methods import cs_predictions, scores, train_unrolled_convex, unrolled_options  # noqa: E402
+from benchmarks.kit.methods import cs_predictions, scores, split_options, train_unrolled_convex  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         u = dataclasses.replace(cfg.unrolled, **variant)
         start = time.perf_counter()
-        result = train_unrolled_convex(split, u, unrolled_options(u, lamda), args.seed, cfg.holdout_volumes)
+        result = train_unrolled_convex(split, u, split_options(split, u, lamda), args.seed, cfg.holdout_volumes)
         seconds = time.perf_counter() - start
         rec = result.records
         rows.append({"method": "unrolled_convex", "variant": variant, "seconds": seconds,

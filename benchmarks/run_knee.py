@@ -25,14 +25,15 @@ for a Poisson-disc 4x mask and a 1-D Cartesian 4x mask (centre fraction 0.04):
 * ``unrolled_convex``, ``unrolled_end_to_end``, ``unrolled_layerwise_adam``: the unrolled network with SENSE data
   consistency (:func:`benchmarks.kit.methods.train_unrolled_methods`, settings ``CONFIGS[mode].unrolled``),
   convex stage by stage (β ratio and λ_i chosen on the held-out training volume) and the same architecture by Adam;
-* with the synthetic data, a held-out kind of anatomy: ``anatomy_volumes`` brain-family volumes
-  (``make_synthetic(anatomy="brain")``), every knee-trained model and CS with the knee-tuned λ scored on them
-  (skipped with ``--data``).
+* with the synthetic data, the out-of-distribution protocol (:mod:`benchmarks.kit.shift`, ``cfg.conditions``): every
+  knee-trained model on the brain family, on SNRs 4x above and 0.4x the training SNR and with another coil count,
+  beside zero-filled, SENSE-CG, CS and cycle-spun CS of those slices (λ chosen on them: an oracle), and whether the
+  recommended network (``unrolled_convex``) stays within 0.2 dB of the best classical row (skipped with ``--data``).
 
 Spread over seeds (``--seeds N``; the mode's ``seeds`` by default: quick 3, default 2): the learned methods are
 trained with seeds ``--seed``, ``--seed + 1``, ... (gates, patch windows, initialisation, data order) on the first
 seed's data, masks, preprocessing, CS λ and unrolled CS starts; the classical rows are computed once. The first
-seed's run is exactly a single-seed run (its numbers, figures, per-block tables and held-out anatomy); each later
+seed's run is exactly a single-seed run (its numbers, figures, per-block tables and out-of-distribution rows); each later
 seed adds mean ± std over seeds per learned row and the headline differences pooled over seeds
 (:func:`later_seeds`, :mod:`benchmarks.kit.seeds`). Later seeds train the end-to-end baselines (CNN and unrolled)
 in one run at the first seed's chosen lr and decay factor, stopped by the same rule; every other learned method
@@ -75,33 +76,22 @@ import torch  # noqa: E402
 
 from benchmarks.kit.configs import (CONFIGS, MASKS, REDUCTIONS, KneeConfig, RuleConfig, beta_text,  # noqa: E402
                                     estimate_seconds, hidden_width)
-from benchmarks.kit.data import anatomy_slices, measured_split, synthetic_parallel  # noqa: E402
-from benchmarks.kit.evidence import (adam_effort, convex_effort, curve_of, cycle_spun_cs, paired,  # noqa: E402
-                                     slice_scores)
+from benchmarks.kit.data import measured_split, synthetic_parallel  # noqa: E402
+from benchmarks.kit.evidence import (adam_effort, convex_effort, curve_of, cycle_spun_cs, model_scores,  # noqa: E402
+                                     paired, slice_scores)
 from benchmarks.kit.figures import (plot_batch_size, plot_examples, plot_psnr_vs_layers,  # noqa: E402
                                     plot_training_curves)
 from benchmarks.kit.memory import measured_memory_table  # noqa: E402
-from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, ensemble_entry, scores,  # noqa: E402
-                                    train_convex, train_end_to_end_baseline, train_layerwise_adam_baseline,
+from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, train_convex,  # noqa: E402
+                                    train_end_to_end_baseline, train_layerwise_adam_baseline,
                                     train_unrolled_methods, unrolled_starts)
 from benchmarks.kit.report import HEADLINES, markdown  # noqa: E402
+from benchmarks.kit.shift import out_of_distribution, write_conditions  # noqa: E402
 from benchmarks.kit.seeds import fixed_rule, pooled_paired, seed_list, slim, spread  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.devices import default_device, parse_device  # noqa: E402
-from convexrecon.stack.unrolled import UnrolledNet, initial_estimates  # noqa: E402
-
-def metrics_entry(model: Any, part: dict[str, Any], initial: Any = None) -> dict[str, float]:
-    """Slice-wise PSNR/SSIM of a layer-wise CNN or an unrolled network on ``part`` (``initial``: the
-    unrolled network's CS start of ``part``, computed once for several networks of one architecture)."""
-    with torch.no_grad():
-        if isinstance(model, UnrolledNet):
-            predictions = model.predict(part["data"], initial=initial).cpu()
-        else:
-            weight = next(model.parameters())
-            predictions = model.predict(part["inputs"].to(weight.device, weight.dtype)).cpu()
-    return slice_scores(part, predictions)
-
+from convexrecon.stack.unrolled import UnrolledNet  # noqa: E402
 
 def first_image(model: Any, part: dict[str, Any]) -> torch.Tensor:
     if isinstance(model, UnrolledNet):
@@ -117,10 +107,11 @@ def block_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
-             device: torch.device = torch.device("cpu"), anatomy_root: Path | None = None,
+             device: torch.device = torch.device("cpu"), condition_roots: list[Path] | None = None,
              seeds: list[int] | None = None) -> tuple[dict[str, Any], dict, dict[str, Any] | None]:
     """Every method on one mask; returns the ``results.json`` entry, images for the figures and (with
-    ``anatomy_root``) the held-out-anatomy entry. The data, CS rows, figures and held-out anatomy are those of
+    ``condition_roots``, :func:`benchmarks.kit.shift.write_conditions`) the out-of-distribution entries. The data, CS
+    rows, figures and out-of-distribution rows are those of
     ``seed``; with further ``seeds`` (the first must be ``seed``) the learned methods are trained again with each
     (:func:`later_seeds`), and the entry's ``"seeds"`` holds their spread."""
     seeds = seeds or [seed]
@@ -153,11 +144,12 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
     first_seconds = time.perf_counter() - learned_start
     images["scale"] = float(va["scales"][0])
     entry["differences"] = [d for d in (paired(entry, a, b) for a, b in HEADLINES) if d is not None]
-    anatomy = None if anatomy_root is None else held_out_anatomy(anatomy_root, mask, cfg, seed, out, models, lamda)
+    shift = None if not condition_roots else out_of_distribution(condition_roots, mask, cfg, seed, out / "cache",
+                                                                  models)
     if len(seeds) > 1:
         entry["seeds"] = later_seeds(entry, split, cfg, seeds, data_cfg, device, lamda, shared, out, mask,
                                      first_seconds)
-    return entry, images, anatomy
+    return entry, images, shift
 
 
 def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, seed: int,
@@ -200,7 +192,7 @@ def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str
         trained.append(("layerwise_convex_relu", relu.network, relu_seconds,
                         convex_solver_bytes(relu.records, relu_cfg)))
     for name, model, seconds, memory in trained:
-        entry[name] = {**metrics_entry(model, va), "train_seconds": seconds, "peak_memory_bytes": int(memory)}
+        entry[name] = {**model_scores(model, va), "train_seconds": seconds, "peak_memory_bytes": int(memory)}
         images[name] = first_image(model, va)
     entry["layerwise_convex"].update(convex_effort(convex.records))
     if cfg.rule is not None:
@@ -208,7 +200,7 @@ def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str
         entry["end_to_end"].update({**adam_effort([rule]), "curve": curve_of([rule]),
                                     "rule_record": {k: v for k, v in rule.items() if k != "curve"}})
         if e2e_snapshot is not None:
-            entry["end_to_end"]["at_convex_time"] = {**metrics_entry(e2e_snapshot, va), **rule["snapshot"]}
+            entry["end_to_end"]["at_convex_time"] = {**model_scores(e2e_snapshot, va), **rule["snapshot"]}
         rules = [r["rule"] for r in adam_records]
         entry["layerwise_adam"].update({**adam_effort(rules), "curve": curve_of(rules)})
     else:
@@ -240,7 +232,7 @@ def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str
             entry["unrolled_end_to_end"].update({**adam_effort([rule]), "curve": curve_of([rule]),
                                                  "rule_record": {k: v for k, v in rule.items() if k != "curve"}})
             if snapshot is not None:
-                entry["unrolled_end_to_end"]["at_convex_time"] = {**metrics_entry(snapshot, va, val_start),
+                entry["unrolled_end_to_end"]["at_convex_time"] = {**model_scores(snapshot, va, val_start),
                                                                   **rule["snapshot"]}
         if cfg.unrolled.stage_rule() is not None:
             rules = [st.pop("rule") for st in entry["unrolled_layerwise_adam"]["stages"]]
@@ -291,31 +283,6 @@ def later_seeds(first: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, s
                             "unrolled_end_to_end": None if rules[1] is None else dataclasses.asdict(rules[1])}}
 
 
-def held_out_anatomy(root: Path, mask: str, cfg: KneeConfig, seed: int, out: Path, models: dict[str, Any],
-                     lamda: float) -> dict[str, Any]:
-    """The knee-trained models (and CS with the knee-tuned λ) on every slice of the brain-family set."""
-    start = time.perf_counter()
-    part = anatomy_slices(root, mask, cfg, seed, out / "cache")
-    entry: dict[str, Any] = {"slices": len(part["volumes"]), "volumes": sorted(set(part["volumes"])),
-                             "preprocessing_seconds": time.perf_counter() - start}
-    entry["zero_filled"] = scores(part["targets"], part["inputs"], part["scales"], part["volumes"])
-    cs, _, _ = cs_predictions({"val": part}, dataclasses.replace(cfg, cs_val_slices=None), lamda)
-    entry["cs_l1_wavelet"] = {**scores(part["targets"], cs, part["scales"], part["volumes"]), "lambda": lamda}
-    starts: dict[str, Any] = {}  # the unrolled networks' CS start on these slices, once per architecture
-    for name, model in models.items():
-        initial = None
-        if isinstance(model, UnrolledNet):
-            key = json.dumps(model.options())
-            if key not in starts:
-                starts[key] = initial_estimates(model, part["data"])
-                if model.cs_inputs and "cs_ensemble_mean" not in entry:
-                    entry["cs_ensemble_mean"] = ensemble_entry(starts[key], part, model.crop)
-            initial = starts[key]
-        entry[name] = metrics_entry(model, part, initial)
-    entry["seconds"] = time.perf_counter() - start
-    return entry
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -336,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="train the learned methods with N seeds (--seed, --seed + 1, ...; default the mode's: "
                              "quick 3, default 2, full and gpu 1) and report mean ± std over seeds and headline "
-                             "differences pooled over them; the data, CS rows, figures and held-out anatomy are the "
+                             "differences pooled over them; the data, CS rows, figures and out-of-distribution rows are the "
                              "first seed's")
     parser.add_argument("--memory-only", action="store_true",
                         help="recount only the memory table (Fig. 4) of an existing run in --out and rewrite its "
@@ -380,23 +347,15 @@ def main(argv: list[str] | None = None) -> int:
         description = (f"synthetic knee-like set (convexrecon.data.make_synthetic): {syn.volumes} volumes × "
                        f"{syn.slices} slices, {syn.coils} coils, k-space {syn.shape[0]}×{syn.shape[1]}, "
                        f"SNR {syn.snr}")
-        anatomy_root = None
-        if cfg.anatomy_volumes:  # a held-out kind of anatomy: the brain family, never seen in training
-            nv = cfg.anatomy_volumes
-            anatomy_root = out / (f"data_brain_{nv}x{syn.slices}_{syn.coils}c_{syn.shape[0]}x"
-                                  f"{syn.shape[1]}")
-            if not any(anatomy_root.glob("*.h5")):
-                print(f"writing the held-out brain-family set to {anatomy_root}", flush=True)
-                # the brain family draws its subjects from its own seeds (make_synthetic's docstring)
-                synthetic_parallel(anatomy_root, os.cpu_count() or 1, volumes=nv, slices=syn.slices,
-                                   coils=syn.coils, shape=tuple(syn.shape), snr=syn.snr,
-                                   seed=args.seed, anatomy="brain")
-            description += (f"; held-out anatomy: {nv} brain-family volume(s) × {syn.slices} slices "
-                            f"(make_synthetic(anatomy='brain'), same coils, shape and SNR), every slice scored")
+        condition_roots = write_conditions(out, cfg, args.seed, os.cpu_count() or 1)
+        if condition_roots:
+            description += ("; out of distribution: " + "; ".join(
+                f"{c.name} ({c.volumes} volume(s) × {syn.slices} slices, {c.coils} coils)" for c in cfg.conditions)
+                + ", every slice scored")
     else:
         root, description = args.data, f"fastMRI multi-coil files in {args.data}"
-        anatomy_root = None
-        print("run_knee: --data given: the held-out-anatomy table (synthetic brain family) is skipped", flush=True)
+        condition_roots = []
+        print("run_knee: --data given: the out-of-distribution rows (synthetic sets) are skipped", flush=True)
     windows = ("whole training slices" if cfg.patch_size is None else
                f"{cfg.patches_per_slice} seeded {cfg.patch_size}×{cfg.patch_size} windows per training slice")
     description += (f"; crop {cfg.crop}×{cfg.crop}; first {cfg.val_volumes} volume(s) by name = validation, "
@@ -424,16 +383,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"the classical rows are computed once. Seeds after the first: the end-to-end baselines (CNN "
                         f"and unrolled) train one run at seed {seeds[0]}'s chosen lr and decay factor, stopped by the "
                         f"same rule; every other learned method repeats its whole selection (lr / decay grid, β, λ). "
-                        f"Figures, per-block tables and the held-out anatomy are seed {seeds[0]}'s")
+                        f"Figures, per-block tables and the out-of-distribution rows are seed {seeds[0]}'s")
     print(f"run_knee ({name}): {description}", flush=True)
     masks: dict[str, Any] = {}
     images: dict[str, Any] = {}
-    anatomy: dict[str, Any] = {}
+    shifted: dict[str, Any] = {}
     for mask in args.masks:
         print(f"\n=== mask {mask} ===", flush=True)
-        masks[mask], images[mask], held = run_mask(mask, root, cfg, out, args.seed, device, anatomy_root, seeds)
-        if held is not None:
-            anatomy[mask] = held
+        masks[mask], images[mask], shift = run_mask(mask, root, cfg, out, args.seed, device, condition_roots, seeds)
+        if shift is not None:
+            shifted[mask] = shift
     if device.type == "cuda":
         print("\nmemory at the paper's full architecture, measured on CUDA under a 12 GiB cap ...", flush=True)
         memory = measured_memory_table(device)
@@ -452,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "layerwise_convex: fit_layer's own memory estimate "
                                           "(convexrecon.block.guard.fit_memory_terms) of the largest block solve")},
         "masks": masks,
-        "anatomy": anatomy or None,
+        "out_of_distribution": shifted or None,
         "memory": memory,
     }
     write_results(out, results, markdown(results))

@@ -23,8 +23,9 @@ def _args(*flags: str):
 def test_recommended_sets_the_unrolled_network_and_flags_beside_it_override() -> None:
     args = _args("--recommended")
     assert (args.architecture, args.blocks, args.cs_start) == ("unrolled", 2, 100)
-    assert args.cs_inputs == [(0.001, "db4"), (0.01, "db4"), (0.003, "haar"), (0.003, "sym8")]
-    assert args.stage_bias and args.no_stage_zero_filled
+    assert args.cs_inputs == [(0.15, "db4"), (1.5, "db4"), (0.5, "haar"), (0.5, "sym8")]
+    assert (args.cs_relative, args.cs_start_lambda) == ("noise", 0.5)
+    assert args.stage_bias and args.no_stage_zero_filled and args.stage_sense and not args.no_keep_start
     args = _args("--recommended", "--blocks", "3", "--cs-inputs", "0.01:haar")
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("unrolled", 3, 100, [(0.01, "haar")])
     assert _args("--recommended", "--cs-start", "0").cs_start == 0
@@ -33,7 +34,8 @@ def test_recommended_sets_the_unrolled_network_and_flags_beside_it_override() ->
 def test_without_recommended_train_trains_the_papers_cnn_as_before() -> None:
     args = _args()
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("layerwise-cnn", 4, 0, [])
-    assert not (args.stage_bias or args.no_stage_zero_filled)
+    assert not (args.stage_bias or args.no_stage_zero_filled or args.stage_sense)
+    assert (args.cs_relative, args.cs_start_lambda) == ("max", 0.003)
     assert _args("--architecture", "seed").architecture == "layerwise-cnn"
     assert _args("--architecture", "unrolled", "--blocks", "3").blocks == 3
 
@@ -67,5 +69,9 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     net = load_network(tmp_path / "m")
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2 and net.cs_iterations == 100
     assert len(net.cs_inputs) == 4 and net.bias and not net.concat_input
-    assert [s["status"] for s in net.config["stages"]] == ["optimal", "optimal"]
+    assert net.stage_inputs.sense_input and net.stage_inputs.cs_relative == "noise"
+    assert net.config["training"]["keep_start"]
+    # every stage is certified, or the identity (every candidate scored below its input on the held-out volume)
+    assert net.config["stages"][0]["status"] == "optimal"
+    assert all(s["status"] == "optimal" or (s.get("identity") and s["status"] is None) for s in net.config["stages"])
     assert "Every block the model keeps is certified" in out

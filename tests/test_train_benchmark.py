@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.kit.configs import CONFIGS
 from benchmarks.kit.seeds import LEARNED
+from benchmarks.kit.shift import CLASSICAL
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, max_batch, memory_table
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"zero_filled", "cs_l1_wavelet", "cs_cycle_spun", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
            "cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
-ANATOMY = {"zero_filled", "cs_l1_wavelet", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
+SHIFTED = {"zero_filled", "sense_cg", "cs_l1_wavelet", "cs_cycle_spun", "end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu",
            "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam"}
 
 
@@ -76,10 +78,14 @@ def test_run_knee_quick_end_to_end(tmp_path) -> None:
         assert len(entry["unrolled_convex"]["stages"]) == 3
         for stage in entry["unrolled_convex"]["stages"]:
             assert {"psnr", "lam", "status", "relative_gap", "solver"} <= set(stage)
-    assert set(results["anatomy"]) == {"poisson", "lines"}
-    for held in results["anatomy"].values():
-        assert ANATOMY <= set(held) and held["slices"] > 0
-        assert held["cs_l1_wavelet"]["lambda"] > 0
+    assert set(results["out_of_distribution"]) == {"poisson", "lines"}
+    for conditions in results["out_of_distribution"].values():
+        assert len(conditions) == len(CONFIGS["quick"].conditions)
+        for held in conditions.values():
+            assert SHIFTED <= set(held) and held["slices"] > 0 and held["cs_l1_wavelet"]["lambda"] > 0
+            best = held["best_classical"]
+            assert all(held[best]["psnr_mean"] >= held[m]["psnr_mean"] for m in CLASSICAL)
+            assert held["recommended_passes"] == (held["recommended_margin_db"] >= -0.2)
     assert results["memory"]["end_to_end"]["max_batch_12gb"] > 0
     assert results["memory"]["layerwise"]["max_batch_12gb"] > 0
     for name in ("results.md", "psnr_vs_layers.png", "examples.png", "batch_size.png", "training_curves.png"):

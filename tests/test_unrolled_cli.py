@@ -53,7 +53,11 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--stage-shrink", "0.01"])
     assert exit_.value.code == 2
-    assert "--no-stage-zero-filled: expected with --architecture unrolled only" in capsys.readouterr().err
+    assert "--no-keep-start: expected with --architecture unrolled only" in capsys.readouterr().err
+    for flags in (["--stage-sense"], ["--cs-relative", "noise"], ["--no-keep-start"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, *flags])
+        assert exit_.value.code == 2 and "expected with --architecture unrolled only" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--architecture", "unrolled", "--stage-shrink", "0", "0.1"])
     assert exit_.value.code == 2

@@ -82,7 +82,13 @@ class UnrolledConfig(_Frozen):
 
     The stages refine ``cs_iterations`` FISTA steps of L1-wavelet CS (``cs_lambda = "cs"``: the CS baseline's λ)
     and see the estimate, a constant channel (``bias``), the db4-shrunk estimates at ``shrink`` and the further CS
-    images ``cs_inputs`` (``(multiple of the start's λ, wavelet)`` pairs)."""
+    images ``cs_inputs`` (``(multiple of the start's λ, wavelet)`` pairs).
+
+    The fallback (``docs/design.md`` §9.2): ``sense_input`` adds the unregularised SENSE-CG image as a block input,
+    ``cs_relative = "noise"`` weighs the CS start and CS images by each slice's estimated noise level (the CS
+    baseline's λ converted at the training slices' median ratio of image maximum to noise level, so the
+    in-distribution weights stay those of the CS baseline), and ``keep_start`` lets the held-out selection make a
+    stage the identity when every candidate scores below its input."""
 
     stages: int
     activation: str
@@ -107,6 +113,9 @@ class UnrolledConfig(_Frozen):
     batch_size: int
     rule: RuleConfig | None = None
     layerwise_rule: RuleConfig | None = None
+    sense_input: bool = False
+    cs_relative: str = "max"
+    keep_start: bool = False
 
     def stage_rule(self) -> RuleConfig | None:
         """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains
@@ -115,12 +124,37 @@ class UnrolledConfig(_Frozen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Condition(_Frozen):
+    """One out-of-distribution test set: ``volumes`` synthetic volumes of the ``anatomy`` family at ``snr`` with
+    ``coils`` coils, the training set's k-space shape and slices per volume (:func:`benchmarks.kit.shift.condition_root`)."""
+
+    name: str
+    anatomy: str
+    snr: float
+    coils: int
+    volumes: int = 1
+
+
+def shifted(syn: SyntheticSet, volumes: int = 1, coils_other: int | None = None) -> tuple[Condition, ...]:
+    """The out-of-distribution protocol for a knee set at one SNR: the other family (brain) at the training SNR and
+    at 4x it, knee at 4x and at 0.4x the training SNR, and knee with another coil count (``coils_other``, default
+    twice the training set's)."""
+    snr, coils = syn.snr, syn.coils
+    return (Condition(name=f"brain, SNR {snr:g}", anatomy="brain", snr=snr, coils=coils, volumes=volumes),
+            Condition(name=f"brain, SNR {4 * snr:g}", anatomy="brain", snr=4 * snr, coils=coils, volumes=volumes),
+            Condition(name=f"knee, SNR {4 * snr:g}", anatomy="knee", snr=4 * snr, coils=coils, volumes=volumes),
+            Condition(name=f"knee, SNR {0.4 * snr:g}", anatomy="knee", snr=0.4 * snr, coils=coils, volumes=volumes),
+            Condition(name=f"knee, {coils_other or 2 * coils} coils", anatomy="knee", snr=snr,
+                      coils=coils_other or 2 * coils, volumes=volumes))
+
+
+@dataclass(frozen=True, kw_only=True)
 class KneeConfig(_Frozen):
     """One mode of the knee experiment: data, the layer-wise CNN (``blocks`` convex blocks, β per block chosen from
     ``beta_ratios`` on the last ``holdout_volumes`` training volumes, or the fixed ``beta_ratio`` when None), its
     Adam baselines, L1-wavelet CS (λ from ``cs_lambdas`` on ``cs_lambda_slices`` training slices; scored on the
     first ``cs_val_slices`` validation slices, all when None), exact-ReLU blocks (``relu``), the held-out
-    brain-family volumes (``anatomy_volumes``), the unrolled network and the number of seeds of the learned methods
+    out-of-distribution test sets (``conditions``: another anatomy family, SNR and coil count), the unrolled network and the number of seeds of the learned methods
     (``seeds``; ``run_knee.py --seeds`` overrides it)."""
 
     synthetic: SyntheticSet
@@ -149,7 +183,7 @@ class KneeConfig(_Frozen):
     cs_val_slices: int | None = None
     allow_tf32: bool = False
     relu: bool
-    anatomy_volumes: int
+    conditions: tuple[Condition, ...] = ()
     unrolled: UnrolledConfig | None = None
     rule: RuleConfig | None = None
     cs_shifts: int = 4
@@ -165,10 +199,20 @@ class KneeConfig(_Frozen):
 # inputs (one stage: lines 27.79 / 27.78 dB, Poisson 34.11 / 34.13 dB without / with), so every configuration's
 # stage sees [estimate, constant channel, 4 CS images]: 11 channels.
 CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
+# The fallback of every configuration's unrolled network (as ``train --recommended``): the SENSE-CG image as a further
+# block input, CS weights relative to each slice's noise level, and the identity stage among the held-out candidates
+# (docs/design.md §9.2; the out-of-distribution rows of docs/benchmarks.md measure what it does and does not fix)
+FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True}
+
+# the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
+QUICK_SET = SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0)
+DEFAULT_SET = SyntheticSet(volumes=5, slices=4, coils=8, shape=(160, 368), snr=25.0)
+FULL_SET = SyntheticSet(volumes=4, slices=8, coils=15, shape=(640, 368), snr=25.0)
+GPU_SET = SyntheticSet(volumes=5, slices=8, coils=15, shape=(640, 368), snr=25.0)
 
 CONFIGS: dict[str, KneeConfig] = {
     "quick": KneeConfig(
-        synthetic=SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0),
+        synthetic=QUICK_SET,
         crop=48, val_volumes=1, blocks=2, kernel_size=3, num_arrangements=4,
         activation="gated", gate_sampling="antithetic",
         # half-decades from 1e-4 to 1e-1: at the same ratio the exact-ReLU blocks' cone constraints regularise harder;
@@ -180,7 +224,7 @@ CONFIGS: dict[str, KneeConfig] = {
         patch_size=16, patches_per_slice=4,
         epochs_end_to_end=6, epochs_layerwise=3, halve_every=10, batch_size=2, cs_lambda_slices=1,
         cs_max_iter=30, cs_lambdas=(1e-3, 1e-2),
-        relu=True, anatomy_volumes=1,
+        relu=True, conditions=shifted(QUICK_SET),
         unrolled=UnrolledConfig(
             stages=3, activation="gated",
             kernel_size=3, num_arrangements=4, beta_ratios=(3e-3, 3e-2),
@@ -188,7 +232,7 @@ CONFIGS: dict[str, KneeConfig] = {
             cg_iterations=5, concat_input=False, epochs_end_to_end=15, epochs_layerwise=10,
             # the stage inputs and CS start of the default (below), CS at this mode's iteration count
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
-            cs_inputs=CS_INPUTS,
+            cs_inputs=CS_INPUTS, **FALLBACK,
             halve_every=10, lr=1e-3, batch_size=2,
             rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=5,
                             rel_tol=1e-3),
@@ -200,7 +244,7 @@ CONFIGS: dict[str, KneeConfig] = {
         seeds=3,
     ),
     "default": KneeConfig(
-        synthetic=SyntheticSet(volumes=5, slices=4, coils=8, shape=(160, 368), snr=25.0),
+        synthetic=DEFAULT_SET,
         crop=80, val_volumes=1, blocks=4, kernel_size=5, num_arrangements=8,
         activation="gated", gate_sampling="antithetic",
         # 3 β candidates and 200 / 150 Adam epochs (halved every 50) keep the whole mode, unrolled networks included,
@@ -213,7 +257,7 @@ CONFIGS: dict[str, KneeConfig] = {
         # no exact-ReLU blocks: on whole 80x80 slices the interior point's patch matrix (102,400 x 6,400 float64,
         # ~5 GB) does not fit a 2-core machine and ADMM there takes hours (estimate, docs/benchmarks.md "Exact-ReLU
         # blocks at training scale"); the quick mode has them
-        relu=False, anatomy_volumes=1,
+        relu=False, conditions=shifted(DEFAULT_SET, coils_other=15),
         # 10 / 6 Adam epochs and 5 CG steps: at 150 / 100 epochs and 10 CG steps one end-to-end epoch on 16 slices
         # takes ~2 min on a 2-core machine (extrapolated from the quick run), hours in all
         unrolled=UnrolledConfig(
@@ -224,7 +268,7 @@ CONFIGS: dict[str, KneeConfig] = {
             # the stages refine CS (run_knee's λ and iteration count) and see a constant channel and the CS
             # images of CS_INPUTS (docs/benchmarks.md); the gain plateaus after 1-2 stages
             bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
-            cs_inputs=CS_INPUTS,
+            cs_inputs=CS_INPUTS, **FALLBACK,
             epochs_end_to_end=10, epochs_layerwise=6, halve_every=5, lr=1e-3, batch_size=2,
             rule=RuleConfig(lrs=(1e-3, 3e-3), decay_factors=(1.0,), search="grid", max_epochs=40, patience=5,
                             rel_tol=1e-3),
@@ -237,7 +281,7 @@ CONFIGS: dict[str, KneeConfig] = {
         seeds=2,
     ),
     "full": KneeConfig(
-        synthetic=SyntheticSet(volumes=4, slices=8, coils=15, shape=(640, 368), snr=25.0),
+        synthetic=FULL_SET,
         crop=320, val_volumes=1, blocks=4, kernel_size=7, num_arrangements=128,
         activation="gated", gate_sampling="antithetic",
         beta_ratio=1e-3, beta_ratios=(1e-4, 1e-3, 1e-2), holdout_volumes=1,
@@ -245,14 +289,14 @@ CONFIGS: dict[str, KneeConfig] = {
         patch_size=None, patches_per_slice=1,
         epochs_end_to_end=40, epochs_layerwise=30, halve_every=10, batch_size=4,
         cs_lambda_slices=4, cs_max_iter=100, cs_lambdas=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
-        relu=True, anatomy_volumes=2,
+        relu=True, conditions=shifted(FULL_SET, volumes=2, coils_other=8),
         unrolled=UnrolledConfig(
             stages=5, activation="gated",
             kernel_size=7, num_arrangements=32, beta_ratios=(1e-3, 1e-2, 1e-1),
             lambdas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), tol=1e-4, max_iter=None,
             gated_method="fista", cg_iterations=10, concat_input=False,
             bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
-            cs_inputs=CS_INPUTS,
+            cs_inputs=CS_INPUTS, **FALLBACK,
             epochs_end_to_end=40, epochs_layerwise=30, halve_every=10, lr=1e-3,
             batch_size=2,
             rule=RuleConfig(lrs=(1e-4, 1e-3), decay_factors=(1.0,), search="grid", max_epochs=50, patience=5,
@@ -263,7 +307,7 @@ CONFIGS: dict[str, KneeConfig] = {
     # one H100/H200 in 8 minutes including data and preprocessing (run_knee.py --config gpu); every reduction from
     # the paper's settings ("full") is listed in REDUCTIONS and printed with the results
     "gpu": KneeConfig(
-        synthetic=SyntheticSet(volumes=5, slices=8, coils=15, shape=(640, 368), snr=25.0),
+        synthetic=GPU_SET,
         crop=320, val_volumes=1, blocks=4, kernel_size=7, num_arrangements=32,
         activation="gated", gate_sampling="antithetic",
         beta_ratio=1e-3, beta_ratios=(1e-3, 1e-2), holdout_volumes=1,
@@ -272,14 +316,14 @@ CONFIGS: dict[str, KneeConfig] = {
         epochs_end_to_end=20, epochs_layerwise=15, halve_every=5, batch_size=4,
         cs_lambda_slices=1, cs_max_iter=30, cs_lambdas=(3e-3, 1e-2), cs_val_slices=4,
         allow_tf32=True,
-        relu=False, anatomy_volumes=1,
+        relu=False, conditions=shifted(GPU_SET, coils_other=8),
         unrolled=UnrolledConfig(
             stages=4, activation="gated",
             kernel_size=5, num_arrangements=16, beta_ratios=(1e-3, 1e-2),
             lambdas=(0.03, 0.3, 3.0), tol=1e-3, max_iter=300, gated_method="fista",
             cg_iterations=5, concat_input=False, epochs_end_to_end=10, epochs_layerwise=5,
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
-            cs_inputs=CS_INPUTS,
+            cs_inputs=CS_INPUTS, **FALLBACK,
             halve_every=5, lr=1e-3, batch_size=4,
             rule=RuleConfig(lrs=(1e-3,), decay_factors=(1.0,), search="grid", max_epochs=20, patience=4,
                             rel_tol=1e-3)),
@@ -372,6 +416,12 @@ def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, 
         scored = train + 2 * val
         out["unrolled networks (both masks)"] += (masks * 4e-8 * u.cs_iterations * coil_pixels * scored
                                                   * (1 + len(u.cs_inputs)) * (0.05 if gpu else 1.0))
+    if cfg.conditions:  # the out-of-distribution sets: synthesis, ESPIRiT + SENSE, SENSE-CG, 6 CS λ + cycle-spun CS
+        # and the unrolled networks' start images, per slice (CS as above, one slice per core)
+        per_slice = [c.coils / syn.coils * scale * (4.8 + 10.0 + 0.29 * cfg.cs_max_iter * (6 + cfg.cs_shifts)
+                                                    * (0.05 if gpu else 1.0) / max(1, min(cores, 2)))
+                     * c.volumes * syn.slices for c in cfg.conditions]
+        out["out of distribution (both masks)"] = masks * sum(per_slice)
     if cfg.relu:  # the exact-ReLU solves: ~20x a gated one on the quick run
         out["exact-ReLU layer-wise (both masks)"] = 20 * out["convex layer-wise (both masks)"]
     if cfg.seeds > 1:  # every learned method once per seed (an upper bound: later seeds reuse some choices)

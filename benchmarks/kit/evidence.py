@@ -17,12 +17,13 @@ from convexrecon.mri.consistency import crop_center
 from convexrecon.mri.fft import complex_to_channels
 from convexrecon.mri.sense import sense_adjoint
 from convexrecon.mri.sparsity import l1_wavelet_fista
+from convexrecon.stack.unrolled import UnrolledNet
 
 # grid shifts of cycle-spun CS, first n used: odd and even offsets, so every decimated level moves
 CS_SHIFTS = ((0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1))
 
 
-def _fista_images(part: dict[str, Any], lamda: float, iterations: int, shifts: tuple) -> torch.Tensor:
+def fista_images(part: dict[str, Any], lamda: float, iterations: int, shifts: tuple) -> torch.Tensor:
     """Cropped 2-channel CS images of every slice of ``part`` (λ relative to each slice's max |zero-filled|)."""
     d = part["data"]
     rho = crop_center(sense_adjoint(d.kspace, d.maps, d.mask), d.crop).abs().flatten(1).amax(1)
@@ -42,15 +43,27 @@ def cycle_spun_cs(split: dict[str, Any], cfg: KneeConfig) -> tuple[dict[str, Any
     shifts = CS_SHIFTS[:cfg.cs_shifts]
     lambda_scores = {}
     for lam in cfg.cs_lambdas:
-        pred = _fista_images(part, float(lam), cfg.cs_max_iter, shifts)
+        pred = fista_images(part, float(lam), cfg.cs_max_iter, shifts)
         lambda_scores[float(lam)] = score_slices(tr["targets"][index], pred, tr["scales"][index],
                                                  [tr["volumes"][i] for i in index])["psnr"].mean
     lamda = max(lambda_scores, key=lambda_scores.__getitem__)
-    images = _fista_images(va, lamda, cfg.cs_max_iter, shifts)
+    images = fista_images(va, lamda, cfg.cs_max_iter, shifts)
     entry = {**slice_scores(va, images), "lambda": lamda, "lambda_scores": lambda_scores, "shifts": len(shifts),
              "iterations": cfg.cs_max_iter, "train_seconds": 0.0, "peak_memory_bytes": 0,
              "seconds": time.perf_counter() - start}
     return entry, images
+
+
+def model_scores(model: Any, part: dict[str, Any], initial: Any = None) -> dict[str, Any]:
+    """:func:`slice_scores` of a layer-wise CNN or an unrolled network on ``part`` (``initial``: the unrolled
+    network's start and CS images of ``part``, computed once for several networks of one architecture)."""
+    with torch.no_grad():
+        if isinstance(model, UnrolledNet):
+            predictions = model.predict(part["data"], initial=initial).cpu()
+        else:
+            weight = next(model.parameters())
+            predictions = model.predict(part["inputs"].to(weight.device, weight.dtype)).cpu()
+    return slice_scores(part, predictions)
 
 
 def slice_scores(part: dict[str, Any], predictions: torch.Tensor | np.ndarray) -> dict[str, Any]:

@@ -8,6 +8,7 @@ on a split of :mod:`benchmarks.kit.data`.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import warnings
@@ -26,6 +27,7 @@ from convexrecon.metrics import score_slices
 from convexrecon.mri.classical import choose_lambda, l1_wavelet
 from convexrecon.mri.consistency import crop_center
 from convexrecon.mri.fft import complex_to_channels
+from convexrecon.mri.noise import estimate_noise
 from convexrecon.mri.sparsity import DEFAULT_WAVE
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise
@@ -213,19 +215,45 @@ def ensemble_entry(start: torch.Tensor, part: dict[str, Any], crop: int) -> dict
             "peak_memory_bytes": 0, "cs_images": int(start.shape[1])}
 
 
-def unrolled_options(u: UnrolledConfig, cs_lambda: float | None) -> dict[str, Any]:
+def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | None = None) -> dict[str, Any]:
     """The unrolled architecture's block inputs and CS start from ``u``; ``cs_lambda = "cs"`` means the CS
-    baseline's λ (``cs_lambda``, chosen on training slices); ``cs_inputs`` are the further CS images, each a
-    multiple of the start's λ or a ``(multiple, wavelet)`` pair."""
+    baseline's λ (``cs_lambda``, chosen on training slices, relative to each slice's max |zero-filled|);
+    ``cs_inputs`` are the further CS images, each a multiple of the start's λ or a ``(multiple, wavelet)`` pair.
+
+    With ``u.cs_relative == "noise"`` the weights are relative to each slice's estimated noise level instead: the
+    CS baseline's λ times ``noise_ratio``, the training slices' median of max |zero-filled| over the noise level
+    (:func:`noise_ratio`), so that on training-like data the stages see the CS images they would see with
+    ``"max"``, while on a scan with another noise level the weights follow its noise."""
     lam = u.cs_lambda
     if u.cs_iterations and lam == "cs":
         if cs_lambda is None:
             raise ValueError("cfg.unrolled.cs_lambda = 'cs' needs the CS baseline's λ. Got None.")
         lam = cs_lambda
+    if u.cs_iterations and u.cs_relative == "noise":
+        if ratio is None or not ratio > 0:
+            raise ValueError(f"cfg.unrolled.cs_relative = 'noise' needs the training slices' noise ratio > 0. "
+                             f"Got {ratio!r}.")
+        lam = float(lam) * ratio
     inputs = [(f, DEFAULT_WAVE) if isinstance(f, (int, float)) else tuple(f) for f in u.cs_inputs]
     return {"bias": u.bias, "shrink": list(u.shrink), "cs_iterations": u.cs_iterations,
             "cs_lambda": float(lam) if u.cs_iterations else 0.0,
-            "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else ()}
+            "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else (),
+            "sense_input": u.sense_input, "cs_relative": u.cs_relative}
+
+
+def noise_ratio(data: Any) -> float:
+    """The median over the slices of ``data`` (:class:`~convexrecon.mri.consistency.MeasuredData`) of
+    max |zero-filled| (cropped) over the noise level estimated from the slice's outer k-space
+    (:func:`~convexrecon.mri.noise.estimate_noise`)."""
+    rho = crop_center(data.zero_filled(), data.crop).abs().flatten(1).amax(1)
+    sigma = estimate_noise(data.kspace, data.mask).to(rho.dtype)
+    return float(torch.median(rho / sigma))
+
+
+def split_options(split: dict[str, Any], u: UnrolledConfig, cs_lambda: float | None) -> dict[str, Any]:
+    """:func:`unrolled_options` of ``u`` on ``split`` (its noise ratio from the training slices when needed)."""
+    ratio = noise_ratio(split["train"]["data"]) if u.cs_iterations and u.cs_relative == "noise" else None
+    return unrolled_options(u, cs_lambda, ratio)
 
 
 def unrolled_stage_settings(u: UnrolledConfig) -> list[BlockSettings]:
@@ -244,7 +272,7 @@ def train_unrolled_convex(split: dict[str, Any], u: UnrolledConfig, options: dic
     val = (va["inputs"], va["targets"], va["scales"], va["volumes"], va["data"])
     held = holdout_mask(tr["volumes"], holdout_volumes)
     return train_unrolled(tr["inputs"], tr["targets"], tr["data"], unrolled_stage_settings(u), lambdas=list(u.lambdas),
-                          holdout=held, validation=val, concat_input=u.concat_input, **options,
+                          holdout=held, validation=val, concat_input=u.concat_input, keep_start=u.keep_start, **options,
                           cg_iterations=u.cg_iterations, seed=seed, solve_options={"gated_method": u.gated_method},
                           **run)
 
@@ -257,7 +285,7 @@ def unrolled_starts(split: dict[str, Any], cfg: KneeConfig, cs_lambda: float | N
     u = cfg.unrolled
     if u is None:
         raise ValueError("unrolled_starts needs a configuration with 'unrolled' settings. Got None.")
-    options = unrolled_options(u, cs_lambda)
+    options = split_options(split, u, cs_lambda)
     tr, va = split["train"], split["val"]
     template = UnrolledNet([], cfg.crop, u.concat_input, **options).to(device or tr["data"].kspace.device)
     return {"initial": initial_estimates(template, tr["data"], u.batch_size),
@@ -281,7 +309,7 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
     u = cfg.unrolled
     if u is None:
         raise ValueError("train_unrolled_methods needs a configuration with 'unrolled' settings. Got None.")
-    options = unrolled_options(u, cs_lambda)
+    options = split_options(split, u, cs_lambda)
     tr, va = split["train"], split["val"]
     if starts is None:  # the architecture without stages: its CS start, shared by the three methods
         starts = unrolled_starts(split, cfg, cs_lambda, device)
@@ -302,14 +330,17 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
                                        checkpoint_dir=ckpt / "unrolled_convex", progress=True, config=data_cfg, **on)
     seconds = time.perf_counter() - start
     result.network.save(models / "unrolled_convex")
-    lambdas = [r["lam"] for r in result.records]
+    # an identity stage (keep_start) has no DC step (λ = inf): the Adam twins start that stage's λ at the median of
+    # the other stages' choices instead, so they keep a full unrolled architecture to train
+    finite = [r["lam"] for r in result.records if math.isfinite(r["lam"])] or list(u.lambdas)
+    lambdas = [r["lam"] if math.isfinite(r["lam"]) else float(np.median(finite)) for r in result.records]
     decays = [r["beta"] / r["num_pixels"] for r in result.records]
     entries["unrolled_convex"] = unrolled_entry(
         score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
         architecture={**options, "shrink": list(options["shrink"]),
                       "cs_inputs": [list(c) for c in options["cs_inputs"]],
                       "stages": u.stages, "concat_input": u.concat_input, "activation": u.activation},
-        stages=[{**{k: r.get(k) for k in ("stage", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
+        stages=[{**{k: r.get(k) for k in ("stage", "identity", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
                                           "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
                  "solver": (r.get("report") or {}).get("solver")} for r in result.records])
     nets["unrolled_convex"] = result.network

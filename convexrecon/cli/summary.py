@@ -136,7 +136,8 @@ def block_summary(records: list[dict], kept: int, tol: float, *, max_iter: int =
     """Per block: solver status, relative gap vs ``tol``, validation PSNR; which blocks were kept; a loud
     note on every block whose solve is not certified to ``tol``, with the flags that certify it (:func:`advice`);
     and how many β/λ candidate solves did not certify (they only score candidates)."""
-    rows = [[str(r["block"]), str(r["status"]), f"{r['relative_gap']:.2e}" if r.get("relative_gap") is not None
+    rows = [[str(r["block"]), "identity" if r.get("identity") else str(r["status"]),
+             f"{r['relative_gap']:.2e}" if r.get("relative_gap") is not None
              else "–", f"{tol:g}", str(r.get("iterations")), str(r.get("solver") or "–"), str(r["width"]),
              f"{r['psnr']:.2f}" if r.get("psnr") is not None else "–",
              "kept" if r["block"] <= kept else "dropped"] for r in records]
@@ -149,7 +150,12 @@ def block_summary(records: list[dict], kept: int, tol: float, *, max_iter: int =
                      f"The validation numbers chose the depth, so they are optimistic; --keep-all-blocks keeps all.")
     else:
         lines.append(f"Kept all {len(records)} blocks.")
-    failed = [r for r in records if r["status"] != "optimal"]
+    identity = [r["block"] for r in records if r.get("identity")]
+    if identity:
+        lines.append(f"Stage(s) {', '.join(map(str, identity))}: the identity (a zero block, no data-consistency "
+                     "step): every candidate scored below the stage's input on the held-out training volumes, so the "
+                     "stage returns its input; it has no program to certify.")
+    failed = [r for r in records if r["status"] != "optimal" and not r.get("identity")]
     if failed:
         gaps = ", ".join(f"block {r['block']}: {r['status']}, gap {r['relative_gap']:.1e}"
                          if r.get("relative_gap") is not None else f"block {r['block']}: {r['status']}"

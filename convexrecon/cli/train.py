@@ -2,8 +2,9 @@
 
 Which network: ``--recommended`` trains the recommended one, the unrolled network that refines
 L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
-``--architecture unrolled --blocks 2 --cs-start 100 --cs-inputs 0.001 0.01 0.003:haar 0.003:sym8
---no-stage-zero-filled --stage-bias``). Without it, ``train`` trains the paper's layer-wise CNN
+``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
+0.15 1.5 0.5:haar 0.5:sym8 --stage-sense --no-stage-zero-filled --stage-bias``: CS weights that follow each scan's
+noise level, and the SENSE-CG image beside the CS images, so that a stage can always fall back to it). Without it, ``train`` trains the paper's layer-wise CNN
 (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
@@ -65,7 +66,7 @@ from convexrecon.stack.modelfiles import ARCHITECTURE_ALIASES, LAYERWISE_CNN, UN
 from convexrecon.stack.network import ReconNet
 from convexrecon.stack.run import RunOptions
 from convexrecon.stack.settings import BlockSettings, ValidationSet
-from convexrecon.stack.stage_inputs import StageInputs
+from convexrecon.stack.stage_inputs import CS_RELATIVE, StageInputs
 from convexrecon.stack.unrolled import unrolled_plain
 from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end, train_unrolled_layerwise_adam
 from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS, train_unrolled
@@ -79,6 +80,7 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "max_iter": "--max-iter", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
          "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
+         "cs_relative": "--cs-relative", "sense_input": "--stage-sense",
          "gated_method": "--stage-solver"}
 
 
@@ -127,8 +129,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cs-start", type=int, default=None, metavar="N",
                         help="unrolled: the stages refine N FISTA steps of L1-wavelet CS instead of the zero-filled "
                              "image (default 0: zero-filled; 100 with --recommended)")
-    parser.add_argument("--cs-start-lambda", type=float, default=0.003, metavar="L",
-                        help="unrolled: weight of the CS start's L1 term, relative to max|zero-filled| of the slice")
+    parser.add_argument("--cs-start-lambda", type=float, default=None, metavar="L",
+                        help="unrolled: weight of the CS start's L1 term, relative to what --cs-relative names "
+                             "(default 0.003 x max|zero-filled|; 0.5 x the noise level with --recommended)")
+    parser.add_argument("--cs-relative", default=None, choices=CS_RELATIVE,
+                        help="unrolled: what the CS weights (--cs-start-lambda, --cs-inputs) multiply: max (the "
+                             "slice's max |zero-filled|; default) or noise (the slice's noise level, estimated from "
+                             "its outer k-space: the weights then follow the scan's SNR; default with --recommended)")
+    parser.add_argument("--stage-sense", action="store_true",
+                        help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
+                             "a stage can reproduce it (default with --recommended)")
+    parser.add_argument("--no-keep-start", action="store_true",
+                        help="unrolled, layerwise_convex: do not weigh the identity stage; by default a stage whose "
+                             "every candidate scores below its input on the held-out training volumes becomes the "
+                             "identity, so the network never scores below its start there")
     parser.add_argument("--cs-inputs", type=_cs_input, nargs="+", default=None, metavar="L[:WAVELET]",
                         help="unrolled, with --cs-start: for each relative weight L (and wavelet, default db4), the CS "
                              "image of --cs-start FISTA steps as a further block input of every stage "
@@ -187,7 +201,8 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
                             weight_decay=args.weight_decay)
         inputs = StageInputs.from_options(bias=args.stage_bias, shrink=tuple(args.stage_shrink),
                                           cs_iterations=args.cs_start, cs_lambda=args.cs_start_lambda,
-                                          cs_inputs=tuple(args.cs_inputs))
+                                          cs_inputs=tuple(args.cs_inputs), sense_input=args.stage_sense,
+                                          cs_relative=args.cs_relative)
     except ValueError as error:
         names = re.findall(r"'(\w+)'", str(error))
         flag = next((FLAGS[n] for n in names if n in FLAGS), None)
@@ -195,13 +210,17 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
     return [block] * args.blocks, adam, inputs
 
 
-RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100,
-                               "cs_inputs": ["0.001", "0.01", "0.003:haar", "0.003:sym8"],
-                               "no_stage_zero_filled": True, "stage_bias": True}
+RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100, "cs_relative": "noise",
+                               "cs_start_lambda": 0.5, "cs_inputs": ["0.15", "1.5", "0.5:haar", "0.5:sym8"],
+                               "stage_sense": True, "no_stage_zero_filled": True, "stage_bias": True}
 """``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
-P = 8, refining 100 FISTA steps of CS, a constant channel and four CS images as inputs, no zero-filled input),
-with this command's own β ratio, λ candidates and tolerance."""
-PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": []}
+P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
+zero-filled input), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
+each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic knee and
+brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
+max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
+PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": [],
+                         "cs_relative": "max", "cs_start_lambda": 0.003}
 """The defaults without ``--recommended``: the paper's CNN."""
 
 
@@ -258,10 +277,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """The unrolled architecture's flags: refused with the other architecture, and stated in the flags' own terms."""
     if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
-                                          or args.no_stage_zero_filled or args.stage_solver != "auto"):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--stage-solver/"
-                     "--no-stage-zero-filled: expected with --architecture unrolled only. Got --architecture "
-                     f"{args.architecture}.")
+                                          or args.no_stage_zero_filled or args.stage_solver != "auto"
+                                          or args.stage_sense or args.no_keep_start or args.cs_relative != "max"):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--stage-sense/"
+                     "--stage-solver/--no-stage-zero-filled/--no-keep-start: expected with --architecture unrolled "
+                     f"only. Got --architecture {args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
     if args.cs_inputs and not args.cs_start:
@@ -435,7 +455,8 @@ def _convex_unrolled(job: Job) -> tuple[Any, list]:
         result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
                                 lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
                                 concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
-                                solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run)
+                                solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run,
+                                keep_start=not job.args.no_keep_start)
     job.notes["selection"] = failures[0]
     return result.network, result.records
 
