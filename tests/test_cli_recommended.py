@@ -25,7 +25,8 @@ def test_recommended_sets_the_unrolled_network_and_flags_beside_it_override() ->
     assert (args.architecture, args.blocks, args.cs_start) == ("unrolled", 2, 100)
     assert args.cs_inputs == [(0.15, "db4"), (1.5, "db4"), (0.5, "haar"), (0.5, "sym8")]
     assert (args.cs_relative, args.cs_start_lambda) == ("noise", 0.5)
-    assert args.stage_bias and args.no_stage_zero_filled and args.stage_sense and not args.no_keep_start
+    assert args.stage_bias and args.no_stage_zero_filled and args.stage_sense and args.stage_residual
+    assert not args.no_keep_start
     args = _args("--recommended", "--blocks", "3", "--cs-inputs", "0.01:haar")
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("unrolled", 3, 100, [(0.01, "haar")])
     assert _args("--recommended", "--cs-start", "0").cs_start == 0
@@ -69,7 +70,7 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     net = load_network(tmp_path / "m")
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2 and net.cs_iterations == 100
     assert len(net.cs_inputs) == 4 and net.bias and not net.concat_input
-    assert net.stage_inputs.sense_input and net.stage_inputs.cs_relative == "noise"
+    assert net.stage_inputs.sense_input and net.stage_inputs.cs_relative == "noise" and net.stage_inputs.residual
     assert net.config["training"]["keep_start"]
     # every stage is certified, or the identity (every candidate scored below its input on the held-out volume)
     assert net.config["stages"][0]["status"] == "optimal"

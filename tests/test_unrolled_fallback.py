@@ -101,6 +101,32 @@ def test_with_keep_start_the_held_out_error_never_rises_from_stage_to_stage(toy,
     assert loaded.stage_inputs == FALLBACK and torch.equal(loaded.predict(data), net.predict(data))
 
 
+def test_residual_blocks_see_every_further_image_minus_the_estimate(toy, tmp_path):
+    inputs, targets, data, _ = toy
+    residual = StageInputs(sense_input=True, residual=True)
+    assert residual.channels() == 4 and residual.channels(False) == 2 == stage_channels(False, sense_input=True,
+                                                                                          residual=True)
+    net = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, **residual.options())
+    x = net.start(data.kspace, data.maps, data.mask)
+    init = net.initial(x, data.kspace, data.maps, data.mask)
+    fixed = torch.cat([x.unsqueeze(1), init[:, 1:]], 1)
+    estimate = 2.0 * init[:, 0]  # any estimate: the features are the images' differences from it
+    got = net.features(estimate, fixed)
+    crop = lambda im: complex_to_channels(crop_center(im, CROP)).float()  # noqa: E731
+    assert got.shape[1] == 4
+    assert torch.allclose(got[:, :2], crop(x) - crop(estimate), atol=1e-6)
+    assert torch.allclose(got[:, 2:], sense_cg_images(data) - crop(estimate), atol=1e-5)
+    assert torch.allclose(net.features(x, fixed)[:, :2], torch.zeros_like(got[:, :2]))  # x1 - x1
+    net.save(tmp_path / "residual")
+    loaded = cr.load_network(tmp_path / "residual")
+    assert loaded.stage_inputs.residual and torch.equal(loaded.predict(data), net.predict(data))
+    assert "residual" not in StageInputs().settings()
+    with pytest.raises(ValueError, match="residual stage needs a further image"):
+        UnrolledNet([], CROP, False, stage_inputs=StageInputs(residual=True))
+    with pytest.raises(TypeError, match="'residual'"):
+        StageInputs(residual="yes")
+
+
 def test_cs_weights_relative_to_the_noise_estimate(toy):
     inputs, targets, data, _ = toy
     net = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, cs_iterations=10, cs_lambda=0.5,
@@ -131,7 +157,8 @@ def test_fallback_options_are_checked(toy):
 # ---- out of distribution: trained on knee at SNR 25, applied at SNR 100 (and to brain) -------------------------
 
 SHAPE, SMALL_CROP, COILS = (64, 48), 32, 8
-ROBUST = StageInputs(cs_iterations=30, cs_lambda=1.0, cs_inputs=(0.5, 2.0), sense_input=True, cs_relative="noise")
+ROBUST = StageInputs(cs_iterations=30, cs_lambda=1.0, cs_inputs=(0.5, 2.0), sense_input=True, cs_relative="noise",
+                     residual=True)
 
 
 def synthetic_slices(anatomy, snr, seed, n):

@@ -87,8 +87,9 @@ class UnrolledConfig(_Frozen):
     The fallback (``docs/design.md`` §9.2): ``sense_input`` adds the unregularised SENSE-CG image as a block input,
     ``cs_relative = "noise"`` weighs the CS start and CS images by each slice's estimated noise level (the CS
     baseline's λ converted at the training slices' median ratio of image maximum to noise level, so the
-    in-distribution weights stay those of the CS baseline), and ``keep_start`` lets the held-out selection make a
-    stage the identity when every candidate scores below its input."""
+    in-distribution weights stay those of the CS baseline), ``keep_start`` lets the held-out selection make a
+    stage the identity when every candidate scores below its input, and ``residual`` gives the blocks every
+    further image minus the estimate instead of the estimate."""
 
     stages: int
     activation: str
@@ -116,6 +117,7 @@ class UnrolledConfig(_Frozen):
     sense_input: bool = False
     cs_relative: str = "max"
     keep_start: bool = False
+    residual: bool = False
 
     def stage_rule(self) -> RuleConfig | None:
         """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains
@@ -200,9 +202,10 @@ class KneeConfig(_Frozen):
 # stage sees [estimate, constant channel, 4 CS images]: 11 channels.
 CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
 # The fallback of every configuration's unrolled network (as ``train --recommended``): the SENSE-CG image as a further
-# block input, CS weights relative to each slice's noise level, and the identity stage among the held-out candidates
-# (docs/design.md §9.2; the out-of-distribution rows of docs/benchmarks.md measure what it does and does not fix)
-FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True}
+# block input, CS weights relative to each slice's noise level, the identity stage among the held-out candidates, and
+# residual block inputs (every image minus the estimate), so that a stage's correction shrinks where the
+# reconstructions agree (docs/design.md §9.2; docs/benchmarks.md §8 measures each part out of distribution)
+FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True}
 
 # the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
 QUICK_SET = SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0)

@@ -238,7 +238,7 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
     return {"bias": u.bias, "shrink": list(u.shrink), "cs_iterations": u.cs_iterations,
             "cs_lambda": float(lam) if u.cs_iterations else 0.0,
             "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else (),
-            "sense_input": u.sense_input, "cs_relative": u.cs_relative}
+            "sense_input": u.sense_input, "cs_relative": u.cs_relative, "residual": u.residual}
 
 
 def noise_ratio(data: Any) -> float:

@@ -3,8 +3,9 @@
 Which network: ``--recommended`` trains the recommended one, the unrolled network that refines
 L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
 ``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
-0.15 1.5 0.5:haar 0.5:sym8 --stage-sense --no-stage-zero-filled --stage-bias``: CS weights that follow each scan's
-noise level, and the SENSE-CG image beside the CS images, so that a stage can always fall back to it). Without it, ``train`` trains the paper's layer-wise CNN
+0.15 1.5 0.5:haar 0.5:sym8 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias``: CS weights that
+follow each scan's noise level, the SENSE-CG image beside the CS images, and blocks that see how those images
+differ from the estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's layer-wise CNN
 (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
@@ -80,7 +81,7 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "max_iter": "--max-iter", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
          "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
-         "cs_relative": "--cs-relative", "sense_input": "--stage-sense",
+         "cs_relative": "--cs-relative", "sense_input": "--stage-sense", "residual": "--stage-residual",
          "gated_method": "--stage-solver"}
 
 
@@ -139,6 +140,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
+    parser.add_argument("--stage-residual", action="store_true",
+                        help="unrolled: every stage's block sees each further image minus the estimate instead of "
+                             "the estimate itself, so its correction shrinks where the reconstructions agree (at "
+                             "higher SNR than in training); default with --recommended")
     parser.add_argument("--no-keep-start", action="store_true",
                         help="unrolled, layerwise_convex: do not weigh the identity stage; by default a stage whose "
                              "every candidate scores below its input on the held-out training volumes becomes the "
@@ -202,7 +207,7 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
         inputs = StageInputs.from_options(bias=args.stage_bias, shrink=tuple(args.stage_shrink),
                                           cs_iterations=args.cs_start, cs_lambda=args.cs_start_lambda,
                                           cs_inputs=tuple(args.cs_inputs), sense_input=args.stage_sense,
-                                          cs_relative=args.cs_relative)
+                                          cs_relative=args.cs_relative, residual=args.stage_residual)
     except ValueError as error:
         names = re.findall(r"'(\w+)'", str(error))
         flag = next((FLAGS[n] for n in names if n in FLAGS), None)
@@ -212,7 +217,8 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100, "cs_relative": "noise",
                                "cs_start_lambda": 0.5, "cs_inputs": ["0.15", "1.5", "0.5:haar", "0.5:sym8"],
-                               "stage_sense": True, "no_stage_zero_filled": True, "stage_bias": True}
+                               "stage_sense": True, "stage_residual": True, "no_stage_zero_filled": True,
+                               "stage_bias": True}
 """``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
 P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
 zero-filled input), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
@@ -278,10 +284,11 @@ def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser
     """The unrolled architecture's flags: refused with the other architecture, and stated in the flags' own terms."""
     if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
                                           or args.no_stage_zero_filled or args.stage_solver != "auto"
-                                          or args.stage_sense or args.no_keep_start or args.cs_relative != "max"):
+                                          or args.stage_sense or args.stage_residual or args.no_keep_start
+                                          or args.cs_relative != "max"):
         parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--stage-sense/"
-                     "--stage-solver/--no-stage-zero-filled/--no-keep-start: expected with --architecture unrolled "
-                     f"only. Got --architecture {args.architecture}.")
+                     "--stage-residual/--stage-solver/--no-stage-zero-filled/--no-keep-start: expected with "
+                     f"--architecture unrolled only. Got --architecture {args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
     if args.cs_inputs and not args.cs_start:

@@ -97,9 +97,9 @@ def relu_block(in_channels: int, width: int, kernel_size: int, seed: int) -> Con
 
 
 def stage_channels(concat_input: bool = True, bias: bool = False, shrink: Sequence[float] = (),
-                   cs_inputs: Sequence[Any] = (), sense_input: bool = False) -> int:
+                   cs_inputs: Sequence[Any] = (), sense_input: bool = False, residual: bool = False) -> int:
     """Input channels of an unrolled stage's block (:meth:`StageInputs.channels`)."""
-    return (2 + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
+    return (2 * (not residual) + 2 * bool(concat_input) + int(bool(bias)) + 2 * len(shrink) + 2 * len(cs_inputs)
             + 2 * int(bool(sense_input)))
 
 
@@ -166,11 +166,12 @@ class UnrolledNet(nn.Module):
         Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
         weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
         L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
-    sense_input, sense_start, cs_relative
-        The SENSE-CG image as a block input / as the start, and what the CS weights are relative to
+    sense_input, sense_start, cs_relative, residual
+        The SENSE-CG image as a block input / as the start, what the CS weights are relative to, and whether
+        the block sees the further images minus the estimate instead of the estimate
         (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
     stage_inputs
-        The eight settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
+        The nine settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
         CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
         learn where to trust which (docs/design.md §9.1).
 
@@ -185,16 +186,20 @@ class UnrolledNet(nn.Module):
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
                  cs_inputs: Sequence[Any] = (), sense_input: bool = False, sense_start: bool = False,
-                 cs_relative: str = "max", stage_inputs: StageInputs | None = None) -> None:
+                 cs_relative: str = "max", residual: bool = False,
+                 stage_inputs: StageInputs | None = None) -> None:
         super().__init__()
         if stage_inputs is None:
             stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start,
-                                       cs_relative)
+                                       cs_relative, residual)
         self.stage_inputs = stage_inputs
         self.bias, self.shrink = stage_inputs.bias, stage_inputs.shrink
         self.cs_iterations, self.cs_lambda = stage_inputs.cs_iterations, stage_inputs.cs_lambda
         self.cs_inputs = stage_inputs.cs_inputs
         channels = stage_inputs.channels(concat_input)
+        if channels == 0:
+            raise ValueError("A residual stage needs a further image to compare with the estimate (concat_input, "
+                             "bias, shrink, cs_inputs or sense_input). Got none.")
         for i, stage in enumerate(stages):
             if stage.block.first.in_channels != channels:
                 raise ValueError(f"Stage {i + 1}'s block must take {channels} input channels (concat_input="
@@ -289,18 +294,23 @@ class UnrolledNet(nn.Module):
             raise ValueError(f"The 'x1' parameter must hold the zero-filled image, {len(self.cs_inputs)} CS images "
                              f"and {int(self.stage_inputs.sense_input)} SENSE-CG images per slice "
                              f"(cs_inputs={self.cs_inputs}). Got {tuple(x1.shape)} instead.")
-        h = complex_to_channels(crop_center(x, self.crop))
+        estimate = crop_center(x, self.crop)
+        h = complex_to_channels(estimate)
         start = crop_center(fixed[:, 0], self.crop)
-        parts = [h, complex_to_channels(start)] if self.concat_input else [h]
+        residual = self.stage_inputs.residual
+        # with residual, every further image enters as its difference from the estimate (the module doc)
+        image = (lambda im: complex_to_channels(im - estimate).to(h.dtype)) if residual else (
+            lambda im: complex_to_channels(im).to(h.dtype))
+        parts = [] if residual else [h]
+        if self.concat_input:
+            parts.append(image(start))
         if self.bias or self.shrink:
             rho = start.abs().flatten(1).amax(1)
             if self.bias:
                 parts.append(rho.to(h.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:]))
-            parts += [complex_to_channels(crop_center(s, self.crop)).to(h.dtype)
-                      for s in wavelet_shrink(x, self.shrink, rho)]
-        parts += [complex_to_channels(crop_center(fixed[:, j], self.crop)).to(h.dtype)
-                  for j in range(1, fixed.shape[1])]
-        return torch.cat(parts, dim=1) if len(parts) > 1 else h
+            parts += [image(crop_center(s, self.crop)) for s in wavelet_shrink(x, self.shrink, rho)]
+        parts += [image(crop_center(fixed[:, j], self.crop)) for j in range(1, fixed.shape[1])]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def step(self, stage: UnrolledStage, x: Tensor, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor,
              lam: Any = None) -> Tensor:
@@ -365,7 +375,7 @@ class UnrolledNet(nn.Module):
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "cs_inputs": [list(c) for c in self.cs_inputs],
                 **{k: v for k, v in self.stage_inputs.settings().items()
-                   if k in ("sense_input", "sense_start", "cs_relative")},
+                   if k in ("sense_input", "sense_start", "cs_relative", "residual")},
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -386,22 +396,24 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
                        cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)),
                        cs_inputs=spec.get("cs_inputs", ()), sense_input=bool(spec.get("sense_input", False)),
                        sense_start=bool(spec.get("sense_start", False)),
-                       cs_relative=str(spec.get("cs_relative", "max")))
+                       cs_relative=str(spec.get("cs_relative", "max")), residual=bool(spec.get("residual", False)))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
                    concat_input: bool = True, cg_iterations: int = 10, seed: int = 0, learn_lambda: bool = True,
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
                    cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = (),
-                   sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max") -> UnrolledNet:
+                   sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max",
+                   residual: bool = False) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
-    ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start`` and ``cs_relative`` as in
-    :class:`UnrolledNet`."""
+    ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start``, ``cs_relative`` and
+    ``residual`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
-    inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative)
+    inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative,
+                         residual)
     c = inputs.channels(concat_input)
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
