@@ -204,7 +204,7 @@ CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
 # The fallback of every configuration's unrolled network (as ``train --recommended``): the SENSE-CG image as a further
 # block input, CS weights relative to each slice's noise level, the identity stage among the held-out candidates, and
 # residual block inputs (every image minus the estimate), so that a stage's correction shrinks where the
-# reconstructions agree (docs/design.md §9.2; docs/benchmarks.md §8 measures each part out of distribution)
+# reconstructions agree (docs/design.md §9.2; docs/benchmarks.md §1.4 measures each part out of distribution)
 FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True}
 
 # the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
@@ -237,7 +237,7 @@ CONFIGS: dict[str, KneeConfig] = {
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
             cs_inputs=CS_INPUTS, **FALLBACK,
             halve_every=10, lr=1e-3, batch_size=2,
-            rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=5,
+            rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=10,
                             rel_tol=1e-3),
             layerwise_rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=400,
                                       patience=20, rel_tol=1e-3)),
@@ -273,7 +273,7 @@ CONFIGS: dict[str, KneeConfig] = {
             bias=True, shrink=(), cs_iterations=100, cs_lambda="cs",
             cs_inputs=CS_INPUTS, **FALLBACK,
             epochs_end_to_end=10, epochs_layerwise=6, halve_every=5, lr=1e-3, batch_size=2,
-            rule=RuleConfig(lrs=(1e-3, 3e-3), decay_factors=(1.0,), search="grid", max_epochs=40, patience=5,
+            rule=RuleConfig(lrs=(1e-3, 3e-3), decay_factors=(1.0,), search="grid", max_epochs=40, patience=10,
                             rel_tol=1e-3),
             layerwise_rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=300,
                                       patience=20, rel_tol=1e-3)),

@@ -339,7 +339,8 @@ def train_unrolled_methods(split: dict[str, Any], cfg: KneeConfig, ckpt: Path, m
         score(result.network), seconds, warnings=sorted({str(w.message)[:200] for w in caught}),
         architecture={**options, "shrink": list(options["shrink"]),
                       "cs_inputs": [list(c) for c in options["cs_inputs"]],
-                      "stages": u.stages, "concat_input": u.concat_input, "activation": u.activation},
+                      "stages": u.stages, "concat_input": u.concat_input, "activation": u.activation,
+                      "keep_start": u.keep_start},
         stages=[{**{k: r.get(k) for k in ("stage", "identity", "psnr", "ssim", "lam", "beta", "beta_ratio", "width", "status",
                                           "relative_gap", "duality_gap", "iterations", "seconds", "selection")},
                  "solver": (r.get("report") or {}).get("solver")} for r in result.records])

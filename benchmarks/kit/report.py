@@ -102,15 +102,20 @@ def markdown(results: dict[str, Any]) -> str:
             arch = entry["unrolled_convex"].get("architecture") or {}
             if arch.get("cs_iterations") or arch.get("shrink") or arch.get("bias"):
                 blocks = "exact-ReLU" if arch.get("activation") == "relu" else "gated"
+                unit = "× σ̂ (the slice's noise level)" if arch.get("cs_relative") == "noise" else "× max|zero-filled|"
+                images = ((["zero-filled"] if arch.get("concat_input", True) else [])
+                          + ([f"db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"]
+                             if arch.get("shrink") else [])
+                          + (["CS images at (λ, wavelet) " + ", ".join(f"({v:.3g}, {w})" for v, w in arch["cs_inputs"])]
+                             if arch.get("cs_inputs") else [])
+                          + (["SENSE-CG"] if arch.get("sense_input") else []))
+                listed = (("every image minus the estimate: " if arch.get("residual") else "estimate, ")
+                          + ("a constant channel, " if arch.get("bias") else "") + ", ".join(images))
                 lines += ["", f"Unrolled architecture: {arch.get('stages')} stages ({blocks} convex blocks) refining "
-                          + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:g}, CS's)"
-                             if arch.get("cs_iterations") else "the zero-filled image")
-                          + "; block inputs: estimate" + (", zero-filled" if arch.get("concat_input", True) else "")
-                          + (", a constant channel" if arch.get("bias") else "")
-                          + (f", db4-shrunk estimate at t = {', '.join(map(str, arch['shrink']))} × max|zero-filled|"
-                             if arch.get("shrink") else "")
-                          + (", CS images at (λ, wavelet) "
-                             + ", ".join(f"({v:.3g}, {w})" for v, w in arch["cs_inputs"]) if arch.get("cs_inputs") else "")
+                          + (f"{arch['cs_iterations']} FISTA steps of L1-wavelet CS (λ {arch['cs_lambda']:.3g} {unit}, "
+                             f"CS's)" if arch.get("cs_iterations") else "the zero-filled image")
+                          + f"; block inputs: {listed}"
+                          + ("; the identity stage among the held-out candidates" if arch.get("keep_start") else "")
                           + "."]
             for name in ("unrolled_end_to_end", "unrolled_layerwise_adam"):
                 if entry[name].get("chosen"):

@@ -22,7 +22,7 @@ estimate only through how the other reconstructions disagree with it, and the ga
 homogeneous, so a correction learned where the reconstructions disagree by noise of one level shrinks
 with them where the noise is lower: on the quick benchmark's out-of-distribution sets it keeps the network
 near its CS start at 4x the training SNR, where a block that sees the estimate itself costs about 3 dB
-(docs/benchmarks.md §8). The block can still reproduce any input image (weight 1 on its difference). The
+(docs/benchmarks.md §1.4). The block can still reproduce any input image (weight 1 on its difference). The
 trainers, the network,
 the command line (:meth:`StageInputs.parse_cs_input`) and the benchmarks
 (:meth:`StageInputs.from_options`) all build this one object.
