@@ -64,7 +64,9 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     assert main(["train", "--data", str(data), "--mask", "poisson", "--out", str(tmp_path / "m"), "--recommended",
                  "--crop", "32", "--kernel-size", "3", "--arrangements", "4", "--lambdas", "0.1", "1", "--device",
                  "cpu", "--cache-dir", str(tmp_path / "cache"), "--no-classical"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "unrolled convex stages" in captured.err and "fit_layer" not in captured.err  # solver bars: --verbose
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["architecture"] == "unrolled" and summary["stage_solver"] == "interior_point"
     net = load_network(tmp_path / "m")

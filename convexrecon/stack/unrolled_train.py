@@ -115,6 +115,7 @@ def train_unrolled(
     config: dict[str, Any] | None = None,
     run: RunOptions | None = None,
     keep_start: bool = False,
+    solve_progress: bool | None = None,
     **keywords: Any,
 ) -> UnrolledResult:
     r"""Train ``len(stages)`` unrolled stages greedily, each block by its convex program.
@@ -168,6 +169,8 @@ def train_unrolled(
         Also weigh the identity stage on ``holdout`` (needs it): a stage whose every candidate scores worse
         there than its input becomes the identity, so the network never scores below its start on the
         held-out slices (the module doc).
+    solve_progress
+        Progress bars inside every solve (default: ``run.progress``; the stage bar follows ``run.progress``).
 
     Returns
     -------
@@ -203,7 +206,8 @@ def train_unrolled(
     trainer = _StageTrainer(inputs=inputs, targets=targets, data=data, stages=list(stages), lambdas=lambdas, held=held,
                             validation=validation, concat_input=concat_input, stage_inputs=stage_inputs,
                             cg_iterations=cg_iterations, chunk_size=chunk_size, solve_chunk_size=solve_chunk_size,
-                            solve_options=solve_options, run=run, keep_start=keep_start)
+                            solve_options=solve_options, run=run, keep_start=keep_start,
+                            solve_progress=run.progress if solve_progress is None else bool(solve_progress))
     with run.precision():
         records = trainer.train(initial, validation_initial)
     meta = {"method": "unrolled_convex", "training": trainer.settings,
@@ -231,6 +235,7 @@ class _StageTrainer:
     solve_options: dict[str, Any]
     run: RunOptions
     keep_start: bool = False
+    solve_progress: bool = False
     main: EstimateChain = field(init=False)
     sel: EstimateChain = field(init=False)
 
@@ -309,7 +314,7 @@ class _StageTrainer:
         start = time.perf_counter()
         b, seed, targets, lambdas = self.stages[i], self.run.seed + i, self.targets, self.lambdas
         crop, device = targets.shape[-1], targets.device
-        progress, solve = self.run.progress, dict(self.solve_options)
+        progress, solve = self.solve_progress, dict(self.solve_options)
         selection, ratio, lam, sel_stage = None, None, lambdas[0], None
         if self.held is not None:
             hd, sel = self.held.to(device), self.sel
