@@ -73,7 +73,8 @@ def cs_predictions(split: dict[str, Any], cfg: KneeConfig,
     lambda_scores: dict[float, float] = {}
     if lamda is None:
         tune = split["train"]["problems"][: cfg.cs_lambda_slices]
-        lamda, lambda_scores = choose_lambda(tune, list(cfg.cs_lambdas), cfg.cs_max_iter)
+        lamda, lambda_scores = choose_lambda(tune, list(cfg.cs_lambdas), cfg.cs_max_iter,
+                                             where=f"on the first {len(tune)} training slice(s)")
     problems = split["val"]["problems"][: cfg.cs_val_slices]
     workers = min(len(problems), os.cpu_count() or 1)
     if workers > 1:  # one process per slice (sigpy's L1-wavelet is single-threaded numpy)

@@ -144,9 +144,11 @@ def l1_wavelet(problem: SliceProblem, lamda: float, max_iter: int = 100) -> np.n
 
 
 def choose_lambda(
-    problems: Sequence[SliceProblem], grid: Sequence[float] = LAMBDA_GRID, max_iter: int = 100
+    problems: Sequence[SliceProblem], grid: Sequence[float] = LAMBDA_GRID, max_iter: int = 100,
+    where: str = "on the validation slices",
 ) -> tuple[float, dict[float, float]]:
-    """The L1-wavelet :math:`\\lambda` of best mean slice-wise PSNR on ``problems``.
+    """The L1-wavelet :math:`\\lambda` of best mean slice-wise PSNR on ``problems`` (``where`` names them in the
+    warning when the choice is at an edge of ``grid``).
 
     Returns
     -------
@@ -155,13 +157,13 @@ def choose_lambda(
         Mean slice-wise PSNR (dB) for every :math:`\\lambda` in ``grid``.
     """
     if not problems:
-        raise ValueError("choose_lambda needs at least one validation slice.")
+        raise ValueError("choose_lambda needs at least one slice with a fully sampled target.")
     scores = {
         float(lam): float(np.mean([psnr(p.target, l1_wavelet(p, lam, max_iter)) for p in problems]))
         for lam in grid
     }
     best = max(scores, key=scores.__getitem__)
-    warn_lambda_at_edge(best, grid, "on the validation slices")
+    warn_lambda_at_edge(best, grid, where)
     return best, scores
 
 
