@@ -86,6 +86,7 @@ from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, train_c
                                     train_end_to_end_baseline, train_layerwise_adam_baseline,
                                     train_unrolled_methods, unrolled_starts)
 from benchmarks.kit.report import HEADLINES, markdown  # noqa: E402
+from benchmarks.kit.peer import available as peer_available, peer_row  # noqa: E402
 from benchmarks.kit.shift import out_of_distribution, write_conditions  # noqa: E402
 from benchmarks.kit.seeds import fixed_rule, pooled_paired, seed_list, slim, spread  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
@@ -155,11 +156,14 @@ def run_mask(mask: str, root: Path, cfg: KneeConfig, out: Path, seed: int,
 def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, seed: int,
                   data_cfg: dict[str, Any], device: torch.device, lamda: float, shared: dict[str, Any], ckpt: Path,
                   models_dir: Path,
-                  e2e_rules: tuple[RuleConfig | None, RuleConfig | None] | None = None) -> dict[str, Any]:
+                  e2e_rules: tuple[RuleConfig | None, RuleConfig | None] | None = None,
+                  peer: bool = True) -> dict[str, Any]:
     """Every learned method of one seed on ``split``: fills ``entry`` and ``images`` and returns the trained
     models by name. ``shared`` keeps seed-independent work between seeds (the unrolled networks' CS starts);
     ``e2e_rules``, when given, replace ``cfg.rule`` for the end-to-end network and ``cfg.unrolled.rule`` for the
-    unrolled end-to-end network (None in either place: the configuration's) (a later seed's one-candidate rule, :func:`later_seeds`)."""
+    unrolled end-to-end network (None in either place: the configuration's) (a later seed's one-candidate rule, :func:`later_seeds`);
+    ``peer``: also train the external peer (fastMRI's VarNet, :mod:`benchmarks.kit.peer`) when its extra is
+    installed (the first seed only: it costs more than every other unrolled method together on the CPU)."""
     va = split["val"]
     k, K = cfg.kernel_size, cfg.blocks
     convex, convex_seconds, caught = train_convex(split, cfg, ckpt / "layerwise_convex", seed, data_cfg, device)
@@ -237,6 +241,10 @@ def train_learned(entry: dict[str, Any], images: dict[str, Any], split: dict[str
         if cfg.unrolled.stage_rule() is not None:
             rules = [st.pop("rule") for st in entry["unrolled_layerwise_adam"]["stages"]]
             entry["unrolled_layerwise_adam"].update({**adam_effort(rules), "curve": curve_of(rules)})
+        if peer and peer_available() and cfg.unrolled.rule is not None:  # the external peer, first seed only
+            models["peer_varnet"], entry["peer_varnet"] = peer_row(
+                split, cfg.unrolled.rule, cfg.unrolled.batch_size, seed, cfg.holdout_volumes, device,
+                entry["unrolled_convex"]["train_seconds"])
         for name in ("unrolled_convex", "unrolled_end_to_end"):
             images[name] = unrolled_nets[name].predict(va["data"], initial=val_start)[0].cpu()
     return models
@@ -269,7 +277,7 @@ def later_seeds(first: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, s
             start, entry = time.perf_counter(), {}
             train_learned(entry, {}, split, cfg, s, data_cfg, device, lamda, shared,
                           out / "checkpoints" / mask / f"seed{s}", out / "models" / mask / f"seed{s}",
-                          e2e_rules=None if rules == (None, None) else rules)
+                          e2e_rules=None if rules == (None, None) else rules, peer=False)
             per_seed.append(slim(entry))
             seconds.append(time.perf_counter() - start)
     finally:

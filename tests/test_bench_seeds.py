@@ -83,8 +83,10 @@ def test_seed_list_and_slim() -> None:
 
 
 def _fake_train_learned(calls: list):
-    def train(entry, images, split, cfg, seed, data_cfg, device, lamda, shared, ckpt, models_dir, e2e_rules=None):
+    def train(entry, images, split, cfg, seed, data_cfg, device, lamda, shared, ckpt, models_dir, e2e_rules=None,
+              peer=True):
         torch.rand(3), np.random.rand(3), random.random()  # consume the global random state
+        assert not peer  # the external peer trains with the first seed only
         calls.append((seed, ckpt, e2e_rules))
         shared["unrolled_starts"] = "computed once"
         for k, m in enumerate(("end_to_end", "layerwise_convex", "unrolled_end_to_end")):

@@ -60,6 +60,8 @@ def model_scores(model: Any, part: dict[str, Any], initial: Any = None) -> dict[
     with torch.no_grad():
         if isinstance(model, UnrolledNet):
             predictions = model.predict(part["data"], initial=initial).cpu()
+        elif getattr(model, "needs_measurements", False):  # e.g. the external peer (benchmarks.kit.peer)
+            predictions = model.predict(part["data"]).cpu()
         else:
             weight = next(model.parameters())
             predictions = model.predict(part["inputs"].to(weight.device, weight.dtype)).cpu()

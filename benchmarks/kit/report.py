@@ -11,13 +11,15 @@ from benchmarks.kit.shift import RECOMMENDED
 
 CNN_METHODS = ("zero_filled", "cs_l1_wavelet", "cs_cycle_spun", "end_to_end", "layerwise_adam", "layerwise_convex",
                 "layerwise_convex_relu")
-UNROLLED_METHODS = ("cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam")
+UNROLLED_METHODS = ("cs_ensemble_mean", "unrolled_convex", "unrolled_end_to_end", "unrolled_layerwise_adam",
+                    "peer_varnet")
 METHODS = CNN_METHODS + UNROLLED_METHODS
 # the headline differences, each a paired per-slice interval
 HEADLINES = (("layerwise_convex", "end_to_end"), ("layerwise_convex", "layerwise_adam"),
              ("layerwise_convex_relu", "end_to_end"), ("layerwise_convex", "cs_cycle_spun"),
              ("unrolled_convex", "unrolled_end_to_end"), ("unrolled_convex", "unrolled_layerwise_adam"),
-             ("unrolled_convex", "cs_cycle_spun"), ("unrolled_convex", "cs_l1_wavelet"))
+             ("unrolled_convex", "cs_cycle_spun"), ("unrolled_convex", "cs_l1_wavelet"),
+             ("unrolled_convex", "peer_varnet"))
 
 
 def markdown(results: dict[str, Any]) -> str:
