@@ -14,6 +14,16 @@ Every solve is ``fit_layer`` with the same gates and beta:
 * ``relu alm`` (with ``--alm-max-iter N``): the augmented Lagrangian with FISTA subproblems
   (:func:`solvers.group_lasso.solve_cone_group_lasso`, scnn's method), capped at ``N`` FISTA iterations.
 
+Each ``relu admm`` and ``relu auto`` row runs twice: cold (the solver's own start) and warm
+(``relu_start="gated"``: the gated program solved first in the same call, its optimum split into a feasible
+exact point, :mod:`convexrecon.block.warm_start`; its seconds count the gated solve). A second table puts
+gated, cold and warm side by side (``--no-warm`` skips the warm rows).
+
+Two blocks: ``--block smooth`` (default, below) and ``--block relu-features``: ReLU features of a random 3 x 3
+conv of 2-channel white noise, targets from a planted two-layer net (16 hidden channels, one output) plus 10 %
+noise scaled to largest |target| 1.1 (``tests/test_relu_robust.py``'s training-like block); ``--beta`` sets
+beta itself instead of ``--beta-ratio``.
+
 Below the table: how degenerate the exact optimum is (cone rows each nonzero neuron of the interior
 point's block holds at equality, against ``d = C_in k^2``), and the time to form the data Gram matrix
 ``B^T B`` once, the fixed cost of any direct Newton method on the block.
@@ -23,6 +33,8 @@ time. Every row states the threads and the device; the certificate is always
 evaluated in float64.
 
     python -m benchmarks.bench_relu --threads 1        # n = 10,000, C_in 8, k 5, P 16 (about 5 min)
+    python -m benchmarks.bench_relu --threads 1 --block relu-features --images 8 --size 45 --width 41 \
+        --channels 16 --gates 32 --beta 20 --no-interior --no-pdhg --admm-max-iter 3000 --name relu-block-issue
     python -m benchmarks.bench_relu --threads 1 --no-admm --no-pdhg --no-interior --newton-sizes 4000,8000,12000,16000
 
 Writes ``benchmarks/results/<--name>/results.{json,md}``.
@@ -31,6 +43,7 @@ Writes ``benchmarks/results/<--name>/results.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -66,6 +79,19 @@ def make_problem(num: int, channels: int, size: int, k: int, P: int, seed: int =
     return x, y, gates
 
 
+def make_relu_feature_problem(num: int, channels: int, height: int, width: int, k: int, P: int, seed: int = 0):
+    """ReLU features of a random 3 x 3 conv of white noise, planted-net targets (one output) + 10 % noise, largest
+    |target| 1.1, and ``P`` gates (the training-like block of ``tests/test_relu_robust.py``)."""
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.randn(num, 2, height, width, generator=gen)
+    x = torch.relu(F.conv2d(raw, torch.randn(channels, 2, 3, 3, generator=gen) / (3 * 2**0.5), padding=1))
+    teacher = torch.randn(16, channels, k, k, generator=gen) / (k * channels**0.5)
+    y = F.conv2d(torch.relu(F.conv2d(x, teacher, padding=k // 2)), torch.randn(1, 16, 1, 1, generator=gen) / 4)
+    y = y + 0.1 * y.std() * torch.randn(y.shape, generator=gen)
+    y = y * (1.1 / y.abs().max())
+    return x, y, draw_gates(P, channels, k, seed=seed + 1, dtype=torch.float32)
+
+
 def run(label: str, x, y, gates, beta, k, args, tol: float | None = None, **kw) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     tol = args.tol if tol is None else tol
@@ -82,7 +108,13 @@ def run(label: str, x, y, gates, beta, k, args, tol: float | None = None, **kw) 
     row |= {"solver": label, "method": rep.solver, "seconds": seconds, "status": rep.status.value,
            "primal": rep.primal, "dual": rep.dual, "relative_gap": rep.relative_gap,
            "violation": rep.max_violation, "iterations": rep.iterations, "width": block.width,
-           "threads": torch.get_num_threads(), "device": "cpu", "dtype": args.dtype, "tol": tol}
+           "threads": torch.get_num_threads(), "device": "cpu", "dtype": args.dtype, "tol": tol,
+           "start": kw.get("relu_start", "cold") if kw.get("activation") == "relu" else "-"}
+    if args.screening:
+        row["screening"] = safe_screening(block, x, y, gates, k)
+    warm = getattr(rep, "warm_start", None)
+    if warm is not None:
+        row["warm_start"] = dataclasses.asdict(warm)
     print(json.dumps(row), flush=True)
     return row
 
@@ -127,6 +159,37 @@ def active_constraints(block, x) -> dict:
             "p10": float(torch.quantile(counts, 0.1)), "median": float(counts.median()), "max": int(counts.max())}
 
 
+@torch.no_grad()
+def safe_screening(block, x, y, gates, k: int) -> dict:
+    """How many arrangements a gap-safe rule (Ndiaye, Fercoq, Gramfort & Salmon, JMLR 2017) drops at ``block``:
+    a measurement only, nothing is screened in any solve.
+
+    From the block's residual ``r = y - block(x)`` the dual point ``theta = s r`` with multipliers zero, ``s`` the
+    largest scale with ``s ||X^T D_i r_c|| <= beta`` for every arrangement ``i`` and output ``c`` (feasible for the
+    gated dual and, with zero cone multipliers, for the exact one), gives the gap ``G`` = the block's objective
+    minus the dual value; the dual is 1-strongly concave in ``theta``, so ``||theta - theta*|| <= sqrt(2 G)``. A
+    group is zero at every optimum when ``s ||X^T D_i r_c|| + ||X||_2 sqrt(2 G) < beta`` (for the exact program
+    the sup of ``<X^T D_i theta*, z>`` over unit ``z`` in its cone is at most the norm with zero multipliers, and
+    ``||D_i X||_2 <= ||X||_2``); an arrangement is dropped when its groups for every output are. ``active``: the
+    arrangements with a neuron above 1e-6 of the block's largest (the interior point's zeros are tiny, not 0)."""
+    X, D, Y = (torch.from_numpy(a) for a in patch_problem(x.double(), arrangement_masks(x, gates), y, k))
+    r = Y - block.double()(x.double()).movedim(1, -1).reshape(Y.shape)
+    norms = torch.linalg.vector_norm(torch.einsum("nd,np,nc->pcd", X, D, r), dim=-1)  # (P, C)
+    beta = block.beta
+    r_y, r_r = float((r * Y).sum()), float((r * r).sum())
+    s = min(max(r_y / max(r_r, 1e-300), 0.0), beta / max(float(norms.max()), 1e-300))
+    gap = max(block.objective(x.double(), y.double()) - (s * r_y - 0.5 * s * s * r_r), 0.0)
+    x_norm = float(torch.linalg.eigvalsh(X.T @ X).max()) ** 0.5
+    dropped = (s * norms + x_norm * (2 * gap) ** 0.5 < beta).all(dim=1)
+    w = block.first.weight.detach().double()
+    neuron = w.reshape(w.shape[0], -1).norm(dim=1) * block.second.weight.detach().double().reshape(
+        block.second.weight.shape[0], -1).abs().sum(dim=0)
+    big = neuron > 1e-6 * float(neuron.max()) if neuron.numel() else neuron > 0
+    active = len(set(block.neuron_arrangement[big].tolist()))
+    return {"dropped": int(dropped.sum()), "active": active, "P": int(gates.shape[0]), "gap": gap,
+            "radius": (2 * gap) ** 0.5, "dual_scale": s, "x_norm": x_norm}
+
+
 def data_gram_seconds(x, gates, k: int) -> float:
     """Seconds to form the data term's Gram matrix ``B^T B = [X^T D_i D_j X]`` (``P d x P d``, float64) once:
     the fixed cost of a direct Newton method on this block (the interior point forms it once per solve)."""
@@ -160,12 +223,36 @@ def newton_seconds(sizes: list[int]) -> list[dict]:
     return rows
 
 
+SIDE_BY_SIDE = ("solver", "start", "seconds", "× gated", "iterations", "rel. gap", "violation", "status",
+                "gated start: s / its", "safe-screened / active / P")
+"""Columns of the table of gated, exact cold and exact warm rows."""
+
+
+def side_by_side(rows) -> list[str]:
+    """Gated, then each exact solver cold and warm: seconds (a warm row's include its gated solve), the ratio to
+    the gated row's seconds, iterations (of the exact solver), gap, violation, status."""
+    gated = next(r for r in rows if r["solver"] == "gated")
+    order = [gated] + [r for r in rows if r.get("start") in ("cold", "gated") and r["solver"] != "relu alm"]
+    lines = ["| " + " | ".join(SIDE_BY_SIDE) + " |", "|---|---|" + "---:|" * 5 + "---|---:|---:|"]
+    for r in order:
+        w, screen = r.get("warm_start"), r.get("screening")
+        part = f"{w['gated_seconds']:.1f} / {w['gated_iterations']}" if w else ""
+        screened = f"{screen['dropped']} / {screen['active']} / {screen['P']}" if screen else ""
+        lines.append(f"| {r['solver']} | {r.get('start', '-')} | {r['seconds']:.1f} | "
+                     f"{r['seconds'] / gated['seconds']:.1f} | {r['iterations']} | {r['relative_gap']:.1e} | "
+                     f"{r['violation']:.1e} | {r['status']} | {part} | {screened} |")
+    return lines
+
+
 def markdown(rows, meta) -> str:
     gated = next(r for r in rows if r["solver"] == "gated")
+    beta_text = (f"beta = {meta['beta']:.4g} ({meta['beta'] / meta['beta_max']:.2g} beta_max)" if meta.get("beta_given")
+                 else f"beta = {meta['beta_ratio']:g} beta_max = {meta['beta']:.4g}")
     lines = [
         f"Exact-ReLU block benchmark — {meta['date']}, {meta['machine']}, torch {meta['torch']}; "
+        f"{meta.get('block', 'smooth')} block, "
         f"n = {meta['n']:,} patches ({meta['images']}), C_in {meta['C_in']}, k {meta['k']}, P {meta['P']}, "
-        f"beta = {meta['beta_ratio']:g} beta_max = {meta['beta']:.4g}; target relative gap {meta['tol']:g}; "
+        f"{beta_text}; target relative gap {meta['tol']:g}; "
         f"iterates in {meta['dtype']}, certificate in float64; one run, solvers one after the other.",
         "",
         "| solver | method | threads | device | tol | seconds | × gated | status | primal | dual | rel. gap | violation | iterations |",
@@ -177,6 +264,17 @@ def markdown(rows, meta) -> str:
             f"{r['seconds']:.1f} | "
             f"{r['seconds'] / gated['seconds']:.1f} | {r['status']} | {r['primal']:.6g} | {r['dual']:.6g} | "
             f"{r['relative_gap']:.1e} | {r['violation']:.1e} | {r['iterations']} |")
+    if any(r.get("start") == "gated" for r in rows):
+        lines += ["", "Gated, exact cold and exact warm side by side (a warm row's seconds include its gated solve, "
+                  "given in its own column; iterations are the exact solver's; with --screening, the arrangements "
+                  "a gap-safe rule drops at the returned block, those the block uses, and P):", ""] + side_by_side(rows)
+        warm = next((r["warm_start"] for r in rows if r.get("warm_start")), None)
+        if warm is not None and warm.get("violated_rows") is not None:
+            lines += ["", f"The warm start's split of the gated optimum: its nonzero groups violate a median "
+                      f"{warm['violated_rows']:.0%} of their cone rows; the smallest feasible gate shift t ||g|| "
+                      f"is a median {warm['shift_ratio']:.3g} times the group's norm; after the per-group scaling "
+                      f"{warm['shifted']} shifted groups are kept, {warm['dropped']} set to zero (exact objective at the "
+                      f"start {warm['objective']:.6g})."]
     reference = [r for r in rows if r["method"] == "interior_point" and r["status"] == "optimal"
                  and r["relative_gap"] <= 1e-5 and r["violation"] == 0.0]
     if reference:  # p* known to 1e-5: how far each exact row really is
@@ -224,7 +322,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--size", type=int, default=50, help="square image side")
+    parser.add_argument("--block", choices=["smooth", "relu-features"], default="smooth",
+                        help="smooth random images (default) or ReLU features of a random conv layer")
+    parser.add_argument("--size", type=int, default=50, help="image height (and width unless --width)")
+    parser.add_argument("--width", type=int, default=0, help="image width (default: --size)")
+    parser.add_argument("--beta", type=float, default=0.0, help="beta itself (default: --beta-ratio x beta_max)")
+    parser.add_argument("--no-warm", action="store_true", help="skip the warm-started (relu_start='gated') rows")
+    parser.add_argument("--screening", action="store_true",
+                        help="count the arrangements a gap-safe rule drops at each returned block (a measurement)")
     parser.add_argument("--channels", type=int, default=8, help="C_in")
     parser.add_argument("--kernel", type=int, default=5)
     parser.add_argument("--gates", type=int, default=16, help="P")
@@ -262,6 +367,9 @@ def main(argv=None) -> int:
         parser.error(f"--kernel must be an odd integer >= 1; got {args.kernel}")
     if not (args.tol > 0 and args.beta_ratio > 0):
         parser.error(f"--tol and --beta-ratio must be > 0; got {args.tol} and {args.beta_ratio}")
+    if args.beta < 0 or args.width < 0:
+        parser.error(f"--beta and --width must be >= 0 (0: the default); got {args.beta} and {args.width}")
+    width = args.width or args.size
     try:
         newton_sizes = [int(m) for m in args.newton_sizes.split(",") if m.strip()]
     except ValueError:
@@ -269,22 +377,31 @@ def main(argv=None) -> int:
     if any(m < 1 for m in newton_sizes):
         parser.error(f"--newton-sizes must be >= 1; got {args.newton_sizes!r}")
     torch.set_num_threads(args.threads)
-    x, y, gates = make_problem(args.images, args.channels, args.size, args.kernel, args.gates)
+    if args.block == "smooth":
+        if width != args.size:
+            parser.error("--width needs --block relu-features (the smooth block's images are square)")
+        x, y, gates = make_problem(args.images, args.channels, args.size, args.kernel, args.gates)
+    else:
+        x, y, gates = make_relu_feature_problem(args.images, args.channels, args.size, width, args.kernel, args.gates)
     k = args.kernel
-    beta = args.beta_ratio * cr.beta_max(cr.ArrangementConv(x.double(), arrangement_masks(x, gates), k, 2, relu=False),
-                                         y.double())
-    n = args.images * args.size**2
+    largest = cr.beta_max(cr.ArrangementConv(x.double(), arrangement_masks(x, gates), k, y.shape[1], relu=False),
+                          y.double())
+    beta = args.beta or args.beta_ratio * largest
+    n = args.images * args.size * width
     meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, cpu",
-            "torch": torch.__version__, "threads": args.threads, "n": n,
-            "images": f"{args.images} x {args.size}x{args.size}", "C_in": args.channels, "k": k, "P": args.gates,
-            "beta_ratio": args.beta_ratio, "beta": beta, "tol": args.tol, "dtype": args.dtype,
+            "torch": torch.__version__, "threads": args.threads, "n": n, "block": args.block,
+            "images": f"{args.images} x {args.size}x{width}", "C_in": args.channels, "k": k, "P": args.gates,
+            "beta_ratio": args.beta_ratio, "beta": beta, "beta_max": largest, "beta_given": bool(args.beta),
+            "tol": args.tol, "dtype": args.dtype,
             "command": "python -m benchmarks.bench_relu " + " ".join(sys.argv[1:] if argv is None else argv)}
     meta["newton"] = newton_seconds(newton_sizes)
     rows = [run("gated", x, y, gates, beta, k, args, activation="gated")]
     meta["data_gram_seconds"] = data_gram_seconds(x, gates, k)
+    starts = ["cold"] if args.no_warm else ["cold", "gated"]
     if not args.no_admm:
-        rows.append(run("relu admm", x, y, gates, beta, k, args, activation="relu", relu_method="admm",
-                        max_iter=args.admm_max_iter))
+        for start in starts:
+            rows.append(run("relu admm" + (" warm" if start == "gated" else ""), x, y, gates, beta, k, args,
+                            activation="relu", relu_method="admm", max_iter=args.admm_max_iter, relu_start=start))
     if args.alm_max_iter:
         rows.append(run_alm(x, y, gates, beta, k, args))
     if not args.no_pdhg:
@@ -293,8 +410,9 @@ def main(argv=None) -> int:
     # the rule relu_method='auto' follows: the interior point where its Newton system fits (above
     # MAX_NEWTON_UNKNOWNS where memory allows, convexrecon.block.dispatch.newton_limit)
     if not args.no_interior and interior_fits(block_program(x, y, gates=gates, kernel_size=k, activation="relu")):
-        rows.append(run("relu auto", x, y, gates, beta, k, args, tol=args.auto_tol, activation="relu",
-                        relu_method="auto"))
+        for start in starts:
+            rows.append(run("relu auto" + (" warm" if start == "gated" else ""), x, y, gates, beta, k, args,
+                            tol=args.auto_tol, activation="relu", relu_method="auto", relu_start=start))
     table = markdown(rows, meta)
     print(table)
     out = Path(__file__).resolve().parent / "results" / args.name

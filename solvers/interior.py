@@ -127,6 +127,7 @@ def solve_relu_program_ipm(
     system: str = "auto",
     max_system: int | None = None,
     callback: Callable[[IterationRecord], None] | None = None,
+    start: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, SolveReport]:
     r"""Solve the exact-ReLU arrangement program by a primal-dual interior-point method.
 
@@ -157,6 +158,10 @@ def solve_relu_program_ipm(
         Largest Newton system accepted (default :data:`MAX_NEWTON_UNKNOWNS`); up to
         :data:`STRETCH_NEWTON_UNKNOWNS` where the caller has checked :func:`newton_memory_bytes`
         against the memory available.
+    start
+        ``(2, P, c, d)`` feasible point (``v`` then ``w``, e.g. split from the gated optimum) to start from
+        instead of the gate directions: it is moved a little inside the cones
+        (:meth:`solvers.interior_relu.ReluInteriorPoint.solve`).
 
     Returns
     -------
@@ -186,6 +191,11 @@ def solve_relu_program_ipm(
                          f"({'P d' if direct else 'n'} = {P * d if direct else n} with system={system!r}), "
                          f"n * P * d <= {MAX_ARRAY_NUMBERS} for the Woodbury system and n * 2 P <= {MAX_CONE_ROWS}. "
                          f"Got n={n}, P={P}, d={d} instead.")
+    if start is not None:
+        if tuple(start.shape) != (2, P, c, d) or not bool(torch.isfinite(start).all()):
+            raise ValueError(f"The 'start' parameter must be a finite tensor of shape (2, P, c, d) = "
+                             f"{(2, P, c, d)}. Got shape {tuple(start.shape)} instead.")
+        start = start.to(X)
     monitor = Monitor("interior_point", tol, tol, torch.float64, callback)
     U = torch.zeros(2, P, c, d, dtype=torch.float64, device=X.device)
     lam = torch.zeros(n, 2, P, c, dtype=torch.float64, device=X.device)
@@ -195,7 +205,8 @@ def solve_relu_program_ipm(
         if not bool(Y[:, out].any()):  # a zero target: the zero block is optimal (objective 0, dual point 0)
             statuses.append(True)
             continue
-        u, lam_out, iterations, ok = problem.solve(Y[:, out], beta, tol, max_iter, monitor, total_iterations)
+        u, lam_out, iterations, ok = problem.solve(Y[:, out], beta, tol, max_iter, monitor, total_iterations,
+                                                   None if start is None else start[:, :, out].reshape(2 * P, d))
         U[:, :, out] = u.view(2, P, d)
         lam[:, :, :, out] = lam_out.view(n, 2, P)
         total_iterations += iterations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 
 import torch
@@ -35,6 +36,8 @@ from convexrecon.block import guard, relu_split
 from convexrecon.block.arrangements import ArrangementConv, patch_problem
 from convexrecon.block.options import FitOptions
 from convexrecon.block.problem import BlockProgram, beta_max
+from convexrecon.block.streaming import StreamingArrangementConv
+from convexrecon.block.warm_start import WarmStart, split_gated, with_warm_start
 
 DEFAULT_MAX_ITER = {"interior_point": 200, "admm": 20_000, "pdhg": 50_000, "fista": 10_000}
 """Iteration budget of each solver when ``FitOptions.max_iter`` is None (interior point: per output)."""
@@ -122,8 +125,11 @@ class BlockSolver:
     """Runs the chosen solver on one program for one ``beta`` after another (:meth:`solve`).
 
     Each solve starts from the ``v`` it is given (the previous block of a path); the interior point starts
-    from its own point. The solvers' own ``ConvergenceWarning`` is dropped: ``fit_layer`` warns once per block,
-    for the block it returns. The ADMM patch structure is built at its first use and kept for the next betas.
+    from its own point. With ``relu_start="gated"`` an exact-ReLU solve starts instead from the gated optimum
+    of the same ``beta`` (:meth:`_gated_start`; the gated solves of a path warm-start each other), the interior
+    point too where the split keeps a group (from a zero split it starts from its own point). The solvers'
+    own ``ConvergenceWarning`` is dropped: ``fit_layer`` warns once per block, for the block it returns. The
+    ADMM patch structure is built at its first use and kept for the next betas.
     """
 
     def __init__(self, program: BlockProgram, o: FitOptions, solver: str) -> None:
@@ -132,9 +138,48 @@ class BlockSolver:
         op = program.operator
         self.certify_operator = op.to(torch.float64) if o.dtype != torch.float64 else None
         self._admm_parts: tuple | None = None
+        self.warm = o.relu and o.relu_start == "gated"
+        self._gated: tuple[BlockSolver, Tensor] | None = None  # the gated runner and its last solution
 
     def solve(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
-        """``(v, report)`` of the block at ``beta``, warm-started from ``v``."""
+        """``(v, report)`` of the block at ``beta``, warm-started from ``v`` (or from the gated optimum)."""
+        if not self.warm:
+            return self._solve(beta, v, callback)
+        v, warm = self._gated_start(beta)
+        v, report = self._solve(beta, v, callback)
+        return v, with_warm_start(report, warm)
+
+    def _gated_start(self, beta: float) -> tuple[Tensor, WarmStart]:
+        """The exact program's start from the gated optimum at ``beta`` (:func:`split_gated`) and what it took."""
+        start = time.perf_counter()
+        p, o = self.program, self.options
+        if self._gated is None:
+            if isinstance(p.operator, StreamingArrangementConv):
+                op = p.operator
+                gated_op = StreamingArrangementConv(op.source, op.gates, op.k, op.num_outputs, relu=False,
+                                                    mask_cache_bytes=op.mask_cache_bytes, _masks=op._masks)
+            else:
+                op = p.operator
+                gated_op = ArrangementConv(op.x, op.masks, op.k, op.num_outputs, relu=False,
+                                           chunk_size=o.chunk_size, gate_chunk=o.gate_chunk, dtype=op.dtype)
+            program = dataclasses.replace(p, operator=gated_op)
+            # the gated solve runs to tol within its own budget: max_iter is the exact solver's
+            gated_o = dataclasses.replace(o, activation="gated", max_iter=None, progress=False)
+            method = o.gated_method
+            if method == "interior_point" and (program.streamed or program.comm.world_size > 1
+                                               or not fits_gated_interior_point(*_sizes(program))):
+                method = "fista"  # the warm start is a means, not the block asked for: take the solver that fits
+            self._gated = (BlockSolver(program, gated_o, method), gated_op.zeros())
+        runner, previous = self._gated
+        u, report = runner.solve(beta, previous, None)
+        if not bool(torch.isfinite(u).all()):  # never start from a non-finite point
+            u = torch.zeros_like(previous)
+        self._gated = (runner, u)
+        v, shifted, dropped, scale, objective, found = split_gated(p.operator, p.gates, u, p.targets, beta, p.comm)
+        return v, WarmStart(report.solver, report.status.value, report.iterations, report.seconds,
+                            report.relative_gap, shifted, dropped, scale, objective, time.perf_counter() - start, *found)
+
+    def _solve(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
         solver = self.solver
         if self.auto and solver == "interior_point" and beta >= beta_max(self.program.sharded_operator,
                                                                            self.program.targets):
@@ -154,7 +199,8 @@ class BlockSolver:
     def _interior(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
         p, o = self.program, self.options
         return _quietly(_solve_interior, p.inputs, p.targets, p.operator, p.gates, o.kernel_size, beta, o.tol,
-                        o.max_iter, callback, o.relu, newton_limit(p) if o.relu else None)
+                        o.max_iter, callback, o.relu, newton_limit(p) if o.relu else None,
+                        v if self.warm and bool(v.any()) else None)  # a zero split carries nothing: own start
 
     def _admm(self, beta: float, v: Tensor, callback) -> tuple[Tensor, SolveReport]:
         p, o = self.program, self.options
@@ -234,15 +280,19 @@ def _quietly(solve, *args, **kwargs):
 
 def _solve_interior(x: Tensor, y: Tensor, operator: ArrangementConv, gates: Tensor, kernel_size: int, beta: float,
                     tol: float, max_iter: int | None, callback, relu: bool = True,
-                    max_system: int | None = None) -> tuple[Tensor, SolveReport]:
+                    max_system: int | None = None, start: Tensor | None = None) -> tuple[Tensor, SolveReport]:
     """Interior-point solve on the explicit patch problem (exact ReLU, or gated by the barrier Newton method);
-    ``v`` in the operator's layout."""
+    ``v`` in the operator's layout. ``start`` (relu only, the operator's layout): a feasible exact-ReLU point
+    the interior point starts from (a little inside the cones)."""
     X, D, Y = patch_problem(x, operator.masks, y, kernel_size)
     X, D, Y = torch.from_numpy(X), torch.from_numpy(D), torch.from_numpy(Y)
     budget = max_iter or DEFAULT_MAX_ITER["interior_point"]
     if relu:
+        if start is not None:
+            start = start.detach().double().cpu().reshape(2, gates.shape[0], Y.shape[1], -1)
         U, _, report = solve_relu_program_ipm(X, D, Y, beta, gates=gates.double().reshape(gates.shape[0], -1).cpu(),
-                                              tol=tol, max_iter=budget, max_system=max_system, callback=callback)
+                                              tol=tol, max_iter=budget, max_system=max_system, callback=callback,
+                                              start=start)
     else:
         U, report = solve_gated_program_ipm(X, D, Y, beta, tol=tol, max_iter=budget, callback=callback)
     # U is (2, P, C_out, d) for relu, (P, C_out, d) gated: the operator's group order

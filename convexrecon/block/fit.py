@@ -83,6 +83,9 @@ def fit_layer(
     ConvexBlock
         With ``.report`` holding status, primal, dual, gap and history. A
         solve that does not reach ``tol`` warns with ``ConvergenceWarning``.
+        With ``relu_start="gated"`` (exact ReLU) the report is a
+        :class:`~convexrecon.block.warm_start.WarmStartedReport`: its seconds
+        count the gated solve it started from, its ``warm_start`` records it.
 
     Raises
     ------

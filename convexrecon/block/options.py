@@ -23,6 +23,7 @@ from convexrecon.block.arrangements import GATE_SAMPLINGS
 ACTIVATIONS = ("relu", "gated")
 RELU_METHODS = ("auto", "admm", "pdhg", "interior_point")
 GATED_METHODS = ("fista", "interior_point")
+RELU_STARTS = ("cold", "gated")
 DEFAULT_BETA_RATIO = 1e-3
 """``beta = DEFAULT_BETA_RATIO * beta_max`` when no ``beta`` is given to ``fit_layer`` or ``BlockSettings``."""
 CLI_BETA_RATIO = 1e-2
@@ -113,6 +114,18 @@ class FitOptions:
           when ``N H W`` is the smaller side, :data:`~solvers.interior.MAX_ARRAY_NUMBERS` numbers in the
           Woodbury factor ``N H W x P C_in k^2``); far fewer iterations to a tight certificate, strictly
           feasible iterates.
+    relu_start
+        Where the exact-ReLU solve starts (ignored for gated blocks): ``"cold"`` (default: ADMM from the
+        zero block, or the previous block of a path; the interior point from its gate directions) or
+        ``"gated"``: the gated program is solved first on the same data and gates (``gated_method``, same
+        ``tol``), its optimum split into a feasible exact-ReLU point
+        (:func:`~convexrecon.block.warm_start.split_gated`: the smallest shift of each group along its gate,
+        then the best scale) and the exact solver started there (the interior point a little inside the
+        cones). The report is then a :class:`~convexrecon.block.warm_start.WarmStartedReport`: its
+        ``seconds`` count the gated solve too, its ``warm_start`` holds the gated solve's iterations and
+        seconds. The default stays ``"cold"``: on both benchmark blocks the split keeps no group (the
+        gated neurons need gate shifts a median 6e3 times their norm), so the warm start costs the gated
+        solve and saves no iteration (``docs/benchmarks.md`` §5).
     gated_method
         Solver of the gated program (ignored for relu blocks): ``"fista"`` (matrix-free FISTA with a
         Newton-CG tail, :mod:`solvers.group_lasso`; any size, streaming and sharding) or
@@ -145,6 +158,7 @@ class FitOptions:
     gate_chunk: int | None = None
     shard: bool | None = None
     relu_method: str = "auto"
+    relu_start: str = "cold"
     gated_method: str = "fista"
     allow_tf32: bool = False
 
@@ -171,6 +185,7 @@ class FitOptions:
             raise TypeError(f"The 'shard' parameter must be True, False or None. Got {self.shard!r} instead.")
         fix("relu_method", checks.choice("relu_method", self.relu_method, RELU_METHODS))
         fix("gated_method", checks.choice("gated_method", self.gated_method, GATED_METHODS))
+        fix("relu_start", checks.choice("relu_start", self.relu_start, RELU_STARTS))
 
     @property
     def relu(self) -> bool:
