@@ -88,7 +88,7 @@ from benchmarks.kit.methods import (convex_solver_bytes, cs_predictions, train_c
 from benchmarks.kit.report import HEADLINES, markdown  # noqa: E402
 from benchmarks.kit.peer import available as peer_available, peer_row  # noqa: E402
 from benchmarks.kit.shift import out_of_distribution, write_conditions  # noqa: E402
-from benchmarks.kit.seeds import fixed_rule, pooled_paired, seed_list, slim, spread  # noqa: E402
+from benchmarks.kit.seeds import FIRST_SEED_ONLY, fixed_rule, pooled_paired, seed_list, slim, spread  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from convexrecon.analysis.memory import block_memory, end_to_end_memory, memory_table  # noqa: E402
 from convexrecon.devices import default_device, parse_device  # noqa: E402
@@ -284,7 +284,8 @@ def later_seeds(first: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, s
         torch.set_rng_state(state[0])
         np.random.set_state(state[1])
         random.setstate(state[2])
-    differences = [d for d in (pooled_paired(per_seed, first, a, b) for a, b in HEADLINES) if d is not None]
+    differences = [d for d in (pooled_paired(per_seed, first, a, b) for a, b in HEADLINES
+                               if not {a, b} & set(FIRST_SEED_ONLY)) if d is not None]
     return {"seeds": seeds, "learned_seconds": seconds, "per_seed": {str(s): e for s, e in zip(seeds[1:], per_seed[1:])},
             "spread": spread(per_seed), "differences": differences,
             "later_rules": {"end_to_end": None if rules[0] is None else dataclasses.asdict(rules[0]),

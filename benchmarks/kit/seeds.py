@@ -21,6 +21,7 @@ from convexrecon.metrics import paired_difference
 
 # the methods whose numbers depend on the seed; every other row (zero-filled, CS, cycle-spun CS, the CS ensemble
 # mean) is computed once
+FIRST_SEED_ONLY = ("peer_varnet",)  # trained with the first seed only (the external peer): no spread, no pooling
 LEARNED = ("end_to_end", "layerwise_adam", "layerwise_convex", "layerwise_convex_relu", "unrolled_convex",
            "unrolled_end_to_end", "unrolled_layerwise_adam")
 SLIM_KEYS = ("psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "psnr_slices", "train_seconds", "epochs", "converged",
