@@ -15,12 +15,12 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import convexrecon as cr
 import convexrecon.block.dispatch as dispatch
 import solvers.admm as admm
-from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, draw_gates, patch_problem
+from convexrecon.block.arrangements import ArrangementConv, arrangement_masks, patch_problem
+from benchmarks.bench_relu import make_relu_feature_problem
 from convexrecon.block.relu_split import admm_structure
 from solvers.admm import _GramBasis, solve_relu_program_admm
 from solvers.report import Status
@@ -30,15 +30,9 @@ TOL = 1e-3
 
 def training_like_block(seed: int, num: int = 2, channels: int = 16, height: int = 16, width: int = 15, k: int = 5,
                         num_gates: int = 32):
-    """``(x, y, gates)``: ReLU features of a random 3x3 conv of white noise, planted-net targets + 10 % noise."""
-    gen = torch.Generator().manual_seed(seed)
-    raw = torch.randn(num, 2, height, width, generator=gen)
-    x = torch.relu(F.conv2d(raw, torch.randn(channels, 2, 3, 3, generator=gen) / (3 * 2**0.5), padding=1))
-    teacher = torch.randn(16, channels, k, k, generator=gen) / (k * channels**0.5)
-    y = F.conv2d(torch.relu(F.conv2d(x, teacher, padding=k // 2)), torch.randn(1, 16, 1, 1, generator=gen) / 4)
-    y = y + 0.1 * y.std() * torch.randn(y.shape, generator=gen)
-    y = y * (1.1 / y.abs().max())
-    return x, y, draw_gates(num_gates, channels, k, seed=seed + 1, dtype=torch.float32)
+    """``(x, y, gates)``: ReLU features of a random 3x3 conv of white noise, planted-net targets + 10 % noise (the
+    block of ``benchmarks/bench_relu.py --block relu-features``, at a smaller size)."""
+    return make_relu_feature_problem(num, channels, height, width, k, num_gates, seed=seed)
 
 
 def independent_dual(block, x: torch.Tensor, y: torch.Tensor, gates: torch.Tensor, beta: float) -> float:
