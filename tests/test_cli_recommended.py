@@ -37,6 +37,9 @@ def test_without_recommended_train_trains_the_papers_cnn_as_before() -> None:
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("layerwise-cnn", 4, 0, [])
     assert not (args.stage_bias or args.no_stage_zero_filled or args.stage_sense)
     assert (args.cs_relative, args.cs_start_lambda) == ("max", 0.003)
+    noise = _args("--architecture", "unrolled", "--cs-start", "10", "--cs-relative", "noise")
+    assert (noise.cs_relative, noise.cs_start_lambda) == ("noise", 0.5)  # the default weight in noise units
+    assert _args("--architecture", "unrolled", "--cs-relative", "noise", "--cs-start-lambda", "2").cs_start_lambda == 2
     assert _args("--architecture", "seed").architecture == "layerwise-cnn"
     assert _args("--architecture", "unrolled", "--blocks", "3").blocks == 3
 

@@ -132,7 +132,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "image (default 0: zero-filled; 100 with --recommended)")
     parser.add_argument("--cs-start-lambda", type=float, default=None, metavar="L",
                         help="unrolled: weight of the CS start's L1 term, relative to what --cs-relative names "
-                             "(default 0.003 x max|zero-filled|; 0.5 x the noise level with --recommended)")
+                             "(default 0.003 x max|zero-filled|; 0.5 x the noise level with --cs-relative noise "
+                             "or --recommended)")
     parser.add_argument("--cs-relative", default=None, choices=CS_RELATIVE,
                         help="unrolled: what the CS weights (--cs-start-lambda, --cs-inputs) multiply: max (the "
                              "slice's max |zero-filled|; default) or noise (the slice's noise level, estimated from "
@@ -246,6 +247,8 @@ def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> a
         parser.error(f"argument --recommended: expected without --architecture or with --architecture unrolled (the "
                      f"recommended network is unrolled). Got --architecture {args.architecture}.")
     preset = RECOMMENDED if args.recommended else PLAIN
+    if args.cs_start_lambda is None and args.cs_relative == "noise":  # a weight in noise units, not in max units
+        args.cs_start_lambda = RECOMMENDED["cs_start_lambda"]
     for name, value in preset.items():
         if getattr(args, name) is None or getattr(args, name) is False:  # unset (0 is a value: --cs-start 0)
             if name == "cs_inputs" and value:
