@@ -47,7 +47,7 @@ Writes ``results.json``, ``results.md``, ``psnr_vs_layers.png``,
 under ``--out``; checkpoints under
 ``--out/checkpoints`` (a killed run restarted with the same command resumes). From the repository root:
 
-    python -m benchmarks.run_knee            # default (CPU; sized for about 30 min on 2 cores)
+    python -m benchmarks.run_knee            # default (CPU, 2 seeds; about 65 min on 2 shared cores)
     python -m benchmarks.run_knee --quick    # every method, 3 seeds (budget 5 min on 2 cores, one thread)
     python -m benchmarks.run_knee --full --data /data/knee_multicoil  # the paper's settings, GPU
     python -m benchmarks.run_knee --config gpu   # one H100/H200 in ~8 min, reductions printed

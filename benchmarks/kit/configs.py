@@ -250,8 +250,8 @@ CONFIGS: dict[str, KneeConfig] = {
         synthetic=DEFAULT_SET,
         crop=80, val_volumes=1, blocks=4, kernel_size=5, num_arrangements=8,
         activation="gated", gate_sampling="antithetic",
-        # 3 β candidates and 200 / 150 Adam epochs (halved every 50) keep the whole mode, unrolled networks included,
-        # under 30 minutes on a 2-core machine
+        # 3 β candidates; the whole mode (2 seeds, the training rule, the out-of-distribution sets) took 65 minutes
+        # on 2 cores shared with other jobs (docs/benchmarks.md §1.1)
         beta_ratio=1e-2, beta_ratios=(3e-3, 1e-2, 3e-2), holdout_volumes=1,
         tol=1e-3, max_iter=500, solve_chunk_size=None,
         patch_size=None, patches_per_slice=1,
