@@ -54,7 +54,8 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
         main([*args, "--stage-shrink", "0.01"])
     assert exit_.value.code == 2
     assert "--no-keep-start: expected with --architecture unrolled only" in capsys.readouterr().err
-    for flags in (["--stage-sense"], ["--stage-residual"], ["--cs-relative", "noise"], ["--no-keep-start"]):
+    for flags in (["--stage-sense"], ["--stage-residual"], ["--cs-relative", "noise"], ["--no-keep-start"],
+                  ["--cs-shifts", "4"]):
         with pytest.raises(SystemExit) as exit_:
             main([*args, *flags])
         assert exit_.value.code == 2 and "expected with --architecture unrolled only" in capsys.readouterr().err

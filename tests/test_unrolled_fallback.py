@@ -8,7 +8,7 @@ import torch
 
 import convexrecon as cr
 from convexrecon.mri import MeasuredData, complex_to_channels, crop_center, data_consistency, estimate_noise
-from convexrecon.mri.sparsity import l1_wavelet_fista
+from convexrecon.mri.sparsity import CYCLE_SHIFTS, l1_wavelet_fista
 from convexrecon.stack.stage_inputs import SENSE_ITERATIONS, StageInputs
 from convexrecon.stack.unrolled import UnrolledNet, identity_stage, stage_channels, unrolled_plain
 from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end
@@ -125,6 +125,24 @@ def test_residual_blocks_see_every_further_image_minus_the_estimate(toy, tmp_pat
         UnrolledNet([], CROP, False, stage_inputs=StageInputs(residual=True))
     with pytest.raises(TypeError, match="'residual'"):
         StageInputs(residual="yes")
+
+
+def test_cycle_spun_cs_images(toy, tmp_path):
+    _, _, data, _ = toy
+    net = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, cs_iterations=10, cs_lambda=0.5, cs_inputs=[0.1],
+                         cs_shifts=3)
+    x = net.start(data.kspace, data.maps, data.mask)
+    spun = l1_wavelet_fista(data.kspace, data.maps, data.mask, 0.5, 10, scale=crop_center(x, CROP).abs().flatten(1)
+                            .amax(1), shifts=list(CYCLE_SHIFTS[:3]))
+    assert torch.allclose(net.predict(data, stages=0), complex_to_channels(crop_center(spun, CROP)).float(), atol=1e-5)
+    plain = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, cs_iterations=10, cs_lambda=0.5, cs_inputs=[0.1])
+    assert not torch.allclose(net.predict(data, stages=0), plain.predict(data, stages=0), atol=1e-4)
+    net.save(tmp_path / "spun")
+    assert cr.load_network(tmp_path / "spun").stage_inputs.cs_shifts == 3
+    assert "cs_shifts" not in StageInputs().settings()
+    for bad in (0, 9, 2.0, True):
+        with pytest.raises(ValueError, match="'cs_shifts'"):
+            StageInputs(cs_iterations=10, cs_lambda=0.5, cs_shifts=bad)
 
 
 def test_cs_weights_relative_to_the_noise_estimate(toy):

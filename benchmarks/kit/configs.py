@@ -89,7 +89,8 @@ class UnrolledConfig(_Frozen):
     baseline's λ converted at the training slices' median ratio of image maximum to noise level, so the
     in-distribution weights stay those of the CS baseline), ``keep_start`` lets the held-out selection make a
     stage the identity when every candidate scores below its input, and ``residual`` gives the blocks every
-    further image minus the estimate instead of the estimate."""
+    further image minus the estimate instead of the estimate. ``cs_shifts`` > 1 cycle-spins every CS image over
+    that many wavelet-grid shifts (that many times the CS work)."""
 
     stages: int
     activation: str
@@ -118,6 +119,7 @@ class UnrolledConfig(_Frozen):
     cs_relative: str = "max"
     keep_start: bool = False
     residual: bool = False
+    cs_shifts: int = 1
 
     def stage_rule(self) -> RuleConfig | None:
         """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains
@@ -128,7 +130,8 @@ class UnrolledConfig(_Frozen):
 @dataclass(frozen=True, kw_only=True)
 class Condition(_Frozen):
     """One out-of-distribution test set: ``volumes`` synthetic volumes of the ``anatomy`` family at ``snr`` with
-    ``coils`` coils, the training set's k-space shape and slices per volume (:func:`benchmarks.kit.shift.condition_root`)."""
+    ``coils`` coils, the training set's k-space shape and slices per volume
+    (:func:`benchmarks.kit.shift.condition_root`)."""
 
     name: str
     anatomy: str
@@ -155,9 +158,9 @@ class KneeConfig(_Frozen):
     """One mode of the knee experiment: data, the layer-wise CNN (``blocks`` convex blocks, β per block chosen from
     ``beta_ratios`` on the last ``holdout_volumes`` training volumes, or the fixed ``beta_ratio`` when None), its
     Adam baselines, L1-wavelet CS (λ from ``cs_lambdas`` on ``cs_lambda_slices`` training slices; scored on the
-    first ``cs_val_slices`` validation slices, all when None), exact-ReLU blocks (``relu``), the held-out
-    out-of-distribution test sets (``conditions``: another anatomy family, SNR and coil count), the unrolled network and the number of seeds of the learned methods
-    (``seeds``; ``run_knee.py --seeds`` overrides it)."""
+    first ``cs_val_slices`` validation slices, all when None), exact-ReLU blocks (``relu``), the
+    out-of-distribution test sets (``conditions``: another anatomy family, SNR and coil count), the unrolled network
+    and the number of seeds of the learned methods (``seeds``; ``run_knee.py --seeds`` overrides it)."""
 
     synthetic: SyntheticSet
     crop: int

@@ -16,11 +16,10 @@ from convexrecon.metrics import paired_difference, score_slices, slice_psnr
 from convexrecon.mri.consistency import crop_center
 from convexrecon.mri.fft import complex_to_channels
 from convexrecon.mri.sense import sense_adjoint
-from convexrecon.mri.sparsity import l1_wavelet_fista
+from convexrecon.mri.sparsity import CYCLE_SHIFTS, l1_wavelet_fista
 from convexrecon.stack.unrolled import UnrolledNet
 
-# grid shifts of cycle-spun CS, first n used: odd and even offsets, so every decimated level moves
-CS_SHIFTS = ((0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1))
+CS_SHIFTS = CYCLE_SHIFTS  # grid shifts of cycle-spun CS (convexrecon.mri.sparsity), the first cfg.cs_shifts used
 
 
 def fista_images(part: dict[str, Any], lamda: float, iterations: int, shifts: tuple) -> torch.Tensor:

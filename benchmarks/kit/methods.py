@@ -239,7 +239,8 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
     return {"bias": u.bias, "shrink": list(u.shrink), "cs_iterations": u.cs_iterations,
             "cs_lambda": float(lam) if u.cs_iterations else 0.0,
             "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else (),
-            "sense_input": u.sense_input, "cs_relative": u.cs_relative, "residual": u.residual}
+            "sense_input": u.sense_input, "cs_relative": u.cs_relative, "residual": u.residual,
+            "cs_shifts": u.cs_shifts}
 
 
 def noise_ratio(data: Any) -> float:

@@ -82,6 +82,7 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
          "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
          "cs_relative": "--cs-relative", "sense_input": "--stage-sense", "residual": "--stage-residual",
+         "cs_shifts": "--cs-shifts",
          "gated_method": "--stage-solver"}
 
 
@@ -141,6 +142,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
+    parser.add_argument("--cs-shifts", type=int, default=1, metavar="N",
+                        help="unrolled, with --cs-start: cycle-spin every CS image over N wavelet-grid shifts (1-8; "
+                             "N times the CS work per slice, at training and reconstruction)")
     parser.add_argument("--stage-residual", action="store_true",
                         help="unrolled: every stage's block sees each further image minus the estimate instead of "
                              "the estimate itself, so its correction shrinks where the reconstructions agree (at "
@@ -208,7 +212,8 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
         inputs = StageInputs.from_options(bias=args.stage_bias, shrink=tuple(args.stage_shrink),
                                           cs_iterations=args.cs_start, cs_lambda=args.cs_start_lambda,
                                           cs_inputs=tuple(args.cs_inputs), sense_input=args.stage_sense,
-                                          cs_relative=args.cs_relative, residual=args.stage_residual)
+                                          cs_relative=args.cs_relative, residual=args.stage_residual,
+                                          cs_shifts=args.cs_shifts)
     except ValueError as error:
         names = re.findall(r"'(\w+)'", str(error))
         flag = next((FLAGS[n] for n in names if n in FLAGS), None)
@@ -288,10 +293,10 @@ def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser
     if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
                                           or args.no_stage_zero_filled or args.stage_solver != "auto"
                                           or args.stage_sense or args.stage_residual or args.no_keep_start
-                                          or args.cs_relative != "max"):
-        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--stage-sense/"
-                     "--stage-residual/--stage-solver/--no-stage-zero-filled/--no-keep-start: expected with "
-                     f"--architecture unrolled only. Got --architecture {args.architecture}.")
+                                          or args.cs_relative != "max" or args.cs_shifts != 1):
+        parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--cs-shifts/"
+                     "--stage-sense/--stage-residual/--stage-solver/--no-stage-zero-filled/--no-keep-start: expected "
+                     f"with --architecture unrolled only. Got --architecture {args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
     if args.cs_inputs and not args.cs_start:

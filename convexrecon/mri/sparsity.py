@@ -68,6 +68,10 @@ def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None 
     return outs
 
 
+# wavelet-grid shifts of cycle-spun CS, the first n used: odd and even offsets, so every decimated level moves
+CYCLE_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1))
+
+
 def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, iterations: int, *,
                      scale: Tensor | None = None, start: Tensor | None = None, wave: str = DEFAULT_WAVE,
                      shifts: Sequence[tuple[int, int]] | None = None) -> Tensor:

@@ -38,6 +38,7 @@ import pywt
 
 from convexrecon.checks import bool_flag
 from convexrecon.mri import DEFAULT_WAVE
+from convexrecon.mri.sparsity import CYCLE_SHIFTS
 
 CsInput = tuple[float, str]
 CS_RELATIVE = ("max", "noise")  # what the CS weights multiply: the slice's max |P^T x_1|, or its noise estimate
@@ -69,6 +70,10 @@ class StageInputs:
         slice's estimated noise standard deviation (:func:`~convexrecon.mri.noise.estimate_noise`).
     residual
         The block sees every further image minus the estimate, and not the estimate (2 channels fewer).
+    cs_shifts
+        Every CS image (start and inputs) is cycle-spun over this many wavelet-grid shifts
+        (:data:`~convexrecon.mri.sparsity.CYCLE_SHIFTS`; 1: plain CS). Cycle spinning costs that many times
+        the CS work per slice.
     """
 
     bias: bool = False
@@ -80,6 +85,7 @@ class StageInputs:
     sense_start: bool = False
     cs_relative: str = "max"
     residual: bool = False
+    cs_shifts: int = 1
 
     def __post_init__(self) -> None:
         iterations, lam = self.cs_iterations, self.cs_lambda
@@ -101,6 +107,10 @@ class StageInputs:
         object.__setattr__(self, "sense_input", bool_flag("sense_input", self.sense_input))
         object.__setattr__(self, "sense_start", bool_flag("sense_start", self.sense_start))
         object.__setattr__(self, "residual", bool_flag("residual", self.residual))
+        shifts = self.cs_shifts
+        if not (isinstance(shifts, int) and not isinstance(shifts, bool) and 1 <= shifts <= len(CYCLE_SHIFTS)):
+            raise ValueError(f"The 'cs_shifts' parameter must be an int from 1 (plain CS) to {len(CYCLE_SHIFTS)} "
+                             f"(wavelet-grid shifts of cycle-spun CS). Got {shifts!r} instead.")
         object.__setattr__(self, "shrink", _thresholds(self.shrink))
         object.__setattr__(self, "cs_lambda", float(lam))
         object.__setattr__(self, "cs_inputs", inputs)
@@ -108,7 +118,8 @@ class StageInputs:
     @classmethod
     def from_options(cls, *, bias: Any = False, shrink: Any = (), cs_iterations: Any = 0, cs_lambda: Any = 0.0,
                      cs_inputs: Any = (), relative: bool = False, sense_input: Any = False,
-                     sense_start: Any = False, cs_relative: str = "max", residual: Any = False) -> "StageInputs":
+                     sense_start: Any = False, cs_relative: str = "max", residual: Any = False,
+                     cs_shifts: Any = 1) -> "StageInputs":
         """The inputs as a command line or a benchmark configuration states them.
 
         ``cs_lambda`` and ``cs_inputs`` apply to a CS start only: without one (``cs_iterations`` 0) they
@@ -116,7 +127,7 @@ class StageInputs:
         (:meth:`parse_cs_input`); with ``relative`` their weights are multiples of ``cs_lambda``.
         """
         more = {"sense_input": sense_input, "sense_start": sense_start, "cs_relative": cs_relative,
-                "residual": residual}
+                "residual": residual, "cs_shifts": cs_shifts}
         if not cs_iterations:
             return cls(bias, shrink, cs_iterations, 0.0, (), **more)
         items = [cls.parse_cs_input(item) if isinstance(item, str) else item for item in cs_inputs]
@@ -160,7 +171,8 @@ class StageInputs:
         """The fields as keyword arguments (of :class:`~convexrecon.stack.unrolled.UnrolledNet`)."""
         return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
                 "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs, "sense_input": self.sense_input,
-                "sense_start": self.sense_start, "cs_relative": self.cs_relative, "residual": self.residual}
+                "sense_start": self.sense_start, "cs_relative": self.cs_relative, "residual": self.residual,
+                "cs_shifts": self.cs_shifts}
 
     def settings(self) -> dict[str, Any]:
         """The fields as JSON values (lists for tuples), as saved in configs and checkpoints; the fallback and
@@ -168,7 +180,7 @@ class StageInputs:
         them (and the checkpoints they resume from) keep their keys."""
         out = {**self.options(), "shrink": list(self.shrink), "cs_inputs": [list(c) for c in self.cs_inputs]}
         for name, default in (("sense_input", False), ("sense_start", False), ("cs_relative", "max"),
-                              ("residual", False)):
+                              ("residual", False), ("cs_shifts", 1)):
             if out[name] == default:
                 del out[name]
         return out

@@ -45,6 +45,7 @@ from convexrecon.metrics import score_slices
 from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, channels_to_complex, complex_to_channels, crop_center,
                              data_consistency, embed_crop, estimate_noise, l1_wavelet_fista, sense_adjoint,
                              wavelet_shrink)
+from convexrecon.mri.sparsity import CYCLE_SHIFTS
 from convexrecon.stack.modelfiles import UNROLLED, write_model
 from convexrecon.stack.stage_inputs import SENSE_ITERATIONS, StageInputs
 
@@ -166,12 +167,12 @@ class UnrolledNet(nn.Module):
         Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
         weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
         L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
-    sense_input, sense_start, cs_relative, residual
-        The SENSE-CG image as a block input / as the start, what the CS weights are relative to, and whether
-        the block sees the further images minus the estimate instead of the estimate
-        (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
+    sense_input, sense_start, cs_relative, residual, cs_shifts
+        The SENSE-CG image as a block input / as the start, what the CS weights are relative to, whether
+        the block sees the further images minus the estimate instead of the estimate, and the wavelet-grid
+        shifts of cycle-spun CS images (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
     stage_inputs
-        The nine settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
+        The ten settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
         CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
         learn where to trust which (docs/design.md §9.1).
 
@@ -186,12 +187,12 @@ class UnrolledNet(nn.Module):
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
                  cs_inputs: Sequence[Any] = (), sense_input: bool = False, sense_start: bool = False,
-                 cs_relative: str = "max", residual: bool = False,
+                 cs_relative: str = "max", residual: bool = False, cs_shifts: int = 1,
                  stage_inputs: StageInputs | None = None) -> None:
         super().__init__()
         if stage_inputs is None:
             stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start,
-                                       cs_relative, residual)
+                                       cs_relative, residual, cs_shifts)
         self.stage_inputs = stage_inputs
         self.bias, self.shrink = stage_inputs.bias, stage_inputs.shrink
         self.cs_iterations, self.cs_lambda = stage_inputs.cs_iterations, stage_inputs.cs_lambda
@@ -262,7 +263,8 @@ class UnrolledNet(nn.Module):
             n = len(index)
             images = l1_wavelet_fista(k.repeat(n, 1, 1, 1), s.repeat(n, 1, 1, 1), m.repeat(n, 1, 1), 1.0,
                                       self.cs_iterations, scale=torch.cat([runs[i][0] * rho for i in index]),
-                                      start=x1.repeat(n, 1, 1), wave=wave)
+                                      start=x1.repeat(n, 1, 1), wave=wave,
+                                      shifts=list(CYCLE_SHIFTS[:inputs.cs_shifts]) if inputs.cs_shifts > 1 else None)
             for j, i in enumerate(index):
                 out[i] = images[j * len(x1):(j + 1) * len(x1)]
         if inputs.sense_start:
@@ -375,7 +377,7 @@ class UnrolledNet(nn.Module):
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "cs_inputs": [list(c) for c in self.cs_inputs],
                 **{k: v for k, v in self.stage_inputs.settings().items()
-                   if k in ("sense_input", "sense_start", "cs_relative", "residual")},
+                   if k in ("sense_input", "sense_start", "cs_relative", "residual", "cs_shifts")},
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -396,7 +398,8 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
                        cs_iterations=int(spec.get("cs_iterations", 0)), cs_lambda=float(spec.get("cs_lambda", 0.0)),
                        cs_inputs=spec.get("cs_inputs", ()), sense_input=bool(spec.get("sense_input", False)),
                        sense_start=bool(spec.get("sense_start", False)),
-                       cs_relative=str(spec.get("cs_relative", "max")), residual=bool(spec.get("residual", False)))
+                       cs_relative=str(spec.get("cs_relative", "max")), residual=bool(spec.get("residual", False)),
+                       cs_shifts=int(spec.get("cs_shifts", 1)))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
@@ -404,16 +407,16 @@ def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Seque
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
                    cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = (),
                    sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max",
-                   residual: bool = False) -> UnrolledNet:
+                   residual: bool = False, cs_shifts: int = 1) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
-    ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start``, ``cs_relative`` and
-    ``residual`` as in :class:`UnrolledNet`."""
+    ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start``, ``cs_relative``,
+    ``residual`` and ``cs_shifts`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
     inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative,
-                         residual)
+                         residual, cs_shifts)
     c = inputs.channels(concat_input)
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
