@@ -58,6 +58,22 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def save_tiny_cnn(directory: Path, data: dict | None = None) -> Path:
+    """An untrained 1-block CNN saved with the config `train` writes (``data``: its mask settings, by default
+    Poisson 4x with a 16 x 16 calibration square, crop CROP), its 1x1 layer scaled down so that its output stays
+    near the zero-filled input."""
+    import torch
+
+    from convexrecon.stack.network import ReconNet
+
+    settings = data or {"mask": "poisson", "acceleration": 4.0, "crop": CROP, "calib": 16, "seed": 0}
+    net = ReconNet.plain([2], 3, seed=0, config={"data": settings})
+    with torch.no_grad():
+        net.second.weight.mul_(0.01)
+    net.save(directory)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny problems: the thread pool only adds contention on a busy

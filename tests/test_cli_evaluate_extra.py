@@ -9,25 +9,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from convexrecon.cli import main
 from convexrecon.errors import DataWarning
-from convexrecon.stack.network import ReconNet
 
-from .conftest import CROP, SHAPE
+from .conftest import CROP, SHAPE, save_tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
 def model(tmp_path: Path) -> Path:
-    net = ReconNet.plain([2], 3, seed=0, config={"data": {"mask": "poisson", "acceleration": 4.0, "crop": CROP,
-                                                          "calib": 16, "seed": 0}})
-    with torch.no_grad():
-        net.second.weight.mul_(0.01)
-    net.save(tmp_path / "model")
-    return tmp_path / "model"
+    return save_tiny_cnn(tmp_path / "model")
 
 
 def _without_rss(src: Path, dst: Path) -> str:

@@ -15,7 +15,12 @@ import convexrecon.cli.train as train_cli
 from convexrecon.cli import main
 from convexrecon.stack import layerwise
 
-from .conftest import CROP, SLICES
+from .conftest import CROP, SLICES, save_tiny_cnn
+
+
+def ctrl_c(*args, **kwargs):
+    """A stand-in for any step that the user interrupts."""
+    raise KeyboardInterrupt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--mask", "poisson", "--crop", str(CROP), "--blocks", "2", "--kernel-size", "3", "--arrangements", "2",
@@ -54,9 +59,6 @@ def test_interrupt_names_the_block_and_the_rerun_resumes_after_it(synthetic_dir:
 
 def test_interrupt_during_preprocessing_says_so(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys) -> None:
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(train_cli, "SliceDataset", ctrl_c)
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "model"),
@@ -70,9 +72,6 @@ def test_interrupt_during_preprocessing_says_so(synthetic_dir: Path, tmp_path: P
 def test_prepare_interrupt_is_one_line(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys) -> None:
     import convexrecon.cli.prepare as prepare_cli
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare_cli, "slice_problem", ctrl_c)
     with pytest.raises(SystemExit) as exit_:
@@ -122,16 +121,7 @@ def test_prepare_interrupted_while_writing_the_synthetic_set_removes_its_files(t
 @pytest.fixture()
 def model(tmp_path: Path) -> Path:
     """An untrained 1-block network saved with the config `train` writes (Poisson 4x, crop CROP)."""
-    import torch
-
-    from convexrecon.stack.network import ReconNet
-
-    net = ReconNet.plain([2], 3, seed=0, config={"data": {"mask": "poisson", "acceleration": 4.0, "crop": CROP,
-                                                          "calib": 16, "seed": 0}})
-    with torch.no_grad():
-        net.second.weight.mul_(0.01)
-    net.save(tmp_path / "model")
-    return tmp_path / "model"
+    return save_tiny_cnn(tmp_path / "model")
 
 
 def _files(directory: Path) -> list[str]:
@@ -235,9 +225,6 @@ def test_evaluate_interrupt_is_one_line(synthetic_dir: Path, tmp_path: Path, mod
 def test_prepare_interrupted_while_preprocessing_says_what_train_says(synthetic_dir: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import convexrecon.cli.prepare as prepare_cli
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare_cli, "SliceDataset", ctrl_c)
     with pytest.raises(SystemExit) as exit_:

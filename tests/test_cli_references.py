@@ -10,7 +10,7 @@ import pytest
 
 from convexrecon.cli import main
 
-from .conftest import CROP
+from .conftest import CROP, save_tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--mask", "poisson", "--crop", str(CROP), "--blocks", "1", "--kernel-size", "3", "--arrangements", "2",
@@ -58,17 +58,9 @@ def test_evaluate_adds_sense_cg_and_l1_wavelet_per_file(synthetic_dir: Path, tmp
     import shutil
     import warnings
 
-    import torch
-
     from convexrecon.errors import DataWarning
-    from convexrecon.stack.network import ReconNet
 
-    model = tmp_path / "model"
-    net = ReconNet.plain([2], 3, seed=0, config={"data": {"mask": "poisson", "acceleration": 4.0, "crop": CROP,
-                                                          "calib": 16, "seed": 0}})
-    with torch.no_grad():
-        net.second.weight.mul_(0.01)
-    net.save(model)
+    model = save_tiny_cnn(tmp_path / "model")
     common = ["--cache-dir", str(tmp_path / "cache")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)

@@ -19,9 +19,8 @@ from convexrecon.mri.espirit import (
     ESPIRIT_KERNEL, MIN_COVERAGE, calibration_width, coil_maps, espirit_maps, map_coverage, working_width,
 )
 from convexrecon.mri.fft import ifft2c
-from convexrecon.stack.network import ReconNet
 
-from .conftest import CROP, SHAPE
+from .conftest import CROP, SHAPE, save_tiny_cnn
 
 
 def _mask(kind: str, shape: tuple[int, int], width: int) -> np.ndarray:
@@ -118,12 +117,8 @@ def test_test_set_file_with_8_centre_lines_is_not_black(synthetic_dir: Path, tmp
         kspace = handle["kspace"][()]
         kspace[..., ~columns] = 0
         handle["kspace"][...] = kspace
-    model = tmp_path / "model"
-    net = ReconNet.plain([2], 3, seed=0, config={"data": {"mask": "lines", "acceleration": 4.0, "crop": CROP,
-                                                          "center_fraction": 0.08, "seed": 0}})
-    with torch.no_grad():
-        net.second.weight.mul_(0.01)
-    net.save(model)
+    model = save_tiny_cnn(tmp_path / "model", {"mask": "lines", "acceleration": 4.0, "crop": CROP,
+                                               "center_fraction": 0.08, "seed": 0})
     for out in ("r", "again"):  # the second run reads the maps from the cache and warns again
         with pytest.warns(DataWarning, match=r"calibration region is 8 wide.*3-pixel kernel") as log:
             code = main(["reconstruct", "--model", str(model), "--data", str(data), "--out", str(tmp_path / out),

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from convexrecon.checks import positive_int
 from convexrecon.data.splits import holdout_mask
 from convexrecon.mri.consistency import MeasuredData, crop_center
 from convexrecon.mri.fft import complex_to_channels, data_device
@@ -70,12 +71,6 @@ def _varnet() -> Any:
     return varnet
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"The '{name}' parameter must be an int > 0. Got {value!r} instead.")
-    return value
-
-
 class VarNetPeer(nn.Module):
     """``cascades`` fastMRI ``VarNetBlock(NormUnet(chans, pools))`` on k-space with our maps, masks and scale.
 
@@ -90,8 +85,8 @@ class VarNetPeer(nn.Module):
     def __init__(self, cascades: int = CASCADES, chans: int = CHANS, pools: int = POOLS) -> None:
         super().__init__()
         varnet = _varnet()
-        self.settings = {"cascades": _positive_int("cascades", cascades), "chans": _positive_int("chans", chans),
-                         "pools": _positive_int("pools", pools)}
+        self.settings = {"cascades": positive_int("cascades", cascades), "chans": positive_int("chans", chans),
+                         "pools": positive_int("pools", pools)}
         self.cascades = nn.ModuleList([varnet.VarNetBlock(varnet.NormUnet(chans, pools)) for _ in range(cascades)])
 
     # ---- the physics, in our complex convention, through fastMRI's own sens_expand / sens_reduce ----------------
@@ -153,7 +148,7 @@ class VarNetPeer(nn.Module):
         """Cropped outputs ``(N, 2, crop, crop)`` of all slices of ``data``, chunk by chunk, without autograd, on the
         data's device (computed on the network's)."""
         device = self.cascades[0].dc_weight.device
-        chunk_size = _positive_int("chunk_size", chunk_size)
+        chunk_size = positive_int("chunk_size", chunk_size)
         out = [self(data.kspace[i:i + chunk_size].to(device), data.maps[i:i + chunk_size].to(device),
                     data.mask[i:i + chunk_size].to(device), data.crop) for i in range(0, len(data), chunk_size)]
         return torch.cat(out).to(data.kspace.device)
@@ -222,7 +217,7 @@ def train_peer(split: dict[str, Any], rule: Any, adam_batch: int, seed: int, hol
         part = data.subset(ids)
         return net(part.kspace, part.maps, part.mask, data.crop)
 
-    adam = AdamSettings(batch_size=_positive_int("adam_batch", adam_batch), weight_decay=weight_decay)
+    adam = AdamSettings(batch_size=positive_int("adam_batch", adam_batch), weight_decay=weight_decay)
     result = train_by_rule(net, forward, index[~held], targets[~held], index[held], targets[held], adam,
                            training_rule, seed=seed, desc="VarNet peer (Adam, rule)", progress=progress)
     record = {**result.to_dict(), "architecture": {

@@ -29,7 +29,7 @@ import torch
 from benchmarks.kit.configs import Condition, KneeConfig
 from benchmarks.kit.data import anatomy_slices, synthetic_parallel
 from benchmarks.kit.evidence import CS_SHIFTS, fista_images, model_scores, paired, slice_scores
-from convexrecon.mri import complex_to_channels, crop_center, data_consistency
+from convexrecon.mri import complex_to_channels, crop_center, sense_cg_batch
 from convexrecon.stack.stage_inputs import SENSE_ITERATIONS
 from convexrecon.stack.unrolled import UnrolledNet, initial_estimates
 
@@ -64,8 +64,7 @@ def write_conditions(out: Path, cfg: KneeConfig, seed: int, workers: int) -> lis
 def sense_cg_images(part: dict[str, Any]) -> torch.Tensor:
     """Unregularised SENSE-CG of every slice of ``part``: CG on :math:`A^H A` from zero, cropped, 2 channels."""
     d = part["data"]
-    x = data_consistency(torch.zeros_like(d.zero_filled()), d.kspace, d.maps, d.mask, 0.0,
-                         iterations=SENSE_ITERATIONS)
+    x = sense_cg_batch(d.kspace, d.maps, d.mask, SENSE_ITERATIONS)
     return complex_to_channels(crop_center(x, d.crop)).float().cpu()
 
 

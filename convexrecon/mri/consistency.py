@@ -182,6 +182,15 @@ def data_consistency(z: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor, lam:
 
 # ---- crops of full-grid images ------------------------------------------------------------------
 
+def sense_cg_batch(kspace: Tensor, maps: Tensor, mask: Tensor, iterations: int = 10) -> Tensor:
+    r"""Unregularised SENSE-CG of a batch of slices: ``iterations`` CG steps on :math:`A^H A x = A^H k` from zero
+    (:func:`data_consistency` with :math:`\lambda = 0`); full-grid complex images ``(B, H, W)``, in torch on the
+    data's device (the batched counterpart of :func:`convexrecon.mri.classical.sense_cg`, sigpy's SENSE-CG of one
+    slice)."""
+    zero = torch.zeros(kspace.shape[0], *kspace.shape[-2:], dtype=kspace.dtype, device=kspace.device)
+    return data_consistency(zero, kspace, maps, mask, 0.0, iterations=iterations)
+
+
 def crop_window(shape: Sequence[int], crop: int) -> tuple[slice, slice]:
     """The centre ``crop × crop`` window of an ``(H, W)`` grid, placed as :func:`~convexrecon.mri.fft.center_crop`."""
     height, width = int(shape[-2]), int(shape[-1])

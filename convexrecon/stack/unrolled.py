@@ -44,7 +44,7 @@ from convexrecon.block.module import ConvexBlock
 from convexrecon.metrics import score_slices
 from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, channels_to_complex, complex_to_channels, crop_center,
                              data_consistency, embed_crop, estimate_noise, l1_wavelet_fista, sense_adjoint,
-                             wavelet_shrink)
+                             sense_cg_batch, wavelet_shrink)
 from convexrecon.mri.sparsity import CYCLE_SHIFTS
 from convexrecon.stack.modelfiles import UNROLLED, write_model
 from convexrecon.stack.stage_inputs import SENSE_ITERATIONS, StageInputs
@@ -251,7 +251,7 @@ class UnrolledNet(nn.Module):
         k, s, m = kspace.to(x1.device, x1.dtype), maps.to(x1.device, x1.dtype), mask.to(x1.device, real)
         sense = None
         if inputs.sense_input or inputs.sense_start:  # unregularised SENSE-CG: CG on A^H A from zero
-            sense = data_consistency(torch.zeros_like(x1), k, s, m, 0.0, iterations=SENSE_ITERATIONS)
+            sense = sense_cg_batch(k, s, m, SENSE_ITERATIONS)
         runs = ((self.cs_lambda, DEFAULT_WAVE),) + self.cs_inputs if self.cs_iterations else ()
         out: list[Tensor] = [x1] * max(len(runs), 1)
         if runs:
