@@ -208,7 +208,8 @@ CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
 # block input, CS weights relative to each slice's noise level, the identity stage among the held-out candidates, and
 # residual block inputs (every image minus the estimate), so that a stage's correction shrinks where the
 # reconstructions agree (docs/design.md §9.2; docs/benchmarks.md §1.4 measures each part out of distribution)
-FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True}
+FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True,
+                            "cs_shifts": 4}
 
 # the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
 QUICK_SET = SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0)
@@ -417,11 +418,12 @@ def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, 
                                                     else u.rule.runs() * u.rule.max_epochs * 1.2)
                                                  * (0.05 if gpu else 1.0))
         # the CS start and CS inputs: computed once for the training slices, the validation slices and the held-out
-        # anatomy (about as many slices as validation), shared by the 3 methods; ~4e-8 s per (slice, FISTA step,
-        # coil pixel, CS image) on one core
+        # anatomy (about as many slices as validation), shared by the 3 methods; ~2e-8 s per (slice, FISTA step,
+        # coil pixel, CS image) on one core, and ~1e-8 s more per further wavelet-grid shift
         scored = train + 2 * val
-        out["unrolled networks (both masks)"] += (masks * 4e-8 * u.cs_iterations * coil_pixels * scored
-                                                  * (1 + len(u.cs_inputs)) * (0.05 if gpu else 1.0))
+        out["unrolled networks (both masks)"] += (masks * (2e-8 + 1e-8 * (u.cs_shifts - 1)) * u.cs_iterations
+                                                  * coil_pixels * scored * (1 + len(u.cs_inputs))
+                                                  * (0.05 if gpu else 1.0))
     if cfg.conditions:  # the out-of-distribution sets: synthesis, ESPIRiT + SENSE, SENSE-CG, 6 CS λ + cycle-spun CS
         # and the unrolled networks' start images, per slice (CS as above, one slice per core)
         per_slice = [c.coils / syn.coils * scale * (4.8 + 10.0 + 0.29 * cfg.cs_max_iter * (6 + cfg.cs_shifts)

@@ -142,9 +142,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
-    parser.add_argument("--cs-shifts", type=int, default=1, metavar="N",
+    parser.add_argument("--cs-shifts", type=int, default=None, metavar="N",
                         help="unrolled, with --cs-start: cycle-spin every CS image over N wavelet-grid shifts (1-8; "
-                             "N times the CS work per slice, at training and reconstruction)")
+                             "N times the wavelet work per FISTA step, at training and reconstruction; default 1, "
+                             "4 with --recommended)")
     parser.add_argument("--stage-residual", action="store_true",
                         help="unrolled: every stage's block sees each further image minus the estimate instead of "
                              "the estimate itself, so its correction shrinks where the reconstructions agree (at "
@@ -224,15 +225,16 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
 RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100, "cs_relative": "noise",
                                "cs_start_lambda": 0.5, "cs_inputs": ["0.15", "1.5", "0.5:haar", "0.5:sym8"],
                                "stage_sense": True, "stage_residual": True, "no_stage_zero_filled": True,
-                               "stage_bias": True}
+                               "stage_bias": True, "cs_shifts": 4}
 """``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
 P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
-zero-filled input), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
+zero-filled input, every CS image cycle-spun over 4 wavelet grids), with this command's own β ratio, λ candidates and
+tolerance. Its CS weights are multiples of
 each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic knee and
 brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
 max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
 PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": [],
-                         "cs_relative": "max", "cs_start_lambda": 0.003}
+                         "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1}
 """The defaults without ``--recommended``: the paper's CNN."""
 
 
