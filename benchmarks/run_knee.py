@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     estimate = estimate_seconds(cfg, str(device), masks=len(args.masks))
     print(f"run_knee ({name}) on {device}: estimated {sum(estimate.values()) / 60:.1f} min "
-          f"({', '.join(f'{k} {v:.0f} s' for k, v in estimate.items())}; a rough estimate from docs/benchmarks.md's "
-          f"timings, not a measurement)", flush=True)
+          f"at most ({', '.join(f'{k} {v:.0f} s' for k, v in estimate.items())}; a rough upper bound from "
+          f"docs/benchmarks.md's timings, not a measurement: it counts every Adam candidate to its maximum of epochs, "
+          f"and early stopping usually ends them several times sooner)", flush=True)
     for reduction in REDUCTIONS.get(name, ()):
         print(f"  reduction from the paper's settings: {reduction}", flush=True)
     if args.estimate_only:

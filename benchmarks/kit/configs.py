@@ -374,12 +374,13 @@ def beta_text(cfg: KneeConfig) -> str:
 
 
 def estimate_seconds(cfg: KneeConfig, device: str, masks: int = 2) -> dict[str, float]:
-    """A rough wall-time estimate of run_knee with ``cfg`` on ``device`` (seconds per phase), from the timings in
-    docs/benchmarks.md, the learned methods once per seed: synthesis ~4.8 s per full-size slice per core; ESPIRiT +
-    SENSE ~10 s per full-size 15-coil slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one H100/H200;
-    L1-wavelet ~0.29 s per iteration and slice on one core; a gated solve ~10 s per (320x320 slice, C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6
-    without TF32), scaled by pixels x C_in x P, assumed x0.5 at tol 1e-3, x200 on a CPU; Adam at ~2e13 useful flop/s
-    on a GPU (4e10 on 2 CPU cores)."""
+    """A rough upper bound on the wall time of run_knee with ``cfg`` on ``device`` (seconds per phase), from the
+    timings in docs/benchmarks.md, the learned methods once per seed: synthesis ~4.8 s per full-size slice per core;
+    ESPIRiT + SENSE ~10 s per full-size 15-coil slice on 2 CPU cores (torch ESPIRiT) and an assumed ~1 s on one
+    H100/H200; L1-wavelet ~0.29 s per iteration and slice on one core; a gated solve ~10 s per (320x320 slice,
+    C_in 256, P 64) at tol 1e-4 with TF32 on an H100 (x6 without TF32), scaled by pixels x C_in x P, assumed x0.5 at
+    tol 1e-3, x200 on a CPU; Adam at ~2e13 useful flop/s on a GPU (4e10 on 2 CPU cores), every candidate of the
+    training rule run to its maximum of epochs."""
     syn = cfg.synthetic
     n = syn.volumes * syn.slices
     scale = syn.coils * syn.shape[0] * syn.shape[1] / (15 * 640 * 368)
