@@ -74,14 +74,22 @@ def test_stage_solver_takes_the_interior_point_where_it_fits() -> None:
     small = stage_solver("auto", 4, 64, 11, 5, 8)
     assert small.method == "interior_point" and small.fits
     assert stage_solver("fista", 4, 64, 11, 5, 8).method == "fista"
-    large = stage_solver("auto", 9, 320, 11, 5, 8)  # 9 full-size slices: 921,600 x 275 patch matrix
-    assert large.method == "fista" and not large.fits and 9 * 320 * 320 * 275 > MAX_ARRAY_NUMBERS
+    # 9 full-size slices: a 921,600 x 275 patch matrix; the interior point on the largest centre window that fits
+    large = stage_solver("auto", 9, 320, 11, 5, 8)
+    assert not large.fits and 9 * 320 * 320 * 275 > MAX_ARRAY_NUMBERS
+    assert large.method == "interior_point" and large.window is not None and 16 <= large.window < 320
+    assert fits_gated_interior_point(9 * large.window ** 2, 8, 275)
+    assert not fits_gated_interior_point(9 * (large.window + 2) ** 2, 8, 275)
+    assert "centre" in large.line() and f"{large.window}x{large.window} window" in large.line()
+    assert stage_solver("interior-point", 9, 320, 11, 5, 8) == large
+    # P d = 64 * 275 Newton unknowns exceed the limit at every window: FISTA, and interior-point is refused
+    assert stage_solver("auto", 9, 320, 11, 5, 64).method == "fista"
     with pytest.raises(ValueError, match="--stage-solver"):
-        stage_solver("interior-point", 9, 320, 11, 5, 8)
+        stage_solver("interior-point", 9, 320, 11, 5, 64)
 
 
 def test_advice_where_the_interior_point_does_not_fit_names_a_crop_that_fits() -> None:
-    solver = stage_solver("auto", 9, 320, 11, 5, 8)
+    solver = stage_solver("fista", 9, 320, 11, 5, 8)
     side = largest_fitting_crop(solver, 320)
     assert fits_gated_interior_point(9 * side * side, 8, 275) and not fits_gated_interior_point(9 * (side + 2) ** 2, 8, 275)
     records = [{"block": 1, "solver": "fista", "status": "max_iter", "relative_gap": 0.042},

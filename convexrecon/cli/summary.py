@@ -3,7 +3,7 @@ that certifies it, and the model against its input on the validation volumes.
 
 * :func:`stage_solver` — the gated solver of the unrolled stages for ``--stage-solver``: the interior point where
   the stage program fits :func:`solvers.interior.fits_gated_interior_point` (a few dozen Newton steps to a tight
-  certificate), FISTA otherwise. FISTA ended at its 400-iteration budget with relative gaps 0.54 and 0.71 on the
+  certificate), on a centre window of every training slice where whole crops do not fit, FISTA otherwise. FISTA ended at its 400-iteration budget with relative gaps 0.54 and 0.71 on the
   README's unrolled command (3 synthetic volumes, crop 64), where the interior point certifies both stages.
 * :func:`block_summary` — per block status, gap and PSNR, and for blocks short of ``--tol`` the flags to rerun with.
 * :func:`marking_selection_warnings` — a block solve's ``ConvergenceWarning`` from a β/λ candidate solve (which
@@ -36,43 +36,62 @@ STAGE_SOLVERS = ("auto", "interior-point", "fista")
 """``--stage-solver`` values; ``interior-point`` is ``FitOptions.gated_method="interior_point"``."""
 
 
+MIN_WINDOW = 16
+"""The smallest centre window on which ``auto`` poses a stage program for the interior point; below it, FISTA."""
+
+
 @dataclass(frozen=True)
 class StageSolver:
     """The gated solver of the unrolled stages and why: ``method`` is a ``FitOptions.gated_method``."""
 
     method: str
-    fits: bool  # whether the stage program fits the interior point's limits
-    pixels: int  # N H W of the stage program (training slices x crop^2)
+    fits: bool  # whether the stage program of whole crops fits the interior point's limits
+    pixels: int  # N H W of the stage program of whole crops (training slices x crop^2)
     features: int  # d = C_in k^2
     gates: int  # P
+    window: int | None = None  # side of the centre window the programs are posed on (None: the whole crop)
+    crop: int = 0
 
     def line(self) -> str:
         """One line saying which solver solves the stages and why."""
         size = (f"patch matrix {self.pixels:,} x {self.features} (N*H*W x C_in*k^2), Newton system "
                 f"{self.gates * self.features:,} unknowns (P*C_in*k^2)")
+        if self.method == "interior_point" and self.window is not None:
+            return (f"stage solver: interior point on the centre {self.window}x{self.window} window of every training "
+                    f"slice: the whole {self.crop}x{self.crop} crop gives a {size}, beyond its limit of "
+                    f"{MAX_ARRAY_NUMBERS:,} numbers; the blocks are convolutional, so the window poses the same "
+                    f"program on fewer pixels (--stage-solver fista solves whole crops, uncertified if it does not "
+                    f"converge within --max-iter)")
         if self.method == "interior_point":
             return f"stage solver: interior point ({size}: within its limits)"
         if self.fits:
             return f"stage solver: FISTA (--stage-solver fista; the interior point would fit the {size})"
         return (f"stage solver: FISTA: the interior point does not fit the {size} (limits "
-                f"{MAX_ARRAY_NUMBERS:,} numbers, {MAX_NEWTON_UNKNOWNS:,} unknowns)")
+                f"{MAX_ARRAY_NUMBERS:,} numbers, {MAX_NEWTON_UNKNOWNS:,} unknowns), nor a centre window of at least "
+                f"{MIN_WINDOW} pixels")
 
 
 def stage_solver(choice: str, slices: int, crop: int, channels: int, kernel_size: int, gates: int) -> StageSolver:
     """The solver of the unrolled stages: ``choice`` (``--stage-solver``), ``auto`` read as the interior point where
     the program of ``slices`` training slices of ``crop`` x ``crop`` pixels and ``channels`` block inputs fits
-    :func:`solvers.interior.fits_gated_interior_point`, FISTA otherwise. Raises ``ValueError`` naming
-    ``--stage-solver`` when ``interior-point`` is asked for a program beyond its limits."""
+    :func:`solvers.interior.fits_gated_interior_point`, else the interior point on the largest centre window that
+    fits (at least :data:`MIN_WINDOW` and the kernel), else FISTA. ``interior-point`` takes the window too. Raises
+    ``ValueError`` naming ``--stage-solver`` when ``interior-point`` is asked and no window fits."""
     n, d = slices * crop * crop, channels * kernel_size ** 2
     fits = fits_gated_interior_point(n, gates, d)
-    solver = StageSolver("fista", fits, n, d, gates)
-    if choice == "fista" or (choice == "auto" and not fits):
-        return solver
-    if not fits:
-        raise ValueError(f"argument --stage-solver: the interior point takes at most {MAX_ARRAY_NUMBERS:,} numbers in "
-                         f"the patch matrix and {MAX_NEWTON_UNKNOWNS:,} Newton unknowns. Got a {n:,} x {d} patch "
-                         f"matrix and {gates * d:,} unknowns: use --stage-solver fista or auto, or a smaller --crop.")
-    return StageSolver("interior_point", fits, n, d, gates)
+    if choice == "fista":
+        return StageSolver("fista", fits, n, d, gates, crop=crop)
+    if fits:
+        return StageSolver("interior_point", fits, n, d, gates, crop=crop)
+    side = largest_fitting_crop(StageSolver("fista", fits, n, d, gates, crop=crop), crop)
+    if side >= max(MIN_WINDOW, kernel_size):
+        return StageSolver("interior_point", fits, n, d, gates, window=side, crop=crop)
+    if choice == "auto":
+        return StageSolver("fista", fits, n, d, gates, crop=crop)
+    raise ValueError(f"argument --stage-solver: the interior point takes at most {MAX_ARRAY_NUMBERS:,} numbers in "
+                     f"the patch matrix and {MAX_NEWTON_UNKNOWNS:,} Newton unknowns. Got a {n:,} x {d} patch "
+                     f"matrix and {gates * d:,} unknowns, and no centre window of at least {MIN_WINDOW} pixels fits: "
+                     f"use --stage-solver fista or auto, or fewer --arrangements or a smaller --kernel-size.")
 
 
 def largest_fitting_crop(solver: StageSolver, crop: int) -> int:
@@ -202,13 +221,15 @@ def _inside(function: str) -> bool:
     return False
 
 
-def comparison(net, val: Split, measured=None) -> dict:
+def comparison(net, val: Split, measured=None, initial=None) -> dict:
     """Print model and zero-filled metrics per validation volume and overall; return the overall numbers.
 
-    ``measured``: the validation slices' measurements, for an unrolled network."""
+    ``measured``: the validation slices' measurements, for an unrolled network; ``initial``: its start images of
+    them (:meth:`~convexrecon.stack.unrolled.UnrolledNet.predict`), computed once by the caller."""
     dtype = next(net.parameters()).dtype
     with torch.no_grad():
-        pred = (net.predict(val.inputs.to(dtype)) if measured is None else net.predict(measured)).float().cpu()
+        pred = (net.predict(val.inputs.to(dtype)) if measured is None else
+                net.predict(measured, initial=initial)).float().cpu()
     rows = []
     for name in sorted(set(val.volumes)):
         keep = [i for i, v in enumerate(val.volumes) if v == name]

@@ -116,6 +116,7 @@ def train_unrolled(
     run: RunOptions | None = None,
     keep_start: bool = False,
     solve_progress: bool | None = None,
+    fit_window: int | None = None,
     **keywords: Any,
 ) -> UnrolledResult:
     r"""Train ``len(stages)`` unrolled stages greedily, each block by its convex program.
@@ -171,6 +172,12 @@ def train_unrolled(
         held-out slices (the module doc).
     solve_progress
         Progress bars inside every solve (default: ``run.progress``; the stage bar follows ``run.progress``).
+    fit_window
+        Side of the centre window of every training slice on which each stage's block program is posed (None,
+        or at least the crop: the whole crop). The block is convolutional, so a window poses the same program on
+        fewer pixels: ``train`` uses it where the whole crop would exceed the interior point's limits, so that
+        the stages are still solved to a certificate. β candidates are ratios of the window program's β_max;
+        the held-out selection, the DC steps and the validation see whole crops.
 
     Returns
     -------
@@ -188,6 +195,12 @@ def train_unrolled(
         raise ValueError(f"The 'lambdas' parameter must be a non-empty sequence of finite numbers > 0. "
                          f"Got {lambdas!r} instead.")
     keep_start = bool_flag("keep_start", keep_start)
+    if fit_window is not None and (isinstance(fit_window, bool) or not isinstance(fit_window, int)
+                                   or fit_window < max(b.kernel_size for b in stages)):
+        raise ValueError(f"The 'fit_window' parameter must be None or an int of at least the kernel size "
+                         f"{max(b.kernel_size for b in stages)}. Got {fit_window!r} instead.")
+    if fit_window is not None and fit_window >= inputs.shape[-1]:
+        fit_window = None  # the whole crop
     selecting = len(lambdas) > 1 or any(b.beta_ratios is not None for b in stages) or keep_start
     held = holdout_of(holdout, len(inputs), torch.device("cpu"),
                       f"Choosing λ among {lambdas} (or β among 'beta_ratios', or the identity stage with "
@@ -207,7 +220,8 @@ def train_unrolled(
                             validation=validation, concat_input=concat_input, stage_inputs=stage_inputs,
                             cg_iterations=cg_iterations, chunk_size=chunk_size, solve_chunk_size=solve_chunk_size,
                             solve_options=solve_options, run=run, keep_start=keep_start,
-                            solve_progress=run.progress if solve_progress is None else bool(solve_progress))
+                            solve_progress=run.progress if solve_progress is None else bool(solve_progress),
+                            fit_window=fit_window)
     with run.precision():
         records = trainer.train(initial, validation_initial)
     meta = {"method": "unrolled_convex", "training": trainer.settings,
@@ -236,6 +250,7 @@ class _StageTrainer:
     run: RunOptions
     keep_start: bool = False
     solve_progress: bool = False
+    fit_window: int | None = None
     main: EstimateChain = field(init=False)
     sel: EstimateChain = field(init=False)
 
@@ -244,7 +259,8 @@ class _StageTrainer:
                          "seed": self.run.seed, "concat_input": self.concat_input, **self.stage_inputs.settings(),
                          "cg_iterations": self.cg_iterations,
                          "holdout": None if self.held is None else self.held.nonzero().flatten().tolist(),
-                         "solve_options": self.solve_options, **({"keep_start": True} if self.keep_start else {})}
+                         "solve_options": self.solve_options, **({"keep_start": True} if self.keep_start else {}),
+                         **({"fit_window": self.fit_window} if self.fit_window is not None else {})}
         self.key = fingerprint(self.inputs, self.targets, self.data.mask, self.data.kspace.abs())
 
     def network(self, stages: list[UnrolledStage], config: dict[str, Any] | None = None) -> UnrolledNet:
@@ -319,7 +335,7 @@ class _StageTrainer:
         if self.held is not None:
             hd, sel = self.held.to(device), self.sel
             x, y = sel.features(), targets - complex_to_channels(crop_center(sel.x, crop)).to(targets.dtype)
-            fit_x, fit_y = x[~hd], y[~hd]
+            fit_x, fit_y = self._window(x[~hd]), self._window(y[~hd])
             if b.beta is not None:
                 ratios: list[float | None] = [None]
                 betas = [float(b.beta)]
@@ -358,7 +374,7 @@ class _StageTrainer:
                                    "device": device, **solve})
         if ratio is not None:
             options = FitOptions.of(options, beta_ratio=ratio)
-        block = fit_layer(x, y, beta=b.beta, options=options)
+        block = fit_layer(self._window(x), self._window(y), beta=b.beta, options=options)
         with torch.no_grad():  # the correction bound: twice the largest ratio on the training slices (never active)
             r = block(x).pow(2).sum(1).sqrt().flatten(1).max(1).values
             h = complex_to_channels(crop_center(self.main.x, crop)).to(x.dtype).pow(2).sum(1).sqrt().flatten(1)
@@ -366,8 +382,13 @@ class _StageTrainer:
             ratio_max = float((r / h.clamp_min(torch.finfo(h.dtype).tiny)).max())
         stage = UnrolledStage(block, lam, limit=2.0 * ratio_max if ratio_max > 0 else math.inf)
         record: dict[str, Any] = {"stage": i + 1, "lam": lam, "correction_limit": float(stage.limit),
-                                  **block_record(block, b, seed, y, ratio, selection, time.perf_counter() - start)}
+                                  **block_record(block, b, seed, self._window(y), ratio, selection,
+                                                 time.perf_counter() - start)}
         return stage, sel_stage, record
+
+    def _window(self, images: Tensor) -> Tensor:
+        """The centre ``fit_window`` square of ``(N, C, crop, crop)`` images (all of them without a window)."""
+        return images if self.fit_window is None else crop_center(images, self.fit_window)
 
     def _identity(self, i: int, like: Any, start: float,
                   selection: dict[str, Any]) -> tuple[UnrolledStage, UnrolledStage, dict[str, Any]]:
