@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
+from convexrecon.data.inputcache import InputCache, initial_key, precision_of
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
 from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c
@@ -156,7 +157,8 @@ def model_crop(net: nn.Module, shape: tuple[int, int]) -> int:
 @torch.no_grad()
 def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndarray | Tensor, *,
                       crop: int | None = None, maps: np.ndarray | None = None, return_input: bool = False,
-                      device: str | torch.device | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                      device: str | torch.device | None = None, cache: InputCache | None = None
+                      ) -> Tensor | tuple[Tensor, Tensor]:
     """Reconstruct one slice from its k-space: ``(coils, H, W)`` complex and ``(H, W)`` mask.
 
     Parameters
@@ -169,14 +171,21 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
         Output side, for both architectures; default the model's training crop (``net.config["data"]["crop"]``,
         else ``min(320, H, W)``).
     maps
-        Precomputed ``(coils, crop, crop)`` ESPIRiT maps (cropped, e.g. from
-        :class:`~convexrecon.data.mapcache.MapCache`); estimated from the calibration region when omitted.
+        Precomputed ESPIRiT maps; estimated from the calibration region when omitted. For a layer-wise CNN
+        ``(coils, crop, crop)`` (cropped, e.g. from :class:`~convexrecon.data.mapcache.MapCache`); for an unrolled
+        network (``net.needs_measurements``) full-grid ``(coils, H, W)`` (e.g. :meth:`InputCache.maps
+        <convexrecon.data.inputcache.InputCache.maps>`).
     return_input
         Also return the zero-filled SENSE image the network was given.
     device
         Where ESPIRiT, the SENSE image and the network run; None: the device of ``net``'s
         parameters. With an explicit ``device``, ``net`` must already be there
         (``net.to(device)``), else ``ValueError`` naming both.
+    cache
+        For an unrolled network: an :class:`~convexrecon.data.inputcache.InputCache` its start images
+        (:meth:`~convexrecon.stack.unrolled.UnrolledNet.initial`, the CS images) are read from or stored in, so
+        that reconstructing the same data again skips them; the result is the same bit for bit. Not used by the
+        layer-wise CNN.
 
     Returns
     -------
@@ -189,10 +198,13 @@ def reconstruct_slice(net: nn.Module, kspace: np.ndarray | Tensor, mask: np.ndar
         raise ValueError(f"The 'kspace' parameter must be complex (coils, H, W). Got {kspace.dtype} shape {kspace.shape} instead.")
     if mask.shape != kspace.shape[-2:]:
         raise ValueError(f"The 'mask' parameter must have shape {kspace.shape[-2:]}. Got {mask.shape} instead.")
+    if cache is not None and not isinstance(cache, InputCache):
+        raise ValueError(f"The 'cache' parameter must be an InputCache (convexrecon.data.inputcache) or None. "
+                         f"Got {type(cache).__name__} instead.")
     config = getattr(net, "config", {})
     crop = model_crop(net, kspace.shape[-2:]) if crop is None else int(crop)
     if getattr(net, "needs_measurements", False):  # unrolled networks: data consistency with the k-space
-        image, zero_filled = _reconstruct_with_measurements(net, kspace, mask, config, crop)
+        image, zero_filled = _reconstruct_with_measurements(net, kspace, mask, config, crop, maps, cache)
         return (image, zero_filled) if return_input else image
     weight = next(net.parameters())
     run = weight.device if device is None else data_device(device)
@@ -226,14 +238,46 @@ def cropped_adjoint(kspace: np.ndarray, maps: np.ndarray, crop: int) -> Tensor:
     return (maps_t.conj() * coil_images).sum(dim=0)
 
 
-def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray,
-                                   config: dict[str, Any], crop: int) -> tuple[Tensor, Tensor]:
-    """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps and the masked k-space divided by
-    the slice scale (as in training, :func:`convexrecon.data.problems.slice_problem`, at the output crop), passed
-    to ``net.reconstruct_measured``; the ``(crop, crop)`` result and the zero-filled image, scaled back."""
+def _reconstruct_with_measurements(net: nn.Module, kspace: np.ndarray, mask: np.ndarray, config: dict[str, Any],
+                                   crop: int, maps: np.ndarray | None = None, cache: InputCache | None = None
+                                   ) -> tuple[Tensor, Tensor]:
+    """An unrolled network (``net.needs_measurements``): full-grid ESPIRiT maps (``maps``, else estimated) and the
+    masked k-space divided by the slice scale (as in training, :func:`convexrecon.data.problems.slice_problem`, at
+    the output crop), passed to ``net.reconstruct_measured`` with its start images (from ``cache`` when given);
+    the ``(crop, crop)`` result and the zero-filled image, scaled back."""
     limit = mask_func_of(config).calibration_limit(mask.shape)
     masked = kspace * mask
-    maps = coil_maps(masked, calibration_width(mask, limit))
+    if maps is None:
+        maps = coil_maps(masked, calibration_width(mask, limit))
+    elif np.shape(maps) != kspace.shape:
+        raise ValueError(f"The 'maps' parameter of an unrolled network must be full-grid ESPIRiT maps of shape "
+                         f"{kspace.shape}. Got {np.shape(maps)} instead.")
     images = sense_images(masked, mask, limit, crop, maps=maps)
-    image = net.reconstruct_measured(masked / images.scale, maps, mask, crop=crop) * images.scale
+    measured = np.asarray(masked / images.scale, dtype=np.complex64)
+    initial = None
+    if cache is not None and net.stage_inputs.precomputed:
+        initial = _cached_initial(net, cache, measured, maps, mask, images.scale, crop)
+    image = net.reconstruct_measured(measured, maps, mask, crop=crop, initial=initial) * images.scale
     return image, images.input * images.scale
+
+
+def _cached_initial(net: nn.Module, cache: InputCache, measured: np.ndarray, maps: np.ndarray, mask: np.ndarray,
+                    scale: float, crop: int) -> Tensor:
+    """``net.initial`` of one slice at ``crop`` (``(1, StageInputs.images, H, W)``), from ``cache`` or computed
+    from the tensors ``net.reconstruct_measured`` builds, so that the result equals its own computation."""
+    k = torch.as_tensor(np.asarray(measured, dtype=np.complex64))[None]
+    s = torch.as_tensor(np.asarray(maps, dtype=np.complex64))[None]
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None]
+    x1 = net.start(k, s, m)
+    shape = (net.stage_inputs.images, *x1.shape[-2:])
+    key = initial_key(net.stage_inputs.options(), measured, maps, mask, scale, crop, precision_of(x1))
+
+    def compute() -> np.ndarray:
+        trained, net.crop = net.crop, crop  # the CS weights are relative to the maximum of the cropped x1
+        try:
+            return net.initial(x1, k, s, m)[0].cpu().numpy()
+        finally:
+            net.crop = trained
+
+    dtype = np.complex128 if x1.dtype == torch.complex128 else np.complex64
+    return torch.from_numpy(cache.initial(key, shape, dtype, compute))[None]

@@ -56,6 +56,7 @@ from convexrecon.cli.summary import (
 )
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
+from convexrecon.data.inputcache import InputCache, cached_initial_estimates
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.problems import measured_data
 from convexrecon.data.splits import Split, holdout_mask, stack_split
@@ -68,7 +69,7 @@ from convexrecon.stack.network import ReconNet
 from convexrecon.stack.run import RunOptions
 from convexrecon.stack.settings import BlockSettings, ValidationSet
 from convexrecon.stack.stage_inputs import CS_RELATIVE, StageInputs
-from convexrecon.stack.unrolled import unrolled_plain
+from convexrecon.stack.unrolled import UnrolledNet, unrolled_plain
 from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end, train_unrolled_layerwise_adam
 from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS, train_unrolled
 
@@ -432,7 +433,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                             crop=int(train.inputs.shape[-1]), selection_failures=job.notes.get("selection", 0)))
         if solver is not None:
             summary["stage_solver"] = solver.method
-    summary.update(comparison(net, val, None if measured is None else measured[1]))
+    starts = None if measured is None else cached_initial_estimates(net, measured[1], 4, InputCache(cache_dir))
+    summary.update(comparison(net, val, None if measured is None else measured[1], starts))
     if not args.no_classical:
         refs = validation_references(dataset, val.pairs, cache_dir)
         print(references_table(summary, refs) + "\n")
@@ -471,12 +473,23 @@ def _convex_unrolled(job: Job) -> tuple[Any, list]:
     with marking_selection_warnings() as failures:
         result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
                                 lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
+                                initial=_starts(job, job.measured[0]), validation_initial=_starts(job, job.measured[1]),
                                 concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
                                 solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run,
                                 keep_start=not job.args.no_keep_start, solve_progress=job.args.verbose,
                                 fit_window=job.solver.window)
     job.notes["selection"] = failures[0]
     return result.network, result.records
+
+
+def _starts(job: Job, data: Any) -> torch.Tensor | None:
+    """The convex trainer's start images of ``data`` (its chunks of 4, precision and device) through the cache."""
+    net = UnrolledNet([], int(job.train.inputs.shape[-1]), not job.args.no_stage_zero_filled,
+                      stage_inputs=job.stage_inputs)
+    net.to(job.run.device_of(targets=job.train.targets, kspace=job.measured[0].kspace, inputs=job.train.inputs),
+           job.train.inputs.dtype)
+    with job.run.precision():
+        return cached_initial_estimates(net, data, 4, InputCache(cache_dir_of(job.args)))
 
 
 def _end_to_end_unrolled(job: Job) -> tuple[Any, list]:

@@ -350,13 +350,13 @@ class UnrolledNet(nn.Module):
 
     @torch.no_grad()
     def reconstruct_measured(self, kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray,
-                             crop: int | None = None) -> Tensor:
+                             crop: int | None = None, initial: Tensor | None = None) -> Tensor:
         """One slice from masked k-space ``(C, H, W)`` (divided by its scale), full maps and mask: ``(crop, crop)``
         complex64 at that scale (:func:`convexrecon.recon.reconstruct_slice` calls this).
 
         ``crop`` (default the training crop :attr:`crop`) is the side of the output and of the region the blocks
         see: they are convolutional, so, like the layer-wise CNN, the network runs at any crop up to the k-space
-        grid (``ValueError`` beyond it)."""
+        grid (``ValueError`` beyond it). ``initial``: :meth:`initial` of the slice at that crop, computed once."""
         side = self.crop if crop is None else int(crop)
         height, width = np.shape(mask)[-2:]
         if not 1 <= side <= min(height, width):
@@ -366,7 +366,7 @@ class UnrolledNet(nn.Module):
         try:
             out = self(torch.as_tensor(np.asarray(kspace, dtype=np.complex64))[None],
                        torch.as_tensor(np.asarray(maps, dtype=np.complex64))[None],
-                       torch.as_tensor(np.asarray(mask, dtype=np.float32))[None])
+                       torch.as_tensor(np.asarray(mask, dtype=np.float32))[None], initial=initial)
         finally:
             self.crop = trained
         return channels_to_complex(out[0].float().cpu())
