@@ -18,8 +18,12 @@ for coil-correlated noise the median eigenvalue stays near the per-coil variance
 correlation matrix average to 1). Measured on the synthetic data (knee and brain, SNR 10, 25
 and 100, fully sampled, Poisson 4x and lines 4x; ``estimate / true σ``): 15 coils 0.91-1.04, 8 coils
 0.92-1.65 (the high end: Poisson at SNR 100 on a 320 x 184 grid, where the few outer samples hold the
-most signal), 4 coils up to 3.4 (the signal reaches the median eigenvalue at high SNR).
-tests/test_noise.py checks 1.15x (15 coils) and 1.5x (8 coils) on a 160 x 92 grid.
+most signal), 4 coils up to 3.4 (the signal reaches the median eigenvalue at high SNR). Beyond that range, 15 coils on the
+full 640 x 368 grid (one slice each): at SNR 400 0.96-1.07 fully sampled and on lines, Poisson 1.04 (brain) and
+1.50 (knee); at SNR 1000 1.05-1.44, Poisson 1.20 and 3.07 (the knee family's fine texture keeps signal in the
+few outer samples of the Poisson ellipse), so at very high SNR the estimate errs high and weights derived from it
+regularise more than intended. tests/test_noise.py checks 1.15x (15 coils) and 1.5x (8 coils) on a 160 x 92
+grid.
 
 :math:`\hat\sigma` is the standard deviation of one complex k-space sample of one coil (real and imaginary
 parts :math:`\hat\sigma/\sqrt2` each), in the units of ``kspace``: the synthetic generator's ``snr``
