@@ -9,12 +9,16 @@ phases are the maps, the SENSE images and the network.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_recon --model MODEL_DIR --data FILE_OR_DIR --slices 1
 
+``--cs-shifts 1 4`` also times an unrolled network's CS images with those numbers of wavelet-grid shifts, in the
+same run (rows marked "side by side", outside the sum).
+
 Prints a Markdown table and writes JSON and Markdown to ``--out`` (default ``benchmarks/results/recon-cost``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -44,8 +48,10 @@ class Clock:
 
 
 @torch.no_grad()
-def time_slice(net, volume: FastMRIVolume, index: int, clock: Clock, end_to_end: bool) -> None:
-    """Time one slice's phases (and, with ``end_to_end``, one :func:`reconstruct_slice` call) into ``clock``."""
+def time_slice(net, volume: FastMRIVolume, index: int, clock: Clock, end_to_end: bool,
+               shifts: tuple[int, ...] = ()) -> None:
+    """Time one slice's phases (and, with ``end_to_end``, one :func:`reconstruct_slice` call) into ``clock``;
+    ``shifts``: also time an unrolled network's start images with each of these ``cs_shifts`` (side by side)."""
     mask_func = mask_func_of(net.config)
     crop = model_crop(net, volume.shape[-2:])
     clock.mark = time.perf_counter()
@@ -66,6 +72,14 @@ def time_slice(net, volume: FastMRIVolume, index: int, clock: Clock, end_to_end:
         try:
             initial = net.initial(net.start(k, s, m), k, s, m)
             clock.lap("CS start and CS inputs (FISTA)")
+            for n in shifts:  # the same images with another number of wavelet-grid shifts
+                inputs, net.stage_inputs = net.stage_inputs, dataclasses.replace(net.stage_inputs, cs_shifts=n)
+                try:
+                    clock.mark = time.perf_counter()
+                    net.initial(net.start(k, s, m), k, s, m)
+                    clock.lap(f"(side by side) CS images with cs_shifts={n}")
+                finally:
+                    net.stage_inputs = inputs
             net(k, s, m, initial=initial)
             clock.lap("stages (blocks + DC)")
         finally:
@@ -87,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, required=True, help="a fastMRI .h5 file or a directory of them")
     parser.add_argument("--slices", type=int, default=1, help="slices timed (first files first; default 1)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the reconstruct_slice timing")
+    parser.add_argument("--cs-shifts", type=int, nargs="+", default=[], metavar="N",
+                        help="unrolled models: also time the CS images with each of these numbers of wavelet-grid "
+                             "shifts (not part of the sum of the phases)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recon-cost"))
     args = parser.parse_args(argv)
     if args.slices < 1:
@@ -100,13 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
             if done == args.slices:
                 break
             shape = (*volume.shape[-3:],)
-            time_slice(net, volume, index, clock, not args.no_end_to_end)
+            time_slice(net, volume, index, clock, not args.no_end_to_end, tuple(args.cs_shifts))
             done += 1
     per_slice = {name: seconds / done for name, seconds in clock.seconds.items()}
-    phases = {k: v for k, v in per_slice.items() if not k.startswith("end to end")}
+    phases = {k: v for k, v in per_slice.items() if not k.startswith(("end to end", "(side by side)"))}
     lines = ["| phase | s/slice |", "| --- | --- |"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in phases.items()]
     lines.append(f"| sum of the phases | {sum(phases.values()):.2f} |")
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in per_slice.items() if name.startswith("(side by side)")]
     if "end to end: reconstruct_slice" in per_slice:
         lines.append(f"| end to end: reconstruct_slice | {per_slice['end to end: reconstruct_slice']:.2f} |")
     header = (f"model {args.model} ({type(net).__name__}, "
