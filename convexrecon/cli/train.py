@@ -433,7 +433,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                             crop=int(train.inputs.shape[-1]), selection_failures=job.notes.get("selection", 0)))
         if solver is not None:
             summary["stage_solver"] = solver.method
-    starts = None if measured is None else cached_initial_estimates(net, measured[1], 4, InputCache(cache_dir))
+    starts = None if measured is None else cached_initial_estimates(net, measured[1], 4, InputCache(cache_dir),
+                                                                    "start images (CS, SENSE-CG), validation")
     summary.update(comparison(net, val, None if measured is None else measured[1], starts))
     if not args.no_classical:
         refs = validation_references(dataset, val.pairs, cache_dir)
@@ -473,7 +474,8 @@ def _convex_unrolled(job: Job) -> tuple[Any, list]:
     with marking_selection_warnings() as failures:
         result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
                                 lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
-                                initial=_starts(job, job.measured[0]), validation_initial=_starts(job, job.measured[1]),
+                                initial=_starts(job, job.measured[0], "training"),
+                                validation_initial=_starts(job, job.measured[1], "validation"),
                                 concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
                                 solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run,
                                 keep_start=not job.args.no_keep_start, solve_progress=job.args.verbose,
@@ -482,14 +484,15 @@ def _convex_unrolled(job: Job) -> tuple[Any, list]:
     return result.network, result.records
 
 
-def _starts(job: Job, data: Any) -> torch.Tensor | None:
+def _starts(job: Job, data: Any, which: str) -> torch.Tensor | None:
     """The convex trainer's start images of ``data`` (its chunks of 4, precision and device) through the cache."""
     net = UnrolledNet([], int(job.train.inputs.shape[-1]), not job.args.no_stage_zero_filled,
                       stage_inputs=job.stage_inputs)
     net.to(job.run.device_of(targets=job.train.targets, kspace=job.measured[0].kspace, inputs=job.train.inputs),
            job.train.inputs.dtype)
     with job.run.precision():
-        return cached_initial_estimates(net, data, 4, InputCache(cache_dir_of(job.args)))
+        return cached_initial_estimates(net, data, 4, InputCache(cache_dir_of(job.args)),
+                                        f"start images (CS, SENSE-CG), {which}")
 
 
 def _end_to_end_unrolled(job: Job) -> tuple[Any, list]:

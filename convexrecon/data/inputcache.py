@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from convexrecon.data.mapcache import MapCache
 from convexrecon.errors import DataWarning
@@ -163,15 +164,18 @@ def precision_of(x: Tensor) -> str:
 
 
 @torch.no_grad()
-def cached_initial_estimates(net: Any, data: Any, chunk_size: int, cache: InputCache) -> Tensor | None:
+def cached_initial_estimates(net: Any, data: Any, chunk_size: int, cache: InputCache,
+                             progress: str | None = None) -> Tensor | None:
     """:func:`~convexrecon.stack.unrolled.initial_estimates` of ``net`` (an ``UnrolledNet``) on the measured data
     ``data``, chunk by chunk through ``cache``: each chunk's images are read back or computed as
     :class:`~convexrecon.stack.unrolled.EstimateChain` computes them (the chunk's ``net.start`` then
-    ``net.initial``), so the result is the same bit for bit. None when ``net`` has no such images."""
+    ``net.initial``), so the result is the same bit for bit. None when ``net`` has no such images. ``progress``:
+    the description of a progress bar over the slices (None: no bar); on full-size slices each takes a minute."""
     if not net.stage_inputs.precomputed:
         return None
     count, options = net.stage_inputs.images, net.stage_inputs.options()
     out = []
+    bar = tqdm(total=len(data), desc=progress, unit="slice", disable=progress is None)
     for j in range(0, len(data), chunk_size):
         k, s, m = data.kspace[j:j + chunk_size], data.maps[j:j + chunk_size], data.mask[j:j + chunk_size]
         x1 = net.start(k, s, m)
@@ -181,4 +185,6 @@ def cached_initial_estimates(net: Any, data: Any, chunk_size: int, cache: InputC
         images = cache.initial(key, (len(x1), count, *x1.shape[-2:]), dtype,
                                lambda: net.initial(x1, k, s, m).cpu().numpy())
         out.append(torch.from_numpy(images).to(x1.device))
+        bar.update(len(x1))
+    bar.close()
     return torch.cat(out)
