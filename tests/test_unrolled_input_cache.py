@@ -178,8 +178,9 @@ def test_train_reuses_the_start_images_and_gives_the_same_model(tmp_path, capsys
         stamps.append({path: path.stat().st_mtime_ns for path in entries})
     assert stamps[0] and stamps[0] == stamps[1]  # the second run read every entry and wrote none
     import convexrecon.cli.train as train_cli
+    import convexrecon.cli.trainers as trainers
 
-    monkeypatch.setattr(train_cli, "_starts", lambda *args: None)  # the trainer computes its own start images
+    monkeypatch.setattr(trainers, "_starts", lambda *args: None)  # the trainer computes its own start images
     monkeypatch.setattr(train_cli, "cached_initial_estimates", lambda *args: None)
     assert main([*common, "--out", str(tmp_path / "three")]) == 0
     summaries.append(capsys.readouterr().out.strip().splitlines()[-1])

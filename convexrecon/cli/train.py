@@ -3,9 +3,10 @@
 Which network: ``--recommended`` trains the recommended one, the unrolled network that refines
 L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
 ``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
-0.15 1.5 0.5:haar 0.5:sym8 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias``: CS weights that
-follow each scan's noise level, the SENSE-CG image beside the CS images, and blocks that see how those images
-differ from the estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's layer-wise CNN
+0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias``: CS
+weights that follow each scan's noise level, CS images cycle-spun over 4 wavelet grids, the SENSE-CG image beside
+the CS images, and blocks that see how those images differ from the estimate, so that a stage's correction shrinks
+where they agree). Without it, ``train`` trains the paper's layer-wise CNN
 (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
@@ -28,7 +29,8 @@ against ``--tol`` and says loudly when a block is not certified. Every run ends 
 of the model and the zero-filled image per validation volume, against the fully sampled SENSE
 target (the training target), and one of the model beside zero-filled, SENSE-CG and L1-wavelet
 CS on the same slices (:mod:`convexrecon.cli.references`, cached; ``--no-classical`` skips it).
-Preprocessed slices are cached in ``--cache-dir``.
+Preprocessed slices are cached in ``--cache-dir``. The trainers, one per (method, architecture), are in
+:mod:`convexrecon.cli.trainers`.
 """
 
 from __future__ import annotations
@@ -37,11 +39,9 @@ import argparse
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
 
 from solvers.report import SolverError
 
@@ -51,27 +51,21 @@ from convexrecon.cli.common import (
 )
 from convexrecon.cli.device import add_device_argument
 from convexrecon.cli.references import references_table, validation_references
-from convexrecon.cli.summary import (
-    StageSolver, add_stage_solver, block_summary, comparison, marking_selection_warnings, stage_solver,
-)
+from convexrecon.cli.summary import add_stage_solver, block_summary, comparison, stage_solver
+from convexrecon.cli.trainers import TRAINERS, Job
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import build_index
 from convexrecon.data.inputcache import InputCache, cached_initial_estimates
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.problems import measured_data
-from convexrecon.data.splits import Split, holdout_mask, stack_split
+from convexrecon.data.splits import holdout_mask, stack_split
 from convexrecon.io import ensure_writable_dir
 from convexrecon.stack.adam import END_TO_END_EPOCHS, LAYERWISE_EPOCHS, AdamSettings
-from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
-from convexrecon.stack.layerwise import train_layerwise
 from convexrecon.stack.modelfiles import ARCHITECTURE_ALIASES, LAYERWISE_CNN, UNROLLED
-from convexrecon.stack.network import ReconNet
 from convexrecon.stack.run import RunOptions
-from convexrecon.stack.settings import BlockSettings, ValidationSet
+from convexrecon.stack.settings import BlockSettings
 from convexrecon.stack.stage_inputs import CS_RELATIVE, StageInputs
-from convexrecon.stack.unrolled import UnrolledNet, unrolled_plain
-from convexrecon.stack.unrolled_baselines import train_unrolled_end_to_end, train_unrolled_layerwise_adam
-from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS, train_unrolled
+from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
 ARCHITECTURES = (LAYERWISE_CNN, UNROLLED)
@@ -330,39 +324,6 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
                      f"on). Got {count} in {args.data}.")
 
 
-@dataclass(frozen=True)
-class Job:
-    """Everything a trainer of the table needs, built once from the flags and the data."""
-
-    args: argparse.Namespace
-    train: Split
-    val: Split
-    blocks: list[BlockSettings]
-    adam: AdamSettings
-    stage_inputs: StageInputs
-    run: RunOptions
-    config: dict[str, Any]
-    holdout: torch.Tensor | None = None
-    measured: tuple | None = None  # the training and validation slices' MeasuredData (unrolled)
-    solver: StageSolver | None = None  # the unrolled stages' gated solver
-    notes: dict[str, Any] = field(default_factory=dict)  # what a trainer reports beside its records
-
-    @property
-    def validation(self) -> ValidationSet:
-        """The validation split (with its measurements for the unrolled architecture)."""
-        return ValidationSet(*self.val.validation, data=None if self.measured is None else self.measured[1])
-
-    @property
-    def width(self) -> int:
-        """Hidden width of every Adam baseline block: the convex block's largest."""
-        return self.blocks[0].width
-
-    @property
-    def middle_lambda(self) -> float:
-        """The Adam baselines' fixed (or initial) data-consistency weight: the middle of ``--lambdas``."""
-        return sorted(self.args.lambdas)[len(self.args.lambdas) // 2]
-
-
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path, blocks: list[BlockSettings],
          adam: AdamSettings, stage_inputs: StageInputs) -> int:
     phase = ["preprocessing (the slices done stay cached)"]  # _train says when training starts
@@ -443,82 +404,3 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                         for m in ("SENSE-CG", "L1-wavelet")})
     print(json.dumps(summary))
     return 0
-
-
-# ---- one trainer per (method, architecture); each returns (network, records) ------------------------
-
-def _convex_cnn(job: Job) -> tuple[Any, list]:
-    a = job.args
-    with marking_selection_warnings() as failures:
-        result = train_layerwise(job.train.inputs, job.train.targets, job.blocks, validation=job.validation,
-                                 patch_size=a.patch_size or None, patches_per_slice=a.patches_per_slice,
-                                 holdout=job.holdout, solve_progress=a.verbose, config=job.config, run=job.run)
-    job.notes["selection"] = failures[0]
-    return result.best(keep_all=a.keep_all_blocks), result.records
-
-
-def _end_to_end_cnn(job: Job) -> tuple[Any, list]:
-    net = ReconNet.plain([job.width] * job.args.blocks, job.args.kernel_size, seed=job.args.seed, config=job.config)
-    return net, train_end_to_end(net, job.train.inputs, job.train.targets, adam=job.adam, validation=job.validation,
-                                 run=job.run)
-
-
-def _layerwise_adam_cnn(job: Job) -> tuple[Any, list]:
-    net, records = train_layerwise_adam(job.train.inputs, job.train.targets, [job.width] * job.args.blocks,
-                                        job.args.kernel_size, adam=job.adam, validation=job.validation, run=job.run)
-    net.config.update(job.config)
-    return net, records
-
-
-def _convex_unrolled(job: Job) -> tuple[Any, list]:
-    with marking_selection_warnings() as failures:
-        result = train_unrolled(job.train.inputs, job.train.targets, job.measured[0], job.blocks,
-                                lambdas=job.args.lambdas, holdout=job.holdout, validation=job.validation,
-                                initial=_starts(job, job.measured[0], "training"),
-                                validation_initial=_starts(job, job.measured[1], "validation"),
-                                concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
-                                solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run,
-                                keep_start=not job.args.no_keep_start, solve_progress=job.args.verbose,
-                                fit_window=job.solver.window)
-    job.notes["selection"] = failures[0]
-    return result.network, result.records
-
-
-def _starts(job: Job, data: Any, which: str) -> torch.Tensor | None:
-    """The convex trainer's start images of ``data`` (its chunks of 4, precision and device) through the cache."""
-    net = UnrolledNet([], int(job.train.inputs.shape[-1]), not job.args.no_stage_zero_filled,
-                      stage_inputs=job.stage_inputs)
-    net.to(job.run.device_of(targets=job.train.targets, kspace=job.measured[0].kspace, inputs=job.train.inputs),
-           job.train.inputs.dtype)
-    with job.run.precision():
-        return cached_initial_estimates(net, data, 4, InputCache(cache_dir_of(job.args)),
-                                        f"start images (CS, SENSE-CG), {which}")
-
-
-def _end_to_end_unrolled(job: Job) -> tuple[Any, list]:
-    a = job.args
-    net = unrolled_plain(a.blocks, job.width, a.kernel_size, [job.middle_lambda] * a.blocks, a.crop, seed=a.seed,
-                         learn_lambda=True, config=job.config, concat_input=not a.no_stage_zero_filled,
-                         **job.stage_inputs.options())
-    return net, train_unrolled_end_to_end(net, job.train.targets, job.measured[0], adam=job.adam,
-                                          validation=job.validation, run=job.run)
-
-
-def _layerwise_adam_unrolled(job: Job) -> tuple[Any, list]:
-    a = job.args
-    net, records = train_unrolled_layerwise_adam(job.train.targets, job.measured[0], job.width, a.kernel_size,
-                                                 [job.middle_lambda] * a.blocks, adam=job.adam,
-                                                 validation=job.validation, concat_input=not a.no_stage_zero_filled,
-                                                 stage_inputs=job.stage_inputs, run=job.run)
-    net.config.update(job.config)
-    return net, records
-
-
-TRAINERS: dict[tuple[str, str], Callable[[Job], tuple[Any, list]]] = {
-    ("layerwise_convex", LAYERWISE_CNN): _convex_cnn,
-    ("end_to_end", LAYERWISE_CNN): _end_to_end_cnn,
-    ("layerwise_adam", LAYERWISE_CNN): _layerwise_adam_cnn,
-    ("layerwise_convex", UNROLLED): _convex_unrolled,
-    ("end_to_end", UNROLLED): _end_to_end_unrolled,
-    ("layerwise_adam", UNROLLED): _layerwise_adam_unrolled,
-}
