@@ -97,7 +97,7 @@ def _convex_unrolled(job: Job) -> tuple[Any, list]:
                                 concat_input=not job.args.no_stage_zero_filled, stage_inputs=job.stage_inputs,
                                 solve_options={"gated_method": job.solver.method}, config=job.config, run=job.run,
                                 keep_start=not job.args.no_keep_start, solve_progress=job.args.verbose,
-                                fit_window=job.solver.window)
+                                fit_window=job.solver.window if job.args.activation == "gated" else None)
     job.notes["selection"] = failures[0]
     return result.network, result.records
 
