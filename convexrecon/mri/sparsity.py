@@ -119,6 +119,15 @@ def wavelet_shrink(x: Tensor, thresholds: Sequence[float], scale: Tensor | None 
 CYCLE_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 3), (5, 6), (3, 5), (6, 2), (7, 7), (4, 1))
 
 
+def _spun_shrink(z: Tensor, grid: Sequence[tuple[int, int]], cut: Tensor, wave: str) -> Tensor:
+    """The soft threshold of ``z`` averaged over the wavelet grids shifted by ``grid``, every grid in one batch."""
+    if len(grid) == 1 and tuple(grid[0]) == (0, 0):
+        return wavelet_shrink(z, [1.0], cut, wave)[0]
+    shifted = torch.cat([torch.roll(z, p, (-2, -1)) for p in grid])
+    shrunk = wavelet_shrink(shifted, [1.0], cut.repeat(len(grid)), wave)[0].split(z.shape[0])
+    return sum(torch.roll(s, (-p[0], -p[1]), (-2, -1)) for s, p in zip(shrunk, grid)) / len(grid)
+
+
 def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, iterations: int, *,
                      scale: Tensor | None = None, start: Tensor | None = None, wave: str = DEFAULT_WAVE,
                      shifts: Sequence[tuple[int, int]] | None = None) -> Tensor:
@@ -170,7 +179,6 @@ def l1_wavelet_fista(kspace: Tensor, maps: Tensor, mask: Tensor, lamda: float, i
         gradient = torch.fft.fftshift(gram(torch.fft.ifftshift(y, dim=axes)), dim=axes) - data  # A^H (A y - k)
         previous = x
         z = y - step.reshape(b, 1, 1).to(x.dtype) * gradient
-        x = sum(torch.roll(wavelet_shrink(torch.roll(z, p, (-2, -1)), [1.0], cut, wave)[0], (-p[0], -p[1]), (-2, -1))
-                for p in grid) / len(grid)
+        x = _spun_shrink(z, grid, cut, wave)
         t = t_next
     return x * (maps.abs().pow(2).sum(-3) > 0)
