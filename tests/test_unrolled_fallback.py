@@ -216,3 +216,32 @@ def test_a_network_trained_at_snr_25_is_not_below_sense_cg_at_snr_100_on_the_oth
         _, truth, measured = synthetic_slices(anatomy, snr, 7, 2)
         sense = psnr(sense_cg_images(measured), truth)
         assert bool((psnr(net.predict(measured), truth) >= sense).all()), (anatomy, snr)
+
+
+def test_noise_relative_dc_weight_scales_each_slice_by_its_squared_noise_ratio(toy, tmp_path):
+    """With dc_noise = r0 a slice of relative noise level r gets λ (r / r0)^2 (the MAP weight σ²/τ²): the same output
+    as the stage with that per-slice λ, the stage's own λ where r = r0, and a save/load round trip keeps r0."""
+    _, _, data, _ = toy
+    plain = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, seed=3)
+    k, s, m = data.kspace, data.maps, data.mask
+    rho = crop_center(data.zero_filled(), CROP).abs().flatten(1).amax(1)
+    ratio = estimate_noise(k, m).to(rho.dtype) / rho
+    fixed = UnrolledNet(list(plain.stages), CROP, cg_iterations=4)
+    relative = UnrolledNet(list(plain.stages), CROP, cg_iterations=4, dc_noise=float(ratio[0]))
+    assert torch.allclose(relative.dc_factors(k, s, m), (ratio / ratio[0]) ** 2, rtol=1e-4)
+    x = fixed.start(k, s, m)
+    stage = plain.stages[0]
+    assert torch.allclose(relative.step(stage, x, x, k, s, m),
+                          fixed.step(stage, x, x, k, s, m, lam=0.5 * (ratio / ratio[0]) ** 2), atol=1e-6)
+    assert torch.allclose(relative.step(stage, x[:1], x[:1], k[:1], s[:1], m[:1]),
+                          fixed.step(stage, x[:1], x[:1], k[:1], s[:1], m[:1]), atol=1e-6)  # r = r0: λ as trained
+    assert not torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)  # the slices differ: the test can fail
+    net = UnrolledNet(list(plain.stages), CROP, cg_iterations=4, dc_noise=0.02)
+    net.save(tmp_path / "m")
+    loaded = cr.stack.persist.load_unrolled(tmp_path / "m")
+    assert loaded.stage_inputs.dc_noise == 0.02
+    assert torch.allclose(loaded.predict(data), net.predict(data), atol=1e-6)
+    assert "dc_noise" not in StageInputs().settings() and StageInputs(dc_noise=0.1).settings()["dc_noise"] == 0.1
+    for bad in (-1.0, math.inf, "0.1", True):
+        with pytest.raises(ValueError, match="'dc_noise'"):
+            StageInputs(dc_noise=bad)

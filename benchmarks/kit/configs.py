@@ -90,7 +90,9 @@ class UnrolledConfig(_Frozen):
     in-distribution weights stay those of the CS baseline), ``keep_start`` lets the held-out selection make a
     stage the identity when every candidate scores below its input, and ``residual`` gives the blocks every
     further image minus the estimate instead of the estimate. ``cs_shifts`` > 1 cycle-spins every CS image over
-    that many wavelet-grid shifts (that many times the CS work)."""
+    that many wavelet-grid shifts (that many times the CS work). ``dc_relative = "noise"`` scales every stage's
+    data-consistency weight by the square of each slice's relative noise level over the training slices' median
+    (:class:`convexrecon.stack.stage_inputs.StageInputs` ``dc_noise``; ``"fixed"``: the weights as chosen)."""
 
     stages: int
     activation: str
@@ -120,6 +122,7 @@ class UnrolledConfig(_Frozen):
     keep_start: bool = False
     residual: bool = False
     cs_shifts: int = 1
+    dc_relative: str = "fixed"
 
     def stage_rule(self) -> RuleConfig | None:
         """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains

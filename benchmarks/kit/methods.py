@@ -32,6 +32,7 @@ from convexrecon.mri.sparsity import DEFAULT_WAVE
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise
 from convexrecon.stack.network import ReconNet
+from convexrecon.stack.unrolled import dc_reference
 from convexrecon.stack import (UnrolledNet, initial_estimates, train_unrolled, train_unrolled_end_to_end,
                                train_unrolled_layerwise_adam, unrolled_plain)
 
@@ -216,7 +217,8 @@ def ensemble_entry(start: torch.Tensor, part: dict[str, Any], crop: int) -> dict
             "peak_memory_bytes": 0, "cs_images": int(start.shape[1])}
 
 
-def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | None = None) -> dict[str, Any]:
+def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | None = None,
+                     reference: float | None = None) -> dict[str, Any]:
     """The unrolled architecture's block inputs and CS start from ``u``; ``cs_lambda = "cs"`` means the CS
     baseline's λ (``cs_lambda``, chosen on training slices, relative to each slice's max |zero-filled|);
     ``cs_inputs`` are the further CS images, each a multiple of the start's λ or a ``(multiple, wavelet)`` pair.
@@ -224,7 +226,8 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
     With ``u.cs_relative == "noise"`` the weights are relative to each slice's estimated noise level instead: the
     CS baseline's λ times ``noise_ratio``, the training slices' median of max |zero-filled| over the noise level
     (:func:`noise_ratio`), so that on training-like data the stages see the CS images they would see with
-    ``"max"``, while on a scan with another noise level the weights follow its noise."""
+    ``"max"``, while on a scan with another noise level the weights follow its noise. ``reference``: the training
+    slices' relative noise level, needed with ``u.dc_relative == "noise"`` (:func:`dc_noise`)."""
     lam = u.cs_lambda
     if u.cs_iterations and lam == "cs":
         if cs_lambda is None:
@@ -240,7 +243,21 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
             "cs_lambda": float(lam) if u.cs_iterations else 0.0,
             "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else (),
             "sense_input": u.sense_input, "cs_relative": u.cs_relative, "residual": u.residual,
-            "cs_shifts": u.cs_shifts}
+            "cs_shifts": u.cs_shifts, "dc_noise": dc_noise(u, reference)}
+
+
+def dc_noise(u: UnrolledConfig, reference: float | None) -> float:
+    """The relative noise level at which ``u``'s DC weights hold (``StageInputs.dc_noise``): ``reference`` (the
+    training slices' :func:`~convexrecon.stack.unrolled.dc_reference`) with ``u.dc_relative = "noise"``, 0 (fixed
+    weights) otherwise."""
+    if u.dc_relative not in ("fixed", "noise"):
+        raise ValueError(f"cfg.unrolled.dc_relative must be 'fixed' or 'noise'. Got {u.dc_relative!r}.")
+    if u.dc_relative == "fixed":
+        return 0.0
+    if reference is None or not reference > 0:
+        raise ValueError(f"cfg.unrolled.dc_relative = 'noise' needs the training slices' relative noise level > 0. "
+                         f"Got {reference!r}.")
+    return reference
 
 
 def noise_ratio(data: Any) -> float:
@@ -255,7 +272,8 @@ def noise_ratio(data: Any) -> float:
 def split_options(split: dict[str, Any], u: UnrolledConfig, cs_lambda: float | None) -> dict[str, Any]:
     """:func:`unrolled_options` of ``u`` on ``split`` (its noise ratio from the training slices when needed)."""
     ratio = noise_ratio(split["train"]["data"]) if u.cs_iterations and u.cs_relative == "noise" else None
-    return unrolled_options(u, cs_lambda, ratio)
+    reference = dc_reference(split["train"]["data"]) if u.dc_relative == "noise" else None
+    return unrolled_options(u, cs_lambda, ratio, reference)
 
 
 def unrolled_stage_settings(u: UnrolledConfig) -> list[BlockSettings]:

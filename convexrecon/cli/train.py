@@ -36,6 +36,7 @@ Preprocessed slices are cached in ``--cache-dir``. The trainers, one per (method
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -65,6 +66,7 @@ from convexrecon.stack.modelfiles import ARCHITECTURE_ALIASES, LAYERWISE_CNN, UN
 from convexrecon.stack.run import RunOptions
 from convexrecon.stack.settings import BlockSettings
 from convexrecon.stack.stage_inputs import CS_RELATIVE, StageInputs
+from convexrecon.stack.unrolled import dc_reference
 from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
@@ -77,6 +79,7 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
          "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
          "cs_relative": "--cs-relative", "sense_input": "--stage-sense", "residual": "--stage-residual",
+         "dc_noise": "--dc-relative",
          "cs_shifts": "--cs-shifts",
          "gated_method": "--stage-solver"}
 
@@ -134,6 +137,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unrolled: what the CS weights (--cs-start-lambda, --cs-inputs) multiply: max (the "
                              "slice's max |zero-filled|; default) or noise (the slice's noise level, estimated from "
                              "its outer k-space: the weights then follow the scan's SNR; default with --recommended)")
+    parser.add_argument("--dc-relative", default=None, choices=("fixed", "noise"),
+                        help="unrolled: the stages' data-consistency weights: fixed (as chosen on the held-out "
+                             "slices; default) or noise (each slice's weight times (r / r0)^2, r its noise level over "
+                             "its max |zero-filled| and r0 the training slices' median: the MAP weight, so the "
+                             "measured data count more on a scan with less noise)")
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
@@ -229,7 +237,7 @@ each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poiss
 brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
 max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
 PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": [],
-                         "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1}
+                         "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1, "dc_relative": "fixed"}
 """The defaults without ``--recommended``: the paper's CNN."""
 
 
@@ -290,8 +298,10 @@ def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser
     if args.architecture != UNROLLED and (args.stage_bias or args.stage_shrink or args.cs_start or args.cs_inputs
                                           or args.no_stage_zero_filled or args.stage_solver != "auto"
                                           or args.stage_sense or args.stage_residual or args.no_keep_start
-                                          or args.cs_relative != "max" or args.cs_shifts != 1):
+                                          or args.cs_relative != "max" or args.cs_shifts != 1
+                                          or args.dc_relative != "fixed"):
         parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--cs-shifts/"
+                     "--dc-relative/"
                      "--stage-sense/--stage-residual/--stage-solver/--no-stage-zero-filled/--no-keep-start: expected "
                      f"with --architecture unrolled only. Got --architecture {args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
@@ -365,6 +375,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                 solver = stage_solver(args.stage_solver, len(train.inputs), int(train.inputs.shape[-1]),
                                       stage_inputs.channels(not args.no_stage_zero_filled), args.kernel_size,
                                       args.arrangements)
+        if measured is not None and args.dc_relative == "noise":  # the noise level at which the DC weights hold
+            stage_inputs = dataclasses.replace(stage_inputs, dc_noise=dc_reference(measured[0]))
+            print(f"data-consistency weights relative to each slice's noise: they hold at noise / max|zero-filled| "
+                  f"= {stage_inputs.dc_noise:.4g} (the median of the {len(train.inputs)} training slices)", flush=True)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     split = {"training": sorted(set(train.volumes)), "validation": sorted(set(val.volumes))}

@@ -74,6 +74,14 @@ class StageInputs:
         Every CS image (start and inputs) is cycle-spun over this many wavelet-grid shifts
         (:data:`~convexrecon.mri.sparsity.CYCLE_SHIFTS`; 1: plain CS). Cycle spinning costs that many times
         the CS work per slice.
+    dc_noise
+        0: every stage's data-consistency weight :math:`\lambda_i` is used as trained. > 0: the relative
+        noise level :math:`r_0` at which the :math:`\lambda_i` hold, and a slice of relative noise level
+        :math:`r = \hat\sigma / \max|P^T x_1|` (:func:`~convexrecon.mri.noise.estimate_noise`) gets
+        :math:`\lambda_i (r / r_0)^2`. The DC step :math:`\arg\min_x \|Ax - k\|^2 + \lambda\|x - z\|^2`
+        is the MAP estimate for noise of variance :math:`\sigma^2` and an error of :math:`z` of variance
+        :math:`\tau^2` when :math:`\lambda = \sigma^2 / \tau^2`, so on a scan with less noise the measured
+        data weigh more (``docs/design.md`` §9.2).
     """
 
     bias: bool = False
@@ -86,6 +94,7 @@ class StageInputs:
     cs_relative: str = "max"
     residual: bool = False
     cs_shifts: int = 1
+    dc_noise: float = 0.0
 
     def __post_init__(self) -> None:
         iterations, lam = self.cs_iterations, self.cs_lambda
@@ -111,6 +120,13 @@ class StageInputs:
         if not (isinstance(shifts, int) and not isinstance(shifts, bool) and 1 <= shifts <= len(CYCLE_SHIFTS)):
             raise ValueError(f"The 'cs_shifts' parameter must be an int from 1 (plain CS) to {len(CYCLE_SHIFTS)} "
                              f"(wavelet-grid shifts of cycle-spun CS). Got {shifts!r} instead.")
+        noise = self.dc_noise
+        if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise)
+                and noise >= 0):
+            raise ValueError(f"The 'dc_noise' parameter must be a finite number >= 0 (0: data-consistency weights "
+                             f"as trained; > 0: the relative noise level at which they hold). Got {noise!r} "
+                             "instead.")
+        object.__setattr__(self, "dc_noise", float(noise))
         object.__setattr__(self, "shrink", _thresholds(self.shrink))
         object.__setattr__(self, "cs_lambda", float(lam))
         object.__setattr__(self, "cs_inputs", inputs)
@@ -119,7 +135,7 @@ class StageInputs:
     def from_options(cls, *, bias: Any = False, shrink: Any = (), cs_iterations: Any = 0, cs_lambda: Any = 0.0,
                      cs_inputs: Any = (), relative: bool = False, sense_input: Any = False,
                      sense_start: Any = False, cs_relative: str = "max", residual: Any = False,
-                     cs_shifts: Any = 1) -> "StageInputs":
+                     cs_shifts: Any = 1, dc_noise: Any = 0.0) -> "StageInputs":
         """The inputs as a command line or a benchmark configuration states them.
 
         ``cs_lambda`` and ``cs_inputs`` apply to a CS start only: without one (``cs_iterations`` 0) they
@@ -127,7 +143,7 @@ class StageInputs:
         (:meth:`parse_cs_input`); with ``relative`` their weights are multiples of ``cs_lambda``.
         """
         more = {"sense_input": sense_input, "sense_start": sense_start, "cs_relative": cs_relative,
-                "residual": residual, "cs_shifts": cs_shifts}
+                "residual": residual, "cs_shifts": cs_shifts, "dc_noise": dc_noise}
         if not cs_iterations:
             return cls(bias, shrink, cs_iterations, 0.0, (), **more)
         items = [cls.parse_cs_input(item) if isinstance(item, str) else item for item in cs_inputs]
@@ -172,7 +188,7 @@ class StageInputs:
         return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
                 "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs, "sense_input": self.sense_input,
                 "sense_start": self.sense_start, "cs_relative": self.cs_relative, "residual": self.residual,
-                "cs_shifts": self.cs_shifts}
+                "cs_shifts": self.cs_shifts, "dc_noise": self.dc_noise}
 
     def settings(self) -> dict[str, Any]:
         """The fields as JSON values (lists for tuples), as saved in configs and checkpoints; the fallback and
@@ -180,7 +196,7 @@ class StageInputs:
         them (and the checkpoints they resume from) keep their keys."""
         out = {**self.options(), "shrink": list(self.shrink), "cs_inputs": [list(c) for c in self.cs_inputs]}
         for name, default in (("sense_input", False), ("sense_start", False), ("cs_relative", "max"),
-                              ("residual", False), ("cs_shifts", 1)):
+                              ("residual", False), ("cs_shifts", 1), ("dc_noise", 0.0)):
             if out[name] == default:
                 del out[name]
         return out

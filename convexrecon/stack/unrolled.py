@@ -167,10 +167,11 @@ class UnrolledNet(nn.Module):
         Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
         weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
         L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
-    sense_input, sense_start, cs_relative, residual, cs_shifts
+    sense_input, sense_start, cs_relative, residual, cs_shifts, dc_noise
         The SENSE-CG image as a block input / as the start, what the CS weights are relative to, whether
-        the block sees the further images minus the estimate instead of the estimate, and the wavelet-grid
-        shifts of cycle-spun CS images (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
+        the block sees the further images minus the estimate instead of the estimate, the wavelet-grid
+        shifts of cycle-spun CS images, and the noise level at which the DC weights hold (0: fixed weights)
+        (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
     stage_inputs
         The ten settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
         CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
@@ -187,12 +188,12 @@ class UnrolledNet(nn.Module):
                  cg_iterations: int = 10, config: dict[str, Any] | None = None, *, bias: bool = False,
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
                  cs_inputs: Sequence[Any] = (), sense_input: bool = False, sense_start: bool = False,
-                 cs_relative: str = "max", residual: bool = False, cs_shifts: int = 1,
+                 cs_relative: str = "max", residual: bool = False, cs_shifts: int = 1, dc_noise: float = 0.0,
                  stage_inputs: StageInputs | None = None) -> None:
         super().__init__()
         if stage_inputs is None:
             stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start,
-                                       cs_relative, residual, cs_shifts)
+                                       cs_relative, residual, cs_shifts, dc_noise)
         self.stage_inputs = stage_inputs
         self.bias, self.shrink = stage_inputs.bias, stage_inputs.shrink
         self.cs_iterations, self.cs_lambda = stage_inputs.cs_iterations, stage_inputs.cs_lambda
@@ -325,8 +326,16 @@ class UnrolledNet(nn.Module):
         if bool(torch.isinf(torch.as_tensor(weight)).all()):
             return z_full
         dtype = x.dtype
-        return data_consistency(z_full, kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device),
-                                stage.lam if lam is None else lam, iterations=self.cg_iterations)
+        k, s, m = kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device)
+        if self.stage_inputs.dc_noise > 0:
+            weight = torch.as_tensor(weight, device=x.device) * self.dc_factors(k, s, m)
+        return data_consistency(z_full, k, s, m, weight, iterations=self.cg_iterations)
+
+    @torch.no_grad()
+    def dc_factors(self, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+        r"""Per slice :math:`(r / r_0)^2`, the factor of every stage's DC weight with ``dc_noise`` :math:`= r_0`:
+        :math:`r = \hat\sigma / \max|P^T x_1|` (:class:`~convexrecon.stack.stage_inputs.StageInputs`)."""
+        return (relative_noise(kspace, maps, mask, self.crop) / self.stage_inputs.dc_noise).pow(2)
 
     def forward(self, kspace: Tensor, maps: Tensor, mask: Tensor, stages: int | None = None,
                 initial: Tensor | None = None) -> Tensor:
@@ -377,7 +386,7 @@ class UnrolledNet(nn.Module):
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "cs_inputs": [list(c) for c in self.cs_inputs],
                 **{k: v for k, v in self.stage_inputs.settings().items()
-                   if k in ("sense_input", "sense_start", "cs_relative", "residual", "cs_shifts")},
+                   if k in ("sense_input", "sense_start", "cs_relative", "residual", "cs_shifts", "dc_noise")},
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -385,6 +394,22 @@ class UnrolledNet(nn.Module):
         """Write ``model.pt`` and ``config.json`` atomically (:func:`convexrecon.stack.modelfiles.write_model`),
         with ``architecture.kind = "unrolled"``."""
         return write_model(self, directory)
+
+
+@torch.no_grad()
+def relative_noise(kspace: Tensor, maps: Tensor, mask: Tensor, crop: int) -> Tensor:
+    r"""Per slice :math:`\hat\sigma / \max|P^T x_1|`: the noise level estimated from the slice's outer k-space
+    (:func:`~convexrecon.mri.noise.estimate_noise`) over the largest magnitude of its zero-filled image in the
+    central ``crop`` window. ``(B, C, H, W)`` k-space and maps, ``(B, H, W)`` masks; ``(B,)`` real."""
+    real = kspace.real.dtype
+    rho = crop_center(sense_adjoint(kspace, maps, mask.to(real)), crop).abs().flatten(1).amax(1)
+    return estimate_noise(kspace, mask).to(real) / rho.clamp_min(torch.finfo(real).tiny)
+
+
+def dc_reference(data: MeasuredData) -> float:
+    """The median of :func:`relative_noise` over the slices of ``data``: ``StageInputs.dc_noise`` for a network
+    trained on them, so that its DC weights hold at the training data's noise level."""
+    return float(torch.median(relative_noise(data.kspace, data.maps, data.mask, data.crop)))
 
 
 def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> UnrolledNet:
@@ -399,7 +424,7 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
                        cs_inputs=spec.get("cs_inputs", ()), sense_input=bool(spec.get("sense_input", False)),
                        sense_start=bool(spec.get("sense_start", False)),
                        cs_relative=str(spec.get("cs_relative", "max")), residual=bool(spec.get("residual", False)),
-                       cs_shifts=int(spec.get("cs_shifts", 1)))
+                       cs_shifts=int(spec.get("cs_shifts", 1)), dc_noise=float(spec.get("dc_noise", 0.0)))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
@@ -407,16 +432,16 @@ def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Seque
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
                    cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = (),
                    sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max",
-                   residual: bool = False, cs_shifts: int = 1) -> UnrolledNet:
+                   residual: bool = False, cs_shifts: int = 1, dc_noise: float = 0.0) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
     ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start``, ``cs_relative``,
-    ``residual`` and ``cs_shifts`` as in :class:`UnrolledNet`."""
+    ``residual``, ``cs_shifts`` and ``dc_noise`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
     inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative,
-                         residual, cs_shifts)
+                         residual, cs_shifts, dc_noise)
     c = inputs.channels(concat_input)
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
