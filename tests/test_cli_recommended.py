@@ -26,7 +26,8 @@ def test_recommended_sets_the_unrolled_network_and_flags_beside_it_override() ->
     assert args.cs_inputs == [(0.15, "db4"), (1.5, "db4"), (0.5, "haar"), (0.5, "sym8")]
     assert (args.cs_relative, args.cs_start_lambda) == ("noise", 0.5)
     assert args.stage_bias and args.no_stage_zero_filled and args.stage_sense and args.stage_residual
-    assert not args.no_keep_start
+    assert not args.no_keep_start and args.dc_relative == "noise"
+    assert _args("--recommended", "--dc-relative", "fixed").dc_relative == "fixed"
     args = _args("--recommended", "--blocks", "3", "--cs-inputs", "0.01:haar")
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("unrolled", 3, 100, [(0.01, "haar")])
     assert _args("--recommended", "--cs-start", "0").cs_start == 0
@@ -36,7 +37,7 @@ def test_without_recommended_train_trains_the_papers_cnn_as_before() -> None:
     args = _args()
     assert (args.architecture, args.blocks, args.cs_start, args.cs_inputs) == ("layerwise-cnn", 4, 0, [])
     assert not (args.stage_bias or args.no_stage_zero_filled or args.stage_sense)
-    assert (args.cs_relative, args.cs_start_lambda) == ("max", 0.003)
+    assert (args.cs_relative, args.cs_start_lambda, args.dc_relative) == ("max", 0.003, "fixed")
     noise = _args("--architecture", "unrolled", "--cs-start", "10", "--cs-relative", "noise")
     assert (noise.cs_relative, noise.cs_start_lambda) == ("noise", 0.5)  # the default weight in noise units
     assert _args("--architecture", "unrolled", "--cs-relative", "noise", "--cs-start-lambda", "2").cs_start_lambda == 2
@@ -77,6 +78,8 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     assert len(net.cs_inputs) == 4 and net.bias and not net.concat_input
     assert net.stage_inputs.sense_input and net.stage_inputs.cs_relative == "noise" and net.stage_inputs.residual
     assert net.config["training"]["keep_start"]
+    # DC weights hold at the training slices' median noise level over max |zero-filled| (printed)
+    assert 0 < net.stage_inputs.dc_noise < 1 and f"= {net.stage_inputs.dc_noise:.4g} (the median" in out
     # every stage is certified, or the identity (every candidate scored below its input on the held-out volume)
     assert net.config["stages"][0]["status"] == "optimal"
     assert all(s["status"] == "optimal" or (s.get("identity") and s["status"] is None) for s in net.config["stages"])

@@ -55,7 +55,7 @@ def test_stage_inputs_are_refused_for_the_seed_architecture(tmp_path, capsys) ->
     assert exit_.value.code == 2
     assert "--no-keep-start: expected with --architecture unrolled only" in capsys.readouterr().err
     for flags in (["--stage-sense"], ["--stage-residual"], ["--cs-relative", "noise"], ["--no-keep-start"],
-                  ["--cs-shifts", "4"]):
+                  ["--cs-shifts", "4"], ["--dc-relative", "noise"]):
         with pytest.raises(SystemExit) as exit_:
             main([*args, *flags])
         assert exit_.value.code == 2 and "expected with --architecture unrolled only" in capsys.readouterr().err

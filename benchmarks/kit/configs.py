@@ -208,11 +208,12 @@ class KneeConfig(_Frozen):
 # stage sees [estimate, constant channel, 4 CS images]: 11 channels.
 CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
 # The fallback of every configuration's unrolled network (as ``train --recommended``): the SENSE-CG image as a further
-# block input, CS weights relative to each slice's noise level, the identity stage among the held-out candidates, and
+# block input, CS weights relative to each slice's noise level, the identity stage among the held-out candidates,
 # residual block inputs (every image minus the estimate), so that a stage's correction shrinks where the
-# reconstructions agree (docs/design.md §9.2; docs/benchmarks.md §1.4 measures each part out of distribution)
+# reconstructions agree, cycle-spun CS images and data-consistency weights that follow the noise (docs/design.md §9.2;
+# docs/benchmarks.md §1.4 measures each part out of distribution)
 FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True,
-                            "cs_shifts": 4}
+                            "cs_shifts": 4, "dc_relative": "noise"}
 
 # the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
 QUICK_SET = SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0)

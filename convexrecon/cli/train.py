@@ -3,10 +3,10 @@
 Which network: ``--recommended`` trains the recommended one, the unrolled network that refines
 L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
 ``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
-0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias``: CS
-weights that follow each scan's noise level, CS images cycle-spun over 4 wavelet grids, the SENSE-CG image beside
-the CS images, and blocks that see how those images differ from the estimate, so that a stage's correction shrinks
-where they agree). Without it, ``train`` trains the paper's layer-wise CNN
+0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias
+--dc-relative noise``: CS and data-consistency weights that follow each scan's noise level, CS images cycle-spun
+over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
+estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's layer-wise CNN
 (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
@@ -141,7 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="unrolled: the stages' data-consistency weights: fixed (as chosen on the held-out "
                              "slices; default) or noise (each slice's weight times (r / r0)^2, r its noise level over "
                              "its max |zero-filled| and r0 the training slices' median: the MAP weight, so the "
-                             "measured data count more on a scan with less noise)")
+                             "measured data count more on a scan with less noise; default with --recommended)")
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
@@ -228,11 +228,11 @@ def library_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
 RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start": 100, "cs_relative": "noise",
                                "cs_start_lambda": 0.5, "cs_inputs": ["0.15", "1.5", "0.5:haar", "0.5:sym8"],
                                "stage_sense": True, "stage_residual": True, "no_stage_zero_filled": True,
-                               "stage_bias": True, "cs_shifts": 4}
+                               "stage_bias": True, "cs_shifts": 4, "dc_relative": "noise"}
 """``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
 P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
-zero-filled input, every CS image cycle-spun over 4 wavelet grids), with this command's own β ratio, λ candidates and
-tolerance. Its CS weights are multiples of
+zero-filled input, every CS image cycle-spun over 4 wavelet grids, data-consistency weights that follow each scan's noise
+level), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
 each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic knee and
 brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
 max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
