@@ -27,7 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py
 
 import torch  # noqa: E402
 
-from benchmarks.kit.configs import CONFIGS, UnrolledConfig  # noqa: E402
+from benchmarks.kit.configs import CONFIGS, unrolled_variants  # noqa: E402
 from benchmarks.kit.data import anatomy_slices, measured_split  # noqa: E402
 from benchmarks.kit.evidence import model_scores  # noqa: E402
 from benchmarks.kit.methods import split_options, train_unrolled_convex  # noqa: E402
@@ -47,15 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        variants = json.loads(args.variants)
-    except json.JSONDecodeError as error:
-        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r} ({error}).")
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r}.")
-    unknown = sorted({k for v in variants for k in v} - set(UnrolledConfig.setting_names()))
-    if unknown:
-        parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
-                     f"{UnrolledConfig.setting_names()}.")
+        variants = unrolled_variants(args.variants)
+    except ValueError as error:
+        parser.error(f"argument --variants: {error}")
     cfg = CONFIGS[args.config]
     syn = cfg.synthetic
     root = args.run / f"data_{syn.volumes}x{syn.slices}_{syn.coils}c_{syn.shape[0]}x{syn.shape[1]}"

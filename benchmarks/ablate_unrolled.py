@@ -24,7 +24,7 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as run_knee.py (docs/data.md, performance note)
 
-from benchmarks.kit.configs import CONFIGS, UnrolledConfig  # noqa: E402
+from benchmarks.kit.configs import CONFIGS, unrolled_variants  # noqa: E402
 from benchmarks.kit.data import split_under  # noqa: E402
 from benchmarks.kit.methods import cs_predictions, scores, split_options, train_unrolled_convex  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
@@ -44,21 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
-        variants = json.loads(args.variants)
-    except json.JSONDecodeError as error:
-        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r} ({error}).")
+        variants = unrolled_variants(args.variants)
+    except ValueError as error:
+        parser.error(f"argument --variants: {error}")
     cfg = CONFIGS[args.config]
     if args.volumes is not None:
         if args.volumes < cfg.val_volumes + cfg.holdout_volumes + 1:
             parser.error(f"argument --volumes: expected at least {cfg.val_volumes + cfg.holdout_volumes + 1} "
                          f"(validation, held-out and one fit volume). Got {args.volumes}.")
         cfg = dataclasses.replace(cfg, synthetic=dataclasses.replace(cfg.synthetic, volumes=args.volumes))
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        parser.error(f"argument --variants: expected a JSON list of objects. Got {args.variants!r}.")
-    unknown = sorted({k for v in variants for k in v} - set(UnrolledConfig.setting_names()))
-    if unknown:
-        parser.error(f"argument --variants: unknown settings {unknown}; expected keys of "
-                     f"{UnrolledConfig.setting_names()}.")
     size = "" if args.volumes is None else f"-{args.volumes}vol"
     out = args.out or Path("benchmarks/results") / f"ablate-unrolled-{args.config}{size}-{args.mask}"
     split = split_under(out, cfg, args.mask, args.seed)

@@ -8,6 +8,7 @@ data) and an :class:`UnrolledConfig` (the unrolled network's settings). Derive a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -361,6 +362,21 @@ REDUCTIONS: dict[str, tuple[str, ...]] = {
         "epochs (not measured on a GPU)",
     ),
 }
+
+
+def unrolled_variants(text: str) -> list[dict[str, Any]]:
+    """A ``--variants`` argument: a JSON list of objects, each overriding settings of :class:`UnrolledConfig`;
+    ``ValueError`` naming what was expected otherwise."""
+    try:
+        variants = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"expected a JSON list of objects. Got {text!r} ({error}).") from None
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValueError(f"expected a JSON list of objects. Got {text!r}.")
+    unknown = sorted({k for v in variants for k in v} - set(UnrolledConfig.setting_names()))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; expected keys of {UnrolledConfig.setting_names()}.")
+    return variants
 
 
 def hidden_width(cfg: KneeConfig) -> int:
