@@ -68,8 +68,7 @@ def time_slice(net, volume: FastMRIVolume, index: int, clock: Clock, end_to_end:
         k = torch.as_tensor(np.asarray(masked / images.scale, dtype=np.complex64))[None]
         s = torch.as_tensor(np.asarray(maps, dtype=np.complex64))[None]
         m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None]
-        trained, net.crop = net.crop, crop
-        try:
+        with net.at_crop(crop):
             initial = net.initial(net.start(k, s, m), k, s, m)
             clock.lap("CS start and CS inputs (FISTA)")
             for n in shifts:  # the same images with another number of wavelet-grid shifts
@@ -82,8 +81,6 @@ def time_slice(net, volume: FastMRIVolume, index: int, clock: Clock, end_to_end:
                     net.stage_inputs = inputs
             net(k, s, m, initial=initial)
             clock.lap("stages (blocks + DC)")
-        finally:
-            net.crop = trained
     else:
         images = sense_images(masked, mask, limit, crop)
         clock.lap("ESPIRiT maps + SENSE images")

@@ -273,11 +273,8 @@ def _cached_initial(net: nn.Module, cache: InputCache, measured: np.ndarray, map
     key = initial_key(net.stage_inputs.options(), measured, maps, mask, scale, crop, precision_of(x1))
 
     def compute() -> np.ndarray:
-        trained, net.crop = net.crop, crop  # the CS weights are relative to the maximum of the cropped x1
-        try:
+        with net.at_crop(crop):  # the CS weights are relative to the maximum of the cropped x1
             return net.initial(x1, k, s, m)[0].cpu().numpy()
-        finally:
-            net.crop = trained
 
     dtype = np.complex128 if x1.dtype == torch.complex128 else np.complex64
     return torch.from_numpy(cache.initial(key, shape, dtype, compute))[None]

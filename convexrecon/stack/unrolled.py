@@ -32,9 +32,10 @@ convex program, GLEAM-style greedy training) and :mod:`~convexrecon.stack.unroll
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -371,14 +372,21 @@ class UnrolledNet(nn.Module):
         if not 1 <= side <= min(height, width):
             raise ValueError(f"The 'crop' parameter must be an int in [1, {min(height, width)}] (the k-space grid "
                              f"{height}x{width}). Got {crop!r} instead.")
-        trained, self.crop = self.crop, side
-        try:
+        with self.at_crop(side):
             out = self(torch.as_tensor(np.asarray(kspace, dtype=np.complex64))[None],
                        torch.as_tensor(np.asarray(maps, dtype=np.complex64))[None],
                        torch.as_tensor(np.asarray(mask, dtype=np.float32))[None], initial=initial)
+        return channels_to_complex(out[0].float().cpu())
+
+    @contextlib.contextmanager
+    def at_crop(self, crop: int) -> Iterator["UnrolledNet"]:
+        """The network at another output crop for the duration of a ``with`` block (the trained one after it):
+        its CS weights and DC factors are relative to the maximum of the zero-filled image in that crop."""
+        trained, self.crop = self.crop, int(crop)
+        try:
+            yield self
         finally:
             self.crop = trained
-        return channels_to_complex(out[0].float().cpu())
 
     def spec(self) -> dict[str, Any]:
         return {"kind": ARCHITECTURE, "crop": self.crop, "concat_input": self.concat_input,
