@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| `{json.dumps(row['variant'])}` | {row['validation']:.2f} | "
                      + " | ".join(f"{row['sets'][n]['psnr']:.2f} ({row['sets'][n]['difference']:+.2f})"
                                   for n in names) + f" | {row['train_seconds']:.0f} |")
+    lines.append(f"| the run's recommended network (recorded, seed 0) | {in_distribution:.2f} | " + " | ".join(
+        f"{classical[n]['unrolled_convex']['psnr_mean']:.2f} "
+        f"({classical[n]['unrolled_convex']['psnr_mean'] - classical[n][classical[n]['best_classical']]['psnr_mean']:+.2f})"
+        for n in names) + " | |")
     lines.append("| best classical | | " + " | ".join(
         f"{classical[n][classical[n]['best_classical']]['psnr_mean']:.2f} ({classical[n]['best_classical']})"
         for n in names) + " | |")
