@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| `{json.dumps(row['variant'])}` | {row['validation']:.2f} | "
                      + " | ".join(f"{row['sets'][n]['psnr']:.2f} ({row['sets'][n]['difference']:+.2f})"
                                   for n in names) + f" | {row['train_seconds']:.0f} |")
-    lines.append(f"| the run's recommended network (recorded, seed 0) | {in_distribution:.2f} | " + " | ".join(
-        f"{classical[n]['unrolled_convex']['psnr_mean']:.2f} "
-        f"({classical[n]['unrolled_convex']['psnr_mean'] - classical[n][classical[n]['best_classical']]['psnr_mean']:+.2f})"
-        for n in names) + " | |")
+    def recorded_row(n: str) -> str:
+        score, best = classical[n]["unrolled_convex"]["psnr_mean"], classical[n][classical[n]["best_classical"]]
+        return f"{score:.2f} ({score - best['psnr_mean']:+.2f})"
+
+    lines.append(f"| the run's recommended network (recorded, seed 0) | {in_distribution:.2f} | "
+                 + " | ".join(recorded_row(n) for n in names) + " | |")
     lines.append("| best classical | | " + " | ".join(
         f"{classical[n][classical[n]['best_classical']]['psnr_mean']:.2f} ({classical[n]['best_classical']})"
         for n in names) + " | |")

@@ -219,8 +219,8 @@ def test_a_network_trained_at_snr_25_is_not_below_sense_cg_at_snr_100_on_the_oth
 
 
 def test_noise_relative_dc_weight_scales_each_slice_by_its_squared_noise_ratio(toy, tmp_path):
-    """With dc_noise = r0 a slice of relative noise level r gets λ (r / r0)^2 (the MAP weight σ²/τ²): the same output
-    as the stage with that per-slice λ, the stage's own λ where r = r0, and a save/load round trip keeps r0."""
+    """With dc_noise = r0 a slice of relative noise level r gets λ (r / r0)^2 (the MAP weight σ²/τ²): the same
+    output as the stage with that per-slice λ, the stage's own λ where r = r0, and a save/load round trip keeps r0."""
     _, _, data, _ = toy
     plain = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, seed=3)
     k, s, m = data.kspace, data.maps, data.mask

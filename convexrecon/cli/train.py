@@ -6,7 +6,8 @@ L1-wavelet CS with certified convex stages and data consistency (the benchmark's
 0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias
 --dc-relative noise``: CS and data-consistency weights that follow each scan's noise level, CS images cycle-spun
 over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
-estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's layer-wise CNN
+estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's
+layer-wise CNN
 (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
@@ -231,8 +232,8 @@ RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start"
                                "stage_bias": True, "cs_shifts": 4, "dc_relative": "noise"}
 """``--recommended``: the default-mode benchmark's unrolled network (benchmarks/kit/configs.py: 2 gated stages, k = 5,
 P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
-zero-filled input, every CS image cycle-spun over 4 wavelet grids, data-consistency weights that follow each scan's noise
-level), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
+zero-filled input, every CS image cycle-spun over 4 wavelet grids, data-consistency weights that follow each scan's
+noise level), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
 each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic knee and
 brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
 max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
