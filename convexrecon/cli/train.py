@@ -7,8 +7,7 @@ L1-wavelet CS with certified convex stages and data consistency (the benchmark's
 --dc-relative noise``: CS and data-consistency weights that follow each scan's noise level, CS images cycle-spun
 over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
 estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's
-layer-wise CNN
-(``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
+layer-wise CNN (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR \\
