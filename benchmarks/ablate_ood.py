@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from benchmarks.kit.configs import CONFIGS, unrolled_variants  # noqa: E402
 from benchmarks.kit.data import anatomy_slices, measured_split  # noqa: E402
-from benchmarks.kit.evidence import model_scores  # noqa: E402
+from benchmarks.kit.evidence import model_scores, slice_scores  # noqa: E402
 from benchmarks.kit.methods import split_options, train_unrolled_convex  # noqa: E402
 from benchmarks.kit.runinfo import command, machine, utc_now, write_results  # noqa: E402
 from benchmarks.kit.shift import TOLERANCE_DB, condition_root  # noqa: E402
@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, part in parts.items():
             if part is None:
                 continue
-            score = model_scores(result.network, part, initial_estimates(result.network, part["data"]))["psnr_mean"]
+            initial = initial_estimates(result.network, part["data"])
+            score = model_scores(result.network, part, initial)["psnr_mean"]
+            with torch.no_grad():  # the network's start (CS at its noise-relative weight): what the stages refine
+                start = slice_scores(part, result.network.predict(part["data"], stages=0, initial=initial))
             best = classical[name]["best_classical"]
-            row["sets"][name] = {"psnr": score, "best_classical": best,
+            row["sets"][name] = {"psnr": score, "start_psnr": start["psnr_mean"], "best_classical": best,
                                  "best_classical_psnr": classical[name][best]["psnr_mean"],
                                  "difference": score - classical[name][best]["psnr_mean"]}
         rows.append(row)
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| `{json.dumps(row['variant'])}` | {row['validation']:.2f} | "
                      + " | ".join(f"{row['sets'][n]['psnr']:.2f} ({row['sets'][n]['difference']:+.2f})"
                                   for n in names) + f" | {row['train_seconds']:.0f} |")
+        lines.append("| its start (CS at its weight, no stage) | | "
+                     + " | ".join(f"{row['sets'][n]['start_psnr']:.2f}" for n in names) + " | |")
     def recorded_row(n: str) -> str:
         score, best = classical[n]["unrolled_convex"]["psnr_mean"], classical[n][classical[n]["best_classical"]]
         return f"{score:.2f} ({score - best['psnr_mean']:+.2f})"
