@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{classical[n][classical[n]['best_classical']]['psnr_mean']:.2f} ({classical[n]['best_classical']})"
         for n in names) + " | |")
     out = args.out or Path("benchmarks/results") / f"ablate-ood-{args.config}-{args.mask}"
+    out.mkdir(parents=True, exist_ok=True)
     write_results(out, {"command": command("ablate_ood.py", argv), "machine": machine(), "date": utc_now(),
                         "run": str(args.run), "config": args.config, "mask": args.mask, "rows": rows},
                   "\n".join(lines) + "\n")
