@@ -229,6 +229,7 @@ def test_noise_relative_dc_weight_scales_each_slice_by_its_squared_noise_ratio(t
     fixed = UnrolledNet(list(plain.stages), CROP, cg_iterations=4)
     relative = UnrolledNet(list(plain.stages), CROP, cg_iterations=4, dc_noise=float(ratio[0]))
     assert torch.allclose(relative.dc_factors(k, s, m), (ratio / ratio[0]) ** 2, rtol=1e-4)
+    assert torch.allclose(relative.dc_factors(k, s, m, relative.start(k, s, m)), relative.dc_factors(k, s, m))
     x = fixed.start(k, s, m)
     stage = plain.stages[0]
     assert torch.allclose(relative.step(stage, x, x, k, s, m),

@@ -317,9 +317,10 @@ class UnrolledNet(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def step(self, stage: UnrolledStage, x: Tensor, x1: Tensor, kspace: Tensor, maps: Tensor, mask: Tensor,
-             lam: Any = None) -> Tensor:
+             lam: Any = None, dc: Tensor | None = None) -> Tensor:
         """One stage on full-grid estimates ``x`` (``x1`` as in :meth:`features`); ``lam`` overrides the stage's λ
-        (λ = ∞: no DC step, the stage returns ``z``)."""
+        (λ = ∞: no DC step, the stage returns ``z``); ``dc``: the slices' :meth:`dc_factors` when the caller has
+        them (computed here otherwise)."""
         h = complex_to_channels(crop_center(x, self.crop))
         z = h + stage.correction(self.features(x, x1), h)
         z_full = embed_crop(x, channels_to_complex(z))
@@ -329,14 +330,16 @@ class UnrolledNet(nn.Module):
         dtype = x.dtype
         k, s, m = kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device)
         if self.stage_inputs.dc_noise > 0:
-            weight = torch.as_tensor(weight, device=x.device) * self.dc_factors(k, s, m)
+            weight = torch.as_tensor(weight, device=x.device) * (self.dc_factors(k, s, m) if dc is None else dc)
         return data_consistency(z_full, k, s, m, weight, iterations=self.cg_iterations)
 
     @torch.no_grad()
-    def dc_factors(self, kspace: Tensor, maps: Tensor, mask: Tensor) -> Tensor:
+    def dc_factors(self, kspace: Tensor, maps: Tensor, mask: Tensor, zero_filled: Tensor | None = None) -> Tensor:
         r"""Per slice :math:`(r / r_0)^2`, the factor of every stage's DC weight with ``dc_noise`` :math:`= r_0`:
-        :math:`r = \hat\sigma / \max|P^T x_1|` (:class:`~convexrecon.stack.stage_inputs.StageInputs`)."""
-        return (relative_noise(kspace, maps, mask, self.crop) / self.stage_inputs.dc_noise).pow(2)
+        :math:`r = \hat\sigma / \max|P^T x_1|` (:class:`~convexrecon.stack.stage_inputs.StageInputs`);
+        ``zero_filled``: :math:`P^T x_1` on the full grid when the caller has it."""
+        ratio = relative_noise(kspace, maps, mask, self.crop, zero_filled)
+        return (ratio / self.stage_inputs.dc_noise).pow(2)
 
     def forward(self, kspace: Tensor, maps: Tensor, mask: Tensor, stages: int | None = None,
                 initial: Tensor | None = None) -> Tensor:
@@ -344,8 +347,12 @@ class UnrolledNet(nn.Module):
         x1 = self.start(kspace, maps, mask)
         init = self.initial(x1, kspace, maps, mask) if initial is None else self._initial_of(initial, x1)
         x, fixed = init[:, 0], torch.cat([x1.unsqueeze(1), init[:, 1:]], 1)
+        dc = None
+        if self.stage_inputs.dc_noise > 0:  # once per call, not per stage
+            dtype = x.dtype
+            dc = self.dc_factors(kspace.to(x.device, dtype), maps.to(x.device, dtype), mask.to(x.device), x1)
         for stage in list(self.stages)[: self.num_stages if stages is None else stages]:
-            x = self.step(stage, x, fixed, kspace, maps, mask)
+            x = self.step(stage, x, fixed, kspace, maps, mask, dc=dc)
         return complex_to_channels(crop_center(x, self.crop))
 
     @torch.no_grad()
@@ -405,12 +412,14 @@ class UnrolledNet(nn.Module):
 
 
 @torch.no_grad()
-def relative_noise(kspace: Tensor, maps: Tensor, mask: Tensor, crop: int) -> Tensor:
+def relative_noise(kspace: Tensor, maps: Tensor, mask: Tensor, crop: int, zero_filled: Tensor | None = None) -> Tensor:
     r"""Per slice :math:`\hat\sigma / \max|P^T x_1|`: the noise level estimated from the slice's outer k-space
     (:func:`~convexrecon.mri.noise.estimate_noise`) over the largest magnitude of its zero-filled image in the
-    central ``crop`` window. ``(B, C, H, W)`` k-space and maps, ``(B, H, W)`` masks; ``(B,)`` real."""
+    central ``crop`` window. ``(B, C, H, W)`` k-space and maps, ``(B, H, W)`` masks (``zero_filled``: the
+    ``(B, H, W)`` full-grid :math:`P^T x_1` when already computed); ``(B,)`` real."""
     real = kspace.real.dtype
-    rho = crop_center(sense_adjoint(kspace, maps, mask.to(real)), crop).abs().flatten(1).amax(1)
+    x1 = sense_adjoint(kspace, maps, mask.to(real)) if zero_filled is None else zero_filled
+    rho = crop_center(x1, crop).abs().flatten(1).amax(1).to(real)
     return estimate_noise(kspace, mask).to(real) / rho.clamp_min(torch.finfo(real).tiny)
 
 
