@@ -39,9 +39,11 @@ def test_overrides_from_json_become_tuples() -> None:
 
 
 def test_unrolled_options_scale_the_cs_inputs_by_the_cs_lambda() -> None:
-    u = dataclasses.replace(CONFIGS["quick"].unrolled, cs_relative="max")  # noise-relative: tests/test_bench_shift.py
+    # noise-relative weights: tests/test_bench_shift.py
+    u = dataclasses.replace(CONFIGS["quick"].unrolled, cs_relative="max", dc_relative="fixed")
     options = unrolled_options(u, 0.01)
     assert options["cs_lambda"] == 0.01 and options["shrink"] == [] and options["bias"] is True
+    assert options["dc_noise"] == 0.0
     assert options["cs_inputs"] == tuple((float(f) * 0.01, w) for f, w in CS_INPUTS)
     with pytest.raises(ValueError, match="cs_lambda"):
         unrolled_options(u, None)

@@ -11,7 +11,7 @@ from benchmarks.kit.configs import CONFIGS, QUICK_SET, Condition, shifted
 from benchmarks.kit.data import anatomy_slices
 from benchmarks.kit.methods import noise_ratio, unrolled_options
 from benchmarks.kit.shift import CLASSICAL, CS_GRID, RECOMMENDED, condition_root, score_condition, write_conditions
-from convexrecon.stack.unrolled import UnrolledNet
+from convexrecon.stack.unrolled import UnrolledNet, dc_reference
 
 
 def test_the_protocol_covers_family_snr_above_and_below_and_coils() -> None:
@@ -59,10 +59,15 @@ def test_noise_relative_weights_are_the_cs_lambda_at_the_training_ratio(part) ->
     cfg, data = part
     ratio = noise_ratio(data["data"])
     assert ratio > 1
-    u = dataclasses.replace(cfg.unrolled, cs_relative="noise", sense_input=True)
-    options = unrolled_options(u, 0.01, ratio)
+    u = dataclasses.replace(cfg.unrolled, cs_relative="noise", sense_input=True, dc_relative="noise")
+    reference = dc_reference(data["data"])
+    options = unrolled_options(u, 0.01, ratio, reference)
     assert options["cs_lambda"] == pytest.approx(0.01 * ratio) and options["cs_relative"] == "noise"
-    assert options["sense_input"] is True
+    assert options["sense_input"] is True and options["dc_noise"] == reference > 0
     assert options["cs_inputs"][0][0] == pytest.approx(options["cs_lambda"] * u.cs_inputs[0][0])
     with pytest.raises(ValueError, match="noise ratio"):
-        unrolled_options(u, 0.01, None)
+        unrolled_options(u, 0.01, None, reference)
+    with pytest.raises(ValueError, match="relative noise level"):
+        unrolled_options(u, 0.01, ratio, None)
+    with pytest.raises(ValueError, match="'fixed' or 'noise'"):
+        unrolled_options(dataclasses.replace(u, dc_relative="sometimes"), 0.01, ratio, reference)
