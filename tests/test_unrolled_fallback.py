@@ -246,3 +246,22 @@ def test_noise_relative_dc_weight_scales_each_slice_by_its_squared_noise_ratio(t
     for bad in (-1.0, math.inf, "0.1", True):
         with pytest.raises(ValueError, match="'dc_noise'"):
             StageInputs(dc_noise=bad)
+
+
+def test_a_chain_reuses_its_dc_factors_and_advances_as_the_network(toy):
+    """EstimateChain computes the slices' DC factors once and steps exactly as UnrolledNet.step computing them."""
+    from convexrecon.stack.unrolled import EstimateChain
+
+    _, _, data, _ = toy
+    plain = unrolled_plain(1, 4, 3, [0.5], CROP, cg_iterations=4, seed=3)
+    rho = crop_center(data.zero_filled(), CROP).abs().flatten(1).amax(1)
+    r0 = float((estimate_noise(data.kspace, data.mask).to(rho.dtype) / rho)[0])
+    net = UnrolledNet(list(plain.stages), CROP, cg_iterations=4, dc_noise=r0)
+    chain = EstimateChain(net, data, chunk_size=4)
+    factors = chain.dc_factors()
+    assert chain.dc_factors() is factors and factors.shape == (len(data),)
+    index = torch.tensor([5, 1, 3])
+    expected = net.step(net.stages[0], chain.x[index], chain.x1[index], data.kspace[index], data.maps[index],
+                        data.mask[index])
+    assert torch.allclose(chain.advanced(net.stages[0], index), expected, atol=1e-6)
+    assert EstimateChain(plain, data, chunk_size=4).dc_factors() is None

@@ -27,12 +27,11 @@ from convexrecon.metrics import score_slices
 from convexrecon.mri.classical import choose_lambda, l1_wavelet
 from convexrecon.mri.consistency import crop_center
 from convexrecon.mri.fft import complex_to_channels
-from convexrecon.mri.noise import estimate_noise
 from convexrecon.mri.sparsity import DEFAULT_WAVE
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise
 from convexrecon.stack.network import ReconNet
-from convexrecon.stack.unrolled import dc_reference
+from convexrecon.stack.unrolled import dc_reference, relative_noise
 from convexrecon.stack import (UnrolledNet, initial_estimates, train_unrolled, train_unrolled_end_to_end,
                                train_unrolled_layerwise_adam, unrolled_plain)
 
@@ -262,11 +261,9 @@ def dc_noise(u: UnrolledConfig, reference: float | None) -> float:
 
 def noise_ratio(data: Any) -> float:
     """The median over the slices of ``data`` (:class:`~convexrecon.mri.consistency.MeasuredData`) of
-    max |zero-filled| (cropped) over the noise level estimated from the slice's outer k-space
-    (:func:`~convexrecon.mri.noise.estimate_noise`)."""
-    rho = crop_center(data.zero_filled(), data.crop).abs().flatten(1).amax(1)
-    sigma = estimate_noise(data.kspace, data.mask).to(rho.dtype)
-    return float(torch.median(rho / sigma))
+    max |zero-filled| (cropped) over the noise level estimated from the slice's outer k-space: the reciprocal of
+    :func:`~convexrecon.stack.unrolled.relative_noise`."""
+    return float(torch.median(1.0 / relative_noise(data.kspace, data.maps, data.mask, data.crop)))
 
 
 def split_options(split: dict[str, Any], u: UnrolledConfig, cs_lambda: float | None) -> dict[str, Any]:

@@ -483,6 +483,7 @@ class EstimateChain:
         """``start``: ``(x1, x)`` of another chain of the same net settings, not computed again; ``initial``:
         :meth:`UnrolledNet.initial` of all slices, computed by the caller (:func:`initial_estimates`)."""
         self.net, self.data, self.chunk = net, data, chunk_size
+        self._dc: Tensor | None = None  # the slices' DC factors (dc_noise > 0), computed on first use
         if start is not None:
             self.x1, self.x = start
             return
@@ -507,11 +508,28 @@ class EstimateChain:
         """The next estimates of the slices ``index`` (all when None) through ``stage`` (λ overridable)."""
         x = self.x if index is None else self.x[index]
         x1 = self.x1 if index is None else self.x1[index]
+        dc = self.dc_factors()
+        dc = dc if dc is None or index is None else dc[index]
         outs = []
         for j in range(0, len(x), self.chunk):
             outs.append(self.net.step(stage, x[j:j + self.chunk], x1[j:j + self.chunk], *self._part(j, index),
-                                      lam=lam))
+                                      lam=lam, dc=None if dc is None else dc[j:j + self.chunk]))
         return torch.cat(outs)
+
+    @torch.no_grad()
+    def dc_factors(self) -> Tensor | None:
+        """:meth:`UnrolledNet.dc_factors` of every slice, once per chain (None without ``dc_noise``): every
+        candidate stage and λ of the selection reuses them."""
+        if self.net.stage_inputs.dc_noise <= 0:
+            return None
+        if self._dc is None:
+            device, dtype, parts = self.x.device, self.x.dtype, []
+            for j in range(0, len(self.x), self.chunk):
+                k, s, m = self._part(j)
+                parts.append(self.net.dc_factors(k.to(device, dtype), s.to(device, dtype), m.to(device),
+                                                 self.x1[j:j + self.chunk, 0]))
+            self._dc = torch.cat(parts)
+        return self._dc
 
     def advance(self, stage: UnrolledStage) -> None:
         self.x = self.advanced(stage)
