@@ -87,3 +87,58 @@ def test_evaluate_adds_sense_cg_and_l1_wavelet_per_file(synthetic_dir: Path, tmp
     shutil.rmtree(model)
     assert main(argv) == 0
     assert "(SENSE-CG and L1-wavelet columns skipped: the model" in capsys.readouterr().out
+
+
+def _rescaled_copy(src: Path, dst: Path, factor: float | None) -> Path:
+    """``src``'s files in ``dst``, their ``reconstruction_rss`` times ``factor`` (None: removed)."""
+    import shutil
+
+    import h5py
+
+    dst.mkdir()
+    for path in sorted(src.glob("*.h5")):
+        shutil.copy(path, dst / path.name)
+        with h5py.File(dst / path.name, "r+") as handle:
+            if factor is None:
+                del handle["reconstruction_rss"]
+            else:
+                handle["reconstruction_rss"][...] = handle["reconstruction_rss"][()] * factor
+    return dst
+
+
+def test_train_scores_against_the_files_rss_by_default_and_says_so(synthetic_dir: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    """One reference everywhere: `train` scores its tables against reconstruction_rss unless told otherwise; a
+    reference scaled by 2 in the file moves every RSS score and no SENSE score."""
+    scaled = _rescaled_copy(synthetic_dir, tmp_path / "scaled", 2.0)
+    scores = {}
+    for name, data, extra in (("rss", synthetic_dir, []), ("sense", synthetic_dir, ["--reference", "sense"]),
+                              ("rss x2", scaled, []), ("sense x2", scaled, ["--reference", "sense"])):
+        assert main(["train", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out",
+                     str(tmp_path / name), *TINY, *extra]) == 0
+        out = capsys.readouterr().out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["reference"] == name.split()[0]
+        label = "the files' reconstruction_rss" if name.startswith("rss") else "the fully sampled SENSE target"
+        assert f"validation slices and reference ({label})" in out
+        assert f"reference: {summary['reference']} = " in out
+        scores[name] = summary
+    for key in ("val_psnr", "zero_filled_psnr", "l1_wavelet_psnr", "sense_cg_psnr"):
+        assert scores["sense x2"][key] == pytest.approx(scores["sense"][key], abs=1e-6)  # SENSE ignores the file's RSS
+        assert abs(scores["rss"][key] - scores["sense"][key]) > 1e-3  # two different references
+        assert scores["rss x2"][key] < scores["rss"][key] - 3  # a reference at twice the scale: every score falls
+
+
+def test_train_refuses_a_validation_file_without_rss_before_training(synthetic_dir: Path, tmp_path: Path,
+                                                                     capsys) -> None:
+    data = _rescaled_copy(synthetic_dir, tmp_path / "norss", None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "m"),
+              *TINY])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --reference: rss needs 'reconstruction_rss'; file_synth_0_0000.h5 has none (use --reference " \
+           "sense)." in err
+    assert not (tmp_path / "m" / "model.pt").exists()  # refused before training
+    assert main(["train", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "m"),
+                 *TINY, "--reference", "sense"]) == 0  # the advice works

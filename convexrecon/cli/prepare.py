@@ -33,11 +33,11 @@ from convexrecon.cli.common import (
     REFERENCE_TEXT, REFERENCES, HelpFormatter, Progress, add_cache_dir, cache_dir_of, on_interrupt,
 )
 from convexrecon.cli.device import add_device_argument
+from convexrecon.cli.references import rss_references
 from convexrecon.io import ensure_writable_dir, write_text
 from convexrecon.data.mapcache import MapCache
 from convexrecon.data.problems import slice_problem
 from convexrecon.mri.classical import LAMBDA_GRID, SliceProblem, cross_validated_table
-from convexrecon.mri.fft import center_crop
 from convexrecon.data.dataset import SliceDataset
 from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
@@ -156,24 +156,6 @@ def _write_synthetic(args: argparse.Namespace, progress: Progress) -> None:
         raise
 
 
-def _rss_references(parser: argparse.ArgumentParser, problems: Sequence[SliceProblem], dataset: SliceDataset
-                    ) -> list[np.ndarray]:
-    """Each problem's ``reconstruction_rss`` slice, centre-cropped to the crop."""
-    images = []
-    for problem in problems:
-        volume = next(v for p, v in dataset.volumes.items() if p.name == problem.fname)
-        rss = volume.rss(problem.slice_index)
-        if rss is None:
-            parser.error(f"argument --reference: rss needs 'reconstruction_rss'; {problem.fname} has none "
-                         f"(use --reference sense).")
-        if min(rss.shape[-2:]) < problem.crop:
-            parser.error(f"argument --crop: the reconstruction_rss of {problem.fname} is {rss.shape[-2]}x"
-                         f"{rss.shape[-1]}, smaller than --crop {problem.crop}; use --crop {min(rss.shape[-2:])} or "
-                         f"--reference sense.")
-        images.append(np.asarray(center_crop(rss, (problem.crop, problem.crop))))
-    return images
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Execute ``prepare``; returns the exit code (usage errors exit with 2, Ctrl-C with 130)."""
     _validate(args, parser)
@@ -206,7 +188,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, progress: Pr
         progress.during = "the classical references (ESPIRiT maps of every slice)"
         progress.kept = "the preprocessed slices and the ESPIRiT maps done stay cached"
         problems = _problems(dataset, args.max_slices)
-        references = _rss_references(parser, problems, dataset) if args.reference == "rss" else None
+        try:
+            references = rss_references(dataset, [(p.fname, p.slice_index) for p in problems], args.crop) \
+                if args.reference == "rss" else None
+        except ValueError as error:
+            parser.error(str(error))
         progress.during = "the classical references (SENSE-CG and L1-wavelet reconstructions)"
         table, lambdas, how = cross_validated_table(problems, args.lambdas, args.max_iter, references, progress=True)
     except ValueError as error:

@@ -22,15 +22,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from solvers.interior import MAX_ARRAY_NUMBERS, MAX_NEWTON_UNKNOWNS, fits_gated_interior_point
 from solvers.report import ConvergenceWarning
 
 from convexrecon.block.dispatch import DEFAULT_MAX_ITER
-from convexrecon.cli.common import markdown_table
+from convexrecon.cli.common import REFERENCE_TEXT, markdown_table
 from convexrecon.data.splits import Split
-from convexrecon.metrics import score_slices
+from convexrecon.metrics import evaluate, to_physical
 
 STAGE_SOLVERS = ("auto", "interior-point", "fista")
 """``--stage-solver`` values; ``interior-point`` is ``FitOptions.gated_method="interior_point"``."""
@@ -221,24 +222,38 @@ def _inside(function: str) -> bool:
     return False
 
 
-def comparison(net, val: Split, measured=None, initial=None) -> dict:
+def comparison(net, val: Split, measured=None, initial=None, references=None, reference: str = "sense") -> dict:
     """Print model and zero-filled metrics per validation volume and overall; return the overall numbers.
 
     ``measured``: the validation slices' measurements, for an unrolled network; ``initial``: its start images of
-    them (:meth:`~convexrecon.stack.unrolled.UnrolledNet.predict`), computed once by the caller."""
+    them (:meth:`~convexrecon.stack.unrolled.UnrolledNet.predict`), computed once by the caller. ``references``:
+    one physical ``(crop, crop)`` magnitude image per validation slice to score against (``reference`` names it:
+    ``"rss"``, :func:`~convexrecon.cli.references.rss_references`); None: the SENSE targets."""
     dtype = next(net.parameters()).dtype
     with torch.no_grad():
         pred = (net.predict(val.inputs.to(dtype)) if measured is None else
                 net.predict(measured, initial=initial)).float().cpu()
+    if references is None:
+        targets = list(to_physical(val.targets, val.scales))
+    else:
+        targets = [np.asarray(r) for r in references]
+        if len(targets) != len(val.volumes):
+            raise ValueError(f"The 'references' parameter must hold one image per validation slice "
+                             f"({len(val.volumes)}). Got {len(targets)} instead.")
+    images = {"model": list(to_physical(pred, val.scales)), "zero-filled": list(to_physical(val.inputs, val.scales))}
+
+    def scores(keep: list[int], convention: str) -> list[dict]:
+        return [evaluate([targets[i] for i in keep], [x[i] for i in keep], [val.volumes[i] for i in keep], convention)
+                for x in images.values()]
+
     rows = []
     for name in sorted(set(val.volumes)):
         keep = [i for i, v in enumerate(val.volumes) if v == name]
-        scores = [score_slices(val.targets[keep], x[keep], val.scales[keep], [name] * len(keep), "volume")
-                  for x in (pred, val.inputs)]
-        rows.append([name, str(len(keep)), *(f"{s['psnr'].mean:.2f}" for s in scores),
-                     *(f"{s['ssim'].mean:.4f}" for s in scores)])
-    overall = {c: [score_slices(val.targets, x, val.scales, val.volumes, c) for x in (pred, val.inputs)]
-               for c in ("volume", "slice")}
+        got = scores(keep, "volume")
+        rows.append([name, str(len(keep)), *(f"{s['psnr'].mean:.2f}" for s in got),
+                     *(f"{s['ssim'].mean:.4f}" for s in got)])
+    everything = list(range(len(val.volumes)))
+    overall = {c: scores(everything, c) for c in ("volume", "slice")}
     for convention, label in (("volume", f"mean over {len(rows)} volume(s)"),
                               ("slice", "slice-wise mean (data range per slice)")):
         m, z = overall[convention]
@@ -247,8 +262,8 @@ def comparison(net, val: Split, measured=None, initial=None) -> dict:
     cs = int(getattr(net, "cs_iterations", 0) or 0)
     start = (f" (the network starts from {cs} FISTA steps of L1-wavelet CS, not from this image)" if cs else
              " (the network's input)")
-    print(f"\nValidation volumes, model vs the zero-filled SENSE image{start}; reference: the fully sampled SENSE "
-          f"target; per volume volume-wise (data range = the volume's maximum):\n")
+    print(f"\nValidation volumes, model vs the zero-filled SENSE image{start}; reference: {reference} = "
+          f"{REFERENCE_TEXT[reference]}; per volume volume-wise (data range = the volume's maximum):\n")
     print(markdown_table(["volume", "slices", "model PSNR (dB)", "zero-filled PSNR (dB)", "model SSIM",
                           "zero-filled SSIM"], rows))
     m, z = overall["slice"]
@@ -259,7 +274,7 @@ def comparison(net, val: Split, measured=None, initial=None) -> dict:
     mv = overall["volume"][0]
     return {"val_psnr": m["psnr"].mean, "val_ssim": m["ssim"].mean, "zero_filled_psnr": z["psnr"].mean,
             "zero_filled_ssim": z["ssim"].mean, "val_psnr_volume": mv["psnr"].mean, "val_ssim_volume": mv["ssim"].mean,
-            "reference": "sense"}
+            "reference": reference}
 
 
 def add_stage_solver(parser: argparse.ArgumentParser) -> None:

@@ -26,9 +26,12 @@ With ``layerwise_convex`` the layer-wise CNN keeps the number of blocks with the
 validation PSNR (:meth:`~convexrecon.stack.layerwise.LayerwiseResult.best`; ``--keep-all-blocks``
 keeps them all); the summary lists every block's solver status and relative duality gap
 against ``--tol`` and says loudly when a block is not certified. Every run ends with a table
-of the model and the zero-filled image per validation volume, against the fully sampled SENSE
-target (the training target), and one of the model beside zero-filled, SENSE-CG and L1-wavelet
-CS on the same slices (:mod:`convexrecon.cli.references`, cached; ``--no-classical`` skips it).
+of the model and the zero-filled image per validation volume, and one of the model beside
+zero-filled, SENSE-CG and L1-wavelet CS on the same slices (:mod:`convexrecon.cli.references`,
+cached; ``--no-classical`` skips it), all against one reference: ``--reference rss`` (default)
+the files' ``reconstruction_rss``, as ``prepare`` and ``evaluate`` score, or ``sense`` the fully
+sampled SENSE image (the training target). A file without ``reconstruction_rss`` is refused
+before training, with the flag that scores it.
 Preprocessed slices are cached in ``--cache-dir``. The trainers, one per (method, architecture), are in
 :mod:`convexrecon.cli.trainers`.
 """
@@ -48,10 +51,10 @@ from solvers.report import SolverError
 
 from convexrecon.block.options import CLI_BETA_RATIO
 from convexrecon.cli.common import (
-    HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, output_dir,
+    REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, output_dir,
 )
 from convexrecon.cli.device import add_device_argument
-from convexrecon.cli.references import references_table, validation_references
+from convexrecon.cli.references import references_table, rss_references, validation_references
 from convexrecon.cli.summary import add_stage_solver, block_summary, comparison, stage_solver
 from convexrecon.cli.trainers import TRAINERS, Job
 from convexrecon.data.dataset import SliceDataset
@@ -198,6 +201,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-classical", action="store_true",
                         help="skip the classical references (zero-filled, SENSE-CG, L1-wavelet CS) printed beside the "
                              "model on the validation slices (computed once per data set and cached)")
+    parser.add_argument("--reference", choices=REFERENCES, default="rss",
+                        help="what the validation tables score against: rss, the files' reconstruction_rss "
+                             "(fastMRI's reference, as prepare and evaluate); sense, the fully sampled SENSE image "
+                             "(the training target)")
     add_device_argument(parser, "device of the preprocessing (ESPIRiT, SENSE) and the training")
     parser.set_defaults(handler=lambda args: run(args, parser))
     return parser
@@ -367,6 +374,9 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                                center_fraction=args.center_fraction, crop=args.crop, seed=args.seed,
                                cache_dir=cache_dir, device=args.device)
         train, val = stack_split(dataset, args.val_volumes)
+        # the validation reference, read before training so that a file without one stops the run at once
+        references = (rss_references(dataset, val.pairs, int(val.inputs.shape[-1])) if args.reference == "rss"
+                      else None)
         holdout = holdout_mask(train.volumes, args.holdout_volumes) if _choosing(args) else None
         measured, solver = None, None
         if args.architecture == UNROLLED:  # the measured k-space and full-grid maps of every slice
@@ -410,10 +420,11 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
             summary["stage_solver"] = solver.method
     starts = None if measured is None else cached_initial_estimates(net, measured[1], 4, InputCache(cache_dir),
                                                                     "start images (CS, SENSE-CG), validation")
-    summary.update(comparison(net, val, None if measured is None else measured[1], starts))
+    summary.update(comparison(net, val, None if measured is None else measured[1], starts, references,
+                              args.reference))
     if not args.no_classical:
-        refs = validation_references(dataset, val.pairs, cache_dir)
-        print(references_table(summary, refs) + "\n")
+        refs = validation_references(dataset, val.pairs, cache_dir, references=references)
+        print(references_table(summary, refs, args.reference) + "\n")
         summary.update({f"{m.lower().replace('-', '_')}_psnr": refs["table"][m]["slice"]["psnr"]["mean"]
                         for m in ("SENSE-CG", "L1-wavelet")})
     print(json.dumps(summary))
