@@ -5,7 +5,8 @@ out of distribution against the classical rows that run recorded.
 and every classical row (zero-filled, SENSE-CG, CS and cycle-spun CS with the oracle λ) into ``results.json``. This
 script retrains ``train_unrolled`` on the same split (same ESPIRiT maps, mask, CS λ, held-out volume) once per
 variant (each a JSON object overriding settings of ``CONFIGS[mode].unrolled``, ``{}`` = the run's own network) and
-scores it on the validation volume and on every out-of-distribution set, beside the best classical row of each set:
+scores it on the validation volume and on every out-of-distribution set, with its start and the output of each of
+its stages, beside the best classical row of each set:
 
     python -m benchmarks.ablate_ood --mask lines --variants '[{"dc_relative": "fixed"}, {}]'
 
@@ -81,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             initial = initial_estimates(result.network, part["data"])
             score = model_scores(result.network, part, initial)["psnr_mean"]
-            with torch.no_grad():  # the network's start (CS at its noise-relative weight): what the stages refine
-                start = slice_scores(part, result.network.predict(part["data"], stages=0, initial=initial))
+            with torch.no_grad():  # the start (CS at its noise-relative weight) and every stage's output after it
+                partial = [slice_scores(part, result.network.predict(part["data"], stages=k, initial=initial))
+                           ["psnr_mean"] for k in range(result.network.num_stages)]
             best = classical[name]["best_classical"]
-            row["sets"][name] = {"psnr": score, "start_psnr": start["psnr_mean"], "best_classical": best,
+            row["sets"][name] = {"psnr": score, "start_psnr": partial[0], "stage_psnr": partial[1:] + [score],
+                                 "best_classical": best,
                                  "best_classical_psnr": classical[name][best]["psnr_mean"],
                                  "difference": score - classical[name][best]["psnr_mean"]}
         rows.append(row)
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                                   for n in names) + f" | {row['train_seconds']:.0f} |")
         lines.append("| its start (CS at its weight, no stage) | | "
                      + " | ".join(f"{row['sets'][n]['start_psnr']:.2f}" for n in names) + " | |")
+        for k in range(len(row["sets"][names[0]]["stage_psnr"]) - 1 if names else 0):
+            lines.append(f"| after its stage {k + 1} | | "
+                         + " | ".join(f"{row['sets'][n]['stage_psnr'][k]:.2f}" for n in names) + " | |")
     def recorded_row(n: str) -> str:
         score, best = classical[n]["unrolled_convex"]["psnr_mean"], classical[n][classical[n]["best_classical"]]
         return f"{score:.2f} ({score - best['psnr_mean']:+.2f})"
