@@ -246,7 +246,10 @@ CONFIGS: dict[str, KneeConfig] = {
             bias=True, shrink=(), cs_iterations=30, cs_lambda="cs",
             cs_inputs=CS_INPUTS, **FALLBACK,
             halve_every=10, lr=1e-3, batch_size=2,
-            rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=10,
+            # end to end, lr 3e-3 reaches within 0.15 dB of the convex network on Poisson by 80 epochs (34.43 dB,
+            # seed 0) where 1e-3 stops 0.7 dB below it; it needs ~190 epochs to plateau, which the 5-minute budget
+            # does not hold, and its validation PSNR no longer moves after 80 (34.43 at 200, seed 0)
+            rule=RuleConfig(lrs=(3e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=80, patience=10,
                             rel_tol=1e-3),
             layerwise_rule=RuleConfig(lrs=(1e-3, 1e-2), decay_factors=(1.0,), search="grid", max_epochs=400,
                                       patience=20, rel_tol=1e-3)),
