@@ -58,7 +58,7 @@ from convexrecon.cli.references import references_table, rss_references, validat
 from convexrecon.cli.summary import add_stage_solver, block_summary, comparison, stage_solver
 from convexrecon.cli.trainers import TRAINERS, Job
 from convexrecon.data.dataset import SliceDataset
-from convexrecon.data.fastmri import build_index
+from convexrecon.data.fastmri import FastMRIVolume, build_index
 from convexrecon.data.inputcache import InputCache, cached_initial_estimates
 from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.problems import measured_data
@@ -327,11 +327,23 @@ def _choosing(args: argparse.Namespace) -> bool:
 
 
 def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each)."""
+    """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each), and for
+    the unrolled network, files of more than one k-space grid (its data-consistency steps stack the slices'
+    k-space; coil counts may differ)."""
     try:
-        count = len({path for path, _ in build_index(args.data)})
+        paths = sorted({path for path, _ in build_index(args.data)})
     except ValueError as error:
         parser.error(f"argument --data: {error}")
+    count = len(paths)
+    if args.architecture == UNROLLED:
+        grids: dict[tuple[int, int], list[str]] = {}
+        for path in paths:
+            grids.setdefault(tuple(FastMRIVolume(path).shape[-2:]), []).append(Path(path).name)
+        if len(grids) > 1:
+            found = "; ".join(f"{h}x{w}: {len(names)} file(s), e.g. {names[0]}" for (h, w), names in sorted(grids.items()))
+            parser.error(f"argument --data: expected files of one k-space grid (H x W) for --architecture unrolled "
+                         f"(its data-consistency steps stack the slices' k-space; coil counts may differ). Got "
+                         f"{found}. Put the files of one grid in a directory of their own.")
     holdout = args.holdout_volumes if _choosing(args) else 0
     needed = args.val_volumes + 1 + holdout
     if args.val_volumes < 1 or count < needed:

@@ -258,18 +258,31 @@ class MeasuredData(NamedTuple):
 
 
 def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
-    """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (same coils and grid) into :class:`MeasuredData`
-    (:func:`convexrecon.data.problems.measured_data` builds them from a data set's files)."""
+    """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (one k-space grid and crop) into :class:`MeasuredData`
+    (:func:`convexrecon.data.problems.measured_data` builds them from a data set's files).
+
+    Slices with fewer coils than the most are padded with coils of zero k-space and zero maps. The SENSE operator
+    ignores such a coil (:math:`A x` is zero there and :math:`A^H` adds nothing from it, so the normal operator, its
+    step bound and every image are those of the slice's own coils, to float rounding), so a set of files with different
+    coil counts (fastMRI brain has 4 to 20) trains as one; :func:`~convexrecon.mri.noise.estimate_noise` skips the
+    padded coils.
+    """
     if len(problems) == 0:
         raise ValueError("The 'problems' parameter must hold at least one slice. Got none.")
-    shapes = {tuple(p.kspace.shape) for p in problems}
-    if len(shapes) != 1:
-        raise ValueError(f"The 'problems' must share one (coils, H, W) shape to be stacked. Got {sorted(shapes)} "
-                         "instead; group the slices by shape.")
+    grids = {tuple(p.kspace.shape[-2:]) for p in problems}
+    if len(grids) != 1:
+        raise ValueError(f"The 'problems' must share one k-space grid (H, W) to be stacked. Got {sorted(grids)} "
+                         "instead; group the slices by grid.")
     crops = {p.crop for p in problems}
     if len(crops) != 1:
         raise ValueError(f"The 'problems' must share one crop. Got {sorted(crops)} instead.")
-    return MeasuredData(torch.from_numpy(np.stack([p.kspace for p in problems]).astype(np.complex64)),
-                        torch.from_numpy(np.stack([p.maps for p in problems]).astype(np.complex64)),
+    coils = max(p.kspace.shape[0] for p in problems)
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        extra = coils - array.shape[0]
+        return np.concatenate([array, np.zeros((extra, *array.shape[1:]), array.dtype)]) if extra else array
+
+    return MeasuredData(torch.from_numpy(np.stack([padded(p.kspace) for p in problems]).astype(np.complex64)),
+                        torch.from_numpy(np.stack([padded(p.maps) for p in problems]).astype(np.complex64)),
                         torch.from_numpy(np.stack([p.mask for p in problems]).astype(np.float32)),
                         int(crops.pop()))

@@ -60,6 +60,9 @@ def estimate_noise(kspace: Any, mask: Any = None, fraction: float = DEFAULT_FRAC
     -------
     torch.Tensor
         ``(N,)`` (or a 0-d tensor for one ``(C, H, W)`` slice) in the real dtype of ``kspace``, on its device.
+    Locations that every coil holds as exactly zero (zero-padded k-space) do not count as measured, and coils whose
+    samples are all zero in a slice (the coil padding of :func:`~convexrecon.mri.consistency.measured_from_problems`)
+    are left out of that slice's covariance.
     """
     k = torch.as_tensor(kspace)
     if not k.is_complex() or k.ndim not in (3, 4):
@@ -82,22 +85,25 @@ def estimate_noise(kspace: Any, mask: Any = None, fraction: float = DEFAULT_FRAC
             raise ValueError(f"The 'mask' parameter must have shape ({n}, {height}, {width}) or ({height}, {width}). "
                              f"Got {tuple(torch.as_tensor(mask).shape)} instead.")
         m = m != 0
+    m = m & (k.abs().amax(1) > 0)  # a location every coil holds as exactly zero was not measured (zero padding)
     rows = (torch.arange(height, device=k.device, dtype=torch.float64) - height // 2) / (height / 2)
     cols = (torch.arange(width, device=k.device, dtype=torch.float64) - width // 2) / (width / 2)
     radius = (rows[:, None] ** 2 + cols[None, :] ** 2).expand(n, height, width)  # (squared) elliptic rings
     counts = m.flatten(1).sum(1)
     if int(counts.min()) < coils / fraction:
         raise ValueError(f"The 'mask' parameter must measure at least {int(coils / fraction + 0.999)} locations per "
-                         f"slice (coils / fraction, for {coils} coils). Got {int(counts.min())} in slice "
+                         f"slice with non-zero k-space (coils / fraction, for {coils} coils). Got {int(counts.min())} in slice "
                          f"{int(counts.argmin())} instead.")
     out = []
     for i in range(n):
         measured = radius[i][m[i]]
         edge = measured.sort().values[int((1.0 - fraction) * (len(measured) - 1))]
         samples = k[i][:, m[i] & (radius[i] >= edge)].to(torch.complex128)  # (C, n_i): the outermost measured
+        samples = samples[samples.abs().amax(1) > 0]  # coils that measured nothing (zero padding) do not count
         covariance = samples @ samples.conj().T / samples.shape[1]
         eigen = torch.linalg.eigvalsh(covariance).clamp_min(0)
-        out.append(eigen.median() if coils % 2 else eigen[coils // 2 - 1:coils // 2 + 1].mean())
+        c = len(eigen)
+        out.append(eigen.median() if c % 2 else eigen[c // 2 - 1:c // 2 + 1].mean())
     sigma = torch.stack(out).sqrt().to(k.real.dtype)
     return sigma[0] if single else sigma
 
