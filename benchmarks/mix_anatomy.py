@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(f"| {name} | {len(split['train']['targets'])} | " + " | ".join(f"{v:.2f}" for v in scores) + " |")
     table = ["| training set | training slices | " + " | ".join(names) + " |",
              "| --- | --- | " + " | ".join("---" for _ in names) + " |", *rows]
-    markdown = "\n".join([f"# {args.mix.capitalize()} mix (PSNR, dB, slice-wise mean)\n", f"    {command('mix_anatomy.py', argv)}\n",
+    markdown = "\n".join([f"# {args.mix.capitalize()} mix (PSNR, dB, slice-wise mean)\n",
+                          f"    {command('mix_anatomy.py', argv)}\n",
                           f"{utc_now()}, {machine()}\n", *table]) + "\n"
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -295,7 +295,8 @@ def later_seeds(first: dict[str, Any], split: dict[str, Any], cfg: KneeConfig, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny configuration (about 5 minutes on 2 cores, one torch thread)")
+    mode.add_argument("--quick", action="store_true",
+                      help="tiny configuration (about 5 minutes on 2 cores, one torch thread)")
     mode.add_argument("--full", action="store_true", help="the paper's settings (needs a GPU and real data)")
     mode.add_argument("--config", choices=sorted(CONFIGS), default=None,
                       help="a named configuration: quick, default, full, or gpu (the paper's geometry reduced to fit "

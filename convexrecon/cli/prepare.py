@@ -24,9 +24,7 @@ import argparse
 import functools
 import json
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from convexrecon.cli.common import (

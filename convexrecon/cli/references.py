@@ -2,10 +2,10 @@
 
 ``train`` prints them under its own table on the validation slices, against the same reference (``--reference``:
 the files' ``reconstruction_rss`` by default, as ``prepare`` and ``evaluate``, or the fully sampled SENSE target);
-``evaluate`` adds them to every file's row, against its reference, with each file's own sampling. A model's score is never read without the classical methods next to it. The scores are computed once
-and cached as one JSON file in the cache directory (keyed by the settings, the files' names and k-space digests,
-the reference images, the λ grid and the iterations); a later run on the same data, or on a copy of it in
-another directory, reads them back.
+``evaluate`` adds them to every file's row, against its reference, with each file's own sampling. A model's score
+is never read without the classical methods next to it. The scores are computed once and cached as one JSON file
+in the cache directory (keyed by the settings, the files' names and k-space digests, the reference images, the λ
+grid and the iterations); a later run on the same data, or on a copy of it in another directory, reads them back.
 """
 
 from __future__ import annotations

@@ -340,7 +340,8 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
         for path in paths:
             grids.setdefault(tuple(FastMRIVolume(path).shape[-2:]), []).append(Path(path).name)
         if len(grids) > 1:
-            found = "; ".join(f"{h}x{w}: {len(names)} file(s), e.g. {names[0]}" for (h, w), names in sorted(grids.items()))
+            found = "; ".join(f"{h}x{w}: {len(names)} file(s), e.g. {names[0]}"
+                              for (h, w), names in sorted(grids.items()))
             parser.error(f"argument --data: expected files of one k-space grid (H x W) for --architecture unrolled "
                          f"(its data-consistency steps stack the slices' k-space; coil counts may differ). Got "
                          f"{found}. Put the files of one grid in a directory of their own.")

@@ -45,6 +45,10 @@ DEFAULT_FRACTION = 1 / 32  # share of the measured locations, the farthest from 
 def estimate_noise(kspace: Any, mask: Any = None, fraction: float = DEFAULT_FRACTION) -> Tensor:
     """Per-slice noise standard deviation of multi-coil k-space (see the module doc).
 
+    Locations that every coil holds as exactly zero (zero-padded k-space) do not count as measured, and coils whose
+    samples are all zero in a slice (the coil padding of :func:`~convexrecon.mri.consistency.measured_from_problems`)
+    are left out of that slice's covariance.
+
     Parameters
     ----------
     kspace
@@ -60,9 +64,6 @@ def estimate_noise(kspace: Any, mask: Any = None, fraction: float = DEFAULT_FRAC
     -------
     torch.Tensor
         ``(N,)`` (or a 0-d tensor for one ``(C, H, W)`` slice) in the real dtype of ``kspace``, on its device.
-    Locations that every coil holds as exactly zero (zero-padded k-space) do not count as measured, and coils whose
-    samples are all zero in a slice (the coil padding of :func:`~convexrecon.mri.consistency.measured_from_problems`)
-    are left out of that slice's covariance.
     """
     k = torch.as_tensor(kspace)
     if not k.is_complex() or k.ndim not in (3, 4):
@@ -91,9 +92,9 @@ def estimate_noise(kspace: Any, mask: Any = None, fraction: float = DEFAULT_FRAC
     radius = (rows[:, None] ** 2 + cols[None, :] ** 2).expand(n, height, width)  # (squared) elliptic rings
     counts = m.flatten(1).sum(1)
     if int(counts.min()) < coils / fraction:
-        raise ValueError(f"The 'mask' parameter must measure at least {int(coils / fraction + 0.999)} locations per "
-                         f"slice with non-zero k-space (coils / fraction, for {coils} coils). Got {int(counts.min())} in slice "
-                         f"{int(counts.argmin())} instead.")
+        raise ValueError(f"The 'mask' parameter must measure at least {int(coils / fraction + 0.999)} locations "
+                         f"per slice with non-zero k-space (coils / fraction, for {coils} coils). Got "
+                         f"{int(counts.min())} in slice {int(counts.argmin())} instead.")
     out = []
     for i in range(n):
         measured = radius[i][m[i]]
