@@ -140,5 +140,6 @@ def test_train_refuses_a_validation_file_without_rss_before_training(synthetic_d
     assert "argument --reference: rss needs 'reconstruction_rss'; file_synth_0_0000.h5 has none (use --reference " \
            "sense)." in err
     assert not (tmp_path / "m" / "model.pt").exists()  # refused before training
+    assert not any((tmp_path / "cache").rglob("*.npy"))  # and before any preprocessing
     assert main(["train", "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "m"),
                  *TINY, "--reference", "sense"]) == 0  # the advice works

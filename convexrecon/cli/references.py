@@ -42,13 +42,17 @@ def rss_references(dataset: Any, slices: Sequence[tuple[str | Path, int]], crop:
         name = Path(path).name
         rss = by_name[name].rss(int(index))
         if rss is None:
-            raise ValueError(f"argument --reference: rss needs 'reconstruction_rss'; {name} has none (use "
-                             f"--reference sense).")
+            raise ValueError(no_rss(name))
         if min(rss.shape[-2:]) < crop:
             raise ValueError(f"argument --crop: the reconstruction_rss of {name} is {rss.shape[-2]}x{rss.shape[-1]}, "
                              f"smaller than --crop {crop}; use --crop {min(rss.shape[-2:])} or --reference sense.")
         images.append(np.asarray(center_crop(rss, (crop, crop))))
     return images
+
+
+def no_rss(name: str) -> str:
+    """The usage error of ``--reference rss`` for a file without ``reconstruction_rss``."""
+    return f"argument --reference: rss needs 'reconstruction_rss'; {name} has none (use --reference sense)."
 
 
 def _images_digest(images: Any) -> str:

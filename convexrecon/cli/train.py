@@ -30,8 +30,8 @@ of the model and the zero-filled image per validation volume, and one of the mod
 zero-filled, SENSE-CG and L1-wavelet CS on the same slices (:mod:`convexrecon.cli.references`,
 cached; ``--no-classical`` skips it), all against one reference: ``--reference rss`` (default)
 the files' ``reconstruction_rss``, as ``prepare`` and ``evaluate`` score, or ``sense`` the fully
-sampled SENSE image (the training target). A file without ``reconstruction_rss`` is refused
-before training, with the flag that scores it.
+sampled SENSE image (the training target). A validation file without ``reconstruction_rss`` is refused
+before preprocessing, with the flag that scores it.
 Preprocessed slices are cached in ``--cache-dir``. The trainers, one per (method, architecture), are in
 :mod:`convexrecon.cli.trainers`.
 """
@@ -54,7 +54,7 @@ from convexrecon.cli.common import (
     REFERENCES, HelpFormatter, add_cache_dir, cache_dir_of, finished_blocks, interrupted, output_dir,
 )
 from convexrecon.cli.device import add_device_argument
-from convexrecon.cli.references import references_table, rss_references, validation_references
+from convexrecon.cli.references import no_rss, references_table, rss_references, validation_references
 from convexrecon.cli.summary import add_stage_solver, block_summary, comparison, stage_solver
 from convexrecon.cli.trainers import TRAINERS, Job
 from convexrecon.data.dataset import SliceDataset
@@ -327,14 +327,19 @@ def _choosing(args: argparse.Namespace) -> bool:
 
 
 def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each), and for
-    the unrolled network, files of more than one k-space grid (its data-consistency steps stack the slices'
+    """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each), a
+    validation file without ``reconstruction_rss`` under ``--reference rss``, and for the unrolled network, files of
+    more than one k-space grid (its data-consistency steps stack the slices'
     k-space; coil counts may differ)."""
     try:
         paths = sorted({path for path, _ in build_index(args.data)})
     except ValueError as error:
         parser.error(f"argument --data: {error}")
     count = len(paths)
+    if args.reference == "rss":  # the validation volumes (the first by name) must hold the reference
+        for path in paths[:max(args.val_volumes, 0)]:
+            if not FastMRIVolume(path).has_rss:
+                parser.error(no_rss(Path(path).name))
     if args.architecture == UNROLLED:
         grids: dict[tuple[int, int], list[str]] = {}
         for path in paths:
