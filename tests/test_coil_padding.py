@@ -67,16 +67,18 @@ def test_zero_padded_kspace_is_not_counted_as_measured_noise() -> None:
     assert float(estimate_noise(padded)) > 0.5 * float(estimate_noise(k))
 
 
-def test_train_refuses_files_of_two_grids_for_the_unrolled_network_before_preprocessing(tmp_path: Path,
-                                                                                      capsys) -> None:
+def test_train_refuses_files_of_two_grids_for_the_unrolled_adam_network_before_preprocessing(tmp_path: Path,
+                                                                                           capsys) -> None:
+    """Adam batches slices through the DC steps; the convex trainer takes several grids (test_grid_groups.py)."""
     make_synthetic(tmp_path / "d", volumes=2, slices=1, coils=4, seed=0, shape=(64, 46), snr=30.0)
     make_synthetic(tmp_path / "e", volumes=1, slices=1, coils=4, seed=1, shape=(64, 40), snr=30.0)
     (tmp_path / "e" / "file_synth_1_0000.h5").rename(tmp_path / "d" / "file_other.h5")
     with pytest.raises(SystemExit):
         main(["train", "--data", str(tmp_path / "d"), "--mask", "poisson", "--out", str(tmp_path / "m"),
-              "--recommended", "--crop", "24", "--cache-dir", str(tmp_path / "c")])
+              "--recommended", "--method", "end_to_end", "--crop", "24", "--cache-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
-    assert ("argument --data: expected files of one k-space grid (H x W) for --architecture unrolled (its "
-            "data-consistency steps stack the slices' k-space; coil counts may differ). Got 64x40: 1 file(s), e.g. "
-            "file_other.h5; 64x46: 2 file(s), e.g. file_synth_0_0000.h5.") in err
+    assert ("argument --data: expected files of one k-space grid (H x W) for --method end_to_end --architecture "
+            "unrolled (Adam batches the slices through the data-consistency steps; coil counts may differ; the convex "
+            "method takes several grids). Got 64x40: 1 file(s), e.g. file_other.h5; 64x46: 2 file(s), e.g. "
+            "file_synth_0_0000.h5.") in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npy"))  # nothing preprocessed

@@ -328,9 +328,9 @@ def _choosing(args: argparse.Namespace) -> bool:
 
 def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Refuse too few volumes before any preprocessing (validation + training (+ held-out) need one each), a
-    validation file without ``reconstruction_rss`` under ``--reference rss``, and for the unrolled network, files of
-    more than one k-space grid (its data-consistency steps stack the slices'
-    k-space; coil counts may differ)."""
+    validation file without ``reconstruction_rss`` under ``--reference rss``, and for the unrolled network trained by
+    Adam, files of more than one k-space grid (it batches the slices through the DC steps; coil counts may differ;
+    the convex trainer keeps each grid's slices apart)."""
     try:
         paths = sorted({path for path, _ in build_index(args.data)})
     except ValueError as error:
@@ -340,16 +340,17 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
         for path in paths[:max(args.val_volumes, 0)]:
             if not FastMRIVolume(path).has_rss:
                 parser.error(no_rss(Path(path).name))
-    if args.architecture == UNROLLED:
+    if args.architecture == UNROLLED and args.method != "layerwise_convex":
         grids: dict[tuple[int, int], list[str]] = {}
         for path in paths:
             grids.setdefault(tuple(FastMRIVolume(path).shape[-2:]), []).append(Path(path).name)
         if len(grids) > 1:
             found = "; ".join(f"{h}x{w}: {len(names)} file(s), e.g. {names[0]}"
                               for (h, w), names in sorted(grids.items()))
-            parser.error(f"argument --data: expected files of one k-space grid (H x W) for --architecture unrolled "
-                         f"(its data-consistency steps stack the slices' k-space; coil counts may differ). Got "
-                         f"{found}. Put the files of one grid in a directory of their own.")
+            parser.error(f"argument --data: expected files of one k-space grid (H x W) for --method {args.method} "
+                         f"--architecture unrolled (Adam batches the slices through the data-consistency steps; coil "
+                         f"counts may differ; the convex method takes several grids). Got {found}. Put the files of "
+                         "one grid in a directory of their own.")
     holdout = args.holdout_volumes if _choosing(args) else 0
     needed = args.val_volumes + 1 + holdout
     if args.val_volumes < 1 or count < needed:

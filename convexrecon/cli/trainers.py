@@ -18,6 +18,7 @@ from convexrecon.cli.common import cache_dir_of
 from convexrecon.cli.summary import StageSolver, marking_selection_warnings
 from convexrecon.data.inputcache import InputCache, cached_initial_estimates
 from convexrecon.data.splits import Split
+from convexrecon.mri import measured_groups
 from convexrecon.stack.adam import AdamSettings
 from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import train_layerwise
@@ -106,7 +107,8 @@ def _starts(job: Job, data: Any, which: str) -> torch.Tensor | None:
     """The convex trainer's start images of ``data`` (its chunks of 4, precision and device) through the cache."""
     net = UnrolledNet([], int(job.train.inputs.shape[-1]), not job.args.no_stage_zero_filled,
                       stage_inputs=job.stage_inputs)
-    net.to(job.run.device_of(targets=job.train.targets, kspace=job.measured[0].kspace, inputs=job.train.inputs),
+    net.to(job.run.device_of(targets=job.train.targets, kspace=measured_groups(job.measured[0]).groups[0].kspace,
+                             inputs=job.train.inputs),
            job.train.inputs.dtype)
     with job.run.precision():
         return cached_initial_estimates(net, data, 4, InputCache(cache_dir_of(job.args)),

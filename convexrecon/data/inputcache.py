@@ -45,6 +45,7 @@ from tqdm import tqdm
 from convexrecon.data.mapcache import MapCache
 from convexrecon.errors import DataWarning
 from convexrecon.io import atomic_path
+from convexrecon.mri.consistency import MeasuredGroups, measured_groups
 
 INITIAL_VERSION = 1  # bump when UnrolledNet.initial (or what it is computed from) changes
 INITIAL_FIELDS = ("cs_iterations", "cs_lambda", "cs_inputs", "cs_relative", "cs_shifts", "sense_input",
@@ -165,17 +166,25 @@ def precision_of(x: Tensor) -> str:
 
 @torch.no_grad()
 def cached_initial_estimates(net: Any, data: Any, chunk_size: int, cache: InputCache,
-                             progress: str | None = None) -> Tensor | None:
+                             progress: str | None = None) -> Any:
     """:func:`~convexrecon.stack.unrolled.initial_estimates` of ``net`` (an ``UnrolledNet``) on the measured data
     ``data``, chunk by chunk through ``cache``: each chunk's images are read back or computed as
     :class:`~convexrecon.stack.unrolled.EstimateChain` computes them (the chunk's ``net.start`` then
     ``net.initial``), so the result is the same bit for bit. None when ``net`` has no such images. ``progress``:
-    the description of a progress bar over the slices (None: no bar); on full-size slices each takes a minute."""
+    the description of a progress bar over the slices (None: no bar); on full-size slices each takes a minute.
+    For slices of several k-space grids (``MeasuredGroups``), a tuple: one tensor per grid."""
     if not net.stage_inputs.precomputed:
         return None
+    bar = tqdm(total=len(data), desc=progress, unit="slice", disable=progress is None)
+    out = tuple(_cached_group(net, g, chunk_size, cache, bar) for g in measured_groups(data).groups)
+    bar.close()
+    return out if isinstance(data, MeasuredGroups) else out[0]
+
+
+def _cached_group(net: Any, data: Any, chunk_size: int, cache: InputCache, bar: Any) -> Tensor:
+    """:func:`cached_initial_estimates` of the slices of one k-space grid (a ``MeasuredData``)."""
     count, options = net.stage_inputs.images, net.stage_inputs.options()
     out = []
-    bar = tqdm(total=len(data), desc=progress, unit="slice", disable=progress is None)
     for j in range(0, len(data), chunk_size):
         k, s, m = data.kspace[j:j + chunk_size], data.maps[j:j + chunk_size], data.mask[j:j + chunk_size]
         x1 = net.start(k, s, m)
@@ -186,5 +195,4 @@ def cached_initial_estimates(net: Any, data: Any, chunk_size: int, cache: InputC
                                lambda: net.initial(x1, k, s, m).cpu().numpy())
         out.append(torch.from_numpy(images).to(x1.device))
         bar.update(len(x1))
-    bar.close()
     return torch.cat(out)

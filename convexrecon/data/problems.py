@@ -18,7 +18,7 @@ from convexrecon.data.fastmri import FastMRIVolume
 from convexrecon.data.mapcache import MapCache
 from convexrecon.data.masks import MaskFunc
 from convexrecon.mri.classical import SliceProblem, problem_from_kspace
-from convexrecon.mri.consistency import MeasuredData, measured_from_problems
+from convexrecon.mri.consistency import MeasuredData, MeasuredGroups, grouped_from_problems
 
 
 def slice_problem(volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc, crop: int,
@@ -55,12 +55,13 @@ def slice_problems(dataset: Any, pairs: Sequence[tuple[Any, int]],
 
 
 def measured_data(dataset: Any, pairs: Sequence[tuple[Any, int]],
-                  cache_dir: str | Path | None = None) -> tuple[MeasuredData, list[SliceProblem]]:
+                  cache_dir: str | Path | None = None) -> tuple[MeasuredData | MeasuredGroups, list[SliceProblem]]:
     """The measurements of the slices ``pairs`` of a :class:`~convexrecon.data.SliceDataset`.
 
     The slices are built by :func:`slice_problems` (same mask and ESPIRiT settings as the dataset's
     samples, with the full-grid maps, which the dataset's cache does not keep; ``cache_dir`` as there).
-    Returns the stacked data and the problems (reusable, e.g. for L1-wavelet CS on the same slices).
+    Returns the stacked data (:class:`~convexrecon.mri.consistency.MeasuredGroups` when the files come in
+    several k-space grids) and the problems (reusable, e.g. for L1-wavelet CS on the same slices).
     """
     problems = slice_problems(dataset, pairs, cache_dir)
-    return measured_from_problems(problems), problems
+    return grouped_from_problems(problems), problems

@@ -257,6 +257,68 @@ class MeasuredData(NamedTuple):
         return sense_adjoint(self.kspace, self.maps, self.mask)
 
 
+class MeasuredGroups(NamedTuple):
+    """The measurements of ``N`` slices of several k-space grids: one :class:`MeasuredData` per grid.
+
+    fastMRI files of one anatomy come in several phase-encoding widths (knee: 368, 372, ... columns), and a DC
+    step or a CS image needs each slice on its own grid, while the blocks see centre crops of one size. So the
+    slices are kept per grid, and ``positions[g]`` says where the slices of ``groups[g]`` sit in the set (the order
+    of the set's cropped images and targets).
+
+    Attributes
+    ----------
+    groups : tuple of MeasuredData
+        One per k-space grid, each of one crop (``crop``).
+    positions : tuple of torch.Tensor
+        ``int64`` positions of each group's slices in the set; together a permutation of ``0..N-1``.
+    crop : int
+        Side of the network's images.
+    """
+
+    groups: tuple[MeasuredData, ...]
+    positions: tuple[Tensor, ...]
+    crop: int
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "MeasuredGroups":
+        """Every group :meth:`MeasuredData.to` ``device`` and ``dtype`` (positions stay on the CPU)."""
+        return MeasuredGroups(tuple(g.to(device, dtype) for g in self.groups), self.positions, self.crop)
+
+    def scatter(self, parts: Sequence[Tensor]) -> Tensor:
+        """One tensor per group (its slices first) as one tensor in the set's slice order."""
+        first = parts[0]
+        out = first.new_empty((len(self), *first.shape[1:]))
+        for part, where in zip(parts, self.positions):
+            out[where.to(out.device)] = part
+        return out
+
+    def split(self, index: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """For set positions ``index`` (int64, any order): per group, ``(k, local)`` with ``index[k]`` the group's
+        slices ``local``."""
+        index = torch.as_tensor(index, dtype=torch.int64).cpu()
+        group = torch.empty(len(self), dtype=torch.int64)
+        local = torch.empty(len(self), dtype=torch.int64)
+        for g, where in enumerate(self.positions):
+            group[where] = g
+            local[where] = torch.arange(len(where))
+        out = []
+        for g in range(len(self.groups)):
+            k = (group[index] == g).nonzero().flatten()
+            out.append((k, local[index[k]]))
+        return out
+
+
+def measured_groups(data: "MeasuredData | MeasuredGroups") -> MeasuredGroups:
+    """``data`` as :class:`MeasuredGroups` (a :class:`MeasuredData` is one group in its own order)."""
+    if isinstance(data, MeasuredGroups):
+        return data
+    if isinstance(data, MeasuredData):
+        return MeasuredGroups((data,), (torch.arange(len(data)),), data.crop)
+    raise TypeError(f"Expected MeasuredData or MeasuredGroups. Got {type(data).__name__} instead.")
+
+
 def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
     """Stack :class:`~convexrecon.mri.classical.SliceProblem` s (one k-space grid and crop) into :class:`MeasuredData`
     (:func:`convexrecon.data.problems.measured_data` builds them from a data set's files).
@@ -286,3 +348,21 @@ def measured_from_problems(problems: Sequence[Any]) -> MeasuredData:
                         torch.from_numpy(np.stack([padded(p.maps) for p in problems]).astype(np.complex64)),
                         torch.from_numpy(np.stack([p.mask for p in problems]).astype(np.float32)),
                         int(crops.pop()))
+
+
+def grouped_from_problems(problems: Sequence[Any]) -> "MeasuredData | MeasuredGroups":
+    """:func:`measured_from_problems` of slices of any k-space grids: :class:`MeasuredData` when they share one,
+    :class:`MeasuredGroups` (one group per grid, in order of first appearance) otherwise."""
+    if len(problems) == 0:
+        raise ValueError("The 'problems' parameter must hold at least one slice. Got none.")
+    crops = {p.crop for p in problems}
+    if len(crops) != 1:
+        raise ValueError(f"The 'problems' must share one crop. Got {sorted(crops)} instead.")
+    grids: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(problems):
+        grids.setdefault(tuple(p.kspace.shape[-2:]), []).append(i)
+    if len(grids) == 1:
+        return measured_from_problems(problems)
+    groups = tuple(measured_from_problems([problems[i] for i in where]) for where in grids.values())
+    return MeasuredGroups(groups, tuple(torch.tensor(where, dtype=torch.int64) for where in grids.values()),
+                          groups[0].crop)

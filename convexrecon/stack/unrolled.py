@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from convexrecon.block.module import ConvexBlock
 from convexrecon.metrics import score_slices
-from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, channels_to_complex, complex_to_channels, crop_center,
+from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, MeasuredGroups, measured_groups, channels_to_complex, complex_to_channels, crop_center,
                              data_consistency, embed_crop, estimate_noise, l1_wavelet_fista, sense_adjoint,
                              sense_cg_batch, wavelet_shrink)
 from convexrecon.mri.sparsity import CYCLE_SHIFTS
@@ -356,10 +356,15 @@ class UnrolledNet(nn.Module):
         return complex_to_channels(crop_center(x, self.crop))
 
     @torch.no_grad()
-    def predict(self, data: MeasuredData, chunk_size: int = 4, stages: int | None = None,
-                initial: Tensor | None = None) -> Tensor:
+    def predict(self, data: MeasuredData | MeasuredGroups, chunk_size: int = 4, stages: int | None = None,
+                initial: Any = None) -> Tensor:
         """Cropped outputs ``(N, 2, crop, crop)`` of all slices of ``data``, chunk by chunk, without autograd;
-        ``initial``: the slices' first-stage estimates (:func:`initial_estimates`), computed once by the caller."""
+        ``initial``: the slices' first-stage estimates (:func:`initial_estimates`), computed once by the caller.
+        Slices of several k-space grids (:class:`~convexrecon.mri.consistency.MeasuredGroups`) run grid by grid
+        and come back in the set's order."""
+        if isinstance(data, MeasuredGroups):
+            starts = per_group(initial, data)
+            return data.scatter([self.predict(g, chunk_size, stages, i) for g, i in zip(data.groups, starts)])
         return torch.cat([self(data.kspace[i:i + chunk_size], data.maps[i:i + chunk_size],
                                data.mask[i:i + chunk_size], stages,
                                None if initial is None else initial[i:i + chunk_size])
@@ -423,10 +428,25 @@ def relative_noise(kspace: Tensor, maps: Tensor, mask: Tensor, crop: int, zero_f
     return estimate_noise(kspace, mask).to(real) / rho.clamp_min(torch.finfo(real).tiny)
 
 
-def dc_reference(data: MeasuredData) -> float:
+def dc_reference(data: MeasuredData | MeasuredGroups) -> float:
     """The median of :func:`relative_noise` over the slices of ``data``: ``StageInputs.dc_noise`` for a network
     trained on them, so that its DC weights hold at the training data's noise level."""
-    return float(torch.median(relative_noise(data.kspace, data.maps, data.mask, data.crop)))
+    ratios = [relative_noise(g.kspace, g.maps, g.mask, g.crop) for g in measured_groups(data).groups]
+    return float(torch.median(torch.cat(ratios)))
+
+
+def per_group(initial: Any, data: MeasuredData | MeasuredGroups) -> list[Tensor | None]:
+    """A caller's precomputed start images (:func:`initial_estimates`) of ``data``, one entry per group of
+    :func:`~convexrecon.mri.consistency.measured_groups` (None: none given)."""
+    groups = measured_groups(data).groups
+    if initial is None:
+        return [None] * len(groups)
+    parts = [initial] if isinstance(initial, Tensor) else list(initial)
+    if len(parts) != len(groups):
+        raise ValueError(f"The 'initial' parameter must hold the start images of each of the {len(groups)} k-space "
+                         f"grids of the data (a tensor for one grid, a sequence for several). Got "
+                         f"{len(parts)} instead.")
+    return parts
 
 
 def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = None) -> UnrolledNet:
@@ -535,20 +555,75 @@ class EstimateChain:
         self.x = self.advanced(stage)
 
 
-def initial_estimates(net: UnrolledNet, data: MeasuredData, chunk_size: int = 4) -> Tensor | None:
+def initial_estimates(net: UnrolledNet, data: MeasuredData | MeasuredGroups, chunk_size: int = 4) -> Any:
     """:meth:`UnrolledNet.initial` of all slices of ``data`` when ``net`` has a CS start or SENSE-CG images (None
-    otherwise: the zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS."""
+    otherwise: the zero-filled start costs nothing), for scoring a network repeatedly without rerunning CS. For
+    slices of several k-space grids, a tuple: one tensor per group of ``data``."""
     if not net.stage_inputs.precomputed:
         return None
+    if isinstance(data, MeasuredGroups):
+        return tuple(initial_estimates(net, g, chunk_size) for g in data.groups)
     chain = EstimateChain(net, data, chunk_size)
     return torch.cat([chain.x.unsqueeze(1), chain.x1[:, 1:]], 1)
 
 
-def moved_initial(initial: Tensor | None, like: Tensor, name: str = "initial") -> Tensor | None:
-    """A caller's precomputed :meth:`UnrolledNet.initial` (parameter ``name``) on the device of ``like``."""
+def moved_initial(initial: Any, like: Tensor, name: str = "initial") -> Any:
+    """A caller's precomputed :meth:`UnrolledNet.initial` (parameter ``name``) on the device of ``like``; a tuple
+    of them (one per k-space grid) element by element."""
     if initial is None:
         return None
+    if isinstance(initial, (tuple, list)):
+        return tuple(moved_initial(i, like, name) for i in initial)
     if not isinstance(initial, Tensor) or not initial.is_complex():
         got = f"{initial.dtype} {tuple(initial.shape)}" if isinstance(initial, Tensor) else type(initial).__name__
         raise ValueError(f"The '{name}' parameter must be complex images from initial_estimates. Got {got} instead.")
     return initial.to(like.device)
+
+
+class ChainSet:
+    """:class:`EstimateChain` s of the slices of one set, one per k-space grid, seen through centre crops.
+
+    The stage trainer works with the crops only (the blocks' features, the cropped estimates, the held-out errors), so
+    slices of several grids (:class:`~convexrecon.mri.consistency.MeasuredGroups`) train as one set: each grid keeps
+    its own full-grid estimates and DC steps, and the crops come back in the set's slice order."""
+
+    def __init__(self, net: UnrolledNet, data: MeasuredData | MeasuredGroups, chunk_size: int,
+                 initial: Any = None, twin: "ChainSet | None" = None) -> None:
+        """``initial`` as in :func:`moved_initial`; ``twin``: a chain set of the same data and net settings whose
+        start images this one shares (not computed again)."""
+        self.net, self.data = net, measured_groups(data)
+        if twin is not None:
+            self.chains = [EstimateChain(net, g, chunk_size, start=(c.x1, c.x))
+                           for g, c in zip(self.data.groups, twin.chains)]
+        else:
+            self.chains = [EstimateChain(net, g, chunk_size, initial=i)
+                           for g, i in zip(self.data.groups, per_group(initial, data))]
+
+    def features(self) -> Tensor:
+        """The block features of every slice, ``(N, C, crop, crop)``."""
+        return self.data.scatter([c.features() for c in self.chains])
+
+    def cropped(self, index: Tensor | None = None) -> Tensor:
+        """The centre crops of the current estimates, ``(N, crop, crop)`` complex (the slices ``index`` when given,
+        in that order)."""
+        if index is None:
+            return self.data.scatter([crop_center(c.x, self.data.crop) for c in self.chains])
+        return self._gather(index, lambda c, local: crop_center(c.x[local], self.data.crop))
+
+    def cropped_advanced(self, stage: UnrolledStage, index: Tensor, lam: float | None = None) -> Tensor:
+        """The crops of the next estimates of the slices ``index`` (in that order) through ``stage``
+        (:meth:`EstimateChain.advanced`)."""
+        return self._gather(index, lambda c, local: crop_center(c.advanced(stage, local, lam=lam), self.data.crop))
+
+    def advance(self, stage: UnrolledStage) -> None:
+        for c in self.chains:
+            c.advance(stage)
+
+    def _gather(self, index: Tensor, part: Any) -> Tensor:
+        if len(index) == 0:
+            raise ValueError("The 'index' parameter must name at least one slice. Got none.")
+        pieces = [(k, part(c, local)) for c, (k, local) in zip(self.chains, self.data.split(index)) if len(k)]
+        out = pieces[0][1].new_empty((len(index), *pieces[0][1].shape[1:]))
+        for k, piece in pieces:
+            out[k.to(out.device)] = piece
+        return out

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from convexrecon.checks import check_images
-from convexrecon.mri import MeasuredData, complex_to_channels, crop_center
+from convexrecon.mri import MeasuredData, MeasuredGroups, complex_to_channels, crop_center
 from convexrecon.stack.adam import (END_TO_END_EPOCHS, LAYERWISE_EPOCHS, AdamSettings, RuleHistory, TrainingRule,
                                     adam_config, adam_train, train_by_rule)
 from convexrecon.stack.baselines import holdout_of
@@ -30,6 +30,14 @@ from convexrecon.stack.stage_inputs import StageInputs
 from convexrecon.stack.unrolled import (EstimateChain, UnrolledNet, UnrolledStage, initial_estimates, moved_initial,
                                         relu_block, unrolled_metrics)
 from convexrecon.stack.unrolled_train import placed_measurements
+
+
+def _one_grid(data: Any, name: str) -> None:
+    """The Adam baselines batch slices through the DC steps, so they take slices of one k-space grid."""
+    if isinstance(data, MeasuredGroups):
+        grids = ", ".join(f"{g.kspace.shape[-2]}x{g.kspace.shape[-1]}" for g in data.groups)
+        raise ValueError(f"{name}: the 'data' parameter must hold slices of one k-space grid (a MeasuredData). Got "
+                         f"{len(data.groups)} grids ({grids}) instead; train_unrolled takes several.")
 
 
 def train_unrolled_end_to_end(net: UnrolledNet, targets: Tensor, data: MeasuredData, *,
@@ -54,6 +62,7 @@ def train_unrolled_end_to_end(net: UnrolledNet, targets: Tensor, data: MeasuredD
     :func:`~convexrecon.stack.baselines.train_end_to_end`: trained on the other slices by the
     :class:`~convexrecon.stack.adam.TrainingRule`; returns a :class:`~convexrecon.stack.adam.RuleHistory`.
     """
+    _one_grid(data, "train_unrolled_end_to_end")
     adam, run = with_keywords("train_unrolled_end_to_end", keywords, adam or AdamSettings(), run or RunOptions())
     adam = adam.with_epochs(END_TO_END_EPOCHS)
     targets = check_images("targets", targets)
@@ -123,6 +132,7 @@ def train_unrolled_layerwise_adam(targets: Tensor, data: MeasuredData, width: in
 
     Returns the network and one record per stage.
     """
+    _one_grid(data, "train_unrolled_layerwise_adam")
     stage_inputs, adam, run = with_keywords("train_unrolled_layerwise_adam", keywords, stage_inputs or StageInputs(),
                                             adam or AdamSettings(), run or RunOptions())
     adam, run = adam.with_epochs(LAYERWISE_EPOCHS), run.without_stop("train_unrolled_layerwise_adam")

@@ -38,13 +38,13 @@ from tqdm.auto import tqdm
 from convexrecon.block.fit import fit_layer, fit_layer_path
 from convexrecon.block.options import FitOptions
 from convexrecon.checks import bool_flag, check_images, device_of
-from convexrecon.mri import MeasuredData, complex_to_channels, crop_center, sense_adjoint
+from convexrecon.mri import MeasuredData, MeasuredGroups, complex_to_channels, crop_center, measured_groups, sense_adjoint
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, restoring, run_payload, save_checkpoint
 from convexrecon.stack.run import RunOptions, with_keywords
 from convexrecon.stack.settings import (BlockSettings, ValidationSet, block_beta, block_record, check_blocks,
                                         holdout_of, warn_choice_at_edge)
 from convexrecon.stack.stage_inputs import StageInputs
-from convexrecon.stack.unrolled import (EstimateChain, UnrolledNet, UnrolledStage, block_from_spec, block_spec,
+from convexrecon.stack.unrolled import (ChainSet, UnrolledNet, UnrolledStage, block_from_spec, block_spec,
                                         identity_stage, initial_estimates, moved_initial, unrolled_metrics)
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -58,14 +58,17 @@ class UnrolledResult:
     records: list[dict[str, Any]]
 
 
-def check_measurements(inputs: Tensor, data: MeasuredData, name: str) -> None:
+def check_measurements(inputs: Tensor, data: MeasuredData | MeasuredGroups, name: str) -> None:
     """``data`` (the parameter ``name``) must describe the slices of ``inputs``: ``crop(A^H k)`` equals the input."""
-    if not isinstance(data, MeasuredData):
-        raise TypeError(f"The '{name}' parameter must be a MeasuredData. Got {type(data).__name__} instead.")
+    if not isinstance(data, (MeasuredData, MeasuredGroups)):
+        raise TypeError(f"The '{name}' parameter must be a MeasuredData (or MeasuredGroups). Got "
+                        f"{type(data).__name__} instead.")
     if len(data) != len(inputs) or data.crop != inputs.shape[-1] or inputs.shape[-2] != inputs.shape[-1]:
         raise ValueError(f"The '{name}' parameter must hold the {len(inputs)} slices of the inputs at crop "
                          f"{inputs.shape[-1]}. Got {len(data)} slices at crop {data.crop} instead.")
-    x1 = complex_to_channels(crop_center(sense_adjoint(data.kspace, data.maps, data.mask), data.crop))
+    grouped = measured_groups(data)
+    x1 = grouped.scatter([complex_to_channels(crop_center(sense_adjoint(g.kspace, g.maps, g.mask), g.crop))
+                          for g in grouped.groups])
     error = float((x1.to(inputs.device, inputs.dtype) - inputs).abs().max())
     if error > 1e-3 * max(float(inputs.abs().max()), 1e-30):
         raise ValueError(f"The '{name}' parameter does not match the inputs: the crop of A^H k differs from the "
@@ -73,12 +76,11 @@ def check_measurements(inputs: Tensor, data: MeasuredData, name: str) -> None:
                          "in the same order.")
 
 
-def placed_measurements(run: RunOptions, targets: Tensor, data: MeasuredData, validation: ValidationSet | None,
-                        inputs: Tensor | None = None) -> tuple[Tensor | None, Tensor, MeasuredData,
-                                                               ValidationSet | None]:
+def placed_measurements(run: RunOptions, targets: Tensor, data: Any, validation: ValidationSet | None,
+                        inputs: Tensor | None = None) -> tuple[Tensor | None, Tensor, Any, ValidationSet | None]:
     """The training tensors, measurements and validation set on the run's device (``run.device``, or where
     ``targets`` and the measurements are), moved there once."""
-    device = run.device_of(targets=targets, kspace=data.kspace, **({} if inputs is None else {"inputs": inputs}))
+    device = run.device_of(targets=targets, kspace=measured_groups(data).groups[0].kspace, **({} if inputs is None else {"inputs": inputs}))
     return (None if inputs is None else inputs.to(device), targets.to(device), data.to(device),
             None if validation is None else validation.to(device))
 
@@ -91,8 +93,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.type == "cpu" or index(a) == index(b))
 
 
-def _error(x: Tensor, targets: Tensor, crop: int) -> float:
-    return float((complex_to_channels(crop_center(x, crop)).to(targets.dtype) - targets).double().pow(2).sum())
+def _error(cropped: Tensor, targets: Tensor) -> float:
+    """Squared error of cropped complex estimates against ``(N, 2, crop, crop)`` targets."""
+    return float((complex_to_channels(cropped).to(targets.dtype) - targets).double().pow(2).sum())
 
 
 def train_unrolled(
@@ -236,7 +239,7 @@ class _StageTrainer:
 
     inputs: Tensor
     targets: Tensor
-    data: MeasuredData
+    data: MeasuredData | MeasuredGroups
     stages: list[BlockSettings]
     lambdas: tuple[float, ...]
     held: Tensor | None
@@ -251,8 +254,8 @@ class _StageTrainer:
     keep_start: bool = False
     solve_progress: bool = False
     fit_window: int | None = None
-    main: EstimateChain = field(init=False)
-    sel: EstimateChain = field(init=False)
+    main: ChainSet = field(init=False)
+    sel: ChainSet = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = {"stages": [asdict(b) for b in self.stages], "lambdas": list(self.lambdas),
@@ -261,7 +264,8 @@ class _StageTrainer:
                          "holdout": None if self.held is None else self.held.nonzero().flatten().tolist(),
                          "solve_options": self.solve_options, **({"keep_start": True} if self.keep_start else {}),
                          **({"fit_window": self.fit_window} if self.fit_window is not None else {})}
-        self.key = fingerprint(self.inputs, self.targets, self.data.mask, self.data.kspace.abs())
+        self.key = fingerprint(self.inputs, self.targets, *[t for g in measured_groups(self.data).groups
+                                                             for t in (g.mask, g.kspace.abs())])
 
     def network(self, stages: list[UnrolledStage], config: dict[str, Any] | None = None) -> UnrolledNet:
         """The unrolled network of ``stages`` with this run's architecture."""
@@ -273,8 +277,8 @@ class _StageTrainer:
         main_net, sel_net = self.network([]), self.network([])
         main_net.to(self.inputs.device, self.inputs.dtype)  # dtype/device of the chains before any stage exists
         sel_net.to(self.inputs.device, self.inputs.dtype)
-        self.main = EstimateChain(main_net, self.data, self.chunk_size, initial=moved_initial(initial, self.inputs))
-        self.sel = EstimateChain(sel_net, self.data, self.chunk_size, start=(self.main.x1, self.main.x))
+        self.main = ChainSet(main_net, self.data, self.chunk_size, initial=moved_initial(initial, self.inputs))
+        self.sel = ChainSet(sel_net, self.data, self.chunk_size, twin=self.main)
         val_start = moved_initial(validation_initial, self.inputs, "validation_initial")
         if val_start is None and self.validation is not None:
             val_start = initial_estimates(main_net, self.validation.data, self.chunk_size)
@@ -329,12 +333,12 @@ class _StageTrainer:
         """Stage ``i``: choose (β ratio, λ) on the hold-out with the selection chain, then solve on all slices."""
         start = time.perf_counter()
         b, seed, targets, lambdas = self.stages[i], self.run.seed + i, self.targets, self.lambdas
-        crop, device = targets.shape[-1], targets.device
+        device = targets.device
         progress, solve = self.solve_progress, dict(self.solve_options)
         selection, ratio, lam, sel_stage = None, None, lambdas[0], None
         if self.held is not None:
             hd, sel = self.held.to(device), self.sel
-            x, y = sel.features(), targets - complex_to_channels(crop_center(sel.x, crop)).to(targets.dtype)
+            x, y = sel.features(), targets - complex_to_channels(sel.cropped()).to(targets.dtype)
             fit_x, fit_y = self._window(x[~hd]), self._window(y[~hd])
             if b.beta is not None:
                 ratios: list[float | None] = [None]
@@ -351,10 +355,10 @@ class _StageTrainer:
             for r, block in enumerate(blocks):
                 candidate = UnrolledStage(block, lambdas[0])
                 for j, lam_j in enumerate(lambdas):
-                    errors[r, j] = _error(sel.advanced(candidate, index, lam=lam_j), targets[index], crop)
+                    errors[r, j] = _error(sel.cropped_advanced(candidate, index, lam=lam_j), targets[index])
             r_best, j_best = np.unravel_index(int(np.argmin(errors)), errors.shape)
             ratio, lam = ratios[r_best], lambdas[j_best]
-            input_error = _error(sel.x[index], targets[index], crop)
+            input_error = _error(sel.cropped(index), targets[index])
             if self.keep_start and not errors.min() <= input_error:  # every candidate worse than the identity
                 return self._identity(i, blocks[r_best], start, {
                     "beta_ratios": ratios, "lambdas": list(lambdas), "holdout_sq_error": errors.tolist(),
@@ -369,7 +373,7 @@ class _StageTrainer:
                          "holdout_input_sq_error": input_error,
                          "widths": [blk.width for blk in blocks], "chosen_ratio": ratio, "chosen_lambda": lam,
                          "fit_slices": int((~hd).sum()), "holdout_slices": int(hd.sum())}
-        x, y = self.main.features(), targets - complex_to_channels(crop_center(self.main.x, crop)).to(targets.dtype)
+        x, y = self.main.features(), targets - complex_to_channels(self.main.cropped()).to(targets.dtype)
         options = b.fit_options(**{"seed": seed, "chunk_size": self.solve_chunk_size, "progress": progress,
                                    "device": device, **solve})
         if ratio is not None:
@@ -377,7 +381,7 @@ class _StageTrainer:
         block = fit_layer(self._window(x), self._window(y), beta=b.beta, options=options)
         with torch.no_grad():  # the correction bound: twice the largest ratio on the training slices (never active)
             r = block(x).pow(2).sum(1).sqrt().flatten(1).max(1).values
-            h = complex_to_channels(crop_center(self.main.x, crop)).to(x.dtype).pow(2).sum(1).sqrt().flatten(1)
+            h = complex_to_channels(self.main.cropped()).to(x.dtype).pow(2).sum(1).sqrt().flatten(1)
             h = h.max(1).values
             ratio_max = float((r / h.clamp_min(torch.finfo(h.dtype).tiny)).max())
         stage = UnrolledStage(block, lam, limit=2.0 * ratio_max if ratio_max > 0 else math.inf)
