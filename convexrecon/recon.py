@@ -13,6 +13,7 @@ slice of a file its mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -78,13 +79,15 @@ class Sampling:
     acceleration: float
     file_mask: np.ndarray | None = None
 
-    def mask(self, kspace: np.ndarray, volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc) -> np.ndarray:
-        """The ``(H, W)`` mask of one slice whose k-space is ``kspace`` (already read)."""
+    def mask(self, kspace: np.ndarray, volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc,
+             cache_dir: str | Path | None = None) -> np.ndarray:
+        """The ``(H, W)`` mask of one slice whose k-space is ``kspace`` (already read); ``cache_dir`` keeps drawn
+        Poisson-disc masks (:mod:`convexrecon.data.masks`)."""
         if self.file_mask is not None:
             return self.file_mask
         if self.source == "zeroed k-space":
             return sampled_entries(kspace)
-        return mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index)
+        return mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index, cache_dir)
 
     def describe(self) -> str:
         """One line for the user, e.g. ``"file mask: lines, 4.0x"``."""
@@ -104,7 +107,7 @@ class Sampling:
         return "; ".join(problems) or None
 
 
-def volume_sampling(volume: FastMRIVolume, mask_func: MaskFunc) -> Sampling:
+def volume_sampling(volume: FastMRIVolume, mask_func: MaskFunc, cache_dir: str | Path | None = None) -> Sampling:
     """Detect how a file is sampled: its ``mask`` dataset, zeroed k-space, or fully sampled.
 
     Already undersampled data (a ``mask`` dataset, or more than 1 % of k-space
@@ -131,19 +134,19 @@ def volume_sampling(volume: FastMRIVolume, mask_func: MaskFunc) -> Sampling:
     pattern = sampled_entries(volume.kspace(0))
     if 1.0 - pattern.mean() > UNDERSAMPLED_FRACTION:
         return Sampling("zeroed k-space", mask_kind(pattern), mask_acceleration(pattern))
-    first = mask_func.for_slice(shape, volume.path.name, 0)
+    first = mask_func.for_slice(shape, volume.path.name, 0, cache_dir)
     return Sampling("model mask", mask_kind(first), mask_acceleration(first))
 
 
-def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc) -> list[np.ndarray]:
+def volume_masks(volume: FastMRIVolume, mask_func: MaskFunc, cache_dir: str | Path | None = None) -> list[np.ndarray]:
     """The ``(H, W)`` mask of every slice (:func:`volume_sampling`): the file's own sampling when it has one
-    (a ``mask`` dataset or zeroed k-space), else ``mask_func``'s."""
-    sampling = volume_sampling(volume, mask_func)
+    (a ``mask`` dataset or zeroed k-space), else ``mask_func``'s (``cache_dir`` as in :meth:`Sampling.mask`)."""
+    sampling = volume_sampling(volume, mask_func, cache_dir)
     if sampling.file_mask is not None:
         return [sampling.file_mask] * volume.num_slices
     if sampling.source == "zeroed k-space":
         return [sampled_entries(volume.kspace(s)) for s in range(volume.num_slices)]
-    return [mask_func.for_slice(volume.shape[-2:], volume.path.name, s) for s in range(volume.num_slices)]
+    return [mask_func.for_slice(volume.shape[-2:], volume.path.name, s, cache_dir) for s in range(volume.num_slices)]
 
 
 def model_crop(net: nn.Module, shape: tuple[int, int]) -> int:

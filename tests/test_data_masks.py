@@ -151,3 +151,32 @@ def test_poisson_disc_rescues_seeds_sigpy_gives_up_on() -> None:
     np.testing.assert_array_equal(mask, poisson_disc((64, 45), 4.0, 16, seed))  # still a function of the seed
     with pytest.raises(ValueError, match=r"shape \(20, 20\) at acceleration 1.05 with a 16x16 calibration"):
         poisson_disc((20, 20), 1.05, 16, 0)
+
+
+def test_poisson_masks_are_drawn_once_and_kept_on_disk(tmp_path, monkeypatch):
+    """A Poisson-disc mask is a pure function of its settings and seed: the memory and disk caches hand back the
+    very mask a fresh draw gives, as a copy the caller may change, and a damaged cache file is drawn again."""
+    import convexrecon.data.masks as masks
+
+    func = MaskFunc("poisson", 4.0, calib=12, seed=3)
+    fresh = poisson_disc((72, 50), 4.0, 12, slice_seed(3, "f.h5", 2))
+    masks._memo_poisson.cache_clear()
+    first = func.for_slice((72, 50), "f.h5", 2, tmp_path)
+    assert np.array_equal(first, fresh)
+    files = list((tmp_path / "masks").glob("poisson-72x50-*.npy"))
+    assert len(files) == 1
+    first[:] = False  # the caller's copy, not the cached mask
+    draws = []
+    monkeypatch.setattr(masks, "poisson_disc", lambda *a: draws.append(a) or fresh.copy())
+    assert np.array_equal(func.for_slice((72, 50), "f.h5", 2), fresh)  # memory
+    masks._memo_poisson.cache_clear()
+    assert np.array_equal(func.for_slice((72, 50), "f.h5", 2, tmp_path), fresh)  # disk
+    assert draws == []
+    files[0].write_bytes(b"not a mask")
+    assert np.array_equal(func.for_slice((72, 50), "f.h5", 2, tmp_path), fresh)
+    assert len(draws) == 1 and np.array_equal(np.load(files[0]), fresh)  # drawn again and rewritten
+    # another slice, seed or acceleration is another entry
+    masks._memo_poisson.cache_clear()
+    func.for_slice((72, 50), "f.h5", 3, tmp_path)
+    MaskFunc("poisson", 6.0, calib=12, seed=3).for_slice((72, 50), "f.h5", 2, tmp_path)
+    assert len(list((tmp_path / "masks").glob("*.npy"))) == 3

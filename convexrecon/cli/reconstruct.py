@@ -159,7 +159,7 @@ def _reconstruct(args: argparse.Namespace, parser: argparse.ArgumentParser, net,
     plans = []
     for volume in volumes:
         try:
-            sampling = volume_sampling(volume, mask_func)
+            sampling = volume_sampling(volume, mask_func, cache_dir_of(args))
         except ValueError as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
         crop = _crop_of(args, parser, volume, trained)
@@ -215,7 +215,7 @@ def _volume(args: argparse.Namespace, parser: argparse.ArgumentParser, net, volu
         for s in tqdm(range(volume.num_slices), desc=volume.path.name, unit="slice", disable=not args.verbose):
             progress.during = f"reconstruct of {volume.path.name} (slice {s + 1} of {volume.num_slices}, {which})"
             kspace = volume.kspace(s)
-            mask = sampling.mask(kspace, volume, s, mask_func)
+            mask = sampling.mask(kspace, volume, s, mask_func, cache_dir_of(args))
             limit = mask_func.calibration_limit(mask.shape)
             masked = kspace * mask
             # an unrolled network needs full-grid maps for its data consistency

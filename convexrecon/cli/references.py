@@ -166,7 +166,7 @@ def file_references(references: dict[str, np.ndarray], data_dir: Path, model_dir
     for path in paths:
         volume = FastMRIVolume(path)
         side = references[path.name].shape[-1]
-        for s, mask in enumerate(volume_masks(volume, mask_func)):
+        for s, mask in enumerate(volume_masks(volume, mask_func, cache_dir)):
             kspace = volume.kspace(s) * mask
             limit = mask_func.calibration_limit(mask.shape)
             maps = cache.maps(path, s, kspace, mask, limit, None)

@@ -115,7 +115,7 @@ def collate(samples: list[Sample]) -> Batch:
 
 def preprocess_slice(
     kspace: np.ndarray, mask_func: MaskFunc, fname: str, slice_index: int, crop: int, device: object = None,
-    *, return_kernel: bool = False,
+    *, return_kernel: bool = False, cache_dir: str | Path | None = None,
 ) -> Sample | tuple[Sample, int, int]:
     """Preprocess one fully sampled slice ``(coils, H, W)`` into a :class:`Sample` (ESPIRiT and SENSE on
     ``device``, None: the CPU; the sample is on the host).
@@ -123,9 +123,10 @@ def preprocess_slice(
     The maps are :func:`~convexrecon.mri.espirit.coil_maps`' (the same numbers and the same warning when the
     calibration region needs the fallback kernel). With ``return_kernel``, returns ``(sample, kernel_width,
     calib_width)``: the ESPIRiT kernel width the maps were estimated with and the calibration square's side, which
-    the cache stores so that it can warn again when it hands fallback maps out.
+    the cache stores so that it can warn again when it hands fallback maps out. ``cache_dir``: the package's cache
+    directory, where Poisson-disc masks are kept (:mod:`convexrecon.data.masks`).
     """
-    mask = mask_func.for_slice(kspace.shape[-2:], fname, slice_index)
+    mask = mask_func.for_slice(kspace.shape[-2:], fname, slice_index, cache_dir)
     center_crop(mask, (crop, crop))  # validates the crop before ESPIRiT
     limit = mask_func.calibration_limit(mask.shape)
     width = calibration_width(mask, limit)
@@ -342,7 +343,8 @@ class SliceDataset(torch.utils.data.Dataset):
             d_kw, d_cw = (handle.create_dataset(name, (slices,), np.int16) for name in WIDTHS)
             for s in range(slices):
                 sample, d_kw[s], d_cw[s] = preprocess_slice(
-                    volume.kspace(s), self.mask_func, path.name, s, crop, self.device, return_kernel=True
+                    volume.kspace(s), self.mask_func, path.name, s, crop, self.device, return_kernel=True,
+                    cache_dir=self.cache_root,
                 )
                 d_in[s], d_tg[s] = sample.input.numpy(), sample.target.numpy()
                 d_mp[s], d_mk[s], d_sc[s] = sample.maps.numpy(), sample.mask.numpy(), sample.scale

@@ -21,15 +21,26 @@ restored around sigpy's Poisson sampler (which reseeds it).
 :class:`MaskFunc` bundles the settings into a callable whose seed is derived
 from ``(seed, file name, slice index)`` by :func:`slice_seed`, so every run
 sees the same mask for a given validation slice.
+
+sigpy's Poisson-disc sampler bisects its density slope over whole draws: at fastMRI's 640 × 368 a mask takes
+1-5 s, as long as the network's stages. So :class:`MaskFunc` keeps its recent Poisson-disc masks in memory (a
+file's first slice is drawn once, though :func:`~convexrecon.recon.volume_sampling` and the slice itself both
+ask for it) and, given a cache directory, on disk under ``<cache_dir>/masks/``, keyed by the settings, shape,
+seed and sigpy's version (a mask is a pure function of them).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
+
+from convexrecon.io import atomic_path
 
 MaskKind = Literal["poisson", "lines", "equispaced"]
 MASK_KINDS: tuple[str, ...] = ("poisson", "lines", "equispaced")
@@ -302,10 +313,12 @@ class MaskFunc:
         _check_center_fraction(self.center_fraction)
         _check_seed(self.seed)
 
-    def __call__(self, shape: tuple[int, int], seed: int) -> np.ndarray:
-        """Return the mask of ``shape`` drawn with ``seed``."""
+    def __call__(self, shape: tuple[int, int], seed: int, cache_dir: str | Path | None = None) -> np.ndarray:
+        """Return the mask of ``shape`` drawn with ``seed`` (Poisson-disc masks through the memory and, with
+        ``cache_dir``, the disk cache of the module doc)."""
         if self.kind == "poisson":
-            return poisson_disc(shape, self.acceleration, self.calib, seed)
+            shape = _check_shape(shape)
+            return _cached_poisson(shape, float(self.acceleration), int(self.calib), int(seed), cache_dir)
         if self.kind == "lines":
             return random_lines(shape, self.acceleration, self.center_fraction, seed)
         return equispaced_lines(shape, self.acceleration, self.center_fraction, seed)
@@ -318,6 +331,42 @@ class MaskFunc:
         """
         return int(self.calib) if self.kind == "poisson" else int(min(shape))
 
-    def for_slice(self, shape: tuple[int, int], fname: str, slice_index: int) -> np.ndarray:
-        """Return the mask of slice ``slice_index`` of file ``fname``."""
-        return self(shape, slice_seed(self.seed, fname, slice_index))
+    def for_slice(self, shape: tuple[int, int], fname: str, slice_index: int,
+                  cache_dir: str | Path | None = None) -> np.ndarray:
+        """Return the mask of slice ``slice_index`` of file ``fname`` (``cache_dir`` as in :meth:`__call__`)."""
+        return self(shape, slice_seed(self.seed, fname, slice_index), cache_dir)
+
+
+MASKS_VERSION = 1  # bump when poisson_disc's draw changes
+
+
+@functools.lru_cache(maxsize=64)
+def _memo_poisson(shape: tuple[int, int], acceleration: float, calib: int, seed: int) -> np.ndarray:
+    mask = poisson_disc(shape, acceleration, calib, seed)
+    mask.flags.writeable = False
+    return mask
+
+
+def _cached_poisson(shape: tuple[int, int], acceleration: float, calib: int, seed: int,
+                    cache_dir: str | Path | None) -> np.ndarray:
+    """:func:`poisson_disc` through the memory cache and, with ``cache_dir``, ``<cache_dir>/masks/`` (a fresh copy
+    every time)."""
+    if cache_dir is None:
+        return _memo_poisson(shape, acceleration, calib, seed).copy()
+    import sigpy
+
+    key = json.dumps([MASKS_VERSION, sigpy.__version__, list(shape), acceleration, calib, seed])
+    name = f"poisson-{shape[0]}x{shape[1]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    path = Path(cache_dir) / "masks" / name
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if stored.shape == tuple(shape) and stored.dtype == np.bool_:
+            return stored
+    except (OSError, ValueError):
+        pass  # absent or unreadable: drawn again and rewritten
+    mask = _memo_poisson(shape, acceleration, calib, seed).copy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, mask, allow_pickle=False)
+    return mask

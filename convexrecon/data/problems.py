@@ -28,7 +28,8 @@ def slice_problem(volume: FastMRIVolume, slice_index: int, mask_func: MaskFunc, 
     ``cache`` keeps the full-grid ESPIRiT maps (None: estimated every time).
     """
     kspace = volume.kspace(slice_index)
-    mask = mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index)
+    mask = mask_func.for_slice(kspace.shape[-2:], volume.path.name, slice_index,
+                               None if cache is None else cache.directory.parent)
     calib = mask_func.calibration_limit(mask.shape)
     maps = None if cache is None else cache.maps(volume.path, slice_index, kspace * mask, mask, calib, None)
     return problem_from_kspace(kspace, mask, calib, crop, maps=maps, fname=volume.path.name,
