@@ -171,3 +171,14 @@ def test_train_recommended_on_files_of_two_widths(tmp_path: Path, capsys) -> Non
         with h5py.File(path, "r") as f:
             recon = f["reconstruction"][()]
         assert recon.shape[-2:] == (32, 32) and np.isfinite(recon).all() and float(np.abs(recon).max()) > 0
+
+
+def test_malformed_groups_are_refused_by_name() -> None:
+    inputs, targets, data = _two_grids(SORTED)
+    twice = MeasuredGroups(data.groups, (data.positions[0], data.positions[0]), CROP)
+    with pytest.raises(ValueError, match=r"The 'data' parameter must place every slice once: groups of \[4, 4\] "
+                                         r"slices at crop 16 and positions forming a permutation of 0..7"):
+        train_unrolled(inputs, targets, twice, SETTINGS, lambdas=(1.0,))
+    short = MeasuredGroups(data.groups, (data.positions[0][:3], data.positions[1]), CROP)
+    with pytest.raises(ValueError, match="must hold the 8 slices of the inputs|must place every slice once"):
+        train_unrolled(inputs, targets, short, SETTINGS, lambdas=(1.0,))

@@ -282,6 +282,24 @@ class MeasuredGroups(NamedTuple):
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
 
+    def checked(self, name: str = "data") -> "MeasuredGroups":
+        """This set after checking that it is one (parameter ``name`` in the messages): MeasuredData groups of its
+        crop, each with as many positions as slices, the positions together a permutation of ``0..N-1``."""
+        if not self.groups or len(self.groups) != len(self.positions) \
+                or not all(isinstance(g, MeasuredData) for g in self.groups):
+            raise ValueError(f"The '{name}' parameter must hold one MeasuredData per group and one positions tensor "
+                             f"each. Got {len(self.groups)} groups and {len(self.positions)} positions instead.")
+        sizes = [len(g) for g in self.groups]
+        counts = [int(torch.as_tensor(p).numel()) for p in self.positions]
+        crops = sorted({g.crop for g in self.groups})
+        where = torch.cat([torch.as_tensor(p, dtype=torch.int64).flatten().cpu() for p in self.positions])
+        if sizes != counts or crops != [self.crop] or not torch.equal(where.sort().values, torch.arange(len(where))):
+            raise ValueError(f"The '{name}' parameter must place every slice once: groups of {sizes} slices at crop "
+                             f"{self.crop} and positions forming a permutation of 0..{sum(sizes) - 1}. Got "
+                             f"{counts} positions, crops {crops} and positions {sorted(where.tolist())[:12]} "
+                             "instead.")
+        return self
+
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "MeasuredGroups":
         """Every group :meth:`MeasuredData.to` ``device`` and ``dtype`` (positions stay on the CPU)."""
         return MeasuredGroups(tuple(g.to(device, dtype) for g in self.groups), self.positions, self.crop)
@@ -313,7 +331,7 @@ class MeasuredGroups(NamedTuple):
 def measured_groups(data: "MeasuredData | MeasuredGroups") -> MeasuredGroups:
     """``data`` as :class:`MeasuredGroups` (a :class:`MeasuredData` is one group in its own order)."""
     if isinstance(data, MeasuredGroups):
-        return data
+        return data.checked()
     if isinstance(data, MeasuredData):
         return MeasuredGroups((data,), (torch.arange(len(data)),), data.crop)
     raise TypeError(f"Expected MeasuredData or MeasuredGroups. Got {type(data).__name__} instead.")
