@@ -150,17 +150,24 @@ def test_the_adam_baselines_refuse_several_grids_by_name() -> None:
 
 
 def test_train_recommended_on_files_of_two_widths(tmp_path: Path, capsys) -> None:
-    """The command-line user's case: a directory of files of two k-space widths trains the recommended network,
-    certified, and reconstruct serves both widths."""
+    """The command-line user's case: a directory of files of two k-space widths (and coil counts) trains the
+    recommended network, certified, resumes, and reconstruct serves both widths."""
     make_synthetic(tmp_path / "d", volumes=3, slices=1, coils=4, seed=0, shape=(64, 46), snr=30.0)
-    make_synthetic(tmp_path / "e", volumes=1, slices=1, coils=4, seed=1, shape=(64, 40), snr=30.0)
+    make_synthetic(tmp_path / "e", volumes=1, slices=1, coils=6, seed=1, shape=(64, 40), snr=30.0)
     (tmp_path / "e" / "file_synth_1_0000.h5").rename(tmp_path / "d" / "file_synth_0_0003.h5")
-    code = main(["train", "--data", str(tmp_path / "d"), "--mask", "poisson", "--out", str(tmp_path / "m"),
-                 "--recommended", "--crop", "24", "--cache-dir", str(tmp_path / "c"), "--no-classical"])
+    args = ["train", "--data", str(tmp_path / "d"), "--mask", "poisson", "--out", str(tmp_path / "m"),
+            "--recommended", "--crop", "24", "--cache-dir", str(tmp_path / "c"), "--no-classical"]
+    code = main(args)
     out = capsys.readouterr().out
     assert code == 0
     assert "Every block the model keeps is certified" in out
-    assert json.loads(out.strip().splitlines()[-1])["train_slices"] == 3  # both widths among them
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["train_slices"] == 3  # both widths (and coil counts) among them
+    # the same command again resumes from its checkpoints (keyed by every grid's data) to the same model
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "resuming after stage 2" in again
+    assert json.loads(again.strip().splitlines()[-1])["val_psnr"] == summary["val_psnr"]
     for name in ("file_synth_0_0002.h5", "file_synth_0_0003.h5"):  # one of each width
         assert main(["reconstruct", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d" / name),
                      "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 0
