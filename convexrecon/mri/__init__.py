@@ -61,12 +61,13 @@ from convexrecon.mri.sparsity import DEFAULT_WAVE, l1_wavelet_fista, wavelet_shr
 
 __all__ = [
     "DC_METHODS", "DEFAULT_WAVE", "ESPIRIT_CROP", "ESPIRIT_KERNEL", "ESPIRIT_METHODS", "FALLBACK_KERNEL",
-    "HealthyMaps", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData", "MeasuredGroups", "OBJECT_LEVEL", "SenseImages", "SenseOperator",
-    "SliceProblem", "calibration_width", "center_crop", "channels_to_complex", "choose_lambda", "coil_maps",
-    "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window", "cross_validated_table",
-    "data_consistency", "sense_cg_batch", "data_device", "embed_crop", "espirit_maps", "estimate_coil_maps", "estimate_noise",
-    "exact_dc_applies", "fallback_message", "fft2c", "fftnc", "grouped_from_problems", "healthy_maps", "ifft2c", "ifftnc", "l1_wavelet",
-    "l1_wavelet_fista", "map_coverage", "measured_from_problems", "measured_groups", "problem_from_kspace", "reference_table",
-    "sense_adjoint", "sense_cg", "sense_forward", "sense_images", "sense_normal", "warn_if_fallback",
-    "warn_lambda_at_edge", "wavelet_shrink", "working_width", "zero_filled",
+    "HealthyMaps", "LAMBDA_GRID", "MIN_COVERAGE", "MeasuredData", "MeasuredGroups", "OBJECT_LEVEL", "SenseImages",
+    "SenseOperator", "SliceProblem", "calibration_width", "center_crop", "channels_to_complex", "choose_lambda",
+    "coil_maps", "complex_to_channels", "conjugate_gradient", "crop_center", "crop_window", "cross_validated_table",
+    "data_consistency", "sense_cg_batch", "data_device", "embed_crop", "espirit_maps", "estimate_coil_maps",
+    "estimate_noise", "exact_dc_applies", "fallback_message", "fft2c", "fftnc", "grouped_from_problems",
+    "healthy_maps", "ifft2c", "ifftnc", "l1_wavelet", "l1_wavelet_fista", "map_coverage", "measured_from_problems",
+    "measured_groups", "problem_from_kspace", "reference_table", "sense_adjoint", "sense_cg", "sense_forward",
+    "sense_images", "sense_normal", "warn_if_fallback", "warn_lambda_at_edge", "wavelet_shrink", "working_width",
+    "zero_filled",
 ]

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from convexrecon.block.module import ConvexBlock
 from convexrecon.metrics import score_slices
-from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, MeasuredGroups, measured_groups, channels_to_complex, complex_to_channels, crop_center,
-                             data_consistency, embed_crop, estimate_noise, l1_wavelet_fista, sense_adjoint,
-                             sense_cg_batch, wavelet_shrink)
+from convexrecon.mri import (DEFAULT_WAVE, MeasuredData, MeasuredGroups, channels_to_complex, complex_to_channels,
+                             crop_center, data_consistency, embed_crop, estimate_noise, l1_wavelet_fista,
+                             measured_groups, sense_adjoint, sense_cg_batch, wavelet_shrink)
 from convexrecon.mri.sparsity import CYCLE_SHIFTS
 from convexrecon.stack.modelfiles import UNROLLED, write_model
 from convexrecon.stack.stage_inputs import SENSE_ITERATIONS, StageInputs

@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from convexrecon.block.fit import fit_layer, fit_layer_path
 from convexrecon.block.options import FitOptions
 from convexrecon.checks import bool_flag, check_images, device_of
-from convexrecon.mri import MeasuredData, MeasuredGroups, complex_to_channels, crop_center, measured_groups, sense_adjoint
+from convexrecon.mri import (MeasuredData, MeasuredGroups, complex_to_channels, crop_center, measured_groups,
+                             sense_adjoint)
 from convexrecon.stack.checkpoint import fingerprint, load_checkpoint, restoring, run_payload, save_checkpoint
 from convexrecon.stack.run import RunOptions, with_keywords
 from convexrecon.stack.settings import (BlockSettings, ValidationSet, block_beta, block_record, check_blocks,
@@ -80,7 +81,8 @@ def placed_measurements(run: RunOptions, targets: Tensor, data: Any, validation:
                         inputs: Tensor | None = None) -> tuple[Tensor | None, Tensor, Any, ValidationSet | None]:
     """The training tensors, measurements and validation set on the run's device (``run.device``, or where
     ``targets`` and the measurements are), moved there once."""
-    device = run.device_of(targets=targets, kspace=measured_groups(data).groups[0].kspace, **({} if inputs is None else {"inputs": inputs}))
+    device = run.device_of(targets=targets, kspace=measured_groups(data).groups[0].kspace,
+                           **({} if inputs is None else {"inputs": inputs}))
     return (None if inputs is None else inputs.to(device), targets.to(device), data.to(device),
             None if validation is None else validation.to(device))
 
