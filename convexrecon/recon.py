@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from convexrecon.data.fastmri import FastMRIVolume
-from convexrecon.data.inputcache import InputCache, initial_key, precision_of
+from convexrecon.data.inputcache import InputCache, initial_key, numpy_complex, precision_of
 from convexrecon.data.masks import CENTER_FRACTION, MaskFunc
 from convexrecon.mri.espirit import calibration_width, coil_maps
 from convexrecon.mri.fft import center_crop, channels_to_complex, complex_to_channels, data_device, ifft2c
@@ -279,5 +279,4 @@ def _cached_initial(net: nn.Module, cache: InputCache, measured: np.ndarray, map
         with net.at_crop(crop):  # the CS weights are relative to the maximum of the cropped x1
             return net.initial(x1, k, s, m)[0].cpu().numpy()
 
-    dtype = np.complex128 if x1.dtype == torch.complex128 else np.complex64
-    return torch.from_numpy(cache.initial(key, shape, dtype, compute))[None]
+    return torch.from_numpy(cache.initial(key, shape, numpy_complex(x1), compute))[None]

@@ -156,6 +156,11 @@ class InputCache:
         return None
 
 
+def numpy_complex(x: Tensor) -> np.dtype:
+    """The NumPy dtype the start images of ``x`` (complex64 or complex128) are stored in."""
+    return np.dtype(np.complex128 if x.dtype == torch.complex128 else np.complex64)
+
+
 def precision_of(x: Tensor) -> str:
     """The precision a tensor's computations run in: dtype, device kind and, on CUDA, the TF32 modes."""
     text = f"{x.dtype}/{x.device.type}"
@@ -190,8 +195,7 @@ def _cached_group(net: Any, data: Any, chunk_size: int, cache: InputCache, bar: 
         x1 = net.start(k, s, m)
         key = initial_key(options, k.cpu().numpy(), s.cpu().numpy(), m.cpu().numpy() != 0, 1.0, net.crop,
                           f"{precision_of(x1)}/chunk")
-        dtype = np.complex128 if x1.dtype == torch.complex128 else np.complex64
-        images = cache.initial(key, (len(x1), count, *x1.shape[-2:]), dtype,
+        images = cache.initial(key, (len(x1), count, *x1.shape[-2:]), numpy_complex(x1),
                                lambda: net.initial(x1, k, s, m).cpu().numpy())
         out.append(torch.from_numpy(images).to(x1.device))
         bar.update(len(x1))
