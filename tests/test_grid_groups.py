@@ -161,6 +161,7 @@ def test_train_recommended_on_files_of_two_widths(tmp_path: Path, capsys) -> Non
     out = capsys.readouterr().out
     assert code == 0
     assert "Every block the model keeps is certified" in out
+    assert "k-space grids: 64x40 (1 slice), 64x46 (3 slices); each grid keeps its own data-consistency" in out
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["train_slices"] == 3  # both widths (and coil counts) among them
     # the same command again resumes from its checkpoints (keyed by every grid's data) to the same model

@@ -64,6 +64,7 @@ from convexrecon.data.masks import CENTER_FRACTION, MASK_KINDS
 from convexrecon.data.problems import measured_data
 from convexrecon.data.splits import holdout_mask, stack_split
 from convexrecon.io import ensure_writable_dir
+from convexrecon.mri import measured_groups
 from convexrecon.stack.adam import END_TO_END_EPOCHS, LAYERWISE_EPOCHS, AdamSettings
 from convexrecon.stack.modelfiles import ARCHITECTURE_ALIASES, LAYERWISE_CNN, UNROLLED
 from convexrecon.stack.run import RunOptions
@@ -360,6 +361,21 @@ def _check_volume_count(args: argparse.Namespace, parser: argparse.ArgumentParse
                      f"on). Got {count} in {args.data}.")
 
 
+def _grid_line(measured: tuple[Any, Any]) -> str | None:
+    """One line naming the k-space grids of the training and validation slices when there are several (None
+    otherwise): each grid keeps its own data-consistency steps and CS images."""
+    counts: dict[tuple[int, int], int] = {}
+    for data in measured:
+        for group in measured_groups(data).groups:
+            grid = tuple(group.kspace.shape[-2:])
+            counts[grid] = counts.get(grid, 0) + len(group)
+    if len(counts) < 2:
+        return None
+    listed = ", ".join(f"{h}x{w} ({n} slice{'s' * (n != 1)})" for (h, w), n in sorted(counts.items()))
+    return (f"k-space grids: {listed}; each grid keeps its own data-consistency steps and CS images, the blocks see "
+            "the common crop")
+
+
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir: Path, blocks: list[BlockSettings],
          adam: AdamSettings, stage_inputs: StageInputs) -> int:
     phase = ["preprocessing (the slices done stay cached)"]  # _train says when training starts
@@ -400,6 +416,9 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
         measured, solver = None, None
         if args.architecture == UNROLLED:  # the measured k-space and full-grid maps of every slice
             measured = tuple(measured_data(dataset, split.pairs)[0] for split in (train, val))
+            grids = _grid_line(measured)
+            if grids:
+                print(grids, flush=True)
             if args.method == "layerwise_convex":
                 solver = stage_solver(args.stage_solver, len(train.inputs), int(train.inputs.shape[-1]),
                                       stage_inputs.channels(not args.no_stage_zero_filled), args.kernel_size,
