@@ -69,8 +69,13 @@ FILE_CASES = [
     ("kspace-is-a-group", lambda p: write(p, kspace="group"), "no 'kspace' dataset"),
     ("kspace-rank-3", lambda p: write(p, kspace=GOOD[0]), r"must have rank 4 \(slices, coils, H, W\)"),
     ("kspace-rank-5", lambda p: write(p, kspace=GOOD[None]), "must have rank 4"),
-    ("kspace-real-float", lambda p: write(p, kspace=GOOD.real.astype(np.float32)), "must be complex. Got dtype float32"),
-    ("kspace-int", lambda p: write(p, kspace=np.ones((1, 1, 4, 4), np.int16)), "must be complex. Got dtype int16"),
+    ("kspace-real-float", lambda p: write(p, kspace=GOOD.real.astype(np.float32)),
+     r"must be complex: .*Got dtype float32 with shape \(2, 3, 8, 7\)"),
+    ("kspace-int", lambda p: write(p, kspace=np.ones((1, 1, 4, 4), np.int16)), "must be complex: .*Got dtype int16"),
+    ("kspace-pairs-rank-3", lambda p: write(p, kspace=np.ones((3, 8, 7, 2), np.float32)),
+     r"must have rank 4 \(slices, coils, H, W\). Got shape \(3, 8, 7, 2\)"),
+    ("kspace-other-fields", lambda p: write(p, kspace=np.zeros((2, 3, 8, 7), [("mag", "<f4"), ("phase", "<f4")])),
+     "must be complex: .*compound of two float fields"),
     ("zero-slices", lambda p: write(p, kspace=np.zeros((0, 3, 8, 7), np.complex64)), "holds no slices"),
     ("zero-coils", lambda p: write(p, kspace=np.zeros((2, 0, 8, 7), np.complex64)), "empty coil or image axis"),
     ("nan", lambda p: write(p, kspace=_with(np.nan)), "slice 1 contains NaN or Inf"),
@@ -93,6 +98,27 @@ def test_bad_file_raises_value_error(tmp_path: Path, build, message) -> None:
             volume = FastMRIVolume(path)
             for s in range(volume.num_slices):
                 volume.kspace(s)
+
+
+def _fields(names: tuple[str, str]) -> np.ndarray:
+    out = np.empty(GOOD.shape, [(names[0], "<f4"), (names[1], "<f8")])
+    out[names[0]], out[names[1]] = GOOD.real, GOOD.imag
+    return out
+
+
+@pytest.mark.parametrize("stored", [
+    np.stack([GOOD.real, GOOD.imag], -1).astype(np.float32),  # PyTorch-style (..., 2) real/imag pairs
+    np.stack([GOOD.real, GOOD.imag], -1).astype(np.float64),
+    _fields(("real", "imag")),  # compound fields as MATLAB or ISMRMRD tools name them
+    _fields(("Re", "Im")),
+    GOOD.astype(np.complex128),
+], ids=["pairs-f4", "pairs-f8", "fields-real-imag", "fields-re-im", "complex128"])
+def test_complex_layouts_of_other_tools_read_as_the_same_kspace(tmp_path: Path, stored: np.ndarray) -> None:
+    volume = FastMRIVolume(write(tmp_path / "v.h5", kspace=stored))
+    assert volume.shape == GOOD.shape
+    for s in range(2):
+        got = volume.kspace(s)
+        assert got.dtype == np.complex64 and np.array_equal(got, GOOD[s])
 
 
 def test_slice_index_out_of_range_or_not_int(tmp_path: Path) -> None:

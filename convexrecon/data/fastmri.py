@@ -191,17 +191,21 @@ class FastMRIVolume:
         if "kspace" not in handle or not isinstance(handle["kspace"], h5py.Dataset):
             raise ValueError(f"The file '{self.path}' has no 'kspace' dataset; found {sorted(handle.keys())}.")
         kspace = handle["kspace"]
-        if kspace.ndim != 4:
+        self._layout = complex_layout(kspace.dtype, kspace.shape)
+        if self._layout is None:
+            raise ValueError(f"The 'kspace' of '{self.path}' must be complex: a complex dtype, a compound of two "
+                             f"float fields (r, i) or (real, imag), or floats with a last axis of 2 (real, imag). "
+                             f"Got dtype {kspace.dtype} with shape {kspace.shape} instead.")
+        shape = kspace.shape[:-1] if self._layout == "pairs" else kspace.shape
+        if len(shape) != 4:
             raise ValueError(
                 f"The 'kspace' of '{self.path}' must have rank 4 (slices, coils, H, W). "
                 f"Got shape {kspace.shape} instead."
             )
-        if kspace.dtype.kind != "c":
-            raise ValueError(f"The 'kspace' of '{self.path}' must be complex. Got dtype {kspace.dtype} instead.")
-        if min(kspace.shape) == 0:
-            what = "no slices" if kspace.shape[0] == 0 else "an empty coil or image axis"
+        if min(shape) == 0:
+            what = "no slices" if shape[0] == 0 else "an empty coil or image axis"
             raise ValueError(f"The 'kspace' of '{self.path}' holds {what}: shape {kspace.shape}.")
-        self.shape: tuple[int, int, int, int] = tuple(int(n) for n in kspace.shape)  # type: ignore[assignment]
+        self.shape: tuple[int, int, int, int] = tuple(int(n) for n in shape)  # type: ignore[assignment]
         self.attrs: dict[str, object] = dict(handle.attrs)
         self.has_rss = "reconstruction_rss" in handle
         if "ismrmrd_header" not in handle or not isinstance(handle["ismrmrd_header"], h5py.Dataset):
@@ -241,7 +245,7 @@ class FastMRIVolume:
             If the slice index is out of range, the data cannot be read
             (truncated file) or the k-space holds NaN or Inf.
         """
-        data = np.asarray(self._read("kspace", slice_index), dtype=np.complex64)
+        data = as_complex64(self._read("kspace", slice_index), self._layout)
         if not np.isfinite(data).all():
             raise ValueError(
                 f"The 'kspace' of '{self.path.name}' slice {slice_index} contains NaN or Inf values."
@@ -269,6 +273,39 @@ class FastMRIVolume:
                 f"Slice {slice_index} of '{name}' in '{self.path}' cannot be read (truncated or corrupt file?): "
                 f"{type(error).__name__}: {error}."
             ) from None
+
+
+PAIR_FIELDS: tuple[tuple[str, str], ...] = (("r", "i"), ("real", "imag"), ("re", "im"))
+"""Field names of a compound complex dtype, in (real, imaginary) order (h5py writes ``r``, ``i``; other tools
+write ``real``, ``imag``)."""
+
+
+def complex_layout(dtype: np.dtype, shape: tuple[int, ...]) -> str | None:
+    """How an HDF5 dataset holds complex numbers: ``"complex"`` (a complex dtype, which h5py makes of an ``(r, i)``
+    compound), ``"fields"`` (a compound of two float fields named as in :data:`PAIR_FIELDS`, e.g. ``real``/``imag``),
+    ``"pairs"`` (floats whose last axis of 2 holds real and imaginary parts, as PyTorch-style tools store them);
+    None for anything else."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        return "complex"
+    if dtype.names is not None and len(dtype.names) == 2 \
+            and tuple(n.lower() for n in dtype.names) in PAIR_FIELDS \
+            and all(dtype.fields[n][0].kind == "f" for n in dtype.names):
+        return "fields"
+    if dtype.kind == "f" and len(shape) >= 1 and shape[-1] == 2:
+        return "pairs"
+    return None
+
+
+def as_complex64(array: np.ndarray, layout: str) -> np.ndarray:
+    """``array`` read from a dataset of :func:`complex_layout` ``layout`` as complex64."""
+    array = np.asarray(array)
+    if layout == "fields":
+        real, imag = array.dtype.names
+        return (array[real].astype(np.float32) + 1j * array[imag].astype(np.float32)).astype(np.complex64)
+    if layout == "pairs":
+        return (array[..., 0].astype(np.float32) + 1j * array[..., 1].astype(np.float32)).astype(np.complex64)
+    return array.astype(np.complex64)
 
 
 def list_volumes(root: str | Path) -> list[Path]:
