@@ -129,3 +129,14 @@ def test_too_narrow_calibration_volume_is_an_error_naming_both_widths(noiseless,
     paths = vol.make_synthetic_volumes(tmp_path, volumes=1, shape=SHAPE, coils=4, seed=1)
     with pytest.raises(ValueError, match=r"region is 6 wide: coil maps need a calibration region at least 8 wide"):
         vol.load_volume_set(paths, 4.0, 6)
+
+
+def test_read_kspace_takes_other_tools_complex_layouts(tmp_path):
+    import h5py
+
+    from convexrecon.data.volume import read_kspace
+
+    k = (np.arange(2 * 4 * 3 * 5).reshape(2, 4, 3, 5) * (1 - 2j)).astype(np.complex64)
+    with h5py.File(tmp_path / "pairs.h5", "w") as f:
+        f["kspace"] = np.stack([k.real, k.imag], -1)
+    assert np.array_equal(read_kspace(tmp_path / "pairs.h5"), k)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from convexrecon.io import atomic_path
+from convexrecon.data.fastmri import as_complex64, complex_layout
 from convexrecon.data.masks import poisson_disc, slice_seed
 from convexrecon.mri.classical import fixed_numpy_seed
 from convexrecon.mri.espirit import calibration_width, espirit_maps, healthy_maps, map_coverage, warn_if_fallback
@@ -210,11 +211,15 @@ def make_synthetic_volumes(root: str | Path, volumes: int = 5, shape: tuple[int,
 
 
 def read_kspace(path: str | Path) -> np.ndarray:
-    """The ``kspace`` dataset of a volume file, ``(coils, X, Y, Z)`` complex64."""
+    """The ``kspace`` dataset of a volume file, ``(coils, X, Y, Z)`` complex64 (stored in any layout of
+    :func:`~convexrecon.data.fastmri.complex_layout`)."""
     with h5py.File(path, "r") as handle:
         if "kspace" not in handle:
             raise KeyError(f"The file {path} has no 'kspace' dataset (expected (coils, X, Y, Z) complex).")
-        return _check_kspace(handle["kspace"][()]).astype(np.complex64)
+        dataset = handle["kspace"]
+        layout = complex_layout(dataset.dtype, dataset.shape)
+        data = dataset[()] if layout is None else as_complex64(dataset[()], layout)
+        return _check_kspace(data).astype(np.complex64)
 
 
 class VolumeSet(NamedTuple):
