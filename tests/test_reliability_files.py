@@ -67,7 +67,8 @@ def _tail_damaged(path: Path) -> Path:
 FILE_CASES = [
     ("missing-kspace", lambda p: write(p, kspace=None, other=np.ones(3)), "no 'kspace' dataset"),
     ("kspace-is-a-group", lambda p: write(p, kspace="group"), "no 'kspace' dataset"),
-    ("kspace-rank-3", lambda p: write(p, kspace=GOOD[0]), r"must have rank 4 \(slices, coils, H, W\)"),
+    ("kspace-rank-3", lambda p: write(p, kspace=GOOD[0]),
+     r"must have rank 4 \(slices, coils, H, W\). Got shape \(3, 8, 7\) instead \(rank 3 is fastMRI's single-coil"),
     ("kspace-rank-5", lambda p: write(p, kspace=GOOD[None]), "must have rank 4"),
     ("kspace-real-float", lambda p: write(p, kspace=GOOD.real.astype(np.float32)),
      r"must be complex: .*Got dtype float32 with shape \(2, 3, 8, 7\)"),

@@ -198,9 +198,11 @@ class FastMRIVolume:
                              f"Got dtype {kspace.dtype} with shape {kspace.shape} instead.")
         shape = kspace.shape[:-1] if self._layout == "pairs" else kspace.shape
         if len(shape) != 4:
+            single = (" (rank 3 is fastMRI's single-coil layout; the package reconstructs multi-coil data with "
+                      "coil maps)") if len(shape) == 3 else ""
             raise ValueError(
                 f"The 'kspace' of '{self.path}' must have rank 4 (slices, coils, H, W). "
-                f"Got shape {kspace.shape} instead."
+                f"Got shape {kspace.shape} instead{single}."
             )
         if min(shape) == 0:
             what = "no slices" if shape[0] == 0 else "an empty coil or image axis"
