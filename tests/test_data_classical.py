@@ -66,3 +66,23 @@ def test_l1_wavelet_is_the_same_on_every_run_and_leaves_numpy_state_alone(tmp_pa
     np.testing.assert_array_equal(first, second)  # same image whatever the caller's state
     np.random.seed(1)
     assert np.random.random() == drawn_after  # the caller's stream is untouched by the call
+
+
+def test_sense_cg_that_breaks_down_is_recomputed_and_said():
+    """One coil at 4x: sigpy's CG on the singular normal operator returns values ~1e8 times the image; sense_cg
+    warns and returns the package's CG instead, which stops where a step would divide by zero."""
+    from convexrecon.data.masks import poisson_disc
+    from convexrecon.data.synthetic import synthesize_volume
+    from convexrecon.errors import DataWarning
+    from convexrecon.mri.classical import problem_from_kspace, sense_cg
+    from convexrecon.mri.consistency import measured_from_problems, sense_cg_batch, crop_center
+
+    volume = synthesize_volume((160, 92), 1, 1, 3, 25.0)
+    mask = poisson_disc((160, 92), 4.0, 16, 1).astype(bool)
+    problem = problem_from_kspace(volume.kspace[0], mask, 16, 64, fname="one_coil.h5")
+    with pytest.warns(DataWarning, match="sigpy's SENSE-CG broke down on one_coil.h5"):
+        image = sense_cg(problem)
+    data = measured_from_problems([problem])
+    expected = crop_center(sense_cg_batch(data.kspace, data.maps, data.mask, 10), 64)[0].numpy()
+    assert np.isfinite(image).all() and np.allclose(image, expected, atol=1e-5)
+    assert float(np.abs(image).max()) < 10 * float(np.abs(problem.target).max())
