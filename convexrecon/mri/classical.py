@@ -113,26 +113,25 @@ def sense_cg(problem: SliceProblem, lamda: float = 0.0, max_iter: int = 10) -> n
 BREAKDOWN = 1e3
 """sigpy's CG divides by :math:`p^H A^H A p` without a guard, so on a singular normal operator (one coil, or maps that
 vanish where the mask samples) it can return values ~1e8 times the image. A SENSE-CG image whose largest magnitude
-exceeds this multiple of the zero-filled image's is taken to have broken down."""
+exceeds this multiple of the (stored, cropped) zero-filled image's is taken to have broken down."""
 
 
 def _unless_broken_down(x: np.ndarray, problem: SliceProblem, lamda: float, max_iter: int) -> np.ndarray:
     """``x`` (sigpy's SENSE-CG of ``problem``, full grid), or, when it broke down (:data:`BREAKDOWN`), the same
     iteration by the package's CG, which stops a slice whose step would divide by zero, with a warning."""
+    scale = float(np.abs(problem.zero_filled).max())
+    if np.isfinite(x).all() and float(np.abs(x).max()) <= BREAKDOWN * max(scale, np.finfo(np.float32).tiny):
+        return x
     import torch
 
     from convexrecon.mri.consistency import data_consistency
-    from convexrecon.mri.sense import sense_adjoint
 
-    k = torch.as_tensor(np.asarray(problem.kspace, dtype=np.complex64))[None]
-    s = torch.as_tensor(np.asarray(problem.maps, dtype=np.complex64))[None]
-    m = torch.as_tensor(np.asarray(problem.mask, dtype=np.float32))[None]
-    scale = float(sense_adjoint(k, s, m).abs().max())
-    if np.isfinite(x).all() and float(np.abs(x).max()) <= BREAKDOWN * max(scale, np.finfo(np.float32).tiny):
-        return x
     warnings.warn(f"sigpy's SENSE-CG broke down on {problem.fname or 'a slice'} (largest magnitude "
                   f"{float(np.abs(x).max()):.3g} against {scale:.3g} for the zero-filled image; the normal operator "
                   "is singular there, e.g. one coil): recomputed by the package's CG.", DataWarning, stacklevel=3)
+    k = torch.as_tensor(np.asarray(problem.kspace, dtype=np.complex64))[None]
+    s = torch.as_tensor(np.asarray(problem.maps, dtype=np.complex64))[None]
+    m = torch.as_tensor(np.asarray(problem.mask, dtype=np.float32))[None]
     zero = torch.zeros(1, *k.shape[-2:], dtype=k.dtype)
     return data_consistency(zero, k, s, m, float(lamda), iterations=max_iter)[0].numpy()
 
