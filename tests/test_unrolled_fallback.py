@@ -248,6 +248,45 @@ def test_noise_relative_dc_weight_scales_each_slice_by_its_squared_noise_ratio(t
             StageInputs(dc_noise=bad)
 
 
+def test_cs_weights_shrink_with_the_noise_below_the_training_level_and_stay_above_it(toy, tmp_path):
+    """With cs_noise = r0 every CS image of a slice cleaner than r0 is CS at weight c σ̂ r / r0 (start and inputs
+    alike); a slice at or above r0 gets c σ̂ as without it; a save/load round trip and the start-image cache key keep
+    r0, and a network without it keeps its old key."""
+    from convexrecon.data.inputcache import initial_settings
+
+    _, _, data, _ = toy
+    k, s, m = data.kspace, data.maps, data.mask
+    rho = crop_center(data.zero_filled(), CROP).abs().flatten(1).amax(1)
+    sigma = estimate_noise(k, m).to(rho.dtype)
+    ratio = sigma / rho
+    r0 = float(ratio.median())
+    assert bool((ratio < r0).any()) and bool((ratio > r0).any())  # both sides of r0: the test can fail
+    common = {"cs_iterations": 12, "cs_lambda": 0.5, "cs_inputs": ((1.5, "haar"),), "cs_relative": "noise"}
+    plain = UnrolledNet([], CROP, cg_iterations=4, **common)
+    shrunk = UnrolledNet([], CROP, cg_iterations=4, cs_noise=r0, **common)
+    x1 = plain.start(k, s, m)
+    got = shrunk.initial(x1, k, s, m)
+    factor = (ratio / r0).clamp(max=1.0)
+    for index, (weight, wave) in enumerate(((0.5, "db4"), (1.5, "haar"))):
+        expected = l1_wavelet_fista(k, s, m, 1.0, 12, scale=weight * sigma * factor, start=x1, wave=wave)
+        assert torch.allclose(got[:, index], expected, atol=1e-5), wave
+    above = ratio >= r0
+    assert torch.allclose(got[above], plain.initial(x1, k, s, m)[above], atol=1e-6)  # noisier slices: unchanged
+    assert not torch.allclose(got[~above], plain.initial(x1, k, s, m)[~above], atol=1e-4)
+    shrunk.save(tmp_path / "m")
+    loaded = cr.stack.persist.load_unrolled(tmp_path / "m")
+    assert loaded.stage_inputs.cs_noise == r0
+    assert torch.allclose(loaded.predict(data), shrunk.predict(data), atol=1e-6)
+    assert "cs_noise" not in initial_settings(plain.options())
+    assert initial_settings(shrunk.options())["cs_noise"] == r0
+    assert "cs_noise" not in StageInputs().settings()
+    for bad in (-1.0, math.inf, "0.1", True):
+        with pytest.raises(ValueError, match="'cs_noise'"):
+            StageInputs(cs_iterations=5, cs_lambda=0.1, cs_noise=bad)
+    with pytest.raises(ValueError, match="'cs_noise' parameter needs 'cs_iterations'"):
+        StageInputs(cs_noise=0.1)
+
+
 def test_a_chain_reuses_its_dc_factors_and_advances_as_the_network(toy):
     """EstimateChain computes the slices' DC factors once and steps exactly as UnrolledNet.step computing them."""
     from convexrecon.stack.unrolled import EstimateChain

@@ -93,7 +93,11 @@ class UnrolledConfig(_Frozen):
     further image minus the estimate instead of the estimate. ``cs_shifts`` > 1 cycle-spins every CS image over
     that many wavelet-grid shifts (that many times the CS work). ``dc_relative = "noise"`` scales every stage's
     data-consistency weight by the square of each slice's relative noise level over the training slices' median
-    (:class:`convexrecon.stack.stage_inputs.StageInputs` ``dc_noise``; ``"fixed"``: the weights as chosen)."""
+    (:class:`convexrecon.stack.stage_inputs.StageInputs` ``dc_noise``; ``"fixed"``: the weights as chosen).
+    ``cs_clean`` names the masks on which every CS weight of a slice cleaner than the training slices' median
+    relative noise level is multiplied by its ratio to that median (``StageInputs.cs_noise``); on other masks the
+    weights are as ``cs_relative`` says at every noise level. With Poisson-disc sampling the best CS weight falls
+    that way on cleaner scans; on lines it does not (``benchmarks/cs_weight_law.py``)."""
 
     stages: int
     activation: str
@@ -124,6 +128,7 @@ class UnrolledConfig(_Frozen):
     residual: bool = False
     cs_shifts: int = 1
     dc_relative: str = "fixed"
+    cs_clean: tuple[str, ...] = ()
 
     def stage_rule(self) -> RuleConfig | None:
         """The rule of the layer-wise Adam stages: ``layerwise_rule``, or ``rule`` when None (a stage's block trains
@@ -214,7 +219,7 @@ CS_INPUTS = ((1 / 3, "db4"), (10 / 3, "db4"), (1, "haar"), (1, "sym8"))
 # reconstructions agree, cycle-spun CS images and data-consistency weights that follow the noise (docs/design.md §9.2;
 # docs/benchmarks.md §1.4 measures each part out of distribution)
 FALLBACK: dict[str, Any] = {"sense_input": True, "cs_relative": "noise", "keep_start": True, "residual": True,
-                            "cs_shifts": 4, "dc_relative": "noise"}
+                            "cs_shifts": 4, "dc_relative": "noise", "cs_clean": ("poisson",)}
 
 # the training sets of the modes (knee family, one SNR); their out-of-distribution sets derive from them
 QUICK_SET = SyntheticSet(volumes=3, slices=2, coils=6, shape=(96, 368), snr=25.0)

@@ -94,7 +94,7 @@ def split_under(out: Path, cfg: KneeConfig, mask: str, seed: int) -> dict[str, A
 def measured_split(root: Path, mask: str, cfg: KneeConfig, seed: int, cache: Path) -> dict[str, Any]:
     """:func:`load_split`'s split (validation = the first ``val_volumes`` volumes by name) built from
     :func:`measured_slices`: each part also holds its ``problems`` (for CS) and ``data`` (``MeasuredData``, for the
-    unrolled networks)."""
+    unrolled networks), and ``mask`` names its sampling pattern."""
     got = measured_slices(root, mask, cfg, seed, cache)
     files = sorted({p for p, _ in got["pairs"]})
     if len(files) < cfg.val_volumes + 1:
@@ -105,7 +105,7 @@ def measured_split(root: Path, mask: str, cfg: KneeConfig, seed: int, cache: Pat
     for name, keep in (("train", lambda p: p not in val_files), ("val", lambda p: p in val_files)):
         index = [i for i, (p, _) in enumerate(got["pairs"]) if keep(p)]
         parts[name] = _stack_problems([got["problems"][i] for i in index], [got["pairs"][i] for i in index])
-    return {"dataset": got["dataset"], **parts}
+    return {"dataset": got["dataset"], "mask": mask, **parts}
 
 
 def anatomy_slices(root: Path, mask: str, cfg: KneeConfig, seed: int, cache: Path) -> dict[str, Any]:

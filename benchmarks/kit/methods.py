@@ -217,7 +217,7 @@ def ensemble_entry(start: torch.Tensor, part: dict[str, Any], crop: int) -> dict
 
 
 def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | None = None,
-                     reference: float | None = None) -> dict[str, Any]:
+                     reference: float | None = None, mask: str | None = None) -> dict[str, Any]:
     """The unrolled architecture's block inputs and CS start from ``u``; ``cs_lambda = "cs"`` means the CS
     baseline's λ (``cs_lambda``, chosen on training slices, relative to each slice's max |zero-filled|);
     ``cs_inputs`` are the further CS images, each a multiple of the start's λ or a ``(multiple, wavelet)`` pair.
@@ -226,7 +226,8 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
     CS baseline's λ times ``noise_ratio``, the training slices' median of max |zero-filled| over the noise level
     (:func:`noise_ratio`), so that on training-like data the stages see the CS images they would see with
     ``"max"``, while on a scan with another noise level the weights follow its noise. ``reference``: the training
-    slices' relative noise level, needed with ``u.dc_relative == "noise"`` (:func:`dc_noise`)."""
+    slices' relative noise level, needed with ``u.dc_relative == "noise"`` (:func:`dc_noise`) or when ``mask`` (the
+    split's sampling pattern) is one of ``u.cs_clean`` (:func:`cs_noise`)."""
     lam = u.cs_lambda
     if u.cs_iterations and lam == "cs":
         if cs_lambda is None:
@@ -242,7 +243,20 @@ def unrolled_options(u: UnrolledConfig, cs_lambda: float | None, ratio: float | 
             "cs_lambda": float(lam) if u.cs_iterations else 0.0,
             "cs_inputs": tuple((float(f) * float(lam), w) for f, w in inputs) if u.cs_iterations else (),
             "sense_input": u.sense_input, "cs_relative": u.cs_relative, "residual": u.residual,
-            "cs_shifts": u.cs_shifts, "dc_noise": dc_noise(u, reference)}
+            "cs_shifts": u.cs_shifts, "dc_noise": dc_noise(u, reference),
+            "cs_noise": cs_noise(u, reference, mask) if u.cs_iterations else 0.0}
+
+
+def cs_noise(u: UnrolledConfig, reference: float | None, mask: str | None) -> float:
+    """The relative noise level below which ``u``'s CS weights shrink with the noise (``StageInputs.cs_noise``):
+    ``reference`` (the training slices' :func:`~convexrecon.stack.unrolled.dc_reference`) on a mask named in
+    ``u.cs_clean``, 0 (weights as ``u.cs_relative`` says) otherwise."""
+    if mask not in u.cs_clean:
+        return 0.0
+    if reference is None or not reference > 0:
+        raise ValueError(f"cfg.unrolled.cs_clean = {u.cs_clean!r} needs the training slices' relative noise level > 0 "
+                         f"on mask {mask!r}. Got {reference!r}.")
+    return reference
 
 
 def dc_noise(u: UnrolledConfig, reference: float | None) -> float:
@@ -269,8 +283,9 @@ def noise_ratio(data: Any) -> float:
 def split_options(split: dict[str, Any], u: UnrolledConfig, cs_lambda: float | None) -> dict[str, Any]:
     """:func:`unrolled_options` of ``u`` on ``split`` (its noise ratio from the training slices when needed)."""
     ratio = noise_ratio(split["train"]["data"]) if u.cs_iterations and u.cs_relative == "noise" else None
-    reference = dc_reference(split["train"]["data"]) if u.dc_relative == "noise" else None
-    return unrolled_options(u, cs_lambda, ratio, reference)
+    mask = split.get("mask")
+    reference = dc_reference(split["train"]["data"]) if u.dc_relative == "noise" or mask in u.cs_clean else None
+    return unrolled_options(u, cs_lambda, ratio, reference, mask)
 
 
 def unrolled_stage_settings(u: UnrolledConfig) -> list[BlockSettings]:

@@ -4,8 +4,8 @@ Which network: ``--recommended`` trains the recommended one, the unrolled networ
 L1-wavelet CS with certified convex stages and data consistency (the benchmark's configuration:
 ``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
 0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias
---dc-relative noise``: CS and data-consistency weights that follow each scan's noise level, CS images cycle-spun
-over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
+--dc-relative noise``, and ``--cs-clean shrink`` with a Poisson mask: CS and data-consistency weights that follow
+each scan's noise level, CS images cycle-spun over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
 estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's
 layer-wise CNN (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
 
@@ -83,7 +83,7 @@ FLAGS = {"kernel_size": "--kernel-size", "num_arrangements": "--arrangements", "
          "halve_every": "--halve-every", "weight_decay": "--weight-decay", "shrink": "--stage-shrink",
          "cs_iterations": "--cs-start", "cs_lambda": "--cs-start-lambda", "cs_inputs": "--cs-inputs",
          "cs_relative": "--cs-relative", "sense_input": "--stage-sense", "residual": "--stage-residual",
-         "dc_noise": "--dc-relative",
+         "dc_noise": "--dc-relative", "cs_noise": "--cs-clean",
          "cs_shifts": "--cs-shifts",
          "gated_method": "--stage-solver"}
 
@@ -112,8 +112,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--method", default="layerwise_convex", choices=METHODS, help="trainer")
     parser.add_argument("--recommended", action="store_true",
                         help="train the recommended network: the unrolled network refining L1-wavelet CS, as "
-                             f"'{' '.join(_preset_flags())}' (flags given beside it override "
-                             "--blocks, --cs-start and --cs-inputs)")
+                             f"'{' '.join(_preset_flags())}', and --cs-clean shrink with --mask poisson (flags "
+                             "given beside it override --blocks, --cs-start and --cs-inputs)")
     parser.add_argument("--architecture", default=None, type=_architecture, choices=ARCHITECTURES,
                         help="default layerwise-cnn (also 'seed'): the paper's CNN (blocks stacked, skip from the "
                              "input); unrolled (default with --recommended): stages of a block and a data-consistency "
@@ -146,6 +146,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "slices; default) or noise (each slice's weight times (r / r0)^2, r its noise level over "
                              "its max |zero-filled| and r0 the training slices' median: the MAP weight, so the "
                              "measured data count more on a scan with less noise; default with --recommended)")
+    parser.add_argument("--cs-clean", default=None, choices=("keep", "shrink"),
+                        help="unrolled: the CS weights of a scan cleaner than the training slices (r < r0, r its "
+                             "noise level over its max |zero-filled| and r0 the training slices' median): keep (as "
+                             "--cs-relative says; default) or shrink (times r / r0: with Poisson-disc sampling the "
+                             "best CS weight falls faster than the noise on clean scans; default with --recommended "
+                             "and a Poisson mask)")
     parser.add_argument("--stage-sense", action="store_true",
                         help="unrolled: the unregularised SENSE-CG image as a further block input of every stage, so "
                              "a stage can reproduce it (default with --recommended)")
@@ -241,11 +247,19 @@ RECOMMENDED: dict[str, Any] = {"architecture": UNROLLED, "blocks": 2, "cs_start"
 P = 8, refining 100 FISTA steps of CS, a constant channel, four CS images and the SENSE-CG image as inputs, no
 zero-filled input, every CS image cycle-spun over 4 wavelet grids, data-consistency weights that follow each scan's
 noise level), with this command's own β ratio, λ candidates and tolerance. Its CS weights are multiples of
-each scan's noise level: 0.5 σ̂ is where L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic knee and
-brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
-max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution")."""
+each scan's noise level: 0.5 σ̂ is where plain L1-wavelet CS (100 FISTA steps, Poisson 4x) peaks on the synthetic
+knee and brain families at SNR 10, 25 and 100 alike (0.25-1 σ̂ within 1 dB of the best), while the best multiple of
+max |zero-filled| moves 8x over that range (docs/benchmarks.md, "Out of distribution"). With a Poisson mask it also
+takes ``--cs-clean shrink`` (:data:`RECOMMENDED_CS_CLEAN`): the best *cycle-spun* weight falls below 0.5 σ̂ on scans
+cleaner than the training data (0.29 σ̂ at the training SNR 25, 0.09 σ̂ at SNR 100 on the knee family,
+benchmarks/cs_weight_law.py), while with lines it does not."""
+RECOMMENDED_CS_CLEAN: dict[str, str] = {"poisson": "shrink"}
+"""``--cs-clean`` of ``--recommended`` by ``--mask`` (``keep`` for the others): on lines the best CS weight follows the
+aliasing, not the noise, and the recommended network trained with ``shrink`` there lost 1.8-3.2 dB at 4x the training
+SNR (docs/benchmarks.md §1.4)."""
 PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": [],
-                         "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1, "dc_relative": "fixed"}
+                         "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1, "dc_relative": "fixed",
+                         "cs_clean": "keep"}
 """The defaults without ``--recommended``: the paper's CNN."""
 
 
@@ -267,6 +281,8 @@ def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> a
     preset = RECOMMENDED if args.recommended else PLAIN
     if args.cs_start_lambda is None and args.cs_relative == "noise":  # a weight in noise units, not in max units
         args.cs_start_lambda = RECOMMENDED["cs_start_lambda"]
+    if args.recommended and args.cs_clean is None:
+        args.cs_clean = RECOMMENDED_CS_CLEAN.get(args.mask, "keep")
     for name, value in preset.items():
         if getattr(args, name) is None or getattr(args, name) is False:  # unset (0 is a value: --cs-start 0)
             if name == "cs_inputs" and value:
@@ -307,13 +323,16 @@ def _check_stage_flags(args: argparse.Namespace, parser: argparse.ArgumentParser
                                           or args.no_stage_zero_filled or args.stage_solver != "auto"
                                           or args.stage_sense or args.stage_residual or args.no_keep_start
                                           or args.cs_relative != "max" or args.cs_shifts != 1
-                                          or args.dc_relative != "fixed"):
+                                          or args.dc_relative != "fixed" or args.cs_clean != "keep"):
         parser.error("argument --stage-bias/--stage-shrink/--cs-start/--cs-inputs/--cs-relative/--cs-shifts/"
-                     "--dc-relative/"
+                     "--dc-relative/--cs-clean/"
                      "--stage-sense/--stage-residual/--stage-solver/--no-stage-zero-filled/--no-keep-start: expected "
                      f"with --architecture unrolled only. Got --architecture {args.architecture}.")
     if not all(t > 0 and math.isfinite(t) for t in args.stage_shrink):
         parser.error(f"argument --stage-shrink: expected finite thresholds > 0. Got {args.stage_shrink}.")
+    if args.cs_clean == "shrink" and not args.cs_start:
+        parser.error(f"argument --cs-clean: expected shrink with --cs-start N > 0 (it scales the CS weights). Got "
+                     f"--cs-start {args.cs_start}.")
     if args.cs_inputs and not args.cs_start:
         parser.error(f"argument --cs-inputs: expected with --cs-start N > 0 (their FISTA steps). Got --cs-inputs "
                      f"{' '.join(f'{lam:g}:{wave}' for lam, wave in args.cs_inputs)} and --cs-start {args.cs_start}.")
@@ -423,10 +442,16 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
                 solver = stage_solver(args.stage_solver, len(train.inputs), int(train.inputs.shape[-1]),
                                       stage_inputs.channels(not args.no_stage_zero_filled), args.kernel_size,
                                       args.arrangements)
-        if measured is not None and args.dc_relative == "noise":  # the noise level at which the DC weights hold
-            stage_inputs = dataclasses.replace(stage_inputs, dc_noise=dc_reference(measured[0]))
+        reference = dc_reference(measured[0]) if measured is not None and (
+            args.dc_relative == "noise" or args.cs_clean == "shrink") else None
+        if reference is not None and args.dc_relative == "noise":  # the noise level at which the DC weights hold
+            stage_inputs = dataclasses.replace(stage_inputs, dc_noise=reference)
             print(f"data-consistency weights relative to each slice's noise: they hold at noise / max|zero-filled| "
-                  f"= {stage_inputs.dc_noise:.4g} (the median of the {len(train.inputs)} training slices)", flush=True)
+                  f"= {reference:.4g} (the median of the {len(train.inputs)} training slices)", flush=True)
+        if reference is not None and args.cs_clean == "shrink":  # the noise level below which CS weights shrink
+            stage_inputs = dataclasses.replace(stage_inputs, cs_noise=reference)
+            print(f"CS weights of a slice cleaner than noise / max|zero-filled| = {reference:.4g} shrink with its "
+                  f"noise level", flush=True)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     split = {"training": sorted(set(train.volumes)), "validation": sorted(set(val.volumes))}

@@ -50,7 +50,8 @@ from convexrecon.mri.consistency import MeasuredGroups, measured_groups
 INITIAL_VERSION = 1  # bump when UnrolledNet.initial (or what it is computed from) changes
 INITIAL_FIELDS = ("cs_iterations", "cs_lambda", "cs_inputs", "cs_relative", "cs_shifts", "sense_input",
                   "sense_start")
-"""The :meth:`~convexrecon.stack.stage_inputs.StageInputs.options` that define the start images."""
+"""The :meth:`~convexrecon.stack.stage_inputs.StageInputs.options` that define the start images (and ``cs_noise``
+when it is set)."""
 
 
 def initial_settings(options: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +62,8 @@ def initial_settings(options: dict[str, Any]) -> dict[str, Any]:
                          f"Got none for {missing}.")
     out = {name: options[name] for name in INITIAL_FIELDS}
     out["cs_inputs"] = [[float(lam), str(wave)] for lam, wave in out["cs_inputs"]]
+    if options.get("cs_noise", 0.0) > 0:  # keyed only when set, so entries of networks without it keep their keys
+        out["cs_noise"] = float(options["cs_noise"])
     return out
 
 

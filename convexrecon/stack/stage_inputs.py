@@ -82,6 +82,15 @@ class StageInputs:
         is the MAP estimate for noise of variance :math:`\sigma^2` and an error of :math:`z` of variance
         :math:`\tau^2` when :math:`\lambda = \sigma^2 / \tau^2`, so on a scan with less noise the measured
         data weigh more (``docs/design.md`` §9.2).
+    cs_noise
+        0: the CS weights are ``cs_lambda`` (and the ``cs_inputs`` weights) times :math:`\hat\sigma` or
+        :math:`\rho` as ``cs_relative`` says. > 0: the relative noise level :math:`r_0` of the training data,
+        and a slice that is cleaner (:math:`r < r_0`) gets every CS weight times :math:`r / r_0`; a noisier
+        slice keeps them. With ``cs_relative="noise"`` the weight is then :math:`c\,\hat\sigma^2 / (r_0\rho)`
+        below :math:`r_0`, the MAP weight :math:`\sigma^2 / b` of a Laplace prior whose scale :math:`b` follows
+        the image (:math:`\propto \rho`). On the knee family with Poisson-disc sampling the best cycle-spun CS
+        weight moves so (c* 0.29 σ̂ at SNR 10 and 25, 0.09 σ̂ at SNR 100: ``benchmarks/cs_weight_law.py``), and a
+        weight that follows σ̂ alone over-smooths clean scans (``docs/design.md`` §9.2).
     """
 
     bias: bool = False
@@ -95,6 +104,7 @@ class StageInputs:
     residual: bool = False
     cs_shifts: int = 1
     dc_noise: float = 0.0
+    cs_noise: float = 0.0
 
     def __post_init__(self) -> None:
         iterations, lam = self.cs_iterations, self.cs_lambda
@@ -120,13 +130,19 @@ class StageInputs:
         if not (isinstance(shifts, int) and not isinstance(shifts, bool) and 1 <= shifts <= len(CYCLE_SHIFTS)):
             raise ValueError(f"The 'cs_shifts' parameter must be an int from 1 (plain CS) to {len(CYCLE_SHIFTS)} "
                              f"(wavelet-grid shifts of cycle-spun CS). Got {shifts!r} instead.")
-        noise = self.dc_noise
-        if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise)
-                and noise >= 0):
-            raise ValueError(f"The 'dc_noise' parameter must be a finite number >= 0 (0: data-consistency weights "
-                             f"as trained; > 0: the relative noise level at which they hold). Got {noise!r} "
-                             "instead.")
-        object.__setattr__(self, "dc_noise", float(noise))
+        for name, meaning in (("dc_noise", "data-consistency weights as trained; > 0: the relative noise level at "
+                                           "which they hold"),
+                              ("cs_noise", "CS weights as cs_relative says; > 0: the training data's relative noise "
+                                           "level, below which they shrink with the noise")):
+            noise = getattr(self, name)
+            if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise)
+                    and noise >= 0):
+                raise ValueError(f"The '{name}' parameter must be a finite number >= 0 (0: {meaning}). Got "
+                                 f"{noise!r} instead.")
+            object.__setattr__(self, name, float(noise))
+        if self.cs_noise > 0 and not iterations:
+            raise ValueError(f"The 'cs_noise' parameter needs 'cs_iterations' > 0 (it scales the CS weights). Got "
+                             f"cs_noise={self.cs_noise!r} with cs_iterations=0.")
         object.__setattr__(self, "shrink", _thresholds(self.shrink))
         object.__setattr__(self, "cs_lambda", float(lam))
         object.__setattr__(self, "cs_inputs", inputs)
@@ -135,7 +151,7 @@ class StageInputs:
     def from_options(cls, *, bias: Any = False, shrink: Any = (), cs_iterations: Any = 0, cs_lambda: Any = 0.0,
                      cs_inputs: Any = (), relative: bool = False, sense_input: Any = False,
                      sense_start: Any = False, cs_relative: str = "max", residual: Any = False,
-                     cs_shifts: Any = 1, dc_noise: Any = 0.0) -> "StageInputs":
+                     cs_shifts: Any = 1, dc_noise: Any = 0.0, cs_noise: Any = 0.0) -> "StageInputs":
         """The inputs as a command line or a benchmark configuration states them.
 
         ``cs_lambda`` and ``cs_inputs`` apply to a CS start only: without one (``cs_iterations`` 0) they
@@ -146,6 +162,7 @@ class StageInputs:
                 "residual": residual, "cs_shifts": cs_shifts, "dc_noise": dc_noise}
         if not cs_iterations:
             return cls(bias, shrink, cs_iterations, 0.0, (), **more)
+        more["cs_noise"] = cs_noise
         items = [cls.parse_cs_input(item) if isinstance(item, str) else item for item in cs_inputs]
         pairs = [(f, DEFAULT_WAVE) if isinstance(f, (int, float)) else tuple(f) for f in items]
         if relative:
@@ -188,7 +205,7 @@ class StageInputs:
         return {"bias": self.bias, "shrink": self.shrink, "cs_iterations": self.cs_iterations,
                 "cs_lambda": self.cs_lambda, "cs_inputs": self.cs_inputs, "sense_input": self.sense_input,
                 "sense_start": self.sense_start, "cs_relative": self.cs_relative, "residual": self.residual,
-                "cs_shifts": self.cs_shifts, "dc_noise": self.dc_noise}
+                "cs_shifts": self.cs_shifts, "dc_noise": self.dc_noise, "cs_noise": self.cs_noise}
 
     def settings(self) -> dict[str, Any]:
         """The fields as JSON values (lists for tuples), as saved in configs and checkpoints; the fallback and
@@ -196,7 +213,7 @@ class StageInputs:
         them (and the checkpoints they resume from) keep their keys."""
         out = {**self.options(), "shrink": list(self.shrink), "cs_inputs": [list(c) for c in self.cs_inputs]}
         for name, default in (("sense_input", False), ("sense_start", False), ("cs_relative", "max"),
-                              ("residual", False), ("cs_shifts", 1), ("dc_noise", 0.0)):
+                              ("residual", False), ("cs_shifts", 1), ("dc_noise", 0.0), ("cs_noise", 0.0)):
             if out[name] == default:
                 del out[name]
         return out

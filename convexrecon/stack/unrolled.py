@@ -168,13 +168,14 @@ class UnrolledNet(nn.Module):
         Further CS images as block inputs of every stage (needs ``cs_iterations``): each item a relative
         weight (Daubechies-4) or a ``(weight, wavelet)`` pair; for each, ``cs_iterations`` FISTA steps of
         L1-wavelet CS with that weight and wavelet (2 channels), computed once per slice with the CS start.
-    sense_input, sense_start, cs_relative, residual, cs_shifts, dc_noise
+    sense_input, sense_start, cs_relative, residual, cs_shifts, dc_noise, cs_noise
         The SENSE-CG image as a block input / as the start, what the CS weights are relative to, whether
         the block sees the further images minus the estimate instead of the estimate, the wavelet-grid
-        shifts of cycle-spun CS images, and the noise level at which the DC weights hold (0: fixed weights)
+        shifts of cycle-spun CS images, the noise level at which the DC weights hold (0: fixed weights) and the
+        one below which the CS weights shrink with the noise (0: never)
         (:class:`~convexrecon.stack.stage_inputs.StageInputs`).
     stage_inputs
-        The ten settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
+        The eleven settings above as one :class:`~convexrecon.stack.stage_inputs.StageInputs` (replacing them).
         CS at one weight and wavelet over-smooths some regions and leaves aliasing in others; the blocks
         learn where to trust which (docs/design.md §9.1).
 
@@ -190,11 +191,11 @@ class UnrolledNet(nn.Module):
                  shrink: Sequence[float] = (), cs_iterations: int = 0, cs_lambda: float = 0.0,
                  cs_inputs: Sequence[Any] = (), sense_input: bool = False, sense_start: bool = False,
                  cs_relative: str = "max", residual: bool = False, cs_shifts: int = 1, dc_noise: float = 0.0,
-                 stage_inputs: StageInputs | None = None) -> None:
+                 cs_noise: float = 0.0, stage_inputs: StageInputs | None = None) -> None:
         super().__init__()
         if stage_inputs is None:
             stage_inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start,
-                                       cs_relative, residual, cs_shifts, dc_noise)
+                                       cs_relative, residual, cs_shifts, dc_noise, cs_noise)
         self.stage_inputs = stage_inputs
         self.bias, self.shrink = stage_inputs.bias, stage_inputs.shrink
         self.cs_iterations, self.cs_lambda = stage_inputs.cs_iterations, stage_inputs.cs_lambda
@@ -257,8 +258,13 @@ class UnrolledNet(nn.Module):
         runs = ((self.cs_lambda, DEFAULT_WAVE),) + self.cs_inputs if self.cs_iterations else ()
         out: list[Tensor] = [x1] * max(len(runs), 1)
         if runs:
-            rho = estimate_noise(k, m).to(real) if inputs.cs_relative == "noise" else \
-                crop_center(x1, self.crop).abs().flatten(1).amax(1)
+            rho = crop_center(x1, self.crop).abs().flatten(1).amax(1)
+            sigma = estimate_noise(k, m).to(real) if inputs.cs_relative == "noise" or inputs.cs_noise > 0 else None
+            scale = sigma if inputs.cs_relative == "noise" else rho
+            if inputs.cs_noise > 0:  # a cleaner slice than the training data: every weight times r / r0
+                ratio = sigma / rho.clamp_min(torch.finfo(real).tiny)
+                scale = scale * (ratio / inputs.cs_noise).clamp(max=1.0)
+            rho = scale
         first = 1 if inputs.sense_start else 0  # the CS start is not needed when SENSE-CG starts the chain
         for wave in dict.fromkeys(w for _, w in runs[first:]):  # one batched FISTA per wavelet
             index = [i for i, (_, w) in enumerate(runs) if w == wave and i >= first]
@@ -406,7 +412,8 @@ class UnrolledNet(nn.Module):
                 "cs_iterations": self.cs_iterations, "cs_lambda": self.cs_lambda,
                 "cs_inputs": [list(c) for c in self.cs_inputs],
                 **{k: v for k, v in self.stage_inputs.settings().items()
-                   if k in ("sense_input", "sense_start", "cs_relative", "residual", "cs_shifts", "dc_noise")},
+                   if k in ("sense_input", "sense_start", "cs_relative", "residual", "cs_shifts", "dc_noise",
+                            "cs_noise")},
                 "stages": [{"block": block_spec(s.block), "lam": float(s.lam.detach()), "limit": float(s.limit)}
                            for s in self.stages]}
 
@@ -461,7 +468,8 @@ def unrolled_from_spec(spec: dict[str, Any], config: dict[str, Any] | None = Non
                        cs_inputs=spec.get("cs_inputs", ()), sense_input=bool(spec.get("sense_input", False)),
                        sense_start=bool(spec.get("sense_start", False)),
                        cs_relative=str(spec.get("cs_relative", "max")), residual=bool(spec.get("residual", False)),
-                       cs_shifts=int(spec.get("cs_shifts", 1)), dc_noise=float(spec.get("dc_noise", 0.0)))
+                       cs_shifts=int(spec.get("cs_shifts", 1)), dc_noise=float(spec.get("dc_noise", 0.0)),
+                       cs_noise=float(spec.get("cs_noise", 0.0)))
 
 
 def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Sequence[float], crop: int, *,
@@ -469,16 +477,17 @@ def unrolled_plain(num_stages: int, width: int, kernel_size: int, lambdas: Seque
                    config: dict[str, Any] | None = None, bias: bool = False, shrink: Sequence[float] = (),
                    cs_iterations: int = 0, cs_lambda: float = 0.0, cs_inputs: Sequence[Any] = (),
                    sense_input: bool = False, sense_start: bool = False, cs_relative: str = "max",
-                   residual: bool = False, cs_shifts: int = 1, dc_noise: float = 0.0) -> UnrolledNet:
+                   residual: bool = False, cs_shifts: int = 1, dc_noise: float = 0.0,
+                   cs_noise: float = 0.0) -> UnrolledNet:
     """The unrolled architecture with ReLU blocks of ``width`` channels (:func:`relu_block`: first layer at
     PyTorch's default init, seeded ``seed + i`` per stage, second layer zero) and λ_i = ``lambdas[i]``: the start
     of the Adam baselines. ``bias``, ``shrink``,
     ``cs_iterations``, ``cs_lambda``, ``cs_inputs``, ``sense_input``, ``sense_start``, ``cs_relative``,
-    ``residual``, ``cs_shifts`` and ``dc_noise`` as in :class:`UnrolledNet`."""
+    ``residual``, ``cs_shifts``, ``dc_noise`` and ``cs_noise`` as in :class:`UnrolledNet`."""
     if len(lambdas) != num_stages:
         raise ValueError(f"The 'lambdas' parameter must hold one λ per stage ({num_stages}). Got {len(lambdas)}.")
     inputs = StageInputs(bias, shrink, cs_iterations, cs_lambda, cs_inputs, sense_input, sense_start, cs_relative,
-                         residual, cs_shifts, dc_noise)
+                         residual, cs_shifts, dc_noise, cs_noise)
     c = inputs.channels(concat_input)
     stages = [UnrolledStage(relu_block(c, width, kernel_size, seed + i), float(lambdas[i]), learn_lambda)
               for i in range(num_stages)]
