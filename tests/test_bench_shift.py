@@ -71,3 +71,12 @@ def test_noise_relative_weights_are_the_cs_lambda_at_the_training_ratio(part) ->
         unrolled_options(u, 0.01, ratio, None)
     with pytest.raises(ValueError, match="'fixed' or 'noise'"):
         unrolled_options(dataclasses.replace(u, dc_relative="sometimes"), 0.01, ratio, reference)
+    # the CS weights shrink on cleaner scans on the masks named in cs_clean only (the configurations: Poisson)
+    assert options["cs_noise"] == 0.0  # no mask given
+    assert unrolled_options(u, 0.01, ratio, reference, "lines")["cs_noise"] == 0.0
+    assert unrolled_options(u, 0.01, ratio, reference, "poisson")["cs_noise"] == reference
+    assert CONFIGS["default"].unrolled.cs_clean == ("poisson",)
+    with pytest.raises(ValueError, match="relative noise level"):
+        unrolled_options(u, 0.01, ratio, None, "poisson")
+    with pytest.raises(ValueError, match="sequence of mask names"):
+        unrolled_options(dataclasses.replace(u, cs_clean="poisson"), 0.01, ratio, reference, "poisson")

@@ -80,7 +80,27 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     assert net.config["training"]["keep_start"]
     # DC weights hold at the training slices' median noise level over max |zero-filled| (printed)
     assert 0 < net.stage_inputs.dc_noise < 1 and f"= {net.stage_inputs.dc_noise:.4g} (the median" in out
+    # with a Poisson mask the CS weights shrink on cleaner scans below that same level (printed)
+    assert net.stage_inputs.cs_noise == net.stage_inputs.dc_noise and "shrink with its noise level" in out
     # every stage is certified, or the identity (every candidate scored below its input on the held-out volume)
     assert net.config["stages"][0]["status"] == "optimal"
     assert all(s["status"] == "optimal" or (s.get("identity") and s["status"] is None) for s in net.config["stages"])
     assert "Every block the model keeps is certified" in out
+
+
+def test_recommended_keeps_the_cs_weights_on_lines_and_refuses_cs_clean_without_a_cs_start(tmp_path, capsys) -> None:
+    """On lines the best CS weight follows the aliasing, not the noise: --recommended leaves --cs-clean at keep."""
+    from convexrecon.cli.train import RECOMMENDED_CS_CLEAN
+
+    parser = build_parser()
+    args = apply_preset(parser.parse_args(["train", "--data", "D", "--mask", "lines", "--out", "M", "--recommended"]),
+                        parser)
+    assert args.cs_clean == "keep" and RECOMMENDED_CS_CLEAN == {"poisson": "shrink"}
+    assert _args("--recommended").cs_clean == "shrink" and _args().cs_clean == "keep"
+    data = tmp_path / "data"
+    make_synthetic(data, volumes=3, slices=1, coils=4, seed=0, shape=(64, 45), recon=(32, 32))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(data), "--mask", "poisson", "--out", str(tmp_path / "m"), "--architecture",
+              "unrolled", "--cs-clean", "shrink"])
+    assert exit_info.value.code == 2 and "argument --cs-clean: expected shrink with --cs-start N > 0" in \
+        capsys.readouterr().err

@@ -251,6 +251,9 @@ def cs_noise(u: UnrolledConfig, reference: float | None, mask: str | None) -> fl
     """The relative noise level below which ``u``'s CS weights shrink with the noise (``StageInputs.cs_noise``):
     ``reference`` (the training slices' :func:`~convexrecon.stack.unrolled.dc_reference`) on a mask named in
     ``u.cs_clean``, 0 (weights as ``u.cs_relative`` says) otherwise."""
+    if isinstance(u.cs_clean, str) or not all(isinstance(name, str) for name in u.cs_clean):
+        raise ValueError(f"cfg.unrolled.cs_clean must be a sequence of mask names (e.g. ['poisson']). Got "
+                         f"{u.cs_clean!r}.")
     if mask not in u.cs_clean:
         return 0.0
     if reference is None or not reference > 0:
