@@ -5,9 +5,10 @@ L1-wavelet CS with certified convex stages and data consistency (the benchmark's
 ``--architecture unrolled --blocks 2 --cs-start 100 --cs-relative noise --cs-start-lambda 0.5 --cs-inputs
 0.15 1.5 0.5:haar 0.5:sym8 --cs-shifts 4 --stage-sense --stage-residual --no-stage-zero-filled --stage-bias
 --dc-relative noise``, and ``--cs-clean shrink`` with a Poisson mask: CS and data-consistency weights that follow
-each scan's noise level, CS images cycle-spun over 4 wavelet grids, the SENSE-CG image beside the CS images, and blocks that see how those images differ from the
-estimate, so that a stage's correction shrinks where they agree). Without it, ``train`` trains the paper's
-layer-wise CNN (``--architecture layerwise-cnn``, alias ``seed``), which stays below CS on these data.
+each scan's noise level, CS images cycle-spun over 4 wavelet grids, the SENSE-CG image beside the CS images, and
+blocks that see how those images differ from the estimate, so that a stage's correction shrinks where they agree).
+Without it, ``train`` trains the paper's layer-wise CNN (``--architecture layerwise-cnn``, alias ``seed``), which
+stays below CS on these data.
 
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR --recommended
     python -m convexrecon train --data DIR --mask poisson|lines --out MODEL_DIR \\
@@ -255,8 +256,8 @@ cleaner than the training data (0.29 σ̂ at the training SNR 25, 0.09 σ̂ at S
 benchmarks/cs_weight_law.py), while with lines it does not."""
 RECOMMENDED_CS_CLEAN: dict[str, str] = {"poisson": "shrink"}
 """``--cs-clean`` of ``--recommended`` by ``--mask`` (``keep`` for the others): on lines the best CS weight follows the
-aliasing, not the noise, and the recommended network trained with ``shrink`` there lost 1.8-3.2 dB at 4x the training
-SNR (docs/benchmarks.md §1.4)."""
+aliasing, not the noise (benchmarks/cs_weight_law.py), and the recommended network trained with ``shrink`` there
+scored 1.8 and 3.2 dB below cycle-spun CS on brain and knee at 4x the training SNR (docs/benchmarks.md §1.4)."""
 PLAIN: dict[str, Any] = {"architecture": LAYERWISE_CNN, "blocks": 4, "cs_start": 0, "cs_inputs": [],
                          "cs_relative": "max", "cs_start_lambda": 0.003, "cs_shifts": 1, "dc_relative": "fixed",
                          "cs_clean": "keep"}
