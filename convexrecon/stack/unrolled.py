@@ -264,13 +264,12 @@ class UnrolledNet(nn.Module):
             if inputs.cs_noise > 0:  # a cleaner slice than the training data: every weight times r / r0
                 ratio = sigma / rho.clamp_min(torch.finfo(real).tiny)
                 scale = scale * (ratio / inputs.cs_noise).clamp(max=1.0)
-            rho = scale
         first = 1 if inputs.sense_start else 0  # the CS start is not needed when SENSE-CG starts the chain
         for wave in dict.fromkeys(w for _, w in runs[first:]):  # one batched FISTA per wavelet
             index = [i for i, (_, w) in enumerate(runs) if w == wave and i >= first]
             n = len(index)
             images = l1_wavelet_fista(k.repeat(n, 1, 1, 1), s.repeat(n, 1, 1, 1), m.repeat(n, 1, 1), 1.0,
-                                      self.cs_iterations, scale=torch.cat([runs[i][0] * rho for i in index]),
+                                      self.cs_iterations, scale=torch.cat([runs[i][0] * scale for i in index]),
                                       start=x1.repeat(n, 1, 1), wave=wave,
                                       shifts=list(CYCLE_SHIFTS[:inputs.cs_shifts]) if inputs.cs_shifts > 1 else None)
             for j, i in enumerate(index):
