@@ -5,6 +5,10 @@ hash of the training data. :func:`load_checkpoint` refuses a file that cannot
 be read (truncated, corrupt) or that another run wrote, with a
 :class:`CheckpointError` naming the file and, for another run, every setting
 that differs, or that the data differ. A checkpoint is never reused silently.
+
+Floating-point settings match within a relative tolerance of :data:`FLOAT_RTOL`: several settings are
+derived from the data (a CS weight scaled by a noise estimate, say), and a reduction run on another
+number of threads moves them in the last digits without making them another run's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +26,20 @@ from torch import Tensor
 
 from convexrecon.errors import CheckpointError
 from convexrecon.io import atomic_path
+
+
+FLOAT_RTOL = 1e-6
+"""Relative tolerance within which a stored floating-point setting equals the current one."""
+
+
+def _same_leaf(stored: Any, current: Any) -> bool:
+    if isinstance(stored, bool) != isinstance(current, bool):
+        return False  # True == 1.0 in Python, but a switch is not a number
+    floats = [isinstance(v, float) for v in (stored, current)]
+    numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, current)]
+    if any(floats) and all(numbers):
+        return math.isclose(stored, current, rel_tol=FLOAT_RTOL, abs_tol=0.0)
+    return stored == current
 
 
 def checkpoint_file(directory: str | Path | None, name: str) -> Path | None:
@@ -60,7 +79,7 @@ def normalized(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_differences(stored: Any, current: Any, name: str = "") -> list[str]:
-    """Human-readable list of the leaves where ``stored`` and ``current`` differ."""
+    """Human-readable list of the leaves where ``stored`` and ``current`` differ (floats beyond :data:`FLOAT_RTOL`)."""
     if isinstance(stored, dict) and isinstance(current, dict):
         out: list[str] = []
         for key in sorted(set(stored) | set(current), key=str):
@@ -74,7 +93,7 @@ def settings_differences(stored: Any, current: Any, name: str = "") -> list[str]
         return out
     if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
         return [d for i, (a, b) in enumerate(zip(stored, current)) for d in settings_differences(a, b, f"{name}[{i}]")]
-    return [] if stored == current else [f"{name or 'settings'}: checkpoint {stored!r}, now {current!r}"]
+    return [] if _same_leaf(stored, current) else [f"{name or 'settings'}: checkpoint {stored!r}, now {current!r}"]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
