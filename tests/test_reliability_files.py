@@ -81,6 +81,8 @@ FILE_CASES = [
     ("zero-coils", lambda p: write(p, kspace=np.zeros((2, 0, 8, 7), np.complex64)), "empty coil or image axis"),
     ("nan", lambda p: write(p, kspace=_with(np.nan)), "slice 1 contains NaN or Inf"),
     ("inf", lambda p: write(p, kspace=_with(complex(0, np.inf))), "slice 1 contains NaN or Inf"),
+    ("all-zero-slice", lambda p: write(p, kspace=GOOD * np.array([1, 0])[:, None, None, None]),
+     "slice 1 is all zero: nothing was measured"),
     ("truncated", _truncated, "not a readable HDF5 file|corrupt or truncated|cannot be read"),
     ("tail-cut", _tail_damaged, "not a readable HDF5 file|corrupt or truncated|cannot be read"),
     ("garbage", lambda p: (p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4), p)[1],

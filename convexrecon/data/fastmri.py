@@ -245,13 +245,16 @@ class FastMRIVolume:
         ------
         ValueError
             If the slice index is out of range, the data cannot be read
-            (truncated file) or the k-space holds NaN or Inf.
+            (truncated file) or the k-space holds NaN or Inf or is all zero.
         """
         data = as_complex64(self._read("kspace", slice_index), self._layout)
         if not np.isfinite(data).all():
             raise ValueError(
                 f"The 'kspace' of '{self.path.name}' slice {slice_index} contains NaN or Inf values."
             )
+        if not data.any():
+            raise ValueError(f"The 'kspace' of '{self.path.name}' slice {slice_index} is all zero: nothing was "
+                             f"measured there. Remove the slice or the file.")
         return data
 
     def rss(self, slice_index: int) -> np.ndarray | None:
