@@ -28,13 +28,13 @@ Below the table: how degenerate the exact optimum is (cone rows each nonzero neu
 point's block holds at equality, against ``d = C_in k^2``), and the time to form the data Gram matrix
 ``B^T B`` once, the fixed cost of any direct Newton method on the block.
 
-The target: exact ReLU certified to ``--tol`` in at most 3x the gated solve's
+The target: exact ReLU certified to ``--tol`` in at most 10x the gated solve's
 time. Every row states the threads and the device; the certificate is always
 evaluated in float64.
 
     python -m benchmarks.bench_relu --threads 1        # n = 10,000, C_in 8, k 5, P 16 (about 5 min)
     python -m benchmarks.bench_relu --threads 1 --block relu-features --images 8 --size 45 --width 41 \
-        --channels 16 --gates 32 --beta 20 --no-interior --no-pdhg --admm-max-iter 3000 --name relu-block-issue
+        --channels 16 --gates 32 --beta 20 --no-interior --no-pdhg --admm-max-iter 3000 --name relu-block-planted
     python -m benchmarks.bench_relu --threads 1 --no-admm --no-pdhg --no-interior --newton-sizes 4000,8000,12000,16000
 
 Writes ``benchmarks/results/<--name>/results.{json,md}``.
