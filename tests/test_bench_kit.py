@@ -126,3 +126,15 @@ def test_effort_cells_curves_and_paired_differences() -> None:
     got = paired(entry, "a", "b")
     assert got["mean"] == 2.0 and got["n"] == 3 and got["text"].endswith("b not converged: not a finding")
     assert paired(entry, "a", "missing") is None
+
+
+def test_resumed_stages_counts_the_leading_checkpoints_a_run_reads_back(tmp_path) -> None:
+    from benchmarks.kit.methods import resumed_stages
+
+    assert resumed_stages(tmp_path / "absent", 2) == 0
+    for name in ("stage_01.pt", "stage_03.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert resumed_stages(tmp_path, 3) == 1  # stage 2 is solved again, and every stage after it
+    (tmp_path / "stage_02.pt").write_bytes(b"")
+    assert resumed_stages(tmp_path, 3) == 3
+    assert resumed_stages(tmp_path, 2) == 2
