@@ -72,7 +72,8 @@ def test_recommended_trains_certified_stages_on_a_tiny_set(tmp_path, capsys) -> 
     out = captured.out
     assert "unrolled convex stages" in captured.err and "fit_layer" not in captured.err  # solver bars: --verbose
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["architecture"] == "unrolled" and summary["stage_solver"] == "interior_point"
+    assert (summary["method"], summary["architecture"]) == ("unrolled_convex", "unrolled")  # the tables' name
+    assert summary["stage_solver"] == "interior_point"
     net = load_network(tmp_path / "m")
     assert type(net).__name__ == "UnrolledNet" and len(net.stages) == 2 and net.cs_iterations == 100
     assert len(net.cs_inputs) == 4 and net.bias and not net.concat_input

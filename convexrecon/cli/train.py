@@ -75,6 +75,9 @@ from convexrecon.stack.unrolled import dc_reference
 from convexrecon.stack.unrolled_train import DEFAULT_LAMBDAS
 
 METHODS = ("layerwise_convex", "end_to_end", "layerwise_adam")
+UNROLLED_METHOD_NAMES = {"layerwise_convex": "unrolled_convex", "end_to_end": "unrolled_end_to_end",
+                         "layerwise_adam": "unrolled_layerwise_adam"}
+"""The final summary's name of each trainer of the unrolled network: the benchmark tables' names."""
 ARCHITECTURES = (LAYERWISE_CNN, UNROLLED)
 
 # the flag of each library setting, to name it in a usage error the library raised
@@ -472,7 +475,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser, cache_dir:
     except (ValueError, MemoryError, SolverError) as error:  # refused checkpoint, memory guard, diverged solve
         parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {error}\n")
     net.save(args.out)
-    summary = {"method": args.method, "architecture": args.architecture, "model": str(args.out),
+    method = UNROLLED_METHOD_NAMES[args.method] if args.architecture == UNROLLED else args.method
+    summary = {"method": method, "architecture": args.architecture, "model": str(args.out),
                "train_slices": len(train.inputs),
                "val_slices": len(val.inputs)}
     if args.method == "layerwise_convex":
