@@ -53,6 +53,11 @@ LABELS = {
 }
 
 
+def set_folder(work: Path, name: str) -> Path:
+    """Where the test set ``name`` is written under the run's directory."""
+    return work / "sets" / re.sub(r"\W+", "_", name)
+
+
 def cli(*args: str, cwd: Path) -> tuple[str, float]:
     """Run ``python -m convexrecon ARGS`` on one thread; its stdout and wall seconds. A failure stops the run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CONVEXRECON_CACHE": str(cwd / "cache")}
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cli("prepare", "--make-synthetic", "--data", "train", "--volumes", "4", "--slices", "2", "--coils",
             str(COILS), "--shape", *map(str, SHAPE), "--crop", str(CROP), "--no-classical", cwd=work)
     for name, (anatomy, snr, seed) in TEST_SETS.items():
-        folder = work / "sets" / re.sub(r"\W+", "_", name)
+        folder = set_folder(work, name)
         if not any(folder.glob("*.h5")):
             make_synthetic(folder, volumes=1, slices=2, coils=COILS, shape=SHAPE, snr=snr, seed=seed, anatomy=anatomy)
     results: dict[str, Any] = {"sets": {}, "variants": {}}
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry = {"train_seconds": round(seconds, 1), "certificates": certified(out), "sets": {}}
         print(f"{variant}: train {seconds:.0f} s; {entry['certificates']}", flush=True)
         for name in TEST_SETS:
-            folder = work / "sets" / re.sub(r"\W+", "_", name)
+            folder = set_folder(work, name)
             recon = work / "recon" / variant / folder.name
             _, rec_seconds = cli("reconstruct", "--model", str(model), "--data", str(folder), "--out", str(recon),
                                  "--crop", str(CROP), cwd=work)

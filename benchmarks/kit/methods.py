@@ -32,6 +32,7 @@ from convexrecon.stack.baselines import train_end_to_end, train_layerwise_adam
 from convexrecon.stack.layerwise import BlockSettings, train_layerwise
 from convexrecon.stack.network import ReconNet
 from convexrecon.stack.unrolled import dc_reference, relative_noise
+from convexrecon.stack.unrolled_train import stage_checkpoint
 from convexrecon.stack import (UnrolledNet, initial_estimates, train_unrolled, train_unrolled_end_to_end,
                                train_unrolled_layerwise_adam, unrolled_plain)
 
@@ -202,7 +203,7 @@ def train_layerwise_adam_baseline(split: dict[str, Any], cfg: KneeConfig, decays
 def resumed_stages(directory: Path, stages: int) -> int:
     """How many leading stages of an unrolled convex run ``directory`` holds checkpoints of (they resume in order)."""
     count = 0
-    while count < stages and (directory / f"stage_{count + 1:02d}.pt").is_file():
+    while count < stages and stage_checkpoint(directory, count).is_file():
         count += 1
     return count
 

@@ -33,12 +33,11 @@ FLOAT_RTOL = 1e-6
 
 
 def _same_leaf(stored: Any, current: Any) -> bool:
-    if isinstance(stored, bool) != isinstance(current, bool):
-        return False  # True == 1.0 in Python, but a switch is not a number
-    floats = [isinstance(v, float) for v in (stored, current)]
-    numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, current)]
-    if any(floats) and all(numbers):
-        return math.isclose(stored, current, rel_tol=FLOAT_RTOL, abs_tol=0.0)
+    if isinstance(stored, bool) or isinstance(current, bool):
+        return stored is current  # True == 1.0 in Python, but a switch is not a number
+    if isinstance(stored, float) or isinstance(current, float):  # integers stay exact
+        numbers = all(isinstance(v, (int, float)) for v in (stored, current))
+        return numbers and math.isclose(stored, current, rel_tol=FLOAT_RTOL, abs_tol=0.0)
     return stored == current
 
 

@@ -51,6 +51,12 @@ from convexrecon.stack.unrolled import (ChainSet, UnrolledNet, UnrolledStage, bl
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
+def stage_checkpoint(directory: Path, index: int) -> Path:
+    """The checkpoint file of stage ``index`` (0-based) of an unrolled convex run in ``directory``; stages resume
+    in order, so a run with the files of stages 0 … j-1 resumes those and solves the rest."""
+    return directory / f"stage_{index + 1:02d}.pt"
+
+
 @dataclass
 class UnrolledResult:
     """The trained network and one record per stage (β, λ, certificate, selection scores, validation metrics)."""
@@ -291,7 +297,7 @@ class _StageTrainer:
         bar = tqdm(range(self.run.last(len(self.stages))), desc="unrolled convex stages", unit="stage",
                    disable=not self.run.progress)
         for i in bar:
-            path = ckpt / f"stage_{i + 1:02d}.pt" if ckpt is not None else None
+            path = stage_checkpoint(ckpt, i) if ckpt is not None else None
             if path is not None and path.is_file():
                 stage, sel_stage, record = self.resume(i, path)
             else:
